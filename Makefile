@@ -1,0 +1,42 @@
+# One venv at .venv; torch is installed first from the CPU build on disk (see ../shared/ENVIRONMENT.md).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+export HF_HUB_OFFLINE=1
+export TRANSFORMERS_OFFLINE=1
+
+.PHONY: setup infra-deps demo test test-slow lint bench helm-dev helm-oracle helm-nvidia clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[all]'
+	touch $@
+
+# The Debian Prometheus the project starts on 127.0.0.1 (no systemd: autoopt infra up runs the binary).
+infra-deps:
+	@command -v prometheus >/dev/null || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus git)
+
+demo: setup infra-deps
+	$(BIN)/autoopt demo
+
+test: setup infra-deps
+	$(BIN)/ruff check autooptimizer tests
+	$(BIN)/pytest -m "not slow"
+
+test-slow: setup infra-deps
+	$(BIN)/pytest -m slow
+
+lint: setup
+	$(BIN)/ruff check autooptimizer tests
+	$(BIN)/ruff format --check autooptimizer tests
+
+bench: setup infra-deps
+	$(BIN)/autoopt bench policy
+	$(BIN)/autoopt bench gates
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

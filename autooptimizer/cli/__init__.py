@@ -1,0 +1,5 @@
+"""The `autoopt` command line. Each area registers its commands from its own module."""
+
+from autooptimizer.cli.app import app, main
+
+__all__ = ["app", "main"]

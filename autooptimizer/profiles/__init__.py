@@ -1,0 +1,83 @@
+"""Environment profiles (dev, staging, prod): validated YAML that operators edit.
+
+`load_profile(name)` reads `AUTOOPT_PROFILES_DIR/<name>.yaml` when that directory is set, else the
+packaged file. Unknown keys are errors, so a typo cannot silently fall back to a default.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from autooptimizer.errors import ConfigError
+
+_HERE = Path(__file__).parent
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class Gates(_Strict):
+    ndcg_drop_pct: float = Field(3.0, alias="ndcgDropPct", gt=0)
+    p95_latency_ms: float = Field(800, alias="p95LatencyMs", gt=0)
+    cost_budget_pct: float = Field(80.0, alias="costBudgetPct", gt=0, le=100)
+    max_retries: int = Field(3, alias="maxRetries", ge=0)
+    window_seconds: int = Field(30, alias="windowSeconds", ge=5)
+    baseline_window_seconds: int = Field(120, alias="baselineWindowSeconds", ge=10)
+
+
+class Cost(_Strict):
+    price_per_compute_second: float = Field(0.0005, alias="pricePerComputeSecond", ge=0)
+    budget: float = Field(5.0, gt=0)
+    integration: bool = False
+
+
+class Promotion(_Strict):
+    new_domain_margin: float = Field(0.01, alias="newDomainMargin", ge=0)
+    original_tolerance: float = Field(0.01, alias="originalTolerance", ge=0)
+
+
+class ABTest(_Strict):
+    enabled: bool = True
+    min_samples: int = Field(20, alias="minSamples", ge=2)
+    max_duration_seconds: float = Field(120, alias="maxDurationSeconds", gt=0)
+    alpha: float = Field(0.05, gt=0, lt=1)
+    canary_weight: float = Field(0.5, alias="canaryWeight", gt=0, le=0.5)
+
+
+class Loop(_Strict):
+    scheduler: bool = False
+    interval_minutes: float = Field(30, alias="intervalMinutes", gt=0)
+    auto_promote: bool = Field(True, alias="autoPromote")
+    rollback_on_degrade: bool = Field(True, alias="rollbackOnDegrade")
+    watch_window_seconds: float = Field(30, alias="watchWindowSeconds", gt=0)
+    mock_signals: bool = Field(False, alias="mockSignals")
+
+
+class Profile(_Strict):
+    name: str
+    gates: Gates = Gates()
+    cost: Cost = Cost()
+    promotion: Promotion = Promotion()
+    ab_test: ABTest = Field(ABTest(), alias="abTest")
+    loop: Loop = Loop()
+
+
+def profile_path(name: str) -> Path:
+    base = Path(os.environ.get("AUTOOPT_PROFILES_DIR") or _HERE)
+    return base / f"{name}.yaml"
+
+
+def load_profile(name: str) -> Profile:
+    path = profile_path(name)
+    if not path.is_file():
+        raise ConfigError(f"Environment profile {name!r} not found at {path}.", "Use dev, staging or prod, or set AUTOOPT_PROFILES_DIR.")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+        return Profile.model_validate(raw)
+    except (yaml.YAMLError, ValidationError) as exc:
+        raise ConfigError(f"Profile file {path} is invalid: {exc}", "Correct the file; see docs/operations.md for the keys.") from exc

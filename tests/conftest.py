@@ -1,0 +1,24 @@
+"""Every test gets its own AUTOOPT_HOME and the offline environment; nothing touches the network."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from autooptimizer.settings import OFFLINE_ENV, get_settings
+
+for _k, _v in OFFLINE_ENV.items():
+    os.environ.setdefault(_k, _v)
+os.environ["LANGSMITH_TRACING"] = "false"
+
+
+@pytest.fixture(autouse=True)
+def autoopt_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "autoopt-home"
+    monkeypatch.setenv("AUTOOPT_HOME", str(home))
+    monkeypatch.setenv("CREWAI_STORAGE_DIR", str(tmp_path / "crewai"))
+    get_settings.cache_clear()
+    yield home
+    get_settings.cache_clear()

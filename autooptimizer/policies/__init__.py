@@ -1,0 +1,1 @@
+"""The safety core: Cedar policy decision point, tool catalogue, approvals, kill switch and audit trail."""

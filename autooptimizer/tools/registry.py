@@ -1,0 +1,416 @@
+"""The tool registry: the one gate between an agent and anything it can do.
+
+Each tool is defined once — a plain function taking a pydantic args model, plus name, owner agent, risk and
+description — and is reached only through `ToolRegistry.call`, which runs, in order:
+
+1. size check (args over `MAX_ARGS_BYTES` -> deny, nothing runs);
+2. lookup (unknown tool -> deny) and pydantic validation (bad args -> deny with the validation errors);
+3. context: `kill_switch` (from the kill-switch file), `approved` (only from an approval stored for THIS exact
+   call: tool + canonical args + agent + env), and the tool's `facts(args)` — trusted facts computed from typed
+   args and system state, never parsed from free text. Agents cannot pass context in.
+4. the Cedar PDP decides permit / deny / needs_approval for (agent, tool, env, context);
+5. the decision is appended to the hash-chained audit log and sent to listeners;
+6. needs_approval -> a durable approval request (reused if one is already pending for the same call);
+   permit -> the approval (if any) is consumed, the function runs, and a result summary is audited.
+
+Defining a tool (in `autooptimizer/tools/<area>.py`)::
+
+    class DeployCanaryArgs(BaseModel):
+        model_version: str
+        weight: float = Field(ge=0, le=1)
+
+    @tool(name="deploy_canary", owner="devops", risk="change",
+          facts=lambda a: {"canary_weight": a.weight})
+    def deploy_canary(args: DeployCanaryArgs) -> dict:
+        "Route `weight` of traffic to the challenger."
+        ...
+
+Calling it::
+
+    from autooptimizer.tools import load_all_tools
+    res = load_all_tools().call("devops", "deploy_canary", {"model_version": "3", "weight": 0.2})
+    res.decision, res.executed, res.result, res.approval_id
+
+Facts a tool may supply (everything else is rejected): `ab_passed`, `target_is_gold` (bool) and
+`canary_weight`, `budget_remaining`, `estimated_cost` (numbers). A fact left out is false/absent for the PDP.
+Every tool must also be listed in `autooptimizer/policies/catalog.yaml` with the same owner and risk; a tool
+missing there is an unknown tool to the PDP and is denied.
+
+Tracing hook: `registry.add_listener(fn)`; `fn(event: ToolEvent)` is called once with phase "decision" and,
+when the tool ran, once with phase "result". Listener errors are logged and never affect the call.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import math
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any, Literal, get_type_hints
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from autooptimizer.errors import AutoOptError, ConfigError, NotFoundError
+from autooptimizer.tools.context import current_cycle_id, current_trace_id
+
+log = logging.getLogger(__name__)
+
+Risk = Literal["read", "change", "critical"]
+DecisionKind = Literal["permit", "deny", "needs_approval"]
+AGENTS = ("supervisor", "metrics", "data", "ml", "devops")
+TOOL_MODULES = ("metrics", "data", "ml", "devops")
+MAX_ARGS_BYTES = 64 * 1024
+BOOL_FACTS = ("ab_passed", "target_is_gold")
+NUMBER_FACTS = ("canary_weight", "budget_remaining", "estimated_cost")
+
+
+class ToolSpec(BaseModel):
+    """One tool, defined once; the framework adapters wrap this, never the bare function."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    name: str
+    description: str
+    risk: Risk
+    owner: str
+    args_model: type[BaseModel]
+    func: Callable[[BaseModel], Any]
+    facts: Callable[[BaseModel], dict] | None = None
+
+    def json_schema(self) -> dict:
+        """The args JSON schema, for LLM function-calling adapters."""
+        return self.args_model.model_json_schema()
+
+
+class ToolCallResult(BaseModel):
+    """What happened to one call: the decision, and the result only when the tool actually ran."""
+
+    tool: str
+    agent: str
+    args: dict
+    decision: DecisionKind
+    policies: list[str]
+    reason: str
+    executed: bool
+    result: Any = None
+    error: str | None = None
+    approval_id: str | None = None
+    trace_id: str | None = None
+    cycle_id: str | None = None
+    env: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.executed and self.error is None
+
+
+class ToolEvent(BaseModel):
+    """Sent to listeners: phase "decision" for every call, then "result" when the tool ran."""
+
+    phase: Literal["decision", "result"]
+    call: ToolCallResult
+    context: dict
+    started_at: float
+    duration_ms: float
+
+
+Listener = Callable[[ToolEvent], None]
+
+
+def _args_model_of(func: Callable) -> type[BaseModel]:
+    params = list(inspect.signature(func).parameters.values())
+    if len(params) != 1:
+        raise ConfigError(f"Tool function {func.__qualname__} must take exactly one argument (its args model).",
+                          "Define `def f(args: SomeArgs) -> dict` with SomeArgs a pydantic BaseModel.")
+    hints = get_type_hints(func)
+    model = hints.get(params[0].name)
+    if not (inspect.isclass(model) and issubclass(model, BaseModel)):
+        raise ConfigError(f"Tool function {func.__qualname__}: argument {params[0].name!r} is not typed with a "
+                          "pydantic model.", "Annotate it, e.g. `args: DeployCanaryArgs`.")
+    return model
+
+
+def _first_doc_line(func: Callable) -> str:
+    doc = inspect.getdoc(func) or ""
+    return doc.strip().split("\n\n")[0].replace("\n", " ")
+
+
+def _summary(value: Any, limit: int = 2000) -> Any:
+    """A JSON-safe, size-bounded summary for the audit log."""
+    if isinstance(value, BaseModel):
+        value = value.model_dump(mode="json")
+    try:
+        text = json.dumps(value, default=str, sort_keys=True)
+    except (TypeError, ValueError):
+        text = json.dumps(repr(value))
+    if len(text) <= limit:
+        return json.loads(text)
+    return {"truncated": True, "bytes": len(text), "head": text[:limit]}
+
+
+def clean_facts(tool: str, raw: Any) -> dict:
+    """Check a tool's facts: only known keys, right types, finite numbers. Anything else is a bug -> deny."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ValueError(f"facts for {tool} must be a dict, got {type(raw).__name__}")
+    out: dict = {}
+    for key, value in raw.items():
+        if key in BOOL_FACTS:
+            if not isinstance(value, bool):
+                raise ValueError(f"fact {key!r} must be a bool, got {value!r}")
+            out[key] = value
+        elif key in NUMBER_FACTS:
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                raise ValueError(f"fact {key!r} must be a finite number, got {value!r}")
+            out[key] = float(value)
+        else:
+            raise ValueError(f"fact {key!r} is not a fact a tool may supply (allowed: {BOOL_FACTS + NUMBER_FACTS})")
+    return out
+
+
+class ToolRegistry:
+    """Holds the tool specs; `call` is the only way the product runs a tool."""
+
+    def __init__(self) -> None:
+        self._tools: dict[str, ToolSpec] = {}
+        self._listeners: list[Listener] = []
+        self._lock = threading.Lock()
+
+    # --- definition -------------------------------------------------------------------------------------------
+    def register(self, spec: ToolSpec) -> ToolSpec:
+        """Add a tool. Owner/risk must match the policy catalogue when the tool is listed there."""
+        if spec.owner not in AGENTS or spec.owner == "supervisor":
+            raise ConfigError(f"Tool {spec.name}: owner {spec.owner!r} is not a tool-owning agent.",
+                              "Use one of metrics, data, ml, devops.")
+        from autooptimizer.policies.catalog import load_catalog
+
+        entry = load_catalog().tools.get(spec.name)
+        if entry is None:
+            log.warning("tool %s is not in policies/catalog.yaml: the PDP will deny every call to it", spec.name)
+        elif (entry.owner, entry.risk) != (spec.owner, spec.risk):
+            raise ConfigError(
+                f"Tool {spec.name} declares owner={spec.owner} risk={spec.risk}, but the policy catalogue says "
+                f"owner={entry.owner} risk={entry.risk}.",
+                "Make the @tool declaration match autooptimizer/policies/catalog.yaml (the catalogue wins).",
+            )
+        with self._lock:
+            existing = self._tools.get(spec.name)
+            if existing is not None and existing.func is not spec.func and (
+                existing.func.__module__, existing.func.__qualname__) != (spec.func.__module__, spec.func.__qualname__):
+                raise ConfigError(f"Tool {spec.name} is defined twice ({existing.func.__module__} and "
+                                  f"{spec.func.__module__}).", "Give each tool one definition.")
+            self._tools[spec.name] = spec
+        return spec
+
+    def unregister(self, name: str) -> None:
+        """Remove a tool (tests)."""
+        with self._lock:
+            self._tools.pop(name, None)
+
+    def get(self, name: str) -> ToolSpec:
+        try:
+            return self._tools[name]
+        except KeyError:
+            raise NotFoundError(f"Unknown tool {name!r}.", f"Known tools: {', '.join(sorted(self._tools))}.") from None
+
+    def all(self) -> list[ToolSpec]:
+        return sorted(self._tools.values(), key=lambda s: s.name)
+
+    def for_agent(self, agent: str) -> list[ToolSpec]:
+        return [s for s in self.all() if s.owner == agent]
+
+    def add_listener(self, fn: Listener) -> Callable[[], None]:
+        """Register a tracing/observer hook; returns a function that removes it."""
+        with self._lock:
+            self._listeners.append(fn)
+
+        def remove() -> None:
+            with self._lock:
+                if fn in self._listeners:
+                    self._listeners.remove(fn)
+
+        return remove
+
+    # --- the gate ---------------------------------------------------------------------------------------------
+    def call(
+        self,
+        agent: str,
+        name: str,
+        args: dict | None,
+        *,
+        env: str | None = None,
+        trace_id: str | None = None,
+        approval_id: str | None = None,
+        requested_by: str = "agent",
+        evidence: dict | None = None,
+        cycle_id: str | None = None,
+    ) -> ToolCallResult:
+        """Validate, decide, audit, and run only on permit. Never raises for a denied or failing call."""
+        from autooptimizer.policies.approvals import ApprovalStore, call_hash
+        from autooptimizer.policies.audit import AuditLog
+        from autooptimizer.policies.killswitch import kill_switch
+        from autooptimizer.policies.pdp import get_pdp
+        from autooptimizer.settings import get_settings
+
+        started = time.time()
+        t0 = time.perf_counter()
+        env = env or get_settings().env
+        trace_id = trace_id or current_trace_id.get() or uuid.uuid4().hex
+        cycle_id = cycle_id or current_cycle_id.get()
+        audit = AuditLog()
+        base = {"tool": name, "agent": agent, "trace_id": trace_id, "cycle_id": cycle_id, "env": env}
+
+        def finish_denied(policies: list[str], reason: str, error: str, shown_args: dict) -> ToolCallResult:
+            res = ToolCallResult(**base, args=shown_args, decision="deny", policies=policies, reason=reason,
+                                 executed=False, error=error, approval_id=approval_id)
+            audit.append_call("decision", res, context={}, actor=requested_by)
+            self._emit("decision", res, {}, started, t0)
+            return res
+
+        # 1. size, before anything parses the payload
+        try:
+            raw_text = json.dumps(args if args is not None else {}, default=str)
+        except (TypeError, ValueError) as exc:
+            return finish_denied(["registry.invalid-args"], "arguments are not JSON data",
+                                 f"Arguments for {name} are not JSON-serialisable: {exc}", {})
+        if len(raw_text.encode()) > MAX_ARGS_BYTES:
+            size = len(raw_text.encode())
+            return finish_denied(
+                ["registry.args-too-large"], f"arguments are {size} bytes; the limit is {MAX_ARGS_BYTES}",
+                f"Arguments for {name} are {size} bytes, over the {MAX_ARGS_BYTES}-byte limit; nothing ran. "
+                "Pass references (paths, ids), not data.", {"truncated": True, "bytes": size})
+        if args is not None and not isinstance(args, dict):
+            return finish_denied(["registry.invalid-args"], "arguments must be a JSON object",
+                                 f"Arguments for {name} must be an object, got {type(args).__name__}.",
+                                 {"value": _summary(args, 200)})
+        args = args or {}
+
+        # 2. lookup + validation
+        spec = self._tools.get(name)
+        if spec is None:
+            return finish_denied(["registry.unknown-tool"], f"unknown tool {name!r}",
+                                 f"Unknown tool {name!r}; nothing ran. Known tools: {', '.join(sorted(self._tools))}.",
+                                 _summary(args, 2000) if isinstance(_summary(args, 2000), dict) else {})
+        try:
+            model = spec.args_model.model_validate(args)
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(args)'}: {e['msg']}" for e in exc.errors())
+            return finish_denied(["registry.invalid-args"], "arguments failed validation",
+                                 f"Invalid arguments for {name}: {problems}. Nothing ran.", _summary(args, 2000))
+        canon = model.model_dump(mode="json")
+        base_args = canon
+
+        # 3. trusted context
+        try:
+            facts = clean_facts(name, spec.facts(model) if spec.facts else None)
+        except Exception as exc:  # noqa: BLE001 - any failure computing facts must deny, not crash
+            return finish_denied(["registry.facts-error"], "could not compute the policy facts for this call",
+                                 f"Computing policy facts for {name} failed: {exc}. Nothing ran.", base_args)
+        chash = call_hash(name, canon, agent, env)
+        store = ApprovalStore()
+        approved, approval_note = False, None
+        if approval_id:
+            approved, approval_note = store.check(approval_id, chash)
+        context = {**facts, "kill_switch": kill_switch.is_on(), "approved": approved}
+
+        # 4. decide
+        pdp = get_pdp(env)
+        decision = pdp.decide(agent, name, context)
+        res = ToolCallResult(**base, args=base_args, decision=decision.decision, policies=decision.policies,
+                             reason=decision.reason, executed=False, approval_id=approval_id,
+                             error=approval_note if approval_id and not approved else None)
+
+        if decision.decision == "needs_approval":
+            req = store.request_or_reuse(tool=name, agent=agent, env=env, args=canon, call_hash_=chash,
+                                         reason=decision.reason, policies=decision.policies, evidence=evidence,
+                                         requested_by=requested_by, trace_id=trace_id, cycle_id=cycle_id)
+            res.approval_id = req.id
+            res.error = (f"Needs approval: {decision.reason}. Request {req.id} is waiting; approve it with "
+                         f"`autoopt approvals approve {req.id}`, then repeat the call with approval_id={req.id}.")
+        elif decision.decision == "permit" and approved and not store.consume(approval_id, chash):
+            res.decision, res.policies = "deny", ["registry.approval-used"]
+            res.reason = "the approval for this call was already used"
+            res.error = f"Approval {approval_id} was already used or expired; nothing ran."
+        elif decision.decision == "deny" and not res.error:
+            res.error = f"Denied: {decision.reason}."
+        audit.append_call("decision", res, context=context, actor=requested_by)
+        self._emit("decision", res, context, started, t0)
+        if res.decision != "permit":
+            return res
+
+        # 5. run
+        try:
+            res.result = spec.func(model)
+        except AutoOptError as exc:
+            res.error = f"{exc.problem}" + (f" Fix: {exc.fix}" if exc.fix else "")
+        except Exception as exc:  # noqa: BLE001 - a tool failure is a result, reported and audited
+            res.error = f"{type(exc).__name__}: {exc}"
+        res.executed = True
+        audit.append_call("result", res, context=context, actor=requested_by, result_summary=_summary(res.result))
+        self._emit("result", res, context, started, t0)
+        return res
+
+    def _emit(self, phase: Literal["decision", "result"], res: ToolCallResult, context: dict, started: float,
+              t0: float) -> None:
+        if not self._listeners:
+            return
+        event = ToolEvent(phase=phase, call=res.model_copy(), context=dict(context), started_at=started,
+                          duration_ms=(time.perf_counter() - t0) * 1000)
+        for fn in list(self._listeners):
+            try:
+                fn(event)
+            except Exception:  # noqa: BLE001 - tracing must never change a call
+                log.exception("tool listener %r failed", fn)
+
+
+REGISTRY = ToolRegistry()
+
+
+def tool(
+    *,
+    name: str,
+    owner: str,
+    risk: Risk,
+    description: str | None = None,
+    facts: Callable[[Any], dict] | None = None,
+    registry: ToolRegistry | None = None,
+) -> Callable[[Callable], Callable]:
+    """Decorator: register `def f(args: SomeArgsModel) -> dict | BaseModel` (args model from the type hint).
+
+    The function is returned unchanged (so it can be unit-tested directly); agents reach it only via the
+    registry. `description` defaults to the docstring's first paragraph.
+    """
+
+    def wrap(func: Callable) -> Callable:
+        spec = ToolSpec(name=name, owner=owner, risk=risk, description=description or _first_doc_line(func) or name,
+                        args_model=_args_model_of(func), func=func, facts=facts)
+        (registry or REGISTRY).register(spec)
+        func.tool_spec = spec  # type: ignore[attr-defined]
+        return func
+
+    return wrap
+
+
+def load_all_tools() -> ToolRegistry:
+    """Import the area tool modules (each registers its tools) and return the global registry.
+
+    A module that does not exist yet is skipped; a module that exists but fails to import raises.
+    """
+    import importlib
+
+    for mod in TOOL_MODULES:
+        full = f"autooptimizer.tools.{mod}"
+        try:
+            importlib.import_module(full)
+        except ModuleNotFoundError as exc:
+            if exc.name != full:
+                raise
+            log.info("tool module %s not present; skipped", full)
+    return REGISTRY

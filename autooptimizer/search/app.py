@@ -1,0 +1,360 @@
+"""The search service under optimization (FastAPI): /search, /feedback, /metrics and the admin endpoints.
+
+It serves a stable and an optional canary version over one collection. A model change loads and warms the new
+pipelines first (embedding the corpus if needed) and then swaps one reference, so in-flight and new requests never
+see a half-built model. Bad input answers 4xx with {"detail": {"problem", "fix"}} and the service keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import random
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+from fastapi import Depends, FastAPI, Header, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, Field
+
+from autooptimizer.errors import AutoOptError, InputError, NotFoundError
+from autooptimizer.search import model_store
+from autooptimizer.search.beir import Collection
+from autooptimizer.search.faults import FaultBook, FaultRequest
+from autooptimizer.search.metrics_eval import ndcg10_ranking
+from autooptimizer.search.model_store import ModelSpec
+from autooptimizer.search.pipeline import Hit, SearchPipeline
+from autooptimizer.search.retry import retry
+from autooptimizer.search.service_metrics import ServiceMetrics
+
+MAX_QUERY_CHARS = 1000
+MAX_K = 100
+RETRY_ATTEMPTS = 4
+SERVED_CACHE = 10_000
+
+
+@dataclass(frozen=True)
+class Routing:
+    """What serves traffic; replaced as a whole on every model change."""
+
+    stable: SearchPipeline
+    canary: SearchPipeline | None = None
+    canary_weight: float = 0.0
+
+
+class SearchResponse(BaseModel):
+    hits: list[Hit]
+    model_version: str
+    latency_ms: float
+    request_id: str
+
+
+class FeedbackIn(BaseModel):
+    query: str = Field(min_length=1, max_length=MAX_QUERY_CHARS)
+    model_version: str = Field(min_length=1, max_length=100)
+    judgments: dict[str, int] = Field(description="doc_id -> relevance grade (collection ids, '<dataset>/<docid>')")
+    served: list[str] | None = Field(None, max_length=MAX_K, description="the ranking that was served, best first")
+    request_id: str | None = Field(None, description="the /search request_id; fills `served` and scores")
+    query_id: str | None = None
+    dataset: str | None = None
+
+
+class ModelsIn(BaseModel):
+    stable: str
+    canary: str | None = None
+    canary_weight: float = Field(0.0, ge=0.0, le=1.0)
+
+
+class ReplicasIn(BaseModel):
+    replicas: int = Field(ge=1, le=64)
+
+
+class VariantIn(BaseModel):
+    rerank_depth: int | None = Field(None, ge=1, le=1000, description="None restores each version's own depth")
+
+
+def _problem(status: int, problem: str, fix: str) -> JSONResponse:
+    return JSONResponse(status_code=status, content={"detail": {"problem": problem, "fix": fix}})
+
+
+class SearchService:
+    """State behind the app; usable directly in tests and by the CLI."""
+
+    def __init__(
+        self,
+        collection: Collection,
+        stable: ModelSpec | str,
+        canary: ModelSpec | str | None = None,
+        canary_weight: float = 0.0,
+        replicas: int = 2,
+        seed: int = 0,
+        price_per_compute_second: float | None = None,
+        budget: float | None = None,
+        api_token: str | None = None,
+        feedback_log: Path | None = None,
+        progress: bool = False,
+    ) -> None:
+        from autooptimizer.profiles import load_profile
+        from autooptimizer.settings import get_settings
+
+        settings = get_settings()
+        cost = load_profile(settings.env).cost
+        self.collection = collection
+        self.progress = progress
+        self.api_token = api_token if api_token is not None else settings.api_token
+        self.metrics = ServiceMetrics(
+            cost.price_per_compute_second if price_per_compute_second is None else price_per_compute_second,
+            cost.budget if budget is None else budget,
+        )
+        self.feedback_log = feedback_log or settings.path("feedback", "feedback.jsonl")
+        self.faults = FaultBook()
+        self.rerank_depth: int | None = None
+        self.replicas = replicas
+        self.limiter = anyio.CapacityLimiter(replicas)
+        self.metrics.replicas.set(replicas)
+        self._route_rng = random.Random(seed)
+        self._fault_rng = random.Random(seed + 1)
+        self._rng_lock = threading.Lock()
+        self._log_lock = threading.Lock()
+        self._served: OrderedDict[str, tuple[str, str, list[Hit]]] = OrderedDict()
+        self._served_lock = threading.Lock()
+        self._seen_versions: set[str] = set()
+        self._swap_lock = threading.Lock()
+        if not 0.0 <= canary_weight <= 1.0:
+            raise InputError(f"canary_weight {canary_weight} is outside [0, 1].", "Pass a share between 0 and 1.")
+        self.routing = self._build_routing(stable, canary, canary_weight)
+        self._publish()
+
+    # -- models -------------------------------------------------------------------------------------------------
+    def _spec(self, v: ModelSpec | str) -> ModelSpec:
+        return v if isinstance(v, ModelSpec) else model_store.load(v)
+
+    def _pipeline(self, spec: ModelSpec) -> SearchPipeline:
+        current = getattr(self, "routing", None)
+        for p in (current.stable, current.canary) if current else ():
+            if p is not None and p.spec == spec:
+                return p
+        return SearchPipeline(spec, self.collection).warm(progress=self.progress)
+
+    def _build_routing(self, stable: ModelSpec | str, canary: ModelSpec | str | None, weight: float) -> Routing:
+        s = self._pipeline(self._spec(stable))
+        c = self._pipeline(self._spec(canary)) if canary is not None else None
+        if c is not None and c.version == s.version:
+            raise InputError(f"Canary and stable are both {s.version!r}.", "Pick a different canary or none.")
+        return Routing(stable=s, canary=c, canary_weight=weight if c is not None else 0.0)
+
+    def set_models(self, stable: str, canary: str | None = None, canary_weight: float = 0.0) -> Routing:
+        """Load and warm first, then swap atomically (requests already running finish on the old routing)."""
+        with self._swap_lock:
+            routing = self._build_routing(stable, canary, canary_weight)
+            self.routing = routing
+            self._publish()
+            return routing
+
+    def _publish(self) -> None:
+        r = self.routing
+        self._seen_versions.update({r.stable.version} | ({r.canary.version} if r.canary else set()))
+        self.metrics.set_models(r.stable.version, r.canary.version if r.canary else None, r.canary_weight)
+
+    def route(self, routing: Routing) -> SearchPipeline:
+        if routing.canary is None or routing.canary_weight <= 0:
+            return routing.stable
+        with self._rng_lock:
+            draw = self._route_rng.random()
+        return routing.canary if draw < routing.canary_weight else routing.stable
+
+    def set_replicas(self, n: int) -> None:
+        self.limiter.total_tokens = n
+        self.replicas = n
+        self.metrics.replicas.set(n)
+
+    def known_version(self, version: str) -> bool:
+        if version in self._seen_versions:
+            return True
+        try:
+            return model_store.exists(version)
+        except InputError:
+            return False
+
+    # -- serving ------------------------------------------------------------------------------------------------
+    def validate_query(self, q: str, k: int) -> str:
+        q = (q or "").strip()
+        if not q:
+            raise InputError("The query `q` is empty.", "Pass a non-empty query, e.g. /search?q=aspirin+stroke.")
+        if len(q) > MAX_QUERY_CHARS:
+            raise InputError(f"The query is {len(q)} characters; the limit is {MAX_QUERY_CHARS}.",
+                             "Shorten the query.")
+        if not 1 <= k <= MAX_K:
+            raise InputError(f"k={k} is out of range.", f"Pass 1 <= k <= {MAX_K}.")
+        return q
+
+    def search_sync(self, pipe: SearchPipeline, q: str, k: int, retries: dict[str, int]) -> list[Hit]:
+        def call(operation, fn):
+            return retry(operation, fn, attempts=RETRY_ATTEMPTS, injected_failures=retries.get(operation, 0),
+                         on_retry=lambda op, n, exc: self.metrics.retries.labels(op).inc())
+
+        return pipe.search(q, k, rerank_depth=self.rerank_depth, call=call)
+
+    def remember(self, request_id: str, version: str, q: str, hits: list[Hit]) -> None:
+        with self._served_lock:
+            self._served[request_id] = (version, q, hits)
+            while len(self._served) > SERVED_CACHE:
+                self._served.popitem(last=False)
+
+    def served(self, request_id: str) -> tuple[str, str, list[Hit]] | None:
+        with self._served_lock:
+            return self._served.get(request_id)
+
+    def feedback(self, fb: FeedbackIn) -> dict[str, Any]:
+        if not self.known_version(fb.model_version):
+            raise NotFoundError(f"Unknown model_version {fb.model_version!r}.",
+                                "Send the model_version that /search returned with the results.")
+        scores: dict[str, float] = {}
+        served = fb.served
+        cached = self.served(fb.request_id) if fb.request_id else None
+        if cached is not None:
+            if cached[0] != fb.model_version:
+                raise InputError(f"request {fb.request_id} was served by {cached[0]}, not {fb.model_version}.",
+                                 "Send the model_version returned with that request.")
+            scores = {h.doc_id: h.score for h in cached[2]}
+            served = served or [h.doc_id for h in cached[2]]
+        if served is None:
+            raise InputError("Feedback has no served ranking.", "Send `served` (doc ids, best first) or `request_id`.")
+        ndcg = ndcg10_ranking(served, fb.judgments)
+        if ndcg is not None:
+            self.metrics.ndcg.labels(fb.model_version).observe(ndcg)
+        record = {
+            "ts": time.time(),
+            "query_id": fb.query_id,
+            "dataset": fb.dataset,
+            "query": fb.query,
+            "model_version": fb.model_version,
+            "request_id": fb.request_id,
+            "served": [{"doc_id": d, "score": scores.get(d)} for d in served],
+            "judgments": fb.judgments,
+            "ndcg10": ndcg,
+        }
+        with self._log_lock, self.feedback_log.open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record) + "\n")
+        return {"ndcg10": ndcg, "recorded": ndcg is not None, "model_version": fb.model_version}
+
+    def state(self) -> dict[str, Any]:
+        r = self.routing
+        return {
+            "stable": r.stable.spec.model_dump(),
+            "canary": r.canary.spec.model_dump() if r.canary else None,
+            "canary_weight": r.canary_weight,
+            "replicas": self.replicas,
+            "rerank_depth_override": self.rerank_depth,
+            "faults": [f.model_dump() for f in self.faults.list()],
+            "active_faults": self.faults.active().model_dump(),
+            "collection": {"datasets": list(self.collection.datasets), "docs": len(self.collection)},
+            "price_per_compute_second": self.metrics.price,
+        }
+
+
+def create_app(service: SearchService) -> FastAPI:
+    """The FastAPI app over a built SearchService (models are loaded and warm before the app exists)."""
+    app = FastAPI(title="AutoOptimizer search service", version="1")
+    app.state.service = service
+    svc = service
+
+    @app.exception_handler(AutoOptError)
+    async def _autoopt_error(request: Request, exc: AutoOptError) -> JSONResponse:
+        status = 404 if isinstance(exc, NotFoundError) else 422 if isinstance(exc, InputError) else 400
+        return _problem(status, exc.problem, exc.fix)
+
+    def require_token(authorization: str | None = Header(default=None)) -> None:
+        if not svc.api_token:
+            return
+        given = (authorization or "").removeprefix("Bearer ").strip()
+        if not hmac.compare_digest(given.encode(), svc.api_token.encode()):
+            from fastapi import HTTPException
+
+            raise HTTPException(401, {"problem": "Missing or wrong bearer token.",
+                                      "fix": "Send `Authorization: Bearer $AUTOOPT_API_TOKEN`."})
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, Any]:
+        return {"ok": True, "stable": svc.routing.stable.version}
+
+    @app.get("/search", response_model=SearchResponse)
+    async def search(q: str = "", k: int = 10) -> Any:
+        q = svc.validate_query(q, k)
+        pipe = svc.route(svc.routing)
+        version = pipe.version
+        faults = svc.faults.active()
+        start = time.perf_counter()
+        compute = 0.0
+        ok = False
+        try:
+            if faults.latency_ms:
+                await asyncio.sleep(faults.latency_ms / 1000)
+            with svc._rng_lock:
+                inject_error = faults.error_rate > 0 and svc._fault_rng.random() < faults.error_rate
+            if inject_error:
+                return _problem(500, "Injected error (fault injection is active).", "Wait for the fault to expire.")
+
+            def work() -> tuple[list[Hit], float]:
+                t0 = time.perf_counter()
+                out = svc.search_sync(pipe, q, k, faults.retries)
+                return out, time.perf_counter() - t0
+
+            try:
+                hits, compute = await anyio.to_thread.run_sync(work, limiter=svc.limiter)
+            except Exception as exc:  # the service keeps serving; the error is counted
+                return _problem(503, f"Search failed in model {version}: {exc}", "Retry later.")
+            ok = True
+        finally:
+            elapsed = time.perf_counter() - start
+            svc.metrics.observe_request(version, elapsed, ok, compute * faults.cost_multiplier)
+        request_id = uuid.uuid4().hex
+        svc.remember(request_id, version, q, hits)
+        return SearchResponse(hits=hits, model_version=version, latency_ms=round(elapsed * 1000, 3),
+                              request_id=request_id)
+
+    @app.post("/feedback")
+    async def feedback(fb: FeedbackIn) -> dict[str, Any]:
+        return await anyio.to_thread.run_sync(svc.feedback, fb)
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return Response(generate_latest(svc.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/admin/state")
+    async def admin_state() -> dict[str, Any]:
+        return svc.state()
+
+    @app.post("/admin/models", dependencies=[Depends(require_token)])
+    async def admin_models(body: ModelsIn) -> dict[str, Any]:
+        await anyio.to_thread.run_sync(svc.set_models, body.stable, body.canary, body.canary_weight)
+        return svc.state()
+
+    @app.post("/admin/replicas", dependencies=[Depends(require_token)])
+    async def admin_replicas(body: ReplicasIn) -> dict[str, Any]:
+        svc.set_replicas(body.replicas)
+        return svc.state()
+
+    @app.post("/admin/variant", dependencies=[Depends(require_token)])
+    async def admin_variant(body: VariantIn) -> dict[str, Any]:
+        svc.rerank_depth = body.rerank_depth
+        return svc.state()
+
+    @app.post("/admin/faults", dependencies=[Depends(require_token)])
+    async def admin_faults(body: FaultRequest) -> dict[str, Any]:
+        return svc.faults.add(body).model_dump()
+
+    @app.delete("/admin/faults", dependencies=[Depends(require_token)])
+    async def admin_clear_faults() -> dict[str, Any]:
+        return {"cleared": svc.faults.clear()}
+
+    return app

@@ -1,0 +1,56 @@
+"""A tiny BEIR-format dataset written on demand, for tests and smoke runs that must not need the shared datasets.
+
+Each topic has a few documents that share its vocabulary; each query asks about one topic and its qrels mark that
+topic's documents relevant (the first one with grade 2). Deterministic: same arguments, same files.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+TOPICS: dict[str, list[str]] = {
+    "heart": ["cardiac arrest", "heart failure", "blood pressure", "coronary artery", "statin therapy"],
+    "brain": ["neurons", "cortex", "memory formation", "synaptic plasticity", "dopamine signalling"],
+    "wing": ["aerofoil lift", "wing flutter", "supersonic flow", "boundary layer", "shock wave drag"],
+    "soil": ["crop yield", "nitrogen fertiliser", "soil erosion", "irrigation", "root growth"],
+    "ocean": ["coral reef", "sea temperature", "plankton bloom", "ocean acidification", "fish stocks"],
+    "virus": ["viral replication", "vaccine response", "antibody titre", "influenza strain", "immune escape"],
+}
+QUERIES: dict[str, str] = {
+    "heart": "treatment of heart failure and blood pressure",
+    "brain": "how do neurons support memory formation",
+    "wing": "wing flutter in supersonic flow",
+    "soil": "nitrogen fertiliser effect on crop yield",
+    "ocean": "ocean acidification damages coral reef",
+    "virus": "vaccine antibody response to influenza strain",
+}
+
+
+def write_tiny_beir(root: str | Path, docs_per_topic: int = 5, topics: list[str] | None = None,
+                    with_split: bool = False) -> Path:
+    """Write corpus.jsonl, queries.jsonl and qrels (qrels.tsv, or qrels/train.tsv + qrels/test.tsv with_split)."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    names = topics or list(TOPICS)
+    corpus, queries, qrels = [], [], []
+    for t, topic in enumerate(names):
+        phrases = TOPICS[topic]
+        for i in range(docs_per_topic):
+            a, b = phrases[i % len(phrases)], phrases[(i + 2) % len(phrases)]
+            corpus.append({"_id": f"{topic}{i}", "title": f"Study {i} on {a}",
+                           "text": f"This paper reports findings on {a} and {b}, a {topic} research question."})
+        split = "test" if t % 2 else "train"
+        queries.append({"_id": f"q-{topic}", "text": QUERIES[topic], **({"split": split} if with_split else {})})
+        qrels += [(f"q-{topic}", f"{topic}{i}", 2 if i == 0 else 1, split) for i in range(min(3, docs_per_topic))]
+    (root / "corpus.jsonl").write_text("".join(json.dumps(d) + "\n" for d in corpus))
+    (root / "queries.jsonl").write_text("".join(json.dumps(q) + "\n" for q in queries))
+    header = "query-id\tcorpus-id\tscore\n"
+    if with_split:
+        (root / "qrels").mkdir(exist_ok=True)
+        for split in ("train", "test"):
+            rows = "".join(f"{q}\t{d}\t{g}\n" for q, d, g, s in qrels if s == split)
+            (root / "qrels" / f"{split}.tsv").write_text(header + rows)
+    else:
+        (root / "qrels.tsv").write_text(header + "".join(f"{q}\t{d}\t{g}\n" for q, d, g, _ in qrels))
+    return root

@@ -50,6 +50,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Literal, get_type_hints
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -175,6 +176,22 @@ def clean_facts(tool: str, raw: Any) -> dict:
     return out
 
 
+@dataclass
+class _Prepared:
+    spec: ToolSpec
+    model: BaseModel
+    canon: dict
+    facts: dict
+
+
+@dataclass
+class _Rejection:
+    policies: list[str]
+    reason: str
+    error: str
+    shown_args: dict
+
+
 class ToolRegistry:
     """Holds the tool specs; `call` is the only way the product runs a tool."""
 
@@ -254,7 +271,7 @@ class ToolRegistry:
     ) -> ToolCallResult:
         """Validate, decide, audit, and run only on permit. Never raises for a denied or failing call."""
         from autooptimizer.policies.approvals import ApprovalStore, call_hash
-        from autooptimizer.policies.audit import AuditLog
+        from autooptimizer.policies.audit import AuditError, AuditLog
         from autooptimizer.policies.killswitch import kill_switch
         from autooptimizer.policies.pdp import get_pdp
         from autooptimizer.settings import get_settings
@@ -267,52 +284,29 @@ class ToolRegistry:
         audit = AuditLog()
         base = {"tool": name, "agent": agent, "trace_id": trace_id, "cycle_id": cycle_id, "env": env}
 
+        def record(res: ToolCallResult, context: dict, pdp: dict | None) -> ToolCallResult:
+            """Audit the decision; if the audit log cannot be written, nothing may run."""
+            try:
+                audit.append_call("decision", res, context=context, actor=requested_by, pdp=pdp)
+            except (AuditError, OSError) as exc:
+                res.decision, res.policies, res.executed = "deny", ["registry.audit-unavailable"], False
+                res.reason = "the audit log cannot be written, so nothing may run"
+                res.error = f"Audit log unavailable: {exc}. Nothing ran; run `autoopt audit verify`."
+            self._emit("decision", res, context, started, t0)
+            return res
+
         def finish_denied(policies: list[str], reason: str, error: str, shown_args: dict) -> ToolCallResult:
             res = ToolCallResult(**base, args=shown_args, decision="deny", policies=policies, reason=reason,
                                  executed=False, error=error, approval_id=approval_id)
-            audit.append_call("decision", res, context={}, actor=requested_by)
-            self._emit("decision", res, {}, started, t0)
-            return res
+            return record(res, {}, None)
 
-        # 1. size, before anything parses the payload
-        try:
-            raw_text = json.dumps(args if args is not None else {}, default=str)
-        except (TypeError, ValueError) as exc:
-            return finish_denied(["registry.invalid-args"], "arguments are not JSON data",
-                                 f"Arguments for {name} are not JSON-serialisable: {exc}", {})
-        if len(raw_text.encode()) > MAX_ARGS_BYTES:
-            size = len(raw_text.encode())
-            return finish_denied(
-                ["registry.args-too-large"], f"arguments are {size} bytes; the limit is {MAX_ARGS_BYTES}",
-                f"Arguments for {name} are {size} bytes, over the {MAX_ARGS_BYTES}-byte limit; nothing ran. "
-                "Pass references (paths, ids), not data.", {"truncated": True, "bytes": size})
-        if args is not None and not isinstance(args, dict):
-            return finish_denied(["registry.invalid-args"], "arguments must be a JSON object",
-                                 f"Arguments for {name} must be an object, got {type(args).__name__}.",
-                                 {"value": _summary(args, 200)})
-        args = args or {}
-
-        # 2. lookup + validation
-        spec = self._tools.get(name)
-        if spec is None:
-            return finish_denied(["registry.unknown-tool"], f"unknown tool {name!r}",
-                                 f"Unknown tool {name!r}; nothing ran. Known tools: {', '.join(sorted(self._tools))}.",
-                                 _summary(args, 2000) if isinstance(_summary(args, 2000), dict) else {})
-        try:
-            model = spec.args_model.model_validate(args)
-        except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(args)'}: {e['msg']}" for e in exc.errors())
-            return finish_denied(["registry.invalid-args"], "arguments failed validation",
-                                 f"Invalid arguments for {name}: {problems}. Nothing ran.", _summary(args, 2000))
-        canon = model.model_dump(mode="json")
+        prep = self._prepare(name, args)
+        if isinstance(prep, _Rejection):
+            return finish_denied(prep.policies, prep.reason, prep.error, prep.shown_args)
+        spec, model, canon, facts = prep.spec, prep.model, prep.canon, prep.facts
         base_args = canon
 
-        # 3. trusted context
-        try:
-            facts = clean_facts(name, spec.facts(model) if spec.facts else None)
-        except Exception as exc:  # noqa: BLE001 - any failure computing facts must deny, not crash
-            return finish_denied(["registry.facts-error"], "could not compute the policy facts for this call",
-                                 f"Computing policy facts for {name} failed: {exc}. Nothing ran.", base_args)
+        # trusted context: facts + kill switch + an approval bound to this exact call
         chash = call_hash(name, canon, agent, env)
         store = ApprovalStore()
         approved, approval_note = False, None
@@ -320,9 +314,12 @@ class ToolRegistry:
             approved, approval_note = store.check(approval_id, chash)
         context = {**facts, "kill_switch": kill_switch.is_on(), "approved": approved}
 
-        # 4. decide
-        pdp = get_pdp(env)
-        decision = pdp.decide(agent, name, context)
+        # decide
+        try:
+            decision = get_pdp(env).decide(agent, name, context)
+        except AutoOptError as exc:
+            return finish_denied(["registry.policies-unavailable"], "the policies could not be loaded",
+                                 f"{exc.problem} Nothing ran.", base_args)
         res = ToolCallResult(**base, args=base_args, decision=decision.decision, policies=decision.policies,
                              reason=decision.reason, executed=False, approval_id=approval_id,
                              error=approval_note if approval_id and not approved else None)
@@ -332,7 +329,8 @@ class ToolRegistry:
                                          reason=decision.reason, policies=decision.policies, evidence=evidence,
                                          requested_by=requested_by, trace_id=trace_id, cycle_id=cycle_id)
             res.approval_id = req.id
-            res.error = (f"Needs approval: {decision.reason}. Request {req.id} is waiting; approve it with "
+            res.error = ((f"{approval_note} " if approval_note else "")
+                         + f"Needs approval: {decision.reason}. Request {req.id} is waiting; approve it with "
                          f"`autoopt approvals approve {req.id}`, then repeat the call with approval_id={req.id}.")
         elif decision.decision == "permit" and approved and not store.consume(approval_id, chash):
             res.decision, res.policies = "deny", ["registry.approval-used"]
@@ -340,8 +338,7 @@ class ToolRegistry:
             res.error = f"Approval {approval_id} was already used or expired; nothing ran."
         elif decision.decision == "deny" and not res.error:
             res.error = f"Denied: {decision.reason}."
-        audit.append_call("decision", res, context=context, actor=requested_by)
-        self._emit("decision", res, context, started, t0)
+        record(res, context, {"decision": decision.decision, "policies": decision.policies})
         if res.decision != "permit":
             return res
 
@@ -353,9 +350,57 @@ class ToolRegistry:
         except Exception as exc:  # noqa: BLE001 - a tool failure is a result, reported and audited
             res.error = f"{type(exc).__name__}: {exc}"
         res.executed = True
-        audit.append_call("result", res, context=context, actor=requested_by, result_summary=_summary(res.result))
+        try:
+            audit.append_call("result", res, context=context, actor=requested_by, result_summary=_summary(res.result))
+        except (AuditError, OSError) as exc:
+            log.error("could not audit the result of %s: %s", name, exc)
         self._emit("result", res, context, started, t0)
         return res
+
+    def _prepare(self, name: str, args: Any) -> _Prepared | _Rejection:
+        """Size check, lookup, validation and facts: everything that happens before the PDP is asked."""
+        try:
+            raw_text = json.dumps(args if args is not None else {}, default=str)
+        except (TypeError, ValueError) as exc:
+            return _Rejection(["registry.invalid-args"], "arguments are not JSON data",
+                              f"Arguments for {name} are not JSON-serialisable: {exc}. Nothing ran.", {})
+        size = len(raw_text.encode())
+        if size > MAX_ARGS_BYTES:
+            return _Rejection(["registry.args-too-large"], f"arguments are {size} bytes; the limit is {MAX_ARGS_BYTES}",
+                              f"Arguments for {name} are {size} bytes, over the {MAX_ARGS_BYTES}-byte limit; nothing "
+                              "ran. Pass references (paths, ids), not data.", {"truncated": True, "bytes": size})
+        if args is not None and not isinstance(args, dict):
+            return _Rejection(["registry.invalid-args"], "arguments must be a JSON object",
+                              f"Arguments for {name} must be an object, got {type(args).__name__}. Nothing ran.",
+                              {"value": _summary(args, 200)})
+        args = args or {}
+        spec = self._tools.get(name)
+        if spec is None:
+            return _Rejection(["registry.unknown-tool"], f"unknown tool {name!r}",
+                              f"Unknown tool {name!r}; nothing ran. Known tools: {', '.join(sorted(self._tools))}.",
+                              _summary(args, 2000))
+        try:
+            model = spec.args_model.model_validate(args)
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(args)'}: {e['msg']}" for e in exc.errors())
+            return _Rejection(["registry.invalid-args"], "arguments failed validation",
+                              f"Invalid arguments for {name}: {problems}. Nothing ran.", _summary(args, 2000))
+        canon = model.model_dump(mode="json")
+        try:
+            facts = clean_facts(name, spec.facts(model) if spec.facts else None)
+        except Exception as exc:  # noqa: BLE001 - any failure computing facts must deny, not crash
+            return _Rejection(["registry.facts-error"], "could not compute the policy facts for this call",
+                              f"Computing policy facts for {name} failed: {exc}. Nothing ran.", canon)
+        return _Prepared(spec, model, canon, facts)
+
+    def facts_for(self, name: str, args: Any) -> tuple[dict, _Rejection | None]:
+        """The facts the registry would compute for this call, or why it would stop before asking the PDP
+        (`.policies`, `.reason`, `.error`). Used by `autoopt policy check`; it never runs the tool.
+        """
+        prep = self._prepare(name, args)
+        if isinstance(prep, _Rejection):
+            return {}, prep
+        return prep.facts, None
 
     def _emit(self, phase: Literal["decision", "result"], res: ToolCallResult, context: dict, started: float,
               t0: float) -> None:

@@ -1,0 +1,75 @@
+"""The operator kill switch: a file under AUTOOPT_HOME, read on every tool call.
+
+While it is on, the PDP denies every change and critical tool (policy `shared.kill-switch`), so a running cycle
+stops at its next tool call; read tools still work so operators can look around. An unreadable switch file
+counts as ON: a damaged safety control must fail closed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from pydantic import BaseModel
+
+
+class KillSwitchState(BaseModel):
+    on: bool
+    by: str | None = None
+    reason: str | None = None
+    at: float | None = None
+    path: str
+
+
+class KillSwitch:
+    """`is_on()` / `set(on, by, reason)` / `state()`. With no path it follows the current AUTOOPT_HOME."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self._path = path
+
+    @property
+    def path(self) -> Path:
+        if self._path is not None:
+            return self._path
+        from autooptimizer.settings import get_settings
+
+        return get_settings().path("kill_switch.json")
+
+    def state(self) -> KillSwitchState:
+        path = self.path
+        try:
+            raw = path.read_text()
+        except FileNotFoundError:
+            return KillSwitchState(on=False, path=str(path))
+        except OSError as exc:
+            return KillSwitchState(on=True, reason=f"switch file unreadable ({exc}); treated as on", path=str(path))
+        try:
+            data = json.loads(raw)
+            on = data["on"]
+            if not isinstance(on, bool):
+                raise ValueError("'on' is not a boolean")
+            return KillSwitchState(on=on, by=data.get("by"), reason=data.get("reason"), at=data.get("at"),
+                                   path=str(path))
+        except (ValueError, KeyError, TypeError) as exc:
+            return KillSwitchState(on=True, reason=f"switch file corrupt ({exc}); treated as on", path=str(path))
+
+    def is_on(self) -> bool:
+        return self.state().on
+
+    def set(self, on: bool, by: str = "operator", reason: str = "") -> KillSwitchState:
+        """Flip the switch (atomic replace) and record the change in the audit trail."""
+        path = self.path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        payload = {"on": bool(on), "by": by, "reason": reason, "at": time.time()}
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps(payload))
+        os.replace(tmp, path)
+        from autooptimizer.policies.audit import AuditLog
+
+        AuditLog().append({"kind": "kill_switch", "actor": by, "on": bool(on), "reason": reason})
+        return self.state()
+
+
+kill_switch = KillSwitch()

@@ -1,0 +1,50 @@
+"""Kill switch: a file under AUTOOPT_HOME, fail-closed when damaged, driven from the CLI."""
+
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from autooptimizer.cli.app import app
+from autooptimizer.policies.audit import AuditLog
+from autooptimizer.policies.killswitch import KillSwitch, kill_switch
+
+
+def test_off_by_default_then_on_and_off(autoopt_home) -> None:
+    assert kill_switch.is_on() is False
+    st = kill_switch.set(True, "alice", "bad deploy")
+    assert (st.on, st.by, st.reason) == (True, "alice", "bad deploy")
+    assert (autoopt_home / "kill_switch.json").is_file()
+    assert KillSwitch(autoopt_home / "kill_switch.json").is_on() is True  # any reader, same file
+    kill_switch.set(False, "alice")
+    assert kill_switch.is_on() is False
+    assert [(r["kind"], r["on"]) for r in AuditLog().records()] == [("kill_switch", True), ("kill_switch", False)]
+
+
+def test_damaged_switch_file_counts_as_on(autoopt_home) -> None:
+    path = autoopt_home / "kill_switch.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for junk in ["{not json", '{"on": "no"}', "[]", '{"by": "x"}']:
+        path.write_text(junk)
+        st = kill_switch.state()
+        assert st.on is True and "treated as on" in st.reason, junk
+
+
+CHECK = ["policy", "check", "--env", "prod", "--agent", "devops", "--tool", "rollback_deployment", "--json"]
+
+
+def test_cli_on_status_off() -> None:
+    runner = CliRunner()
+    out = runner.invoke(app, ["kill-switch", "on", "--reason", "incident 42", "--by", "ops"])
+    assert out.exit_code == 0 and "ON" in out.output and "incident 42" in out.output
+    st = json.loads(runner.invoke(app, ["kill-switch", "status", "--json"]).output)
+    assert (st["on"], st["by"], st["reason"]) == (True, "ops", "incident 42")
+    runner.invoke(app, ["kill-switch", "off"])
+    assert json.loads(runner.invoke(app, ["kill-switch", "status", "--json"]).output)["on"] is False
+    check = runner.invoke(app, CHECK)
+    assert json.loads(check.output)["decision"] == "permit"
+    runner.invoke(app, ["kill-switch", "on"])
+    check = runner.invoke(app, CHECK)
+    assert json.loads(check.output) == {"decision": "deny", "policies": ["shared.kill-switch"],
+                                        "reason": "the kill switch is on: change and critical tools are stopped"}

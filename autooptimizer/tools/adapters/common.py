@@ -1,0 +1,127 @@
+"""What every framework adapter shares: one function that sends a call through `REGISTRY.call` (so no framework
+path can skip the PDP), traces it, records it for the run result, and attaches a granted approval only when
+the call is exactly the one a person approved.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import threading
+import weakref
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from autooptimizer.agents.protocol import Outcome
+from autooptimizer.tools.registry import REGISTRY, ToolEvent, ToolRegistry
+
+
+@dataclass
+class RunContext:
+    """Per-conversation state the adapters need: env, approvals granted for this run, the calls made."""
+
+    env: str | None = None
+    goal: str = ""
+    granted: set[str] = field(default_factory=set)
+    calls: list[Outcome] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+_current: contextvars.ContextVar[RunContext | None] = contextvars.ContextVar("autoopt_run", default=None)
+_active: list[RunContext] = []  # fallback for worker threads that do not inherit the context
+
+
+@contextlib.contextmanager
+def run_scope(ctx: RunContext) -> Iterator[RunContext]:
+    token = _current.set(ctx)
+    _active.append(ctx)
+    try:
+        yield ctx
+    finally:
+        _current.reset(token)
+        _active.remove(ctx)
+
+
+def current_run() -> RunContext:
+    ctx = _current.get()
+    if ctx is None and _active:
+        ctx = _active[-1]
+    return ctx or RunContext()
+
+
+_traced: weakref.WeakSet[ToolRegistry] = weakref.WeakSet()
+
+
+def _trace_decision(event: ToolEvent) -> None:
+    """Registry listener: each PDP decision becomes a `policy` span under the current tool span."""
+    if event.phase != "decision":
+        return
+    from autooptimizer.tracing import span
+
+    c = event.call
+    with span(f"pdp:{c.tool}", kind="policy", inputs={"agent": c.agent, "tool": c.tool, "context": event.context},
+              decision=c.decision) as sp:
+        sp.set_outputs({"decision": c.decision, "policies": c.policies, "reason": c.reason})
+        sp.summary(f"{c.decision} by {', '.join(c.policies) or '-'}")
+
+
+def ensure_traced(registry: ToolRegistry) -> None:
+    if registry not in _traced:
+        registry.add_listener(_trace_decision)
+        _traced.add(registry)
+
+
+def _granted_for(registry: ToolRegistry, agent: str, name: str, args: dict, env: str, granted: set[str]) -> str | None:
+    """The id of an approval granted in this run for exactly this call (same tool, canonical args, agent, env)."""
+    if not granted:
+        return None
+    from pydantic import ValidationError
+
+    from autooptimizer.policies.approvals import ApprovalStore, call_hash
+
+    try:
+        canon = registry.get(name).args_model.model_validate(args).model_dump(mode="json")
+    except (ValidationError, Exception):  # noqa: BLE001 - the registry will report the bad call itself
+        return None
+    wanted = call_hash(name, canon, agent, env)
+    store = ApprovalStore()
+    for approval_id in sorted(granted):
+        with contextlib.suppress(Exception):
+            req = store.get(approval_id)
+            if req.call_hash == wanted and req.status == "approved":
+                return approval_id
+    return None
+
+
+def call_tool(agent: str, name: str, args: Any, registry: ToolRegistry | None = None) -> Outcome:
+    """The one path from any framework to a tool: trace, gate (inside the registry), record."""
+    from autooptimizer.settings import get_settings
+    from autooptimizer.tracing import active_trace_id, span
+
+    registry = registry or REGISTRY
+    ensure_traced(registry)
+    ctx = current_run()
+    env = ctx.env or get_settings().env
+    args = args if isinstance(args, dict) else {"value": args}
+    approval_id = _granted_for(registry, agent, name, args, env, ctx.granted)
+    evidence = {"goal": ctx.goal[:500], "agent": agent,
+                "earlier_results": [{"tool": o.tool, "result": str(o.result)[:300]}
+                                    for o in ctx.calls if o.executed and not o.error][-3:]}
+    with span(f"tool:{name}", kind="tool", inputs={"agent": agent, "args": args}, agent=agent) as sp:
+        res = registry.call(agent, name, args, env=env, trace_id=active_trace_id(), approval_id=approval_id,
+                            requested_by=f"agent:{agent}", evidence=evidence)
+        outcome = Outcome(tool=name, agent=agent, args=res.args, decision=res.decision, executed=res.executed,
+                          result=res.result, error=res.error, reason=res.reason, approval_id=res.approval_id)
+        sp.set_outputs(outcome.model_dump(exclude={"args"}))
+        sp.summary(f"{res.decision}; executed={res.executed}" + (f"; error: {res.error[:120]}" if res.error else ""))
+        if res.error:
+            sp.set("tool.error", res.error[:500])
+    with ctx.lock:
+        ctx.calls.append(outcome)
+    return outcome
+
+
+def outcome_text(outcome: Outcome) -> str:
+    """What the model sees: the decision and, only when the tool ran, its result."""
+    return outcome.model_dump_json()

@@ -1,0 +1,34 @@
+"""CrewAI tools from the one registry: `BaseTool`s whose `_run` is `REGISTRY.call`.
+
+CrewAI's tool-result cache is switched off: a cached answer would replay a decision instead of asking the PDP.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from autooptimizer.tools.adapters.common import call_tool, outcome_text
+from autooptimizer.tools.registry import REGISTRY, ToolRegistry, ToolSpec
+
+
+def _tool(agent: str, spec: ToolSpec, registry: ToolRegistry) -> Any:
+    from crewai.tools import BaseTool
+
+    class RegistryTool(BaseTool):
+        name: str = spec.name
+        description: str = spec.description
+        args_schema: type = spec.args_model
+
+        def _run(self, **kwargs: Any) -> str:
+            return outcome_text(call_tool(agent, spec.name, kwargs, registry))
+
+    RegistryTool.__name__ = f"RegistryTool_{spec.name}"
+    tool = RegistryTool()
+    tool.cache_function = lambda _args=None, _result=None: False
+    return tool
+
+
+def crewai_tools(agent: str, registry: ToolRegistry | None = None) -> list[Any]:
+    """The agent's own tools as CrewAI `BaseTool`s; each call goes through the PDP."""
+    registry = registry or REGISTRY
+    return [_tool(agent, spec, registry) for spec in registry.for_agent(agent)]

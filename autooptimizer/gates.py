@@ -5,7 +5,7 @@
 | `ndcg_drop`   | % drop of online NDCG@10 (window W) vs the baseline window | value >= ndcgDropPct |
 | `p95_latency` | p95 of /search latency over W, in ms                      | value > p95LatencyMs |
 | `cost_budget` | spend rate over W, projected to an hour, as % of budget   | value > costBudgetPct |
-| `retries`     | most retries of any one operation within W                | value > maxRetries |
+| `retries`     | retries per operation within W (max over operations)      | value > maxRetries |
 
 NDCG baseline: the mean online NDCG@10 over the `baselineWindowSeconds` that END where the current window starts
 (`offset W`). It needs no stored state, works on any Prometheus that scraped the service, and compares "now" with
@@ -138,7 +138,12 @@ def gate_queries(profile: Profile) -> list[GateQuery]:
         ),
         GateQuery(
             name="retries",
-            promql=f"max(increase({m.RETRIES_TOTAL}[{w}]))",
+            # prometheus_client exports a labelled counter only once an operation has retried, so "no retry series
+            # while the service reports requests in the window" is a true zero; with no requests either: unknown.
+            promql=(
+                f"max by (operation) (increase({m.RETRIES_TOTAL}[{w}]))"
+                f" or on() (0 * sum(rate({m.REQUESTS_TOTAL}[{w}])))"
+            ),
             threshold=float(g.max_retries),
             op=">",
             unit="retries",
@@ -178,7 +183,13 @@ def query_metrics(promql: str, prometheus_url: str | None = None, timeout: float
             raw = prom.custom_query(promql)
         return QueryResult(promql=promql, ok=True, samples=_samples(raw), raw=raw)
     except Exception as exc:  # connection refused, HTTP 4xx/5xx, bad JSON: all mean "we do not know"
-        return QueryResult(promql=promql, ok=False, error=f"{type(exc).__name__}: {str(exc)[:300]}")
+        import requests
+
+        if isinstance(exc, requests.ConnectionError | requests.Timeout):
+            error = f"Prometheus unreachable at {url} ({type(exc).__name__})"
+        else:
+            error = f"{type(exc).__name__}: {str(exc)[:300]}"
+        return QueryResult(promql=promql, ok=False, error=error)
 
 
 def _judge(q: GateQuery, res: QueryResult) -> Gate:

@@ -1,9 +1,166 @@
-"""CLI commands for the infra area."""
+"""CLI commands for the infra area: `infra up|down|status`, `gates`, `simulate`, `demo`, `bench gates`.
+
+Only typer/stdlib at module level; everything else is imported inside the commands (fast `autoopt --help`).
+"""
 
 from __future__ import annotations
 
+import json
+
 import typer
+
+infra_app = typer.Typer(help="The local Prometheus: start, stop, inspect.", no_args_is_help=True)
+
+FAULTS = ("latency", "errors", "cost", "retries")
+
+
+def _print_json(obj: object) -> None:
+    typer.echo(json.dumps(obj, indent=2, default=str))
+
+
+@infra_app.command("up")
+def infra_up(
+    port: int | None = typer.Option(None, help="listen port (default AUTOOPT_PROMETHEUS_PORT)"),
+    env: str | None = typer.Option(None, help="profile for the gate rules (default AUTOOPT_ENV)"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Start Prometheus on 127.0.0.1 (1 s scrape of the search service and the optimizer API, gate rules)."""
+    from autooptimizer.infra import prometheus
+
+    state = prometheus.up(port=port, env=env)
+    if as_json:
+        _print_json(state.model_dump())
+    else:
+        typer.echo(f"prometheus running: pid {state.pid}, {state.url}, state in {state.root}")
+
+
+@infra_app.command("down")
+def infra_down(as_json: bool = typer.Option(False, "--json")) -> None:
+    """Stop the Prometheus that `infra up` started."""
+    from autooptimizer.infra import prometheus
+
+    state = prometheus.down()
+    _print_json(state.model_dump()) if as_json else typer.echo("prometheus stopped")
+
+
+@infra_app.command("status")
+def infra_status(as_json: bool = typer.Option(False, "--json")) -> None:
+    """Is Prometheus running, where, and are its targets up."""
+    from autooptimizer.infra import prometheus
+
+    state = prometheus.status()
+    if as_json:
+        _print_json(state.model_dump())
+        return
+    running = f"running (pid {state.pid})" if state.running else "stopped"
+    typer.echo(f"prometheus: {running} at {state.url}")
+    for target, health in state.scrape_health.items():
+        typer.echo(f"  {target}: {health}")
+
+
+def gates_cmd(
+    as_json: bool = typer.Option(False, "--json", help="print {gates: [...]} as JSON"),
+    prometheus_url: str | None = typer.Option(None, "--prometheus-url", help="default AUTOOPT_PROMETHEUS_URL"),
+    env: str | None = typer.Option(None, "--env", help="profile for thresholds (default AUTOOPT_ENV)"),
+) -> None:
+    """Evaluate the four quality gates now: ok | firing | unknown, with PromQL evidence."""
+    from autooptimizer.gates import evaluate_gates
+
+    report = evaluate_gates(prometheus_url=prometheus_url, env=env)
+    if as_json:
+        _print_json(report.public())
+        return
+    from rich.console import Console
+
+    from autooptimizer.demo import gates_table
+
+    Console().print(gates_table(report))
+
+
+def simulate_cmd(
+    datasets: str = typer.Option("scifact", help="comma-separated datasets (names under AUTOOPT_DATA_DIR or paths)"),
+    shift_to: str | None = typer.Option(None, "--shift-to", help="dataset the query mix moves to"),
+    shift_at: float = typer.Option(0.0, "--shift-at", help="seconds after start (0 = immediately)"),
+    rate: float = typer.Option(10.0, help="requests per second"),
+    duration: float = typer.Option(60.0, help="seconds (at most 3600)"),
+    max_requests: int | None = typer.Option(None, "--max-requests"),
+    fault: str | None = typer.Option(None, help="latency | errors | cost | retries"),
+    fault_at: float = typer.Option(0.0, "--fault-at"),
+    fault_duration: float = typer.Option(30.0, "--fault-duration"),
+    split: str = typer.Option("train", help="query split where a dataset has splits"),
+    target: str | None = typer.Option(None, help="search service URL (loopback only; default settings)"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Replay judged queries against the search service at a fixed rate and post their qrels as feedback."""
+    from autooptimizer.errors import InputError
+    from autooptimizer.settings import get_settings
+    from autooptimizer.simulator import FaultSpec, Scenario, Simulator
+
+    if fault is not None and fault not in FAULTS:
+        raise InputError(f"Unknown fault {fault!r}.", f"Use one of {', '.join(FAULTS)}.")
+    scenario = Scenario(
+        datasets=[d.strip() for d in datasets.split(",") if d.strip()],
+        shift_to=shift_to, shift_at=shift_at, rate=rate, duration=duration, max_requests=max_requests,
+        split=split or None,
+        fault=FaultSpec(kind=fault, at=fault_at, duration=fault_duration) if fault else None,  # type: ignore[arg-type]
+    )
+    sim = Simulator(scenario, target or get_settings().search_url)
+    if as_json:
+        _print_json(sim.run().model_dump())
+        return
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
+                  TimeRemainingColumn()) as progress:
+        task = progress.add_task("simulating", total=scenario.max_requests, info="")
+
+        def tick(s: object) -> None:
+            st = sim.snapshot()
+            progress.update(task, completed=st.sent + st.dropped,
+                            info=f"ok {st.ok} err {st.errors} mix {'+'.join(st.active)} p95 {st.p95_ms or 0:.0f} ms")
+
+        stats = sim.run(on_tick=tick)
+    typer.echo(json.dumps(stats.model_dump(exclude={"faults"}), default=str))
+
+
+def demo_cmd(
+    datasets: str = typer.Option("scifact", help="datasets the healthy traffic replays"),
+    shift_to: str = typer.Option("cran", "--shift-to", help="dataset the traffic shifts to"),
+    rate: float = typer.Option(10.0, help="requests per second"),
+    timeout: float = typer.Option(240.0, help="give up waiting for a phase after this many seconds"),
+    as_json: bool = typer.Option(False, "--json", help="print the phase record as JSON at the end"),
+) -> None:
+    """Start Prometheus, the service and the simulator; shift the traffic; watch the NDCG gate go ok -> firing."""
+    from autooptimizer.demo import DemoOptions, run_demo
+
+    result = run_demo(DemoOptions(datasets=[d for d in datasets.split(",") if d], shift_to=shift_to, rate=rate,
+                                  phase_timeout=timeout), live=not as_json)
+    if as_json:
+        _print_json(result.model_dump())
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+def bench_gates_cmd(
+    trials: int = typer.Option(3, min=1, max=20, help="injections per gate"),
+    rate: float = typer.Option(10.0, help="simulator requests per second"),
+    latency_seconds: float = typer.Option(30.0, "--latency-seconds", help="length of the p95 measurement"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Time from fault injection to each gate firing (p50 target < 15 s) and the service's p95 at 10 req/s."""
+    from autooptimizer.infra.bench import run_gates_bench
+
+    result = run_gates_bench(trials=trials, rate=rate, latency_seconds=latency_seconds, progress=not as_json)
+    if as_json:
+        _print_json(result.model_dump())
+    else:
+        typer.echo(result.render())
 
 
 def register(app: typer.Typer, bench: typer.Typer) -> None:
     """Add this area's commands to the root app and its benchmarks to `autoopt bench`."""
+    app.add_typer(infra_app, name="infra")
+    app.command("gates")(gates_cmd)
+    app.command("simulate")(simulate_cmd)
+    app.command("demo")(demo_cmd)
+    bench.command("gates")(bench_gates_cmd)

@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -51,6 +52,11 @@ def _percentile(values: list[float], q: float) -> float | None:
         return None
     s = sorted(values)
     return s[min(len(s) - 1, max(0, math.ceil(q * len(s)) - 1))]
+
+
+def _name(dataset: str | Path) -> str:
+    """Datasets are keyed by folder name, whether given by name under AUTOOPT_DATA_DIR or by path."""
+    return Path(dataset).name
 
 
 def _headers(token: str | None) -> dict[str, str]:
@@ -103,13 +109,13 @@ class Simulator:
         self.workload = workload or load_workload(
             scenario.all_datasets(), split=scenario.split, max_queries=scenario.max_queries, seed=scenario.seed
         )
-        missing = [d for d in scenario.all_datasets() if d not in self.workload.queries]
+        missing = [d for d in map(_name, scenario.all_datasets()) if d not in self.workload.queries]
         if missing:
             from autooptimizer.errors import InputError
 
             raise InputError(f"The workload has no queries for {missing}.", "Load those datasets into the workload.")
         self.request_timeout = request_timeout
-        self.stats = SimStats(active=list(scenario.datasets))
+        self.stats = SimStats(active=[_name(d) for d in scenario.datasets])
         self._latencies: list[float] = []
         self._ndcg: dict[str, list[float]] = {}
         self._lock = threading.Lock()
@@ -119,7 +125,8 @@ class Simulator:
 
     # ---- control -----------------------------------------------------------------------------------------------
     def shift(self, dataset: str) -> None:
-        """Move the whole query mix to `dataset` now (a corpus shift)."""
+        """Move the whole query mix to `dataset` (a name, or the path it was loaded from) now: a corpus shift."""
+        dataset = _name(dataset)
         if dataset not in self.workload.queries:
             from autooptimizer.errors import InputError
 

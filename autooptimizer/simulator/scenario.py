@@ -23,8 +23,8 @@ class FaultSpec(BaseModel):
     latency_ms: float = Field(1500.0, gt=0, le=10_000)
     error_rate: float = Field(0.5, gt=0, le=1.0)
     cost_multiplier: float = Field(50.0, gt=1, le=10_000)
-    retries: int = Field(5, ge=1, le=100, description="retries per operation while the fault lasts")
-    operation: str = "search"
+    retries: int = Field(3, ge=1, le=10, description="transient failures (so retries) per call while the fault lasts")
+    operation: str = Field("rerank", description="the pipeline step that fails transiently: bm25 | rerank")
 
     def payload(self) -> dict[str, object]:
         """The body for POST /admin/faults: only the field this kind of fault sets, plus its duration."""

@@ -1,0 +1,50 @@
+"""Run the search service as a process: `python -m autooptimizer.infra.serve --port N --datasets scifact,cran`.
+
+The local stack starts it this way so the service has its own interpreter (and GIL) apart from the simulator and
+the gates. The model defaults to the `champion` alias; the collection is the union of the given datasets.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def build_app(datasets: list[str], model: str | None, canary: str | None = None, canary_weight: float = 0.0,
+              progress: bool = True) -> object:
+    """The real FastAPI app over a union collection; warm (embeddings cached) before it is returned."""
+    from autooptimizer.search import aliases
+    from autooptimizer.search.app import SearchService, create_app
+    from autooptimizer.search.beir import load_collection
+
+    collection = load_collection(datasets)
+    stable = model or aliases.require_alias(aliases.CHAMPION)
+    service = SearchService(collection, stable, canary=canary, canary_weight=canary_weight, progress=progress)
+    return create_app(service)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m autooptimizer.infra.serve", description=__doc__)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--datasets", default="scifact,cran", help="comma-separated, names or paths")
+    parser.add_argument("--model", default=None, help="stable model version (default: the champion alias)")
+    parser.add_argument("--canary", default=None)
+    parser.add_argument("--canary-weight", type=float, default=0.0)
+    args = parser.parse_args(argv)
+
+    import uvicorn
+
+    from autooptimizer.settings import apply_offline_env, get_settings
+
+    apply_offline_env()
+    try:
+        import torch
+
+        torch.set_num_threads(get_settings().threads)
+    except ImportError:
+        pass
+    app = build_app([d for d in args.datasets.split(",") if d], args.model, args.canary, args.canary_weight)
+    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
+
+
+if __name__ == "__main__":
+    main()

@@ -81,7 +81,7 @@ def test_validate_names_a_broken_file_and_exits_2(tmp_path: Path) -> None:
 
 def test_bench_reports_latency_figures() -> None:
     res = run_policy_bench(n=3000, warmup=300)
-    assert set(res) == {"decisions_per_s", "p50_us", "p99_us", "n"}
+    assert set(res) >= {"decisions_per_s", "p50_us", "p99_us", "n"}
     assert 0 < res["p50_us"] <= res["p99_us"] < 5000  # the 200 us target is measured in docs/benchmarks.md
     out = runner.invoke(app, ["bench", "policy", "--n", "500", "--json"])
     assert out.exit_code == 0 and {"decisions_per_s", "p50_us", "p99_us"} <= set(json.loads(out.output))

@@ -305,8 +305,11 @@ def run_policy_bench(n: int = 20000, warmup: int = 1000) -> dict:
         times.append(perf() - t)
     times.sort()
     total_s = sum(times) / 1e9
+    import os
+
     return {"decisions_per_s": round(n / total_s, 1), "p50_us": round(times[n // 2] / 1000, 1),
-            "p99_us": round(times[min(n - 1, int(n * 0.99))] / 1000, 1), "n": n}
+            "p99_us": round(times[min(n - 1, int(n * 0.99))] / 1000, 1), "n": n,
+            "load_avg_1m": round(os.getloadavg()[0], 2), "cpus": os.cpu_count()}
 
 
 def register(app: typer.Typer, bench: typer.Typer) -> None:
@@ -325,4 +328,4 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
             typer.echo(json.dumps(res))
         else:
             typer.echo(f"{res['decisions_per_s']:.0f} decisions/s  p50 {res['p50_us']} us  p99 {res['p99_us']} us "
-                       f"(n={res['n']})")
+                       f"(n={res['n']}, load {res['load_avg_1m']} on {res['cpus']} CPUs)")

@@ -179,7 +179,9 @@ class PDP:
                                   reason=f"the policy context is invalid ({exc})")
         request = {"principal": {"type": "Agent", "id": agent}, "action": {"type": "Action", "id": "call"},
                    "resource": {"type": "Tool", "id": tool}, "context": cedar_ctx}
-        result = cedarpy.is_authorized(request, self.policy_set, self.entities, schema=self.schema)
+        # No per-request schema: PolicyContext already fixes every key's type, and the policies and entities were
+        # validated against the schema at load. Skipping it saves ~10% per decision.
+        result = cedarpy.is_authorized(request, self.policy_set, self.entities)
         ann = result.diagnostics.id_annotations_by_reason
         ids = [ann.get(pid, pid) for pid in result.diagnostics.reasons]
         prefix_ids, prefix = [], ""

@@ -42,7 +42,7 @@ def write_tiny_beir(root: str | Path, docs_per_topic: int = 5, topics: list[str]
                            "text": f"This paper reports findings on {a} and {b}, a {topic} research question."})
         split = "test" if t % 2 else "train"
         queries.append({"_id": f"q-{topic}", "text": QUERIES[topic], **({"split": split} if with_split else {})})
-        qrels += [(f"q-{topic}", f"{topic}{i}", 2 if i == 0 else 1, split) for i in range(min(3, docs_per_topic))]
+        qrels += [(f"q-{topic}", f"{topic}{i}", 2 if i == 0 else 1, split) for i in range(docs_per_topic)]
     (root / "corpus.jsonl").write_text("".join(json.dumps(d) + "\n" for d in corpus))
     (root / "queries.jsonl").write_text("".join(json.dumps(q) + "\n" for q in queries))
     header = "query-id\tcorpus-id\tscore\n"

@@ -1,0 +1,215 @@
+"""The FastAPI search service: validation, feedback NDCG in /metrics, canary split, swaps under load, faults."""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+
+import httpx
+import pytest
+import uvicorn
+from fastapi.testclient import TestClient
+
+from autooptimizer.search import metric_names as M
+from autooptimizer.search import model_store
+from autooptimizer.search.app import SearchService, create_app
+from autooptimizer.search.beir import Collection, load_beir
+from autooptimizer.search.model_store import ModelSpec
+from autooptimizer.search.sample_data import write_tiny_beir
+
+
+@pytest.fixture
+def collection(tmp_path):
+    return Collection([load_beir(write_tiny_beir(tmp_path / "tiny", docs_per_topic=3), name="tiny")])
+
+
+@pytest.fixture
+def service(collection):
+    model_store.save(ModelSpec(version="v-a", fusion_weight=0.6, rerank_depth=10))
+    model_store.save(ModelSpec(version="v-b", fusion_weight=0.3, rerank_depth=10))
+    return SearchService(collection, "v-a", price_per_compute_second=0.5, budget=2.0, api_token="")
+
+
+@pytest.fixture
+def client(service):
+    return TestClient(create_app(service))
+
+
+def metric(text: str, name: str, **labels: str) -> float | None:
+    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    for line in text.splitlines():
+        m = re.match(rf"^{re.escape(name)}(?:\{{(.*)\}})? (\S+)$", line)
+        if m and (m.group(1) or "") == want:
+            return float(m.group(2))
+    return None
+
+
+def test_search_returns_ranked_hits(client):
+    r = client.get("/search", params={"q": "ocean acidification coral reef", "k": 3})
+    assert r.status_code == 200
+    body = r.json()
+    assert body["model_version"] == "v-a" and len(body["hits"]) == 3 and body["latency_ms"] > 0
+    assert all(h["doc_id"].startswith("tiny/ocean") for h in body["hits"])
+    assert [h["score"] for h in body["hits"]] == sorted((h["score"] for h in body["hits"]), reverse=True)
+
+
+@pytest.mark.parametrize("params,needle", [
+    ({"q": ""}, "empty"), ({"q": "   "}, "empty"), ({"q": "x" * 10_000}, "10000 characters"),
+    ({"q": "heart", "k": 0}, "k=0"), ({"q": "heart", "k": -3}, "k=-3"), ({"q": "heart", "k": 101}, "k=101"),
+])
+def test_bad_input_is_rejected_and_service_keeps_serving(client, params, needle):
+    r = client.get("/search", params=params)
+    assert r.status_code == 422
+    assert needle in r.json()["detail"]["problem"] and r.json()["detail"]["fix"]
+    assert client.get("/search", params={"q": "heart failure"}).status_code == 200
+
+
+def test_feedback_records_ndcg_and_log(client, service):
+    hit = client.get("/search", params={"q": "wing flutter supersonic flow", "k": 5}).json()
+    judgments = {"tiny/wing0": 2, "tiny/wing1": 1, "tiny/heart0": 0}
+    r = client.post("/feedback", json={"query": "wing flutter supersonic flow", "model_version": "v-a",
+                                       "request_id": hit["request_id"], "judgments": judgments, "query_id": "q-wing"})
+    assert r.status_code == 200, r.text
+    ndcg = r.json()["ndcg10"]
+    assert 0 < ndcg <= 1
+    r2 = client.post("/feedback", json={"query": "x", "model_version": "v-a", "served": ["tiny/soil0"],
+                                        "judgments": {"tiny/wing0": 1}})
+    assert r2.json()["ndcg10"] == 0.0
+    text = client.get("/metrics").text
+    assert metric(text, M.FEEDBACK_NDCG + "_count", model_version="v-a") == 2.0
+    assert metric(text, M.FEEDBACK_NDCG + "_sum", model_version="v-a") == pytest.approx(ndcg)
+    import json
+
+    rows = [json.loads(x) for x in service.feedback_log.read_text().splitlines()]
+    assert rows[0]["query"] == "wing flutter supersonic flow" and rows[0]["judgments"] == judgments
+    assert [s["doc_id"] for s in rows[0]["served"]] == [h["doc_id"] for h in hit["hits"]]
+    assert rows[0]["served"][0]["score"] == pytest.approx(hit["hits"][0]["score"])
+    assert rows[0]["model_version"] == "v-a" and rows[0]["ts"] > 0
+
+
+def test_feedback_unknown_version_and_missing_ranking(client):
+    r = client.post("/feedback", json={"query": "q", "model_version": "v-nope", "served": [], "judgments": {}})
+    assert r.status_code == 404 and "v-nope" in r.json()["detail"]["problem"]
+    r = client.post("/feedback", json={"query": "q", "model_version": "v-a", "judgments": {"a": 1}})
+    assert r.status_code == 422 and "served" in r.json()["detail"]["fix"]
+
+
+def test_metrics_exposition(client):
+    client.get("/search", params={"q": "neurons memory"})
+    text = client.get("/metrics").text
+    assert metric(text, M.REQUESTS_TOTAL, model_version="v-a", status="ok") == 1.0
+    assert metric(text, M.REQUEST_SECONDS + "_count", model_version="v-a") == 1.0
+    assert metric(text, M.REQUEST_SECONDS + "_bucket", le="5.0", model_version="v-a") == 1.0
+    assert metric(text, M.COST_BUDGET) == 2.0
+    compute = metric(text, M.COMPUTE_SECONDS_TOTAL, model_version="v-a")
+    assert compute > 0 and metric(text, M.COST_TOTAL, model_version="v-a") == pytest.approx(compute * 0.5)
+    assert metric(text, M.MODEL_INFO, model_version="v-a", role="stable") == 1.0
+    assert metric(text, M.REPLICAS) == 2.0
+
+
+def test_canary_split_ratio(client, service):
+    r = client.post("/admin/models", json={"stable": "v-a", "canary": "v-b", "canary_weight": 0.3})
+    assert r.status_code == 200 and r.json()["canary"]["version"] == "v-b"
+    routing = service.routing
+    picks = [service.route(routing).version for _ in range(4000)]
+    assert 0.27 < picks.count("v-b") / len(picks) < 0.33
+    served = [client.get("/search", params={"q": "soil erosion"}).json()["model_version"] for _ in range(40)]
+    assert set(served) == {"v-a", "v-b"}
+    text = client.get("/metrics").text
+    assert metric(text, M.CANARY_WEIGHT, model_version="v-b") == 0.3
+    assert metric(text, M.MODEL_INFO, model_version="v-b", role="canary") == 1.0
+    client.post("/admin/models", json={"stable": "v-b"})
+    text = client.get("/metrics").text
+    assert metric(text, M.MODEL_INFO, model_version="v-a", role="stable") is None
+    assert metric(text, M.MODEL_INFO, model_version="v-b", role="stable") == 1.0
+    assert client.post("/admin/models", json={"stable": "v-zzz"}).status_code == 404
+
+
+def test_swap_under_load_never_fails_a_request(service):
+    # a version with another truncation has its own encoder identity, so the swap really embeds the corpus
+    model_store.save(ModelSpec(version="v-c", fusion_weight=0.5, rerank_depth=10, params={"max_seq_length": 64}))
+    server = uvicorn.Server(uvicorn.Config(create_app(service), host="127.0.0.1", port=0, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.02)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    base = f"http://127.0.0.1:{port}"
+    results: list[tuple[int, str]] = []
+    stop = threading.Event()
+
+    def hammer() -> None:
+        with httpx.Client(base_url=base, timeout=30) as c:
+            while not stop.is_set():
+                r = c.get("/search", params={"q": "heart failure blood pressure", "k": 3})
+                results.append((r.status_code, r.json().get("model_version", "")))
+
+    workers = [threading.Thread(target=hammer) for _ in range(3)]
+    try:
+        for w in workers:
+            w.start()
+        time.sleep(0.3)
+        r = httpx.post(f"{base}/admin/models", json={"stable": "v-c"}, timeout=120)
+        assert r.status_code == 200 and r.json()["stable"]["version"] == "v-c"
+        time.sleep(0.3)
+    finally:
+        stop.set()
+        for w in workers:
+            w.join()
+        server.should_exit = True
+        thread.join(timeout=10)
+    assert results and all(code == 200 for code, _ in results)
+    versions = [v for _, v in results]
+    assert versions[0] == "v-a" and versions[-1] == "v-c"
+    assert versions.index("v-c") > versions.count("v-a") - 4  # no flapping back after the swap
+
+
+def test_faults_errors_latency_cost_and_expiry(client):
+    assert client.post("/admin/faults", json={"error_rate": 1.0, "duration_s": 0.5}).status_code == 200
+    assert client.get("/search", params={"q": "heart"}).status_code == 500
+    text = client.get("/metrics").text
+    assert metric(text, M.ERRORS_TOTAL, model_version="v-a") == 1.0
+    assert metric(text, M.REQUESTS_TOTAL, model_version="v-a", status="error") == 1.0
+    time.sleep(0.6)
+    assert client.get("/search", params={"q": "heart"}).status_code == 200  # expired
+
+    client.post("/admin/faults", json={"latency_ms": 300, "duration_s": 30})
+    assert client.get("/search", params={"q": "heart"}).json()["latency_ms"] >= 300
+    assert client.delete("/admin/faults").json() == {"cleared": 1}
+
+    before = metric(client.get("/metrics").text, M.COST_TOTAL, model_version="v-a")
+    client.post("/admin/faults", json={"cost_multiplier": 1000, "duration_s": 30})
+    client.get("/search", params={"q": "heart"})
+    after = metric(client.get("/metrics").text, M.COST_TOTAL, model_version="v-a")
+    assert after - before > 50 * before / 3  # one request now costs far more than the three before it
+
+    for bad in ({"latency_ms": 20_000}, {"error_rate": 2}, {"duration_s": 3600}, {"cost_multiplier": 0.5},
+                {"retries": {"operation": "rm -rf", "count": 1}}):
+        assert client.post("/admin/faults", json=bad).status_code == 422
+
+
+def test_retries_are_counted(client):
+    client.post("/admin/faults", json={"retries": {"operation": "rerank", "count": 2}, "duration_s": 30})
+    assert client.get("/search", params={"q": "heart"}).status_code == 200
+    assert client.get("/search", params={"q": "brain"}).status_code == 200
+    assert metric(client.get("/metrics").text, M.RETRIES_TOTAL, operation="rerank") == 4.0
+    client.post("/admin/faults", json={"retries": {"operation": "bm25", "count": 9}, "duration_s": 30})
+    r = client.get("/search", params={"q": "heart"})
+    assert r.status_code == 503 and "bm25" in r.json()["detail"]["problem"]
+    assert client.get("/healthz").status_code == 200
+
+
+def test_admin_state_replicas_variant_and_token(collection):
+    model_store.save(ModelSpec(version="v-a", fusion_weight=0.6, rerank_depth=10))
+    svc = SearchService(collection, "v-a", api_token="s3cret")
+    c = TestClient(create_app(svc))
+    assert c.post("/admin/replicas", json={"replicas": 4}).status_code == 401
+    auth = {"Authorization": "Bearer s3cret"}
+    assert c.post("/admin/replicas", json={"replicas": 4}, headers=auth).json()["replicas"] == 4
+    assert svc.limiter.total_tokens == 4
+    assert c.post("/admin/variant", json={"rerank_depth": 5}, headers=auth).json()["rerank_depth_override"] == 5
+    assert c.post("/admin/replicas", json={"replicas": 0}, headers=auth).status_code == 422
+    state = c.get("/admin/state").json()
+    assert state["stable"]["version"] == "v-a" and state["collection"] == {"datasets": ["tiny"], "docs": 18}
+    assert metric(c.get("/metrics").text, M.REPLICAS) == 4.0

@@ -1,0 +1,84 @@
+"""Model versions are immutable directories; aliases live in one file; reranker kinds plug in by name."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from autooptimizer.errors import InputError, NotFoundError
+from autooptimizer.search import aliases, model_store
+from autooptimizer.search.model_store import ModelSpec
+from autooptimizer.search.rerankers import build_reranker, get_factory, register, registered_kinds
+
+
+def test_save_load_list(autoopt_home):
+    a = ModelSpec(version="v1-a", fusion_weight=0.6, notes="first")
+    b = ModelSpec(version="v2-b", kind="cross_encoder", fusion_weight=0.3, parent="v1-a", params={"max_length": 128})
+    model_store.save(a)
+    model_store.save(b, extra={"eval.json": {"ndcg10": 0.72}})
+    assert model_store.exists("v1-a") and not model_store.exists("v9")
+    assert model_store.load("v2-b") == b
+    assert set(model_store.list_versions()) == {"v1-a", "v2-b"}
+    assert model_store.read_extra("v2-b", "eval.json") == {"ndcg10": 0.72}
+    assert (autoopt_home / "models" / "v1-a" / "model.json").is_file()
+    with pytest.raises(NotFoundError, match="v9"):
+        model_store.load("v9")
+
+
+def test_versions_are_immutable():
+    spec = ModelSpec(version="v1-x", fusion_weight=0.5)
+    model_store.save(spec)
+    model_store.save(spec.model_copy(update={"notes": "same content, new note"}))  # no-op
+    with pytest.raises(InputError, match="immutable"):
+        model_store.save(spec.model_copy(update={"fusion_weight": 0.7}))
+    assert model_store.load("v1-x").fusion_weight == 0.5
+
+
+def test_weights_copied_and_resolved(tmp_path):
+    w = tmp_path / "trained"
+    w.mkdir()
+    (w / "config.json").write_text("{}")
+    target = model_store.save(ModelSpec(version="v3-ft", fusion_weight=0.5), weights_dir=w)
+    spec = model_store.load("v3-ft")
+    assert spec.encoder_path == "weights"
+    assert spec.resolved_encoder_path() == str(target / "weights")
+    assert (target / "weights" / "config.json").is_file()
+
+
+def test_bad_version_names():
+    for bad in ("", "../x", "a b", "x/y"):
+        with pytest.raises((InputError, ValueError)):
+            ModelSpec(version=bad)
+    assert model_store.content_version("v1", {"a": 1}) == model_store.content_version("v1", {"a": 1})
+    assert model_store.content_version("v1", {"a": 1}) != model_store.content_version("v1", {"a": 2})
+
+
+def test_aliases_file():
+    assert aliases.get_alias("champion") is None
+    with pytest.raises(NotFoundError, match="bootstrap"):
+        aliases.require_alias("champion")
+    aliases.set_alias("champion", "v1-a")
+    assert aliases.set_alias("champion", "v2-b", only_if_missing=True) == "v1-a"
+    aliases.set_alias("gold", "v1-a")
+    aliases.set_alias("champion", "v2-b")
+    assert aliases.all_aliases() == {"champion": "v2-b", "gold": "v1-a"}
+
+
+def test_reranker_registry_plugins(tmp_path):
+    with pytest.raises(NotFoundError, match="no_such_kind"):
+        get_factory("no_such_kind")
+
+    class Constant:
+        kind = "constant_test"
+
+        def warm(self, progress=True):
+            return None
+
+        def score(self, query, doc_ids, bm25_scores):
+            return np.ones(len(doc_ids))
+
+    register("constant_test")(lambda spec, collection: Constant())
+    assert "constant_test" in registered_kinds()
+    r = build_reranker(ModelSpec(version="v-c", kind="constant_test"), collection=None)
+    assert r.score("q", ["a", "b"], np.zeros(2)).tolist() == [1.0, 1.0]
+    assert get_factory("bm25") and get_factory("bi_encoder") and get_factory("cross_encoder")

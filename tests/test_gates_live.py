@@ -8,68 +8,21 @@ one fault through the service's admin API, waits for its gate to fire, clears it
 from __future__ import annotations
 
 import json
-import time
-from pathlib import Path
 
 import pytest
 
-from autooptimizer.gates import Gate, GateReport, evaluate_gates
+from autooptimizer.gates import GateReport, evaluate_gates
 from autooptimizer.infra.prometheus import prometheus_binary
-from autooptimizer.profiles import Profile, load_profile
+from autooptimizer.infra.testing import wait_gate, write_shift_datasets, write_test_profile
+from autooptimizer.profiles import load_profile
 from autooptimizer.settings import get_settings
 
 pytestmark = pytest.mark.prometheus
 
-TEST_PROFILE = """
-name: dev
-gates: {ndcgDropPct: 3.0, p95LatencyMs: 800, costBudgetPct: 80.0, maxRetries: 3, windowSeconds: 5,
-        baselineWindowSeconds: 10}
-cost: {pricePerComputeSecond: 0.0005, budget: 5.0}
-"""
-
-
-def write_profile(root: Path) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "dev.yaml").write_text(TEST_PROFILE)
-    return root
-
-
-def write_datasets(root: Path) -> tuple[Path, Path]:
-    """`good`: queries judged on their own topic (BM25 finds them: NDCG ~1). `bad`: judged on another topic (~0)."""
-    from autooptimizer.search.sample_data import write_tiny_beir
-
-    good = write_tiny_beir(root / "good")
-    bad = write_tiny_beir(root / "bad")
-    rows = (bad / "qrels.tsv").read_text().splitlines()
-    topics = ["heart", "brain", "wing", "soil", "ocean", "virus"]
-    shifted = [rows[0]]
-    for row in rows[1:]:
-        qid, doc, grade = row.split("\t")
-        topic = qid.removeprefix("q-")
-        other = topics[(topics.index(topic) + 3) % len(topics)]
-        shifted.append(f"{qid}\t{doc.replace(topic, other)}\t{grade}")
-    (bad / "qrels.tsv").write_text("\n".join(shifted) + "\n")
-    return good, bad
-
-
-def wait_gate(url: str, profile: Profile, name: str, status: str, timeout: float = 40.0) -> tuple[Gate, float]:
-    t0 = time.monotonic()
-    gate = None
-    while time.monotonic() - t0 < timeout:
-        gate = evaluate_gates(prometheus_url=url, profile=profile).gate(name)
-        if gate.status == status:
-            return gate, time.monotonic() - t0
-        time.sleep(0.5)
-    last = gate.model_dump_json() if gate else None
-    raise AssertionError(f"gate {name} not {status} within {timeout}s; last: {last}")
-
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory):
-    try:
-        prometheus_binary()
-    except Exception as exc:  # pragma: no cover - CI installs it
-        pytest.skip(str(exc))
+    prometheus_binary()  # a missing binary fails here with the install command (the marker deselects these tests)
     from autooptimizer.infra.stack import LocalStack
     from autooptimizer.search.app import SearchService, create_app
     from autooptimizer.search.beir import Collection, load_beir
@@ -79,9 +32,9 @@ def live(tmp_path_factory: pytest.TempPathFactory):
     tmp = tmp_path_factory.mktemp("live")
     mp = pytest.MonkeyPatch()
     mp.setenv("AUTOOPT_HOME", str(tmp / "home"))
-    mp.setenv("AUTOOPT_PROFILES_DIR", str(write_profile(tmp / "profiles")))
+    mp.setenv("AUTOOPT_PROFILES_DIR", str(write_test_profile(tmp / "profiles")))
     get_settings.cache_clear()
-    good, bad = write_datasets(tmp / "data")
+    good, bad = write_shift_datasets(tmp / "data")
     profile = load_profile("dev")
     collection = Collection([load_beir(good), load_beir(bad)])
     spec = ModelSpec(version="tiny-bm25", kind="bm25", fusion_weight=0.5, rerank_depth=20)

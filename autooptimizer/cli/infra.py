@@ -137,8 +137,12 @@ def demo_cmd(
                                   phase_timeout=timeout), live=not as_json)
     if as_json:
         _print_json(result.model_dump())
+    else:
+        for phase in result.phases:
+            typer.echo(f"{phase.name:10s} {phase.status:7s} {phase.seconds:7.1f} s")
     if not result.ok:
-        raise typer.Exit(1)
+        typer.secho(f"demo failed: {result.error}", fg="red", err=True)
+        raise typer.Exit(130 if result.error == "interrupted" else 1)
 
 
 def bench_gates_cmd(

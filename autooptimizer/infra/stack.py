@@ -140,6 +140,11 @@ class LocalStack:
         self._search_url: str | None = None
 
     @property
+    def service_log(self) -> Path:
+        """Where a subprocess service writes its output (embedding progress, errors)."""
+        return self.root.parent / "search.log"
+
+    @property
     def search_url(self) -> str:
         assert self._search_url, "stack not started"
         return self._search_url
@@ -167,7 +172,7 @@ class LocalStack:
         else:
             port = free_port()
             argv = [sys.executable, "-m", "autooptimizer.infra.serve", "--port", str(port), *self.serve_args]
-            svc = SubprocessService(argv, port, self.root.parent / "search.log")
+            svc = SubprocessService(argv, port, self.service_log)
             self.service = svc
             svc.start(timeout=self.service_timeout)
             self._search_url = svc.url

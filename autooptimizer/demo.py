@@ -1,0 +1,267 @@
+"""`autoopt demo`: the gate part of the loop, live in the terminal.
+
+Phases (each recorded as a `DemoPhase`):
+  champion  find the champion model, or build it with the search bootstrap (minutes, once)
+  stack     start the local stack: the search service (scifact + cran collection) and a real Prometheus
+  healthy   replay SciFact train queries with feedback until the NDCG gate reads `ok` (its baseline has data)
+  shift     move the query mix to cran and wait for the NDCG gate to fire
+  ...       extra phases (`run_demo(..., extra_phases=[...])`) run here, while the stack is still up
+  stop      stop the simulator, the service and Prometheus (also on Ctrl-C and on errors)
+
+Later issues extend the cycle by passing extra phases: each is `fn(ctx: DemoContext) -> DemoPhase`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from autooptimizer.errors import AutoOptError
+from autooptimizer.gates import GateReport
+
+STATUS_STYLE = {"ok": "green", "firing": "bold red", "unknown": "yellow"}
+
+
+class DemoOptions(BaseModel):
+    datasets: list[str] = Field(default_factory=lambda: ["scifact"])
+    shift_to: str = "cran"
+    rate: float = Field(10.0, gt=0, le=100)
+    max_queries: int = Field(100, ge=1, description="replay this many judged queries per dataset, in cycles")
+    phase_timeout: float = Field(240.0, gt=0)
+    env: str | None = None
+    model: str | None = Field(None, description="model version to serve (default: the champion alias)")
+    seed: int = 0
+
+
+class DemoPhase(BaseModel):
+    name: str
+    status: Literal["ok", "failed", "skipped"] = "ok"
+    seconds: float = 0.0
+    detail: dict[str, Any] = Field(default_factory=dict)
+
+
+class DemoResult(BaseModel):
+    ok: bool = False
+    phases: list[DemoPhase] = Field(default_factory=list)
+    timeline: list[dict[str, Any]] = Field(default_factory=list, description="[{t, phase, gates: {name: status}}]")
+    stack: dict[str, Any] | None = None
+    error: str | None = None
+
+
+def gates_table(report: GateReport) -> Any:
+    """A rich table of the four gates (also used by `autoopt gates` without --json)."""
+    from rich.table import Table
+
+    table = Table(title=f"quality gates ({report.env}) @ {report.prometheus_url}", expand=False)
+    for col in ("gate", "status", "value", "threshold", "note"):
+        table.add_column(col)
+    for g in report.gates:
+        value = "-" if g.value is None else f"{g.value:.2f}"
+        note = g.evidence.error or ""
+        table.add_row(g.name, f"[{STATUS_STYLE[g.status]}]{g.status}[/]", value, f"{g.threshold:g} {g.unit}",
+                      note[:60])
+    return table
+
+
+@dataclass
+class DemoContext:
+    """What a phase can use: the running stack and simulator, the options, the result so far."""
+
+    opts: DemoOptions
+    result: DemoResult
+    profile: Any = None
+    stack: Any = None
+    sim: Any = None
+    report: GateReport | None = None
+    phase: str = ""
+    log: list[str] = field(default_factory=list)
+    t0: float = field(default_factory=time.monotonic)
+
+    def say(self, msg: str) -> None:
+        self.log.append(f"[{time.monotonic() - self.t0:6.1f}s] {msg}")
+        del self.log[:-8]
+
+    def gates(self) -> GateReport:
+        from autooptimizer.gates import evaluate_gates
+
+        self.report = evaluate_gates(prometheus_url=self.stack.prometheus_url, profile=self.profile)
+        self.result.timeline.append({
+            "t": round(time.monotonic() - self.t0, 2), "phase": self.phase,
+            "gates": {g.name: g.status for g in self.report.gates},
+            "ndcg_drop_pct": self.report.gate("ndcg_drop").value,
+        })
+        return self.report
+
+    def wait_gate(self, name: str, status: str, timeout: float) -> tuple[bool, float]:
+        """Poll the gates every second until `name` reads `status`; returns (reached, seconds)."""
+        start = time.monotonic()
+        while time.monotonic() - start < timeout:
+            if self.gates().gate(name).status == status:
+                return True, time.monotonic() - start
+            time.sleep(1.0)
+        return False, time.monotonic() - start
+
+
+def _last_line(path: Any) -> str:
+    """The last progress line of a log (tqdm writes carriage returns), for the live display."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, 2)
+            fh.seek(max(0, fh.tell() - 2000))
+            tail = fh.read().decode(errors="replace")
+    except OSError:
+        return ""
+    pieces = [p.strip() for p in tail.replace("\r", "\n").split("\n") if p.strip()]
+    return pieces[-1][:110] if pieces else ""
+
+
+class _View:
+    """Rendered on every refresh of the live display, so it stays current during blocking calls."""
+
+    def __init__(self, ctx: DemoContext) -> None:
+        self.ctx = ctx
+
+    def __rich__(self) -> Any:
+        from rich.console import Group
+        from rich.panel import Panel
+        from rich.text import Text
+
+        ctx = self.ctx
+        parts: list[Any] = [Text(f"phase: {ctx.phase}   elapsed {time.monotonic() - ctx.t0:5.0f} s", style="bold")]
+        if ctx.report is not None:
+            parts.append(gates_table(ctx.report))
+        if ctx.sim is not None:
+            s = ctx.sim.snapshot()
+            ndcg = " ".join(f"{d}={v:.3f}" for d, v in s.ndcg_by_dataset.items())
+            parts.append(Text(f"traffic: mix={'+'.join(s.active)} sent={s.sent} ok={s.ok} err={s.errors} "
+                              f"p95={s.p95_ms or 0:.0f} ms  served NDCG@10 {ndcg}"))
+        lines = list(ctx.log)
+        if ctx.phase == "stack" and ctx.stack is not None:
+            lines.append("service: " + _last_line(ctx.stack.service_log))
+        parts.append(Panel("\n".join(lines) or "...", title="log", expand=False))
+        return Group(*parts)
+
+
+def _phase_champion(ctx: DemoContext) -> DemoPhase:
+    from autooptimizer.search import aliases
+
+    if ctx.opts.model:
+        return DemoPhase(name="champion", detail={"version": ctx.opts.model, "source": "option"})
+    version = aliases.get_alias(aliases.CHAMPION)
+    if version:
+        ctx.say(f"champion {version}")
+        return DemoPhase(name="champion", detail={"version": version, "source": "alias"})
+    ctx.say("no champion yet: running the bootstrap (SciFact train; minutes on this CPU)")
+    from autooptimizer.search.bootstrap import bootstrap
+
+    res = bootstrap(progress=False, log=ctx.say)
+    return DemoPhase(name="champion", detail={"version": res.version, "source": "bootstrap",
+                                              "test_ndcg10": res.test_ndcg10})
+
+
+def _phase_stack(ctx: DemoContext) -> DemoPhase:
+    from autooptimizer.infra.stack import LocalStack
+
+    version = ctx.result.phases[-1].detail["version"]
+    datasets = list(dict.fromkeys([*ctx.opts.datasets, ctx.opts.shift_to]))
+    ctx.say(f"starting the search service over {'+'.join(datasets)} (first run embeds new documents; see log)")
+    ctx.stack = LocalStack(service="process", serve_args=["--datasets", ",".join(datasets), "--model", version],
+                           profile=ctx.profile)
+    ctx.stack.start()
+    ctx.result.stack = ctx.stack.info().model_dump()
+    ctx.say(f"service {ctx.stack.search_url}, prometheus {ctx.stack.prometheus_url}")
+    return DemoPhase(name="stack", detail=ctx.result.stack)
+
+
+def _phase_healthy(ctx: DemoContext) -> DemoPhase:
+    from autooptimizer.simulator import Scenario, Simulator
+
+    o = ctx.opts
+    scenario = Scenario(datasets=o.datasets, shift_to=None, rate=o.rate, duration=3600, max_queries=o.max_queries,
+                        seed=o.seed)
+    workload_sets = list(dict.fromkeys([*o.datasets, o.shift_to]))
+    from autooptimizer.simulator import load_workload
+
+    workload = load_workload(workload_sets, split="train", max_queries=o.max_queries, seed=o.seed)
+    ctx.sim = Simulator(scenario, ctx.stack.search_url, workload=workload).start()
+    ctx.say(f"replaying {'+'.join(o.datasets)} at {o.rate:g} req/s with feedback; waiting for the NDCG baseline")
+    reached, secs = ctx.wait_gate("ndcg_drop", "ok", o.phase_timeout)
+    detail = {"ndcg_gate": ctx.report.gate("ndcg_drop").model_dump() if ctx.report else None}
+    return DemoPhase(name="healthy", status="ok" if reached else "failed", seconds=secs, detail=detail)
+
+
+def _phase_shift(ctx: DemoContext) -> DemoPhase:
+    ctx.sim.shift(ctx.opts.shift_to)
+    ctx.say(f"corpus shift: the query mix moves to {ctx.opts.shift_to}")
+    reached, secs = ctx.wait_gate("ndcg_drop", "firing", ctx.opts.phase_timeout)
+    gate = ctx.report.gate("ndcg_drop") if ctx.report else None
+    if reached and gate is not None:
+        ctx.say(f"NDCG gate FIRING after {secs:.1f} s: drop {gate.value:.1f}% >= {gate.threshold:g}%")
+    return DemoPhase(name="shift", status="ok" if reached else "failed", seconds=secs,
+                     detail={"time_to_fire_s": round(secs, 2), "ndcg_gate": gate.model_dump() if gate else None})
+
+
+Phase = Callable[[DemoContext], DemoPhase]
+CORE_PHASES: list[Phase] = [_phase_champion, _phase_stack, _phase_healthy, _phase_shift]
+
+
+def _stop(ctx: DemoContext) -> DemoPhase:
+    t = time.monotonic()
+    errors = []
+    if ctx.sim is not None:
+        ctx.sim.stop()
+        stats = ctx.sim.join(30)
+        ctx.result.timeline.append({"t": round(time.monotonic() - ctx.t0, 2), "phase": "stop",
+                                    "traffic": stats.model_dump(exclude={"faults"})})
+    if ctx.stack is not None:
+        try:
+            ctx.stack.stop()
+        except Exception as exc:
+            errors.append(str(exc))
+    return DemoPhase(name="stop", status="failed" if errors else "ok", seconds=time.monotonic() - t,
+                     detail={"errors": errors})
+
+
+def run_demo(opts: DemoOptions | None = None, live: bool = True, extra_phases: list[Phase] | None = None) -> DemoResult:
+    """Run the phases in order, stopping at the first failure; always stop what was started."""
+    from autooptimizer.profiles import load_profile
+    from autooptimizer.settings import get_settings
+
+    opts = opts or DemoOptions()
+    result = DemoResult()
+    ctx = DemoContext(opts=opts, result=result, profile=load_profile(opts.env or get_settings().env))
+    display: Any = None
+    if live:
+        from rich.live import Live
+
+        display = Live(_View(ctx), refresh_per_second=4, transient=False)
+        display.start()
+    try:
+        for fn in [*CORE_PHASES, *(extra_phases or [])]:
+            ctx.phase = fn.__name__.removeprefix("_phase_")
+            t = time.monotonic()
+            phase = fn(ctx)
+            phase.seconds = phase.seconds or round(time.monotonic() - t, 2)
+            result.phases.append(phase)
+            if phase.status == "failed":
+                result.error = f"phase {phase.name} did not complete within {opts.phase_timeout:g} s"
+                break
+        else:
+            result.ok = True
+    except KeyboardInterrupt:
+        result.error = "interrupted"
+    except AutoOptError:
+        raise  # problem + fix, printed by the CLI (after the finally below stopped everything)
+    except Exception as exc:
+        result.error = f"{type(exc).__name__}: {exc}"
+    finally:
+        ctx.phase = "stop"
+        ctx.say("stopping the simulator, the service and Prometheus")
+        result.phases.append(_stop(ctx))
+        if display is not None:
+            display.stop()
+    return result

@@ -213,3 +213,11 @@ def test_admin_state_replicas_variant_and_token(collection):
     state = c.get("/admin/state").json()
     assert state["stable"]["version"] == "v-a" and state["collection"] == {"datasets": ["tiny"], "docs": 18}
     assert metric(c.get("/metrics").text, M.REPLICAS) == 4.0
+
+
+def test_rerank_retry_fault_applies_to_bm25_only_versions(collection):
+    model_store.save(ModelSpec(version="v-bm25", kind="bm25", fusion_weight=0.0))
+    c = TestClient(create_app(SearchService(collection, "v-bm25", api_token="")))
+    c.post("/admin/faults", json={"retries": {"operation": "rerank", "count": 1}, "duration_s": 30})
+    assert c.get("/search", params={"q": "heart"}).status_code == 200
+    assert metric(c.get("/metrics").text, M.RETRIES_TOTAL, operation="rerank") == 1.0

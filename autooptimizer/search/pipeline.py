@@ -92,6 +92,8 @@ class SearchPipeline:
         rerank = None
         if self.spec.fusion_weight > 0 and doc_ids:
             rerank = call("rerank", lambda: self.reranker.score(query, doc_ids, bm25_scores))
+        else:  # the step still runs (as a no-op), so it is wrapped like any other: retries and faults apply
+            call("rerank", lambda: None)
         return _rank(doc_ids, fuse(bm25_scores, rerank, self.spec.fusion_weight), k)
 
     def rerank_many(self, queries: dict[str, str], depth: int | None = None) -> dict[str, Scored]:

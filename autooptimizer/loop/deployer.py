@@ -43,7 +43,7 @@ class DeployState(BaseModel):
             and have_canary == want_canary
             and (want_canary is None or abs(self.canary_weight - patch.canary_weight) < 1e-9)
             and (self.replicas is None or self.replicas == patch.replicas)
-            and (patch.rerank_depth is None or self.rerank_depth is None or self.rerank_depth == patch.rerank_depth)
+            and self.rerank_depth == patch.rerank_depth
         )
 
 
@@ -77,7 +77,7 @@ class LocalDeployer:
             resp = self._http.request(method, path, json=body)
         except httpx.HTTPError as exc:
             raise DeployError(f"The search service at {self.base_url} is unreachable ({exc}).",
-                              "Start it (`autoopt serve-search` / `autoopt demo`) or set AUTOOPT_SEARCH_PORT.") from exc
+                              "Start it (`autoopt search serve` / `autoopt demo`) or set AUTOOPT_SEARCH_PORT.") from exc
         if resp.status_code >= 400:
             try:
                 detail = resp.json().get("detail", resp.text)
@@ -94,10 +94,11 @@ class LocalDeployer:
         current = self.state()
         if current.replicas != patch.replicas:
             self._call("POST", "/admin/replicas", {"replicas": patch.replicas})
-        if patch.rerank_depth is not None and current.rerank_depth != patch.rerank_depth:
+        if current.rerank_depth != patch.rerank_depth:
             self._call("POST", "/admin/variant", {"rerank_depth": patch.rerank_depth})
         canary = patch.canary_version if patch.canary_version and patch.canary_weight > 0 else None
-        if not current.matches(patch.model_copy(update={"replicas": current.replicas or patch.replicas})):
+        same_models = current.model_copy(update={"replicas": patch.replicas, "rerank_depth": patch.rerank_depth})
+        if not same_models.matches(patch):
             self._call("POST", "/admin/models", {"stable": patch.model_version, "canary": canary,
                                                  "canary_weight": patch.canary_weight if canary else 0.0})
         state = self.state().model_copy(update={"revision": revision})
@@ -110,11 +111,10 @@ class LocalDeployer:
         return self.apply(patch, revision)
 
     def restart(self) -> DeployState:
-        """Rebuild the serving pipelines of the current versions (the service warms, then swaps)."""
+        """Re-assert the current versions (the service rebuilds what is not warm, then swaps atomically)."""
         st = self.state()
         self._call("POST", "/admin/models", {"stable": st.stable, "canary": st.canary,
-                                             "canary_weight": st.canary_weight if st.canary else 0.0,
-                                             "reload": True})
+                                             "canary_weight": st.canary_weight if st.canary else 0.0})
         return self.state()
 
 
@@ -126,8 +126,7 @@ def parse_admin_state(data: dict[str, Any]) -> DeployState:
     stable = data.get("stable")
     if isinstance(stable, dict):
         stable = stable.get("version") or stable.get("model_version")
-    variant = data.get("variant") or {}
-    depth = data.get("rerank_depth", variant.get("rerank_depth") if isinstance(variant, dict) else None)
+    depth = data.get("rerank_depth_override", data.get("rerank_depth"))
     return DeployState(
         stable=stable,
         canary=canary,
@@ -185,4 +184,4 @@ def get_deployer(settings: Settings) -> Deployer:
                               username=os.environ.get("AUTOOPT_ARGOCD_USERNAME"),
                               password=os.environ.get("AUTOOPT_ARGOCD_PASSWORD"))
         return ArgoCDDeployer(client, settings.argocd_app)
-    return LocalDeployer(settings.search_url)
+    return LocalDeployer(settings.search_url, token=settings.api_token)

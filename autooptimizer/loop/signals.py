@@ -1,0 +1,158 @@
+"""Live numbers per model version for the A/B judge and the post-promotion watch.
+
+- per-request NDCG@10 samples: the search service's feedback log (JSONL under AUTOOPT_HOME), because a statistical
+  test needs samples and Prometheus only holds their sum and count;
+- p95 latency and error rate: Prometheus, over the window since the test started (`increase(...[Ns])`).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from autooptimizer.loop.abtest import ArmSnapshot, SampleSource
+from autooptimizer.search import metric_names as m
+from autooptimizer.settings import Settings
+
+# Where the service appends feedback (first that exists wins); see autooptimizer/search/app.py.
+FEEDBACK_LOG_CANDIDATES = ("feedback/feedback.jsonl", "search/feedback.jsonl", "feedback.jsonl")
+
+
+def feedback_log_path(settings: Settings) -> Path:
+    for rel in FEEDBACK_LOG_CANDIDATES:
+        p = settings.home / rel
+        if p.is_file():
+            return p
+    return settings.home / FEEDBACK_LOG_CANDIDATES[0]
+
+
+def ndcg_at_10(served: list[str], judgments: dict[str, float]) -> float:
+    """NDCG@10 of one served ranking (exponential gain, as ir_measures' nDCG)."""
+    gains = [float(judgments.get(d, 0.0)) for d in served[:10]]
+    dcg = sum((2**g - 1) / math.log2(i + 2) for i, g in enumerate(gains))
+    ideal = sorted((float(v) for v in judgments.values()), reverse=True)[:10]
+    idcg = sum((2**g - 1) / math.log2(i + 2) for i, g in enumerate(ideal))
+    return dcg / idcg if idcg > 0 else 0.0
+
+
+def _ts(rec: dict[str, Any]) -> float | None:
+    for key in ("ts", "timestamp", "time"):
+        v = rec.get(key)
+        if isinstance(v, int | float):
+            return float(v)
+        if isinstance(v, str):
+            try:
+                from datetime import datetime
+
+                return datetime.fromisoformat(v.replace("Z", "+00:00")).timestamp()
+            except ValueError:
+                return None
+    return None
+
+
+def _ndcg(rec: dict[str, Any]) -> float | None:
+    for key in ("ndcg10", "ndcg@10", "ndcg"):
+        if isinstance(rec.get(key), int | float):
+            return float(rec[key])
+    served = rec.get("served")
+    judgments = rec.get("judgments")
+    if isinstance(served, list) and isinstance(judgments, dict):
+        ids = [s if isinstance(s, str) else (s.get("doc_id") if isinstance(s, dict) else None) for s in served]
+        return ndcg_at_10([i for i in ids if i], judgments)
+    return None
+
+
+class FeedbackLog:
+    """Tails the feedback JSONL incrementally (keeps an offset), so polling stays cheap as the log grows."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._offset = 0
+        self._rows: list[tuple[float, str, float]] = []
+
+    def _read_new(self) -> None:
+        if not self.path.is_file():
+            return
+        with self.path.open("rb") as fh:
+            fh.seek(self._offset)
+            chunk = fh.read()
+        end = chunk.rfind(b"\n")
+        if end < 0:
+            return
+        self._offset += end + 1
+        for line in chunk[: end + 1].splitlines():
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            ts, version, value = _ts(rec), rec.get("model_version"), _ndcg(rec)
+            if ts is not None and isinstance(version, str) and value is not None and math.isfinite(value):
+                self._rows.append((ts, version, value))
+
+    def samples(self, model_version: str, since: float, until: float | None = None) -> list[float]:
+        self._read_new()
+        end = math.inf if until is None else until
+        return [v for ts, ver, v in self._rows if ver == model_version and since <= ts < end]
+
+
+class PrometheusGuards:
+    """p95 latency (ms) and error rate of one model version since `since`, read from Prometheus."""
+
+    def __init__(self, url: str, timeout: float = 5.0) -> None:
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+
+    def _scalar(self, promql: str) -> float | None:
+        try:
+            resp = httpx.get(f"{self.url}/api/v1/query", params={"query": promql}, timeout=self.timeout)
+            data = resp.json()
+        except (httpx.HTTPError, ValueError):
+            return None
+        if data.get("status") != "success":
+            return None
+        result = data.get("data", {}).get("result") or []
+        if not result:
+            return None
+        try:
+            value = float(result[0]["value"][1])
+        except (KeyError, IndexError, TypeError, ValueError):
+            return None
+        return value if math.isfinite(value) else None
+
+    def read(self, model_version: str, since: float) -> tuple[float | None, float | None]:
+        window = f"{max(5, int(math.ceil(time.time() - since)) + 2)}s"
+        sel = f'{{model_version="{model_version}"}}'
+        p95 = self._scalar(f"1000 * histogram_quantile(0.95, sum by (le) "
+                           f"(increase({m.REQUEST_SECONDS}_bucket{sel}[{window}])))")
+        total = self._scalar(f"sum(increase({m.REQUESTS_TOTAL}{sel}[{window}]))")
+        errors = self._scalar(f"sum(increase({m.ERRORS_TOTAL}{sel}[{window}]))")
+        err_rate = None if total is None or total <= 0 else (errors or 0.0) / total
+        return p95, err_rate
+
+
+class LiveSource:
+    """The embedded default's SampleSource: feedback log + Prometheus."""
+
+    def __init__(self, settings: Settings, feedback_path: Path | None = None) -> None:
+        self.feedback = FeedbackLog(feedback_path or feedback_log_path(settings))
+        self.guards = PrometheusGuards(settings.prometheus_url)
+
+    def snapshot(self, model_version: str, since: float) -> ArmSnapshot:
+        p95, err = self.guards.read(model_version, since)
+        return ArmSnapshot(ndcg=self.feedback.samples(model_version, since), p95_latency_ms=p95, error_rate=err)
+
+
+# The cycle runner sets this for the duration of a cycle so the A/B tool reads the same source as the watch.
+current_source: contextvars.ContextVar[SampleSource | None] = contextvars.ContextVar("autoopt_sample_source",
+                                                                                    default=None)
+
+
+def sample_source(settings: Settings) -> SampleSource:
+    """The source for this context: the running cycle's, else the live one."""
+    return current_source.get() or LiveSource(settings)

@@ -1,0 +1,68 @@
+"""The post-deployment watch: after a promotion, compare the new stable version with the one it replaced.
+
+Degradation is any of: the A/B judge's `fail` on NDCG@10 (new vs. the old version's samples before the deploy,
+Mann-Whitney U + bootstrap CI), p95 latency above the gate, or an error rate above the tolerance. Unlike the A/B test
+the watch checks on every poll and stops at the first significant degradation: a false alarm costs one rollback,
+a missed one costs users, so early stopping is the right trade here.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from autooptimizer.loop.abtest import ABConfig, ArmStats, SampleSource, judge
+
+BASELINE_LOOKBACK_S = 900.0
+
+
+def watch_deployment(
+    source: SampleSource,
+    *,
+    new: str,
+    old: str,
+    seconds: float,
+    config: ABConfig,
+    since: float,
+    baseline_until: float | None = None,
+    clock: Callable[[], float] = time.time,
+    sleep: Callable[[float], None] = time.sleep,
+    on_progress: Callable[[int, float], None] | None = None,
+) -> dict[str, Any]:
+    """Poll for `seconds`; returns {degraded, reasons, detected_at, samples, ...}."""
+    until = baseline_until or since
+    baseline = _baseline(source, old, until)
+    checks = 0
+    last: dict[str, Any] = {}
+    while True:
+        snap = source.snapshot(new, since)
+        elapsed = clock() - since
+        checks += 1
+        if on_progress:
+            on_progress(len(snap.ndcg), elapsed)
+        result = judge(
+            ArmStats(model_version=old, samples=len(baseline)),
+            ArmStats(model_version=new, samples=len(snap.ndcg), p95_latency_ms=snap.p95_latency_ms,
+                     error_rate=snap.error_rate),
+            baseline,
+            snap.ndcg,
+            config.model_copy(update={"latency_slack_ms": 0.0}),
+        )
+        last = {"new": new, "old": old, "samples": len(snap.ndcg), "baseline_samples": len(baseline),
+                "p95_latency_ms": snap.p95_latency_ms, "error_rate": snap.error_rate,
+                "mean_ndcg": result.treatment.mean_ndcg, "baseline_mean_ndcg": result.control.mean_ndcg,
+                "quality": result.quality.model_dump(), "checks": checks, "elapsed_seconds": round(elapsed, 3)}
+        if result.verdict == "fail":
+            return {**last, "degraded": True, "reasons": result.reasons, "detected_at": clock()}
+        if elapsed >= seconds:
+            return {**last, "degraded": False, "reasons": result.reasons, "detected_at": None}
+        sleep(min(config.poll_seconds, max(0.05, seconds - elapsed)))
+
+
+def _baseline(source: SampleSource, old: str, until: float) -> list[float]:
+    """The replaced version's NDCG samples from before the deploy (the A/B window and the traffic before it)."""
+    feedback = getattr(source, "feedback", None)
+    if feedback is not None and hasattr(feedback, "samples"):
+        return list(feedback.samples(old, until - BASELINE_LOOKBACK_S, until))
+    return list(source.snapshot(old, until - BASELINE_LOOKBACK_S).ndcg)

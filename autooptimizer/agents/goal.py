@@ -17,6 +17,7 @@ _WEIGHT = re.compile(r"\bweight\s*(?:of|=|:)?\s*(0?\.\d+|1(?:\.0+)?)\b", re.I)
 _REPLICAS = re.compile(r"\b(\d{1,3})\s+(?:replicas?|workers?|instances?)\b", re.I)
 _WORD_REPLICAS = re.compile(r"\b(one|two|three|four|five|six|seven|eight|nine|ten)\s+(?:replicas?|workers?)\b", re.I)
 _STEPS = re.compile(r"\b(\d{1,6})\s+(?:training\s+)?steps?\b", re.I)
+_PATH = re.compile(r"(?<![\w/])((?:/|\./|~/)[\w.~/-]+)")
 _ENV = re.compile(r"\b(dev|staging|prod)\b", re.I)
 _WORDS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9, "ten": 10}
 
@@ -30,6 +31,7 @@ class GoalFacts(BaseModel):
     dataset: str | None = None
     steps: int | None = None
     env: str | None = None
+    path: str | None = None
     values: dict = Field(default_factory=dict)
 
     def as_facts(self) -> dict:
@@ -52,6 +54,8 @@ def read_goal(goal: str) -> GoalFacts:
         facts.replicas = _WORDS[m.group(1).lower()]
     if m := _STEPS.search(text):
         facts.steps = int(m.group(1))
+    if m := _PATH.search(text):
+        facts.path = m.group(1).rstrip(".")
     if m := _ENV.search(text):
         facts.env = m.group(1).lower()
     lowered = text.lower()

@@ -36,7 +36,7 @@ ALIASES: dict[str, list[str]] = {
     "dataset": ["dataset_name"],
     "dataset_name": ["dataset"],
     "dataset_path": ["augmented_path", "output_path", "path"],
-    "train_path": ["augmented_path", "dataset_path", "output_path"],
+    "train_path": ["augmented_path", "dataset_path", "output_path", "path"],
     "max_steps": ["steps"],
     "steps": ["max_steps"],
 }
@@ -147,6 +147,8 @@ def fill_args(schema: dict, *sources: dict) -> tuple[dict, list[str]]:
             if ok:
                 args[field] = value
                 break
+        if field not in args and field in required and "default" in prop:
+            args[field] = prop["default"]  # strict schemas (CrewAI) list defaulted fields as required
     return args, sorted(required - set(args))
 
 

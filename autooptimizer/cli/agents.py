@@ -1,9 +1,170 @@
-"""CLI commands for the agents area."""
+"""CLI for the agents area: `route`, `chat`, `crew kickoff`, `traces list|show`, `bench router`.
+
+Only typer/stdlib at module level; the router, AutoGen and CrewAI are imported inside the commands.
+"""
 
 from __future__ import annotations
 
+import json
+from datetime import datetime
+
 import typer
+
+crew_app = typer.Typer(help="The CrewAI optimization crew (hierarchical, supervisor as manager).",
+                       no_args_is_help=True)
+traces_app = typer.Typer(help="Conversation traces kept under AUTOOPT_HOME/traces.", no_args_is_help=True)
+
+
+def _print_json(value: object) -> None:
+    typer.echo(json.dumps(value, indent=2, default=str))
+
+
+def route(goal: str = typer.Argument(..., help="the goal, in plain words"),
+          as_json: bool = typer.Option(False, "--json", help='print {"agent", "confidence"}')) -> None:
+    """Which agent would take this goal first (offline embedding router); `clarify` if none fits."""
+    from autooptimizer.agents.router import get_router
+
+    r = get_router().route(goal)
+    if as_json:
+        _print_json({"agent": r.agent, "confidence": r.confidence})
+    else:
+        typer.echo(f"{r.agent} (confidence {r.confidence:.2f})")
+
+
+def _ask_approvals(ids: list[str]) -> list[tuple[str, bool]]:
+    """Show what/why/evidence for each pending request and ask y/N; record the answer in the store."""
+    from autooptimizer.policies.approvals import ApprovalStore
+    from autooptimizer.tracing import redact
+
+    store = ApprovalStore()
+    answers = []
+    for approval_id in ids:
+        req = store.get(approval_id)
+        typer.secho(f"\nApproval needed ({approval_id})", bold=True)
+        typer.echo(f"  what:     {req.agent} -> {req.tool}({json.dumps(req.args)}) in {req.env}")
+        typer.echo(f"  why:      {req.reason} [{', '.join(req.policies)}]")
+        typer.echo(f"  evidence: {json.dumps(redact(req.evidence or {}), default=str)[:1500]}")
+        yes = typer.confirm("  Approve this exact call?", default=False)
+        if yes:
+            store.approve(approval_id, by="chat", note="approved in interactive chat")
+        else:
+            store.deny(approval_id, by="chat", note="denied in interactive chat")
+        answers.append((approval_id, yes))
+    return answers
+
+
+def chat(
+    goal: str = typer.Argument(None, help="the goal, e.g. 'NDCG dropped, fix the reranker'"),
+    env: str = typer.Option(None, "--env", help="dev|staging|prod (default AUTOOPT_ENV)"),
+    no_input: bool = typer.Option(False, "--no-input", help="never prompt: leave approvals pending and stop"),
+    as_json: bool = typer.Option(False, "--json", help="print the run as JSON instead of streaming it"),
+    resume: str = typer.Option(None, "--resume", help="continue the chat paused on this approval id"),
+) -> None:
+    """Talk to the supervisor: it routes the goal, the specialists act through the policy gate."""
+    from autooptimizer.agents.chat import resume_chat, run_chat
+    from autooptimizer.errors import InputError
+    from autooptimizer.tracing import install_log_redaction, start_trace
+
+    install_log_redaction()
+    if not goal and not resume:
+        raise InputError("No goal given.", 'Run `autoopt chat "GOAL"` or `autoopt chat --resume APPROVAL_ID`.')
+    stream = None if as_json else typer.echo
+    if resume:
+        result = resume_chat(resume, on_message=stream)
+    elif no_input or as_json:
+        result = run_chat(goal, env, on_message=stream)
+    else:
+        with start_trace("chat", {"goal": goal[:500], "env": env or "", "interactive": True}, inputs={"goal": goal}):
+            result = run_chat(goal, env, on_message=stream)
+            while result.status == "paused" and result.pending_approvals:
+                answers = _ask_approvals(result.pending_approvals)
+                result = resume_chat(answers[-1][0], on_message=stream)
+    if as_json:
+        _print_json({k: v for k, v in result.model_dump().items()
+                     if k in ("routed_to", "answer", "tool_calls", "pending_approvals", "trace_id", "status",
+                              "run_id")})
+        return
+    if result.status == "paused":
+        typer.secho(f"\n{result.answer}", fg="yellow")
+    typer.echo(f"\ntrace: {result.trace_id}  (autoopt traces show {result.trace_id})")
+
+
+@crew_app.command("kickoff")
+def crew_kickoff(
+    goal: str = typer.Option(..., "--goal", help="the goal for the crew"),
+    env: str = typer.Option(None, "--env", help="dev|staging|prod (default AUTOOPT_ENV)"),
+    approval: list[str] = typer.Option([], "--approval", help="approval id granted for this run (repeatable)"),
+    as_json: bool = typer.Option(False, "--json", help="print answer, tool calls, pending approvals, trace id"),
+    verbose: bool = typer.Option(False, "--verbose", help="CrewAI's own verbose output"),
+) -> None:
+    """Run the CrewAI optimization crew once (hierarchical process, supervisor as manager)."""
+    from autooptimizer.crews import optimization_crew
+    from autooptimizer.tracing import install_log_redaction
+
+    install_log_redaction()
+    crew = optimization_crew(env=env, approvals=approval, verbose=verbose)
+    crew.kickoff(inputs={"goal": goal})
+    run = crew.last_run
+    if as_json:
+        _print_json(run.model_dump())
+        return
+    typer.echo(run.answer)
+    for c in run.tool_calls:
+        typer.echo(f"  {c['agent']}: {c['tool']} -> {c['decision']} (executed={c['executed']})")
+    if run.pending_approvals:
+        typer.secho(f"pending approvals: {', '.join(run.pending_approvals)}", fg="yellow")
+    typer.echo(f"trace: {run.trace_id}")
+
+
+@traces_app.command("list")
+def traces_list(limit: int = typer.Option(20, "--limit", min=1),
+                as_json: bool = typer.Option(False, "--json")) -> None:
+    """The latest traces, newest first."""
+    from autooptimizer.tracing import trace_store
+
+    rows = trace_store().list(limit)
+    if as_json:
+        _print_json([r.model_dump() for r in rows])
+        return
+    if not rows:
+        typer.echo("no traces yet")
+    for r in rows:
+        when = datetime.fromtimestamp(r.start).strftime("%Y-%m-%d %H:%M:%S")
+        goal = str(r.metadata.get("goal", ""))[:60]
+        typer.echo(f"{r.trace_id}  {when}  {r.name:<14} {r.status:<5} {r.spans:>4} spans  {r.duration_ms:8.0f} ms  "
+                   f"{goal}")
+
+
+@traces_app.command("show")
+def traces_show(trace_id: str = typer.Argument(..., help="a trace id (or a unique prefix)"),
+                as_json: bool = typer.Option(False, "--json", help="print the spans as JSON")) -> None:
+    """Render one trace as a tree: conversation > agent turns > LLM calls, tool calls > PDP decisions."""
+    from autooptimizer.tracing import render_tree, trace_store
+
+    spans = trace_store().spans(trace_id)
+    if as_json:
+        _print_json([s.model_dump() for s in spans])
+    else:
+        typer.echo(render_tree(spans))
+
+
+def bench_router(as_json: bool = typer.Option(False, "--json", help="print accuracy and latency as JSON")) -> None:
+    """Router accuracy on the labelled goal set (agents/router_eval.yaml) and per-goal latency."""
+    from autooptimizer.agents.router import get_router
+
+    res = get_router().evaluate()
+    if as_json:
+        _print_json(res.model_dump())
+        return
+    typer.echo(f"goals: {res.total}  accuracy: {res.accuracy:.1%}  p50: {res.p50_ms:.1f} ms  p95: {res.p95_ms:.1f} ms")
+    for e in res.errors:
+        typer.echo(f"  miss: {e['goal']!r}: expected {e['expected']}, got {e['got']} ({e['confidence']:.2f})")
 
 
 def register(app: typer.Typer, bench: typer.Typer) -> None:
     """Add this area's commands to the root app and its benchmarks to `autoopt bench`."""
+    app.command("route")(route)
+    app.command("chat")(chat)
+    app.add_typer(crew_app, name="crew")
+    app.add_typer(traces_app, name="traces")
+    bench.command("router")(bench_router)

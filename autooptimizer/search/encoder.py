@@ -65,18 +65,31 @@ class Encoder:
         self.identity = encoder_identity(path, max_seq_length)
         self.model = SentenceTransformer(path or base_model_path(), device="cpu")
         self.model.max_seq_length = max_seq_length
+        self.model.eval()
+        self._tok_lock = threading.Lock()
+        self._prepare = getattr(self.model, "preprocess", None) or self.model.tokenize  # renamed in ST 6
 
     @property
     def dim(self) -> int:
-        return int(self.model.get_sentence_embedding_dimension())
+        get = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        return int(get())
 
     def encode(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
-        if not texts:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        vecs = self.model.encode(
-            texts, batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=True, show_progress_bar=False
-        )
-        return np.asarray(vecs, dtype=np.float32)
+        """Thread-safe: HF fast tokenizers fail ("Already borrowed") when shared by threads, so tokenization is
+        serialised; the forward passes of concurrent requests (e.g. during a model swap) still overlap."""
+        import torch
+
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))  # similar lengths pad less
+        for start in range(0, len(order), batch_size):
+            rows = order[start : start + batch_size]
+            with self._tok_lock:
+                features = self._prepare([texts[i] for i in rows])
+            with torch.inference_mode():
+                emb = self.model(features)["sentence_embedding"]
+                emb = torch.nn.functional.normalize(emb, p=2, dim=1)
+            out[rows] = emb.float().numpy()
+        return out
 
 
 def get_encoder(path: str | None = None, max_seq_length: int = DEFAULT_MAX_SEQ_LENGTH) -> Encoder:

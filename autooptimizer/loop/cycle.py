@@ -455,9 +455,6 @@ class CycleRunner:
             raise CycleStop("no_action", "the latest deployment commit did not change the stable model",
                             restore=False)
         deployed_at = float(git._git("log", "-1", "--format=%ct", head))
-        # The journal's safe point for this cycle is the state before the watched deploy, so an interrupted watch
-        # rolls it back (unverified deployments are not kept).
-        self.journal.mark_dirty(cid, prev_patch.model_dump(), git._git("rev-parse", f"{head}^"))
         state.update({"watched_revision": head, "new": new_patch.model_version, "old": prev_patch.model_version})
         return self._watch(cid, opts, state, new=new_patch.model_version, old=prev_patch.model_version,
                            bad_revision=head, outcome_ok="kept", baseline_until=deployed_at)

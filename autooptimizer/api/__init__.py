@@ -1,0 +1,1 @@
+"""The optimizer REST API (`autoopt serve`)."""

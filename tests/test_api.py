@@ -1,0 +1,124 @@
+"""The optimizer API: token-guarded changes, one cycle for concurrent triggers, status/history/metrics."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from autooptimizer.api.app import API, create_app
+from autooptimizer.loop.testing import TinyService, make_versions
+from autooptimizer.settings import get_settings
+
+TOKEN = "t0ken-for-tests"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+CHANGES = [f"{API}/trigger", f"{API}/kill-switch/on", f"{API}/kill-switch/off", f"{API}/approvals/x/approve",
+           f"{API}/approvals/x/deny"]
+
+
+@pytest.fixture()
+def client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
+    monkeypatch.setenv("AUTOOPT_API_TOKEN", TOKEN)
+    monkeypatch.setenv("AUTOOPT_PROMETHEUS_URL", "http://127.0.0.1:9")
+    make_versions(["v-a", "v-b"])
+    svc = TinyService(tmp_path, "v-a")
+    monkeypatch.setenv("AUTOOPT_SEARCH_PORT", str(svc.server.port))
+    get_settings.cache_clear()
+    with TestClient(create_app()) as c:
+        c.service = svc  # type: ignore[attr-defined]
+        yield c
+        c.app.state.runner.wait(60)
+    svc.stop()
+
+
+@pytest.mark.parametrize("path", CHANGES)
+def test_changes_without_token_are_401(client: TestClient, path: str) -> None:
+    r = client.post(path)
+    assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+    assert client.post(path, headers={"Authorization": "Bearer "}).status_code == 401
+    assert client.post(path, headers={"Authorization": TOKEN}).status_code == 401  # not a bearer header
+
+
+@pytest.mark.parametrize("path", CHANGES)
+def test_changes_with_wrong_token_are_403(client: TestClient, path: str) -> None:
+    r = client.post(path, headers={"Authorization": "Bearer wrong"})
+    assert r.status_code == 403 and "Wrong bearer token" in r.text
+
+
+def test_refused_calls_change_nothing(client: TestClient) -> None:
+    client.post(f"{API}/kill-switch/on", headers={"Authorization": "Bearer wrong"})
+    client.post(f"{API}/trigger")
+    assert client.get(f"{API}/kill-switch").json()["on"] is False
+    assert client.get(f"{API}/history").json()["cycles"] == []
+
+
+def test_no_configured_token_refuses_every_change(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AUTOOPT_API_TOKEN")
+    get_settings.cache_clear()
+    with TestClient(create_app()) as c:
+        r = c.post(f"{API}/kill-switch/on", headers=AUTH)
+        assert r.status_code == 403 and "no AUTOOPT_API_TOKEN" in r.text
+
+
+def test_status_shape(client: TestClient) -> None:
+    s = client.get(f"{API}/status").json()
+    assert s["is_running"] is False and s["current_cycle"] is None
+    assert s["next_cycle_in_minutes"] is None  # dev: scheduler off
+    assert s["kill_switch"]["on"] is False
+    assert set(s["quality_gates_status"]) == {"ndcg_drop", "p95_latency", "cost_budget", "retries"}
+    assert set(s["quality_gates_status"].values()) == {"unknown"}  # no Prometheus: unknown, never ok
+    assert client.get("/openapi.json").json()["paths"][f"{API}/trigger"]["post"]
+
+
+def test_two_concurrent_triggers_start_one_cycle(client: TestClient) -> None:
+    barrier = threading.Barrier(2)
+    answers: list[int] = []
+
+    def post() -> None:
+        barrier.wait()
+        answers.append(client.post(f"{API}/trigger", json={"gate": "p95_latency"}, headers=AUTH).status_code)
+
+    threads = [threading.Thread(target=post) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(answers) == [202, 409]
+    client.app.state.runner.wait(60)
+    cycles = client.get(f"{API}/history?limit=10").json()["cycles"]
+    assert len(cycles) == 1 and cycles[0]["outcome"] == "scaled" and cycles[0]["trigger"] == "api"
+    assert client.service.service.replicas == 2  # type: ignore[attr-defined]
+    detail = client.get(f"{API}/cycles/{cycles[0]['id']}").json()
+    assert [s["name"] for s in detail["steps"]] == ["monitor", "supervisor", "scale"]
+    metrics = client.get(f"{API}/metrics").text
+    assert 'autoopt_optimizer_cycles_total{outcome="scaled"} 1.0' in metrics
+    assert "autoopt_optimizer_cycle_running 0.0" in metrics
+
+
+def test_kill_switch_and_approvals_over_the_api(client: TestClient) -> None:
+    r = client.post(f"{API}/kill-switch/on", json={"reason": "maintenance"}, headers=AUTH)
+    assert r.status_code == 200 and r.json()["on"] is True and r.json()["by"] == "api"
+    assert client.get(f"{API}/status").json()["kill_switch"]["on"] is True
+    assert "autoopt_optimizer_kill_switch 1.0" in client.get(f"{API}/metrics").text
+    assert client.post(f"{API}/kill-switch/off", headers=AUTH).json()["on"] is False
+
+    from autooptimizer.policies.approvals import ApprovalStore
+
+    req = ApprovalStore().request(tool="promote_model", agent="devops", env="dev", args={"model_version": "v-b"},
+                                  reason="test", policies=["p"], requested_by="test")
+    pending = client.get(f"{API}/approvals?status=pending").json()["approvals"]
+    assert [p["id"] for p in pending] == [req.id]
+    assert client.post(f"{API}/approvals/{req.id}/approve", json={"note": "ok"}, headers=AUTH).json()["status"] == \
+        "approved"
+    assert client.post(f"{API}/approvals/nope/deny", headers=AUTH).status_code == 404
+
+
+def test_history_limit_is_validated(client: TestClient) -> None:
+    assert client.get(f"{API}/history?limit=0").status_code == 422
+    assert client.get(f"{API}/cycles/si_2000_01_01_001").status_code == 404
+    t0 = time.time()
+    assert client.get(f"{API}/history?limit=5").status_code == 200 and time.time() - t0 < 5

@@ -5,13 +5,17 @@ from __future__ import annotations
 import pytest
 
 from autooptimizer.search import aliases, model_store
+from autooptimizer.search.beir import Collection, load_beir
 from autooptimizer.search.bootstrap import WEIGHT_GRID, bootstrap
+from autooptimizer.search.embeddings import count_cached
+from autooptimizer.search.encoder import encoder_identity
 from autooptimizer.search.sample_data import write_tiny_beir
 
 
 def test_bootstrap_on_tiny_data_is_idempotent(tmp_path):
     root = write_tiny_beir(tmp_path / "sf", with_split=True)
-    first = bootstrap(seed=7, dataset=str(root), progress=False)
+    other = write_tiny_beir(tmp_path / "other", topics=["wing", "soil"], docs_per_topic=2)
+    first = bootstrap(seed=7, dataset=str(root), progress=False, warm=[str(other)])
     assert first.created and first.version.startswith("v1-")
     assert first.n_train_queries == 3 and first.n_test_queries == 3
     assert set(first.train_ndcg10_by_weight) == {f"{w:.1f}" for w in WEIGHT_GRID}
@@ -21,6 +25,8 @@ def test_bootstrap_on_tiny_data_is_idempotent(tmp_path):
     spec = model_store.load(first.version)
     assert spec.kind == "bi_encoder" and spec.fusion_weight == first.fusion_weight and spec.encoder_path is None
     assert aliases.all_aliases() == {"champion": first.version, "gold": first.version}
+    served = Collection([load_beir(root), load_beir(other)])  # what `search serve --datasets sf,other` embeds
+    assert count_cached(served, encoder_identity(None)) == len(served) == 34
 
     again = bootstrap(seed=7, dataset=str(root), progress=False)
     assert not again.created

@@ -13,6 +13,7 @@ def bootstrap_cmd(
     seed: int = typer.Option(0, help="Seed (recorded and part of the version id)."),
     dataset: str = typer.Option("scifact", help="BEIR dataset name under AUTOOPT_DATA_DIR, or a path."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    warm: str = typer.Option("", help="Comma-separated datasets to embed now for serving (e.g. cran)."),
 ) -> None:
     """Build the first champion (BM25 + MiniLM fusion tuned on SciFact train) and store it under AUTOOPT_HOME."""
     from rich.console import Console
@@ -20,7 +21,8 @@ def bootstrap_cmd(
     from autooptimizer.search.bootstrap import bootstrap
 
     console = Console(stderr=True)
-    result = bootstrap(seed=seed, dataset=dataset, progress=True, log=lambda m: console.print(f"[dim]{m}[/dim]"))
+    result = bootstrap(seed=seed, dataset=dataset, progress=True, log=lambda m: console.print(f"[dim]{m}[/dim]"),
+                       warm=[w.strip() for w in warm.split(",") if w.strip()])
     if as_json:
         typer.echo(result.model_dump_json(indent=2))
         return

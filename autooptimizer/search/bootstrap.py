@@ -60,8 +60,12 @@ def bootstrap(
     dataset: str = "scifact",
     max_seq_length: int = DEFAULT_MAX_SEQ_LENGTH,
     log: Callable[[str], None] | None = None,
+    warm: list[str] | None = None,
 ) -> BootstrapResult:
-    """Create (or find) the first champion and point the `champion` and `gold` aliases at it if they are unset."""
+    """Create (or find) the first champion and point the `champion` and `gold` aliases at it if they are unset.
+
+    `warm` names more datasets (e.g. ["cran"]) whose documents are embedded now, so a service over the union starts
+    without encoding them."""
     import torch
 
     from autooptimizer.settings import get_settings
@@ -79,6 +83,7 @@ def bootstrap(
         if stored is not None:
             say(f"model {version} already exists; nothing to do")
             result = BootstrapResult.model_validate({**stored, "created": False})
+            _warm(root, warm or [], max_seq_length, progress, say)
             return result.model_copy(update={"aliases": _set_aliases(version)})
 
     torch.manual_seed(seed)
@@ -117,6 +122,7 @@ def bootstrap(
         notes=f"bootstrap seed={seed}: BM25 + base MiniLM, fusion weight chosen on {name} train NDCG@10",
     )
     model_store.save(spec, extra={RESULT_FILE: result.model_dump(exclude={"created", "aliases"})})
+    _warm(root, warm or [], max_seq_length, progress, say)
     return result.model_copy(update={"aliases": _set_aliases(version)})
 
 
@@ -124,3 +130,16 @@ def _set_aliases(version: str) -> dict[str, str]:
     for alias in (aliases.CHAMPION, aliases.GOLD):
         aliases.set_alias(alias, version, only_if_missing=True)
     return aliases.all_aliases()
+
+
+def _warm(root: Path, names: list[str], max_seq_length: int, progress: bool, say: Callable[[str], None]) -> None:
+    from autooptimizer.search.embeddings import doc_embeddings
+    from autooptimizer.search.encoder import get_encoder
+    from autooptimizer.settings import get_settings
+
+    for name in names:
+        path = get_settings().dataset(name)
+        if path.resolve() == root.resolve():
+            continue
+        say(f"embedding {name} documents for serving")
+        doc_embeddings(Collection([load_beir(path)]), get_encoder(None, max_seq_length), progress=progress)

@@ -44,6 +44,8 @@ def serve(
     canary_weight: float = typer.Option(0.0, min=0.0, max=1.0, help="Share of traffic sent to the canary."),
     replicas: int = typer.Option(2, min=1, max=64, help="Concurrent search workers."),
     seed: int = typer.Option(0, help="Seed of the canary traffic split."),
+    price: float = typer.Option(None, help="Dollars per compute-second (default: the env profile's cost section)."),
+    budget: float = typer.Option(None, help="Budget in dollars (default: the env profile's cost section)."),
 ) -> None:
     """Serve /search, /feedback, /metrics and the admin endpoints."""
     import uvicorn
@@ -58,7 +60,7 @@ def serve(
     collection = load_collection(names)
     typer.echo(f"collection {collection.name}: {len(collection)} docs; loading models", err=True)
     service = SearchService(collection, stable or require_alias(CHAMPION), canary, canary_weight, replicas=replicas,
-                            seed=seed, progress=True)
+                            seed=seed, price_per_compute_second=price, budget=budget, progress=True)
     uvicorn.run(create_app(service), host=host or settings.search_host, port=port or settings.search_port,
                 log_level="warning")
 

@@ -7,7 +7,12 @@ training or deployments. Clearly fake: for tests and docs examples only; never r
 
 from __future__ import annotations
 
+import contextlib
+import threading
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -130,3 +135,26 @@ def demo_registry(world: FakeWorld | None = None) -> tuple[ToolRegistry, FakeWor
     add("scale_service", "devops", "change", ScaleArgs, scale)
     add("switch_variant", "devops", "change", VariantArgs, lambda a: {"variant": a.variant})
     return reg, w
+
+
+@contextlib.contextmanager
+def serve(app: Any) -> Iterator[str]:
+    """Run an ASGI app with uvicorn on 127.0.0.1 and a free port (bound to 0) in a thread; yields its base URL."""
+    import socket
+
+    import uvicorn
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.time() + 10
+    while not server.started and time.time() < deadline:
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()

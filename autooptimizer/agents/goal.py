@@ -18,6 +18,7 @@ _REPLICAS = re.compile(r"\b(\d{1,3})\s+(?:replicas?|workers?|instances?)\b", re.
 _WORD_REPLICAS = re.compile(r"\b(one|two|three|four|five|six|seven|eight|nine|ten)\s+(?:replicas?|workers?)\b", re.I)
 _STEPS = re.compile(r"\b(\d{1,6})\s+(?:training\s+)?steps?\b", re.I)
 _PATH = re.compile(r"(?<![\w/])((?:/|\./|~/)[\w.~/-]+)")
+_DEPTH = re.compile(r"\bdepth\s*(?:of|=|:|to)?\s*(\d{1,4})\b", re.I)
 _ENV = re.compile(r"\b(dev|staging|prod)\b", re.I)
 _WORDS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9, "ten": 10}
 
@@ -56,6 +57,8 @@ def read_goal(goal: str) -> GoalFacts:
         facts.steps = int(m.group(1))
     if m := _PATH.search(text):
         facts.path = m.group(1).rstrip(".")
+    if m := _DEPTH.search(text):
+        facts.values["rerank_depth"] = int(m.group(1))
     if m := _ENV.search(text):
         facts.env = m.group(1).lower()
     lowered = text.lower()

@@ -23,6 +23,7 @@ from autooptimizer.agents.specs import SUPERVISOR
 from autooptimizer.search import metric_names as m
 
 MAX_ATTEMPTS = 3
+CHEAP_RERANK_DEPTH = 20  # switch_variant default: score fewer BM25 candidates (cheaper), unless the goal says
 # Argument names a tool may use for the same fact (first found wins; the field's own name is tried first).
 ALIASES: dict[str, list[str]] = {
     "model_version": ["version", "challenger_version", "candidate_version", "registered_version"],
@@ -172,6 +173,10 @@ def _defaults(agent: str, tool: str, goal: str, facts: dict) -> dict:
     if tool in ("deploy_canary", "start_ab_test"):
         with contextlib.suppress(Exception):  # a missing profile leaves the tool's own default
             out["canary_weight"] = load_profile(env).ab_test.canary_weight
+    if tool == "rollback_deployment":
+        out["reason"] = f"requested by the operator's goal: {goal[:200]}"
+    if tool == "switch_variant":
+        out["rerank_depth"] = CHEAP_RERANK_DEPTH
     if tool == "scale_service":
         current = facts.get("replicas")
         out["replicas"] = int(current) + 1 if isinstance(current, int | float) else 2

@@ -3,8 +3,9 @@
 It starts the local stack (the champion over scifact + cran as a subprocess, a real Prometheus with a 1 s scrape)
 and the simulator replaying SciFact train queries. First it measures latency with no fault (client-side p50/p95 and
 Prometheus' histogram p95). Then, per trial and gate: wait until the gate reads ok, inject its fault (latency,
-cost or retries via POST /admin/faults; a shift to cran for NDCG), time until the gate reads `firing` (gates polled
-every 0.25 s), clear the fault (or shift back) and time the recovery to ok. Windows come from the env profile.
+cost at 3x the budget threshold, or retries, via POST /admin/faults; a shift to cran for NDCG), time until the gate
+reads `firing` (gates polled every 0.25 s), clear the fault (or shift back) and time the recovery to ok.
+Windows and thresholds come from the env profile.
 """
 
 from __future__ import annotations
@@ -108,7 +109,11 @@ def run_gates_bench(
     model: str | None = None,
     progress: bool = True,
     fire_timeout: float = 60.0,
+    healthy: str = "scifact",
+    shifted: str = "cran",
+    split: str | None = "train",
 ) -> GatesBench:
+    """Run the benchmark; `healthy`/`shifted` are the datasets before and during the NDCG trials (names or paths)."""
     from autooptimizer.infra.stack import LocalStack
     from autooptimizer.profiles import load_profile
     from autooptimizer.search import aliases
@@ -123,16 +128,16 @@ def run_gates_bench(
     t_start = time.monotonic()
     out = GatesBench(trials=trials, env=profile.name, window_s=profile.gates.window_seconds,
                      baseline_window_s=profile.gates.baseline_window_seconds, model=version, cpu=_cpu())
-    say("starting the stack (service over scifact+cran, Prometheus) ...")
-    stack = LocalStack(service="process", serve_args=["--datasets", "scifact,cran", "--model", version],
+    say(f"starting the stack (service over {healthy}+{shifted}, Prometheus) ...")
+    stack = LocalStack(service="process", serve_args=["--datasets", f"{healthy},{shifted}", "--model", version],
                        profile=profile)
     sim = None
     try:
         stack.start()
         ctx = {"prom": stack.prometheus_url, "profile": profile}
-        workload = load_workload(["scifact", "cran"], split="train", max_queries=100)
-        sim = Simulator(Scenario(datasets=["scifact"], rate=rate, duration=3600, max_queries=100), stack.search_url,
-                        workload=workload).start()
+        workload = load_workload([healthy, shifted], split=split, max_queries=100)
+        scenario = Scenario(datasets=[healthy], rate=rate, duration=3600, max_queries=100, split=split)
+        sim = Simulator(scenario, stack.search_url, workload=workload).start()
         time.sleep(5.0)  # warm-up: first requests pay lazy initialisation
         n0 = len(sim.latencies_ms())
         e0 = sim.snapshot().errors
@@ -157,7 +162,8 @@ def run_gates_bench(
         for trial in range(trials):
             for name, fault in FAULT_FOR_GATE.items():
                 times = out.gates[name]
-                if _wait(ctx, name, "ok", recover_timeout)[0] is None:
+                ready, ok_gate = _wait(ctx, name, "ok", recover_timeout)
+                if ready is None:
                     say(f"  {name}: not ok before trial {trial + 1}; skipping")
                     times.fire_s.append(None)
                     times.recover_s.append(None)
@@ -165,14 +171,17 @@ def run_gates_bench(
                     continue
                 t_inject = time.monotonic()
                 if fault == "shift":
-                    sim.shift("cran")
+                    sim.shift(shifted)
                 else:
-                    inject_fault(stack.search_url, FaultSpec(kind=fault, duration=fire_timeout + 30))
+                    spec = FaultSpec(kind=fault, duration=fire_timeout + 30)
+                    if fault == "cost" and ok_gate.value:  # overrun the budget 3x, whatever the normal spend is
+                        spec.cost_multiplier = min(10_000.0, max(50.0, 3 * ok_gate.threshold / ok_gate.value))
+                    inject_fault(stack.search_url, spec)
                 fire_s, gate = _wait(ctx, name, "firing", fire_timeout, since=t_inject)
                 times.fire_s.append(None if fire_s is None else round(fire_s, 2))
                 times.fired_values.append(gate.value if gate is not None else None)
                 if fault == "shift":
-                    sim.shift("scifact")
+                    sim.shift(healthy)
                 else:
                     clear_faults(stack.search_url)
                 rec, _ = _wait(ctx, name, "ok", recover_timeout, poll=0.5)

@@ -75,9 +75,14 @@ def profile_path(name: str) -> Path:
 def load_profile(name: str) -> Profile:
     path = profile_path(name)
     if not path.is_file():
-        raise ConfigError(f"Environment profile {name!r} not found at {path}.", "Use dev, staging or prod, or set AUTOOPT_PROFILES_DIR.")
+        raise ConfigError(
+            f"Environment profile {name!r} not found at {path}.",
+            "Use dev, staging or prod, or set AUTOOPT_PROFILES_DIR.",
+        )
     try:
         raw = yaml.safe_load(path.read_text()) or {}
         return Profile.model_validate(raw)
     except (yaml.YAMLError, ValidationError) as exc:
-        raise ConfigError(f"Profile file {path} is invalid: {exc}", "Correct the file; see docs/operations.md for the keys.") from exc
+        raise ConfigError(
+            f"Profile file {path} is invalid: {exc}", "Correct the file; see docs/operations.md for the keys."
+        ) from exc

@@ -32,6 +32,7 @@ class DemoOptions(BaseModel):
     rate: float = Field(10.0, gt=0, le=100)
     max_queries: int = Field(100, ge=1, description="replay this many judged queries per dataset, in cycles")
     phase_timeout: float = Field(240.0, gt=0)
+    hold_seconds: float = Field(8.0, ge=0, description="keep watching the firing gate this long before stopping")
     env: str | None = None
     model: str | None = Field(None, description="model version to serve (default: the champion alias)")
     seed: int = 0
@@ -201,6 +202,10 @@ def _phase_shift(ctx: DemoContext) -> DemoPhase:
     gate = ctx.report.gate("ndcg_drop") if ctx.report else None
     if reached and gate is not None:
         ctx.say(f"NDCG gate FIRING after {secs:.1f} s: drop {gate.value:.1f}% >= {gate.threshold:g}%")
+        hold_until = time.monotonic() + ctx.opts.hold_seconds
+        while time.monotonic() < hold_until:
+            time.sleep(1.0)
+            ctx.gates()
     return DemoPhase(name="shift", status="ok" if reached else "failed", seconds=secs,
                      detail={"time_to_fire_s": round(secs, 2), "ndcg_gate": gate.model_dump() if gate else None})
 

@@ -27,7 +27,8 @@ def test_demo_ndcg_gate_goes_ok_then_firing_and_everything_stops(tmp_path: Path,
         seen["firing"] = ctx.gates().firing
         return DemoPhase(name="extra", detail={"firing": seen["firing"]})
 
-    opts = DemoOptions(datasets=[str(good)], shift_to=str(bad), rate=20, model="tiny-bm25", phase_timeout=60)
+    opts = DemoOptions(datasets=[str(good)], shift_to=str(bad), rate=20, model="tiny-bm25", phase_timeout=60,
+                       hold_seconds=1)
     result = run_demo(opts, live=False, extra_phases=[extra])
 
     assert result.ok, result.error

@@ -128,13 +128,15 @@ def demo_cmd(
     shift_to: str = typer.Option("cran", "--shift-to", help="dataset the traffic shifts to"),
     rate: float = typer.Option(10.0, help="requests per second"),
     timeout: float = typer.Option(240.0, help="give up waiting for a phase after this many seconds"),
+    model: str | None = typer.Option(None, help="model version to serve (default: the champion; bootstrapped)"),
     as_json: bool = typer.Option(False, "--json", help="print the phase record as JSON at the end"),
 ) -> None:
     """Start Prometheus, the service and the simulator; shift the traffic; watch the NDCG gate go ok -> firing."""
     from autooptimizer.demo import DemoOptions, run_demo
 
-    result = run_demo(DemoOptions(datasets=[d for d in datasets.split(",") if d], shift_to=shift_to, rate=rate,
-                                  phase_timeout=timeout), live=not as_json)
+    opts = DemoOptions(datasets=[d for d in datasets.split(",") if d], shift_to=shift_to, rate=rate,
+                       phase_timeout=timeout, model=model)
+    result = run_demo(opts, live=not as_json)
     if as_json:
         _print_json(result.model_dump())
     else:
@@ -147,6 +149,7 @@ def demo_cmd(
 
 def bench_gates_cmd(
     trials: int = typer.Option(3, min=1, max=20, help="injections per gate"),
+    model: str | None = typer.Option(None, help="model version to serve (default: the champion)"),
     rate: float = typer.Option(10.0, help="simulator requests per second"),
     latency_seconds: float = typer.Option(30.0, "--latency-seconds", help="length of the p95 measurement"),
     as_json: bool = typer.Option(False, "--json"),
@@ -154,7 +157,8 @@ def bench_gates_cmd(
     """Time from fault injection to each gate firing (p50 target < 15 s) and the service's p95 at 10 req/s."""
     from autooptimizer.infra.bench import run_gates_bench
 
-    result = run_gates_bench(trials=trials, rate=rate, latency_seconds=latency_seconds, progress=not as_json)
+    result = run_gates_bench(trials=trials, rate=rate, latency_seconds=latency_seconds, model=model,
+                             progress=not as_json)
     if as_json:
         _print_json(result.model_dump())
     else:

@@ -1,0 +1,5 @@
+"""`python -m autooptimizer` runs the CLI."""
+
+from autooptimizer.cli import main
+
+main()

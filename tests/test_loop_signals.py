@@ -1,0 +1,58 @@
+"""Live signals: per-request NDCG@10 from the real service's feedback log; guards unknown without Prometheus."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from autooptimizer.loop.signals import FeedbackLog, LiveSource, PrometheusGuards, feedback_log_path, ndcg_at_10
+from autooptimizer.loop.testing import TinyService, make_versions
+from autooptimizer.settings import get_settings
+
+
+def test_ndcg_at_10_known_answers() -> None:
+    assert ndcg_at_10(["a", "b"], {"a": 1}) == pytest.approx(1.0)
+    assert ndcg_at_10(["b", "a"], {"a": 1}) == pytest.approx(1 / 1.5849625, rel=1e-6)
+    assert ndcg_at_10(["x"], {}) == 0.0
+
+
+def test_feedback_log_samples_per_version(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AUTOOPT_PROMETHEUS_URL", "http://127.0.0.1:9")
+    make_versions(["v-a", "v-b"])
+    svc = TinyService(tmp_path, "v-a")
+    get_settings.cache_clear()
+    try:
+        since = time.time()
+        for _ in range(3):
+            hit = httpx.get(f"{svc.url}/search", params={"q": "wing flutter in supersonic flow", "k": 10}).json()
+            httpx.post(f"{svc.url}/feedback", json={"query": "wing flutter", "model_version": hit["model_version"],
+                                                    "request_id": hit["request_id"],
+                                                    "judgments": {"tiny/wing0": 2, "tiny/wing1": 1}}).raise_for_status()
+        settings = get_settings()
+        path = feedback_log_path(settings)
+        assert path.is_file()
+        log = FeedbackLog(path)
+        samples = log.samples("v-a", since)
+        assert len(samples) == 3 and all(0 < s <= 1 for s in samples)
+        assert log.samples("v-b", since) == [] and log.samples("v-a", time.time() + 1) == []
+        snap = LiveSource(settings).snapshot("v-a", since)
+        assert len(snap.ndcg) == 3 and snap.p95_latency_ms is None and snap.error_rate is None
+    finally:
+        svc.stop()
+
+
+def test_feedback_log_reads_incrementally_and_skips_bad_lines(tmp_path: Path) -> None:
+    path = tmp_path / "fb.jsonl"
+    path.write_text('{"ts": 10, "model_version": "m", "ndcg10": 0.5}\nnot json\n{"ts": 11, "model_version": "m"')
+    log = FeedbackLog(path)
+    assert log.samples("m", 0) == [0.5]
+    with path.open("a") as fh:
+        fh.write(', "served": [{"doc_id": "d"}], "judgments": {"d": 1}}\n')
+    assert log.samples("m", 0) == [0.5, 1.0]
+
+
+def test_prometheus_guards_unknown_when_down() -> None:
+    assert PrometheusGuards("http://127.0.0.1:9", timeout=1).read("v", time.time() - 10) == (None, None)

@@ -24,6 +24,8 @@ def test_config_and_rules_are_valid(tmp_path: Path) -> None:
     assert cfg["global"]["scrape_interval"] == "1s" and cfg["global"]["evaluation_interval"] == "1s"
     assert {j["job_name"]: j["static_configs"][0]["targets"] for j in cfg["scrape_configs"]} == {
         "search": ["127.0.0.1:1234"], "optimizer": ["127.0.0.1:1235"]}
+    assert {j["job_name"]: j["metrics_path"] for j in cfg["scrape_configs"]} == {
+        "search": "/metrics", "optimizer": "/api/v1/optimizer/metrics"}
     alerts = yaml.safe_load((tmp_path / "rules" / "autoopt-alerts.yml").read_text())["groups"][0]["rules"]
     queries = gate_queries(load_profile("dev"))
     assert [a["labels"]["gate"] for a in alerts] == [q.name for q in queries]

@@ -31,6 +31,8 @@ from autooptimizer.profiles import Profile, load_profile
 INSTALL_CMD = "apt-get install -y --no-install-recommends prometheus"
 DEFAULT_BINARY = "/usr/bin/prometheus"
 SCRAPE_INTERVAL = "1s"
+# Where each job's exposition lives (the optimizer API serves its metrics under its versioned prefix).
+METRICS_PATHS = {"search": "/metrics", "optimizer": "/api/v1/optimizer/metrics"}
 
 
 class InfraError(AutoOptError):
@@ -103,7 +105,8 @@ def scrape_config(targets: dict[str, list[str]]) -> dict[str, Any]:
         "global": {"scrape_interval": SCRAPE_INTERVAL, "evaluation_interval": SCRAPE_INTERVAL, "scrape_timeout": "1s"},
         "rule_files": ["rules/*.yml"],
         "scrape_configs": [
-            {"job_name": job, "metrics_path": "/metrics", "static_configs": [{"targets": list(addrs)}]}
+            {"job_name": job, "metrics_path": METRICS_PATHS.get(job, "/metrics"),
+             "static_configs": [{"targets": list(addrs)}]}
             for job, addrs in targets.items()
         ],
     }

@@ -38,5 +38,13 @@ bench: setup infra-deps
 	$(BIN)/autoopt bench policy
 	$(BIN)/autoopt bench gates
 
+# Render the optimizer's Helm chart per tier and validate it offline (no helm binary here; see docs/loop.md).
+helm-dev: setup
+	mkdir -p build && $(BIN)/autoopt helm render --values dev --out build/helm-dev.yaml
+helm-oracle: setup
+	mkdir -p build && $(BIN)/autoopt helm render --values oracle --out build/helm-oracle.yaml
+helm-nvidia: setup
+	mkdir -p build && $(BIN)/autoopt helm render --values nvidia --out build/helm-nvidia.yaml
+
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,9 +1,212 @@
-"""CLI commands for the ml area."""
+"""CLI commands for the ml area: data build, diagnose, augment, train, eval, repair; bench repair|train-throughput.
+
+Heavy libraries (torch, transformers, shap, nlpaug, mlflow) are imported inside the commands.
+"""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import typer
+
+data_app = typer.Typer(help="Training datasets built from the feedback log.", no_args_is_help=True)
+
+
+def _echo(obj, as_json: bool, text: str = "") -> None:
+    if as_json:
+        typer.echo(json.dumps(obj, indent=2, default=str))
+    else:
+        typer.echo(text or json.dumps(obj, indent=2, default=str))
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+@data_app.command("build")
+def data_build(
+    feedback: Path = typer.Option(None, help="Feedback log (default AUTOOPT_HOME/feedback/feedback.jsonl)."),
+    parent: str = typer.Option(None, help="Model version that served the traffic (default: from the log)."),
+    hard_negatives: int = typer.Option(10, min=0, help="Served top-k documents used as hard negatives."),
+    augmented: Path = typer.Option(None, help="augmented_dataset.csv to add (from `autoopt augment`)."),
+    from_dataset: str = typer.Option(None, help="Dataset hash the augmented CSV was made from."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Build an immutable, hash-addressed dataset (pairs + dataset_manifest.yaml) under AUTOOPT_HOME/datasets."""
+    from autooptimizer.ml.dataset import build_dataset, datasets_root
+    from autooptimizer.settings import get_settings
+
+    fb = feedback or get_settings().home / "feedback" / "feedback.jsonl"
+    m = build_dataset(fb, parent_version=parent, hard_negatives_k=hard_negatives, augmented_csv=augmented,
+                      parent_dataset=from_dataset)
+    out = {**m.model_dump(mode="json"), "path": str(datasets_root() / m.hash)}
+    _echo(out, as_json, f"dataset {m.hash}: {m.counts.queries} queries, {m.counts.positives} positives, "
+                        f"{m.counts.hard_negatives} hard negatives -> {out['path']}")
+
+
+def diagnose_cmd(
+    dataset: str = typer.Option(..., help="Dataset hash (the shifted traffic's feedback)."),
+    model: str = typer.Option("champion", help="Alias, version id or model folder to explain."),
+    explainer: str = typer.Option("shap", help="shap | lime (cheaper)."),
+    queries: int = typer.Option(3, min=1, max=20, help="How many worst-served queries to explain."),
+    max_evals: int = typer.Option(64, min=8, help="SHAP model evaluations per query."),
+    original: str = typer.Option("scifact", help="Original-domain dataset (its train queries are the reference)."),
+    out: Path = typer.Option(None, help="Folder for diagnostic_report.json (default AUTOOPT_HOME/diagnostics)."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Explain the reranker on the worst queries (SHAP/LIME), measure the query-term shift, give a verdict."""
+    from autooptimizer.ml.dataset import load_dataset
+    from autooptimizer.ml.diagnose import diagnose, write_report
+    from autooptimizer.ml.evaluate import resolve_model
+    from autooptimizer.search.beir import load_beir, load_collection
+    from autooptimizer.settings import get_settings
+
+    if explainer not in ("shap", "lime"):
+        from autooptimizer.errors import InputError
+
+        raise InputError(f"Unknown explainer {explainer!r}.", "Use shap or lime.")
+    settings = get_settings()
+    ds = load_dataset(dataset)
+    spec = resolve_model(model)
+    collection = load_collection(ds.manifest.domains)
+    train_q = list(load_beir(settings.dataset(original), split="train").queries.values())
+    rep = diagnose(spec, collection, ds, train_q, n_queries=queries, explainer=explainer, max_evals=max_evals)
+    path = write_report(rep, out or settings.path("diagnostics", ds.manifest.hash, "x").parent)
+    _echo({**rep.model_dump(mode="json"), "path": str(path)}, as_json,
+          f"verdict {rep.verdict}: " + "; ".join(rep.evidence) + f"\nreport: {path}")
+
+
+def augment_cmd(
+    dataset: str = typer.Option(..., help="Dataset hash to augment (its weak slice)."),
+    out: Path = typer.Option(..., help="Where to write augmented_dataset.csv."),
+    size: int = typer.Option(200, min=1, help="Number of augmented queries."),
+    mix: str = typer.Option("keyboard,ocr,word_swap,word_delete,spelling", help="Methods, round-robin."),
+    seed: int = typer.Option(0, help="Same seed, same output."),
+    weak_fraction: float = typer.Option(0.5, help="Share of queries (worst served first) that are augmented."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Augment the weak slice with nlpaug (offline methods); each line names its method and source row."""
+    from autooptimizer.ml.augment import augment_dataset
+
+    rep = augment_dataset(dataset, out, size=size, mix=[m.strip() for m in mix.split(",") if m.strip()], seed=seed,
+                          weak_fraction=weak_fraction)
+    _echo(rep.model_dump(), as_json, f"{rep.rows} rows {rep.methods} -> {rep.path}")
+
+
+def train_cmd(
+    dataset: str = typer.Option(..., help="Dataset hash to train on."),
+    parent: str = typer.Option("champion", help="Alias or version to start from."),
+    trainer: str = typer.Option("ltr", help="ltr | bi_encoder | cross_encoder."),
+    seed: int = typer.Option(0),
+    max_steps: int = typer.Option(200, min=1, help="Hard step budget (neural trainers)."),
+    time_budget: float = typer.Option(900.0, help="Hard wall-time budget in seconds."),
+    lr: float = typer.Option(3e-5, help="Learning rate (neural trainers)."),
+    batch_size: int = typer.Option(16, min=2),
+    artifacts_dir: Path = typer.Option(None, help="Folder for train_result.json and checkpoints."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Train a challenger, log it to MLflow, register it and point the `challenger` alias at it."""
+    from autooptimizer.ml.evaluate import resolve_model
+    from autooptimizer.ml.train import TrainConfig, train
+
+    cfg = TrainConfig(trainer=trainer, seed=seed, max_steps=max_steps, time_budget_s=time_budget, lr=lr,
+                      batch_size=batch_size)
+    res = train(dataset, parent_version=resolve_model(parent).version, cfg=cfg, artifacts_dir=artifacts_dir)
+    _echo(res.model_dump(), as_json, f"challenger {res.version} ({res.trainer}, {res.device}, {res.wall_seconds} s), "
+                                     f"MLflow run {res.run_id}")
+
+
+def eval_cmd(
+    model: str = typer.Option(..., help="Alias (champion|challenger|gold), version id, or model folder."),
+    data: str = typer.Option(..., help="BEIR folder (or name under AUTOOPT_DATA_DIR)."),
+    split: str = typer.Option(None, help="Split, e.g. test (default: all judged queries)."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """nDCG@10, MRR@10 and Recall@100 of a model on a BEIR folder (BM25 over that folder's corpus)."""
+    from autooptimizer.ml.evaluate import evaluate_spec, resolve_model
+    from autooptimizer.settings import get_settings
+
+    spec = resolve_model(model)
+    res = evaluate_spec(spec, get_settings().dataset(data), split=split, progress=True).public()
+    _echo(res, as_json, "  ".join(f"{k} {v}" for k, v in res.items()) + f"   ({spec.version})")
+
+
+def repair_cmd(
+    domain_data: str = typer.Option(..., help="The new domain's BEIR folder (or name under AUTOOPT_DATA_DIR)."),
+    seed: int = typer.Option(0, help="Seed of the feedback/held-out split and of training."),
+    holdout_qids: Path = typer.Option(None, help="File of query ids to hold out (one per line or a JSON list)."),
+    artifacts_dir: Path = typer.Option(None, help="Where each step writes its artifact (default under AUTOOPT_HOME)."),
+    trainer: str = typer.Option("ltr", help="ltr | bi_encoder | cross_encoder."),
+    original: str = typer.Option("scifact", help="Original domain (its test split is the regression check)."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Repair a corpus shift against the current champion: split, feedback, dataset, diagnose, augment, train, eval."""
+    from autooptimizer.ml.repair import repair
+
+    console = _console()
+
+    def on_step(step: str, phase: str, info: dict) -> None:
+        if phase == "start":
+            console.print(f"[bold]{step}[/bold] ...")
+        elif phase == "done":
+            console.print(f"[green]{step}[/green] done in {info.get('seconds')} s  "
+                          + " ".join(f"{k}={v}" for k, v in info.items() if k != "seconds"))
+
+    res = repair(domain_data, seed=seed, holdout_qids=holdout_qids, artifacts_dir=artifacts_dir, on_step=on_step,
+                 trainer=trainer, original=original)
+    out = {"champion": {k: res.champion[k] for k in ("new_domain_ndcg@10", "original_ndcg@10")},
+           "challenger": {k: res.challenger[k] for k in ("new_domain_ndcg@10", "original_ndcg@10")},
+           "promotable": res.promotable, "artifacts_dir": res.artifacts_dir,
+           "champion_version": res.champion["version"], "challenger_version": res.challenger["version"],
+           "mlflow_run_id": res.run_id, "reasons": res.reasons, "step_seconds": res.step_seconds}
+    _echo(out, as_json, json.dumps(out, indent=2))
+
+
+def bench_repair(
+    domains: str = typer.Option("cran,cisi,med", help="Comma-separated new domains."),
+    seed: int = typer.Option(0),
+) -> None:
+    """Repair each domain from the bootstrapped champion; print champion vs challenger and wall time per step."""
+    from autooptimizer.ml.repair import repair
+    from autooptimizer.search import aliases
+
+    champion = aliases.require_alias(aliases.CHAMPION)
+    rows = []
+    for d in [x.strip() for x in domains.split(",") if x.strip()]:
+        res = repair(d, seed=seed)
+        if aliases.get_alias(aliases.CHAMPION) != champion:
+            aliases.set_alias(aliases.CHAMPION, champion)
+        c, h = res.champion, res.challenger
+        rows.append((d, c["new_domain_ndcg@10"], h["new_domain_ndcg@10"], c["original_ndcg@10"],
+                     h["original_ndcg@10"], res.promotable, res.step_seconds))
+    typer.echo("| domain | champion new | challenger new | delta | champion SciFact | challenger SciFact | "
+               "promotable | seconds per step |")
+    typer.echo("|---|---|---|---|---|---|---|---|")
+    for d, cn, hn, co, ho, p, secs in rows:
+        typer.echo(f"| {d} | {cn:.4f} | {hn:.4f} | {hn - cn:+.4f} | {co:.4f} | {ho:.4f} | {p} | "
+                   + ", ".join(f"{k} {v}" for k, v in secs.items()) + " |")
+
+
+def bench_train_throughput(
+    steps: int = typer.Option(6, min=2, help="Timed training steps (after one warm-up step)."),
+    batch_size: int = typer.Option(16, min=2),
+) -> None:
+    """Training samples/s of the bi-encoder MNRL step on this machine's device (CUDA if present, else CPU)."""
+    from autooptimizer.ml.throughput import measure
+
+    typer.echo(json.dumps(measure(steps=steps, batch_size=batch_size), indent=2))
 
 
 def register(app: typer.Typer, bench: typer.Typer) -> None:
     """Add this area's commands to the root app and its benchmarks to `autoopt bench`."""
+    app.add_typer(data_app, name="data")
+    app.command("diagnose")(diagnose_cmd)
+    app.command("augment")(augment_cmd)
+    app.command("train")(train_cmd)
+    app.command("eval")(eval_cmd)
+    app.command("repair")(repair_cmd)
+    bench.command("repair")(bench_repair)
+    bench.command("train-throughput")(bench_train_throughput)

@@ -1,0 +1,147 @@
+"""Offline evaluation (ir-measures: nDCG@10, MRR@10, Recall@100) and the promotion rule.
+
+A model is evaluated on one BEIR folder with BM25 over that folder's own corpus, the way the brief's numbers were
+measured. The promotion thresholds come from the environment profile (`promotion` section), never from code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+from autooptimizer.errors import InputError
+
+MEASURES = ("ndcg@10", "mrr@10", "recall@100")
+
+
+class EvalResult(BaseModel):
+    ndcg_at_10: float = Field(alias="ndcg@10")
+    mrr_at_10: float = Field(alias="mrr@10")
+    recall_at_100: float = Field(alias="recall@100")
+    queries: int
+    model_config = {"populate_by_name": True}
+
+    def public(self) -> dict:
+        return self.model_dump(by_alias=True)
+
+
+def evaluate_run(run: Mapping[str, Mapping[str, float]], qrels: Mapping[str, Mapping[str, int]]) -> EvalResult:
+    """Mean measures over every query with a positive judgment; a query missing from the run scores 0."""
+    import ir_measures
+    from ir_measures import RR, R, nDCG
+
+    judged = {q: {d: int(g) for d, g in j.items()} for q, j in qrels.items() if any(g > 0 for g in j.values())}
+    if not judged:
+        raise InputError("No query has a positive judgment; nothing to evaluate.", "Check the qrels and the split.")
+    measures = [nDCG @ 10, RR(rel=1) @ 10, R(rel=1) @ 100]
+    totals = dict.fromkeys(measures, 0.0)
+    run = {q: {d: float(s) for d, s in r.items()} for q, r in run.items() if q in judged and r}
+    if run:
+        for m in ir_measures.iter_calc(measures, judged, run):
+            totals[m.measure] += float(m.value)
+    n = len(judged)
+    return EvalResult(**{"ndcg@10": round(totals[measures[0]] / n, 4), "mrr@10": round(totals[measures[1]] / n, 4),
+                         "recall@100": round(totals[measures[2]] / n, 4), "queries": n})
+
+
+def load_split(data_dir: str | Path, split: str | None = None, qids: set[str] | None = None):
+    """(Collection over the folder's corpus, its queries, its qrels with collection doc ids), optionally a subset."""
+    from autooptimizer.search.beir import Collection, load_beir
+
+    root = Path(data_dir)
+    full = load_beir(root)
+    part = load_beir(root, split=split) if split else full
+    collection = Collection([full])
+    name = full.name
+    queries = dict(part.judged_queries())
+    if qids is not None:
+        missing = sorted(set(qids) - set(queries))
+        if missing:
+            raise InputError(f"{len(missing)} requested query ids are not judged queries of {root}: {missing[:5]}.",
+                             "Pass query ids that exist and have a relevant judgment.")
+        queries = {q: t for q, t in queries.items() if q in qids}
+    qrels = {q: {f"{name}/{d}": g for d, g in part.qrels.get(q, {}).items()} for q in queries}
+    return collection, queries, qrels
+
+
+def evaluate_spec(spec, data_dir: str | Path, split: str | None = None, qids: set[str] | None = None,
+                  progress: bool = False) -> EvalResult:
+    """Evaluate one ModelSpec on a BEIR folder (optionally a split and/or a subset of query ids)."""
+    from autooptimizer.search.pipeline import SearchPipeline
+
+    collection, queries, qrels = load_split(data_dir, split, qids)
+    pipe = SearchPipeline(spec, collection).warm(progress=progress)
+    return evaluate_run(served_run(pipe, queries), qrels)
+
+
+def served_run(pipe, queries: dict[str, str], k: int = 100) -> dict[str, dict[str, float]]:
+    """The ranking as served (the version's own rerank depth), continued in BM25 order down to k for Recall@k."""
+    run = pipe.run(queries, k=k)
+    for qid, text in queries.items():
+        ranked = run.setdefault(qid, {})
+        if len(ranked) >= k:
+            continue
+        floor = min(ranked.values(), default=0.0)
+        idx, _ = pipe.bm25.top(text, k)
+        extra = [pipe.collection.doc_ids[i] for i in idx if pipe.collection.doc_ids[i] not in ranked]
+        for n, doc in enumerate(extra[: k - len(ranked)], 1):
+            ranked[doc] = floor - n
+    return run
+
+
+def resolve_model(model: str):
+    """ALIAS (champion, challenger, gold, ...), a stored version id, or a path to a version folder/model.json."""
+    from autooptimizer.search import aliases, model_store
+    from autooptimizer.search.model_store import ModelSpec
+
+    p = Path(model).expanduser()
+    if p.is_dir() and (p / "model.json").is_file():
+        p = p / "model.json"
+    if p.is_file():
+        return ModelSpec.model_validate_json(p.read_text())
+    version = aliases.get_alias(model)
+    if version is not None:
+        return model_store.load(version)
+    if model in ("champion", "challenger", "gold"):
+        aliases.require_alias(model)
+    return model_store.load(model)
+
+
+class PromotionDecision(BaseModel):
+    promotable: bool
+    reasons: list[str]
+    new_domain_margin: float
+    original_tolerance: float
+
+
+def promotion_rule(
+    champion: Mapping[str, float], challenger: Mapping[str, float], gold: Mapping[str, float] | None = None,
+    env: str | None = None,
+) -> PromotionDecision:
+    """Challenger must beat the champion on the new domain by `newDomainMargin` and lose at most
+    `originalTolerance` on the original domain, against the champion and against gold."""
+    from autooptimizer.profiles import load_profile
+    from autooptimizer.settings import get_settings
+
+    p = load_profile(env or get_settings().env).promotion
+    key_new, key_orig = "new_domain_ndcg@10", "original_ndcg@10"
+    reasons, ok = [], True
+    gain = challenger[key_new] - champion[key_new]
+    if gain < p.new_domain_margin:
+        ok = False
+        reasons.append(f"new-domain gain {gain:+.4f} < margin {p.new_domain_margin}")
+    else:
+        reasons.append(f"new-domain gain {gain:+.4f} >= margin {p.new_domain_margin}")
+    for label, ref in (("champion", champion), ("gold", gold)):
+        if ref is None:
+            continue
+        drop = ref[key_orig] - challenger[key_orig]
+        if drop > p.original_tolerance:
+            ok = False
+            reasons.append(f"original-domain drop vs {label} {drop:+.4f} > tolerance {p.original_tolerance}")
+        else:
+            reasons.append(f"original-domain drop vs {label} {drop:+.4f} <= tolerance {p.original_tolerance}")
+    return PromotionDecision(promotable=ok, reasons=reasons, new_domain_margin=p.new_domain_margin,
+                             original_tolerance=p.original_tolerance)

@@ -1,0 +1,181 @@
+"""MLflow tracking and model registry (sqlite under AUTOOPT_HOME by default, a tracking server when configured).
+
+Every stored model version (AUTOOPT_HOME/models/<version>) can be registered as a version of the registered model
+`autoopt-reranker`, tagged with its AutoOptimizer version id. Aliases `champion`, `challenger` and `gold` are kept in
+both places: `search/aliases.py` (what the service reads) and the MLflow registry (what people browse). The file is
+written first; MLflow mirrors it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from autooptimizer.errors import InputError, NotFoundError
+
+REGISTERED_MODEL = "autoopt-reranker"
+EXPERIMENT = "autoopt-ml"
+ALIASES = ("champion", "challenger", "gold")
+
+
+class RegisteredVersion(BaseModel):
+    name: str
+    mlflow_version: str
+    model_version: str
+    run_id: str | None
+    aliases: list[str]
+
+
+def client():
+    """An MlflowClient on the configured tracking URI (quiet, offline)."""
+    import logging
+
+    import mlflow
+    from mlflow import MlflowClient
+
+    from autooptimizer.settings import apply_offline_env, get_settings, mlflow_uri
+
+    apply_offline_env()
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    uri = mlflow_uri(get_settings())
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def start_run(run_name: str, params: dict[str, Any], tags: dict[str, str] | None = None) -> str:
+    """Create a run in the experiment, log params; returns the run id (the caller logs metrics and ends it)."""
+    c = client()
+    exp = c.get_experiment_by_name(EXPERIMENT)
+    if exp is None:
+        from autooptimizer.settings import get_settings
+
+        artifacts = get_settings().path("mlflow", "artifacts", "x").parent  # never ./mlruns in the working dir
+        artifacts.mkdir(parents=True, exist_ok=True)
+        exp_id = c.create_experiment(EXPERIMENT, artifact_location=artifacts.as_uri())
+    else:
+        exp_id = exp.experiment_id
+    run = c.create_run(exp_id, run_name=run_name, tags=tags or {})
+    for k, v in params.items():
+        c.log_param(run.info.run_id, k, str(v)[:500])
+    return run.info.run_id
+
+
+def log_metrics(run_id: str, metrics: dict[str, float], step: int | None = None) -> None:
+    c = client()
+    for k, v in metrics.items():
+        if v is not None:
+            c.log_metric(run_id, k.replace("@", "_at_"), float(v), step=step or 0)
+
+
+def end_run(run_id: str, status: str = "FINISHED") -> None:
+    client().set_terminated(run_id, status=status)
+
+
+def _find(c, model_version: str):
+    try:
+        found = c.search_model_versions(f"name='{REGISTERED_MODEL}' and tag.autoopt_version='{model_version}'")
+    except Exception:  # noqa: BLE001 - no registered model yet
+        return None
+    return found[0] if found else None
+
+
+def register_model(model_version: str, run_id: str | None = None) -> RegisteredVersion:
+    """Register a stored model version (its folder is logged as the run's `model` artifact). Idempotent."""
+    from autooptimizer.search import model_store
+
+    if not model_store.exists(model_version):
+        raise NotFoundError(f"Model version {model_version!r} is not stored.", "Train or bootstrap it first.")
+    c = client()
+    found = _find(c, model_version)
+    if found is not None:
+        return _describe(c, found)
+    if run_id is None:
+        run_id = start_run(f"register-{model_version}", {"model_version": model_version})
+        end_run(run_id)
+    c.log_artifacts(run_id, str(model_store.version_dir(model_version)), artifact_path="model")
+    try:
+        c.get_registered_model(REGISTERED_MODEL)
+    except Exception:  # noqa: BLE001
+        c.create_registered_model(REGISTERED_MODEL, description="AutoOptimizer reranker versions")
+    run = c.get_run(run_id)
+    mv = c.create_model_version(REGISTERED_MODEL, source=f"{run.info.artifact_uri}/model", run_id=run_id,
+                                tags={"autoopt_version": model_version})
+    return _describe(c, c.get_model_version(REGISTERED_MODEL, mv.version))
+
+
+def _describe(c, mv) -> RegisteredVersion:
+    full = c.get_model_version(REGISTERED_MODEL, mv.version)  # search results leave aliases empty
+    return RegisteredVersion(name=REGISTERED_MODEL, mlflow_version=str(full.version),
+                             model_version=full.tags.get("autoopt_version", ""), run_id=full.run_id,
+                             aliases=list(full.aliases))
+
+
+def set_alias(alias: str, model_version: str) -> RegisteredVersion:
+    """Point `alias` at `model_version` in aliases.json and in the MLflow registry (registering it if needed)."""
+    from autooptimizer.search import aliases, model_store
+
+    if alias not in ALIASES:
+        raise InputError(f"Alias {alias!r} is not managed here.", f"Use one of {', '.join(ALIASES)}.")
+    if not model_store.exists(model_version):
+        raise NotFoundError(f"Model version {model_version!r} is not stored.", "Pass a stored version id.")
+    reg = register_model(model_version)
+    aliases.set_alias(alias, model_version)
+    client().set_registered_model_alias(REGISTERED_MODEL, alias, reg.mlflow_version)
+    return reg.model_copy(update={"aliases": sorted({*reg.aliases, alias})})
+
+
+def get_alias(alias: str) -> str:
+    """The model version an alias points at (aliases.json is the source of truth)."""
+    from autooptimizer.search import aliases
+
+    return aliases.require_alias(alias)
+
+
+def sync_bootstrap_aliases() -> dict[str, str]:
+    """Mirror aliases.json (e.g. bootstrap's champion = gold) into MLflow; returns the aliases mirrored."""
+    from autooptimizer.search import aliases
+
+    c = client()
+    out = {}
+    for alias, version in aliases.all_aliases().items():
+        if alias in ALIASES:
+            reg = register_model(version)
+            c.set_registered_model_alias(REGISTERED_MODEL, alias, reg.mlflow_version)
+            out[alias] = version
+    return out
+
+
+def delete_model(model_version: str) -> dict:
+    """Delete a stored version and its registry entry. Refused while any alias points at it or a stored version
+    falls back to it (an ltr_fusion parent)."""
+    import shutil
+
+    from autooptimizer.search import aliases, model_store
+
+    if not model_store.exists(model_version):
+        raise NotFoundError(f"Model version {model_version!r} is not stored.", "Nothing to delete.")
+    held = [a for a, v in aliases.all_aliases().items() if v == model_version]
+    if held:
+        raise InputError(f"Model version {model_version!r} holds alias(es) {held}.",
+                         "Move those aliases to another version first.")
+    children = [v for v in model_store.list_versions() if v != model_version
+                and model_store.load(v).parent == model_version]
+    if children:
+        raise InputError(f"Model version {model_version!r} is the parent of {children}.",
+                         "Delete the child versions first; they fall back to this one.")
+    c = client()
+    found = _find(c, model_version)
+    if found is not None:
+        c.delete_model_version(REGISTERED_MODEL, found.version)
+    shutil.rmtree(model_store.version_dir(model_version))
+    return {"deleted": model_version, "mlflow_version": found.version if found is not None else None}
+
+
+def run_artifacts_dir(run_id: str) -> Path | None:
+    """Local folder of a run's artifacts when the store is local (sqlite + ./mlruns style)."""
+    uri = client().get_run(run_id).info.artifact_uri
+    return Path(uri.removeprefix("file://")) if uri.startswith(("file://", "/")) else None

@@ -1,0 +1,310 @@
+"""`ltr_fusion`: a domain-gated learning-to-rank fusion, the challenger a corpus-shift repair trains.
+
+One model version serves every domain, so new behaviour is gated: each *expert* was fitted on one domain's feedback
+and owns that domain's query embeddings. A query goes to the expert whose feedback queries it resembles most (mean of
+the top-k cosines), unless the original domain's reference queries (the parent's training queries) resemble it more;
+then the parent's own ranking is returned unchanged, so the original domain cannot regress.
+
+An expert scores the BM25 candidates with a linear model over per-query z-scored features:
+
+- `bm25`: the first-stage BM25 score;
+- `cos`: base MiniLM cosine (cached document embeddings, shared with the champion: no re-encoding);
+- `adapted`: cosine after a trained query-side linear adapter q' = norm(q + qW) (a few seconds of torch on CPU);
+- `dense_prf`: Rocchio pseudo-relevance feedback in embedding space (q' + alpha * mean of the top documents);
+- `rm3`: BM25 of an RM3-expanded query (terms of the top BM25 documents);
+- `memory`: documents judged relevant for the most similar feedback queries (a query-log kNN).
+
+Artifacts live in the version's weights folder: `experts/<name>.npz` (adapter, memory query embeddings) and
+`reference.npz` (original-domain query embeddings). Everything else is in `ModelSpec.params` (see LtrParams).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+from autooptimizer.errors import InputError, NotFoundError
+from autooptimizer.search.rerankers import register
+
+FEATURES = ("bm25", "cos", "adapted", "dense_prf", "rm3", "memory")
+
+
+class ExpertParams(BaseModel):
+    """One domain's fitted model. `weights` maps feature name -> linear weight."""
+
+    name: str
+    file: str = Field(description="npz under the weights folder: W (dim x dim), mem_q (n x dim)")
+    weights: dict[str, float]
+    mem_docs: list[list[str]] = Field(default_factory=list, description="relevant doc ids per memory query")
+    prf_docs: int = 5
+    prf_alpha: float = 1.0
+    rm3_docs: int = 10
+    rm3_terms: int = 10
+    rm3_lambda: float = 0.5
+    mem_k: int = 10
+    mem_power: float = 3.0
+
+
+class LtrParams(BaseModel):
+    """`ModelSpec.params` of an ltr_fusion version."""
+
+    experts: list[ExpertParams]
+    fallback: dict[str, Any] = Field(description="the parent ModelSpec (content) that serves ungated queries")
+    reference_file: str = "reference.npz"
+    gate_k: int = 5
+
+
+def zscore(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    sd = x.std() if x.size else 0.0
+    return (x - x.mean()) / sd if sd > 1e-12 else np.zeros_like(x)
+
+
+def adapt(q: np.ndarray, w: np.ndarray | None) -> np.ndarray:
+    """q' = norm(q + qW): identity plus a learned correction, so W = 0 is the base encoder."""
+    if w is None:
+        return q
+    v = q + q @ w
+    n = np.linalg.norm(v)
+    return v / n if n > 0 else q
+
+
+def gate_score(q: np.ndarray, bank: np.ndarray, k: int) -> float:
+    """Mean of the top-k cosines between q and a bank of query embeddings (-1 for an empty bank)."""
+    if bank.size == 0:
+        return -1.0
+    sims = bank @ q
+    k = min(k, len(sims))
+    return float(np.sort(sims)[-k:].mean())
+
+
+class Rm3:
+    """RM3 query expansion over a BM25Index: term weights from the top documents, scored with BM25 per term."""
+
+    def __init__(self, bm25) -> None:
+        self.bm25 = bm25
+        ret = bm25.retriever
+        self.n_docs = int(ret.scores["num_docs"])
+        self._df = np.diff(np.asarray(ret.scores["indptr"]))
+        self._term_cache: dict[str, np.ndarray] = {}
+        self._lock = threading.Lock()
+
+    def df(self, term: str) -> int:
+        tid = self.bm25.vocab.get(term)
+        return int(self._df[tid]) if tid is not None and tid < len(self._df) else 0
+
+    def term_scores(self, term: str) -> np.ndarray:
+        with self._lock:
+            if term not in self._term_cache:
+                if len(self._term_cache) > 20000:
+                    self._term_cache.clear()
+                self._term_cache[term] = np.asarray(self.bm25.retriever.get_scores([term]), dtype=np.float32)
+            return self._term_cache[term]
+
+    def expanded(self, query: str, fb_texts: list[str], fb_scores: np.ndarray, n_terms: int, lam: float) -> dict:
+        """Weights of the expanded query: lam * original + (1 - lam) * relevance model of the feedback docs."""
+        q_terms = self.bm25.tokenize(query)
+        rel: Counter[str] = Counter()
+        if len(fb_texts):
+            w = np.exp(fb_scores - fb_scores.max())
+            w = w / w.sum()
+            for wi, text in zip(w, fb_texts, strict=True):
+                toks = self.bm25.tokenize(text)
+                for t, tf in Counter(toks).items():
+                    rel[t] += float(wi) * tf / max(len(toks), 1)
+        common = 0.5 * self.n_docs
+        best = sorted(((t, v) for t, v in rel.items() if self.df(t) < common), key=lambda x: (-x[1], x[0]))[:n_terms]
+        z = sum(v for _, v in best) or 1.0
+        qc = Counter(q_terms)
+        qn = sum(qc.values()) or 1
+        weights = {t: lam * c / qn for t, c in qc.items()}
+        for t, v in best:
+            weights[t] = weights.get(t, 0.0) + (1 - lam) * v / z
+        return weights
+
+    def scores(self, weights: dict[str, float], rows: np.ndarray) -> np.ndarray:
+        out = np.zeros(len(rows), dtype=np.float64)
+        for t, w in weights.items():
+            out += w * self.term_scores(t)[rows]
+        return out
+
+
+class Expert:
+    """Loaded expert: its params plus arrays."""
+
+    def __init__(self, params: ExpertParams, folder: Path | None, arrays: dict[str, np.ndarray] | None = None) -> None:
+        self.p = params
+        if arrays is None:
+            path = (folder or Path(".")) / params.file
+            if not path.is_file():
+                raise NotFoundError(f"Expert file {path} is missing.", "Re-train the model version; it is incomplete.")
+            with np.load(path) as z:
+                arrays = {k: z[k] for k in z.files}
+        self.w = arrays.get("W")
+        self.mem_q = arrays.get("mem_q", np.zeros((0, 1), dtype=np.float32))
+        self.weights = np.array([params.weights.get(f, 0.0) for f in FEATURES])
+
+
+def expert_features(
+    expert: Expert,
+    q: np.ndarray,
+    doc_ids: list[str],
+    doc_vecs: np.ndarray,
+    bm25_scores: np.ndarray,
+    rm3_scores: np.ndarray,
+    exclude_memory: int | None = None,
+) -> np.ndarray:
+    """(n_docs, len(FEATURES)) matrix. `exclude_memory` drops one memory query (leave-one-out in training)."""
+    n = len(doc_ids)
+    bm = zscore(bm25_scores)
+    cos = zscore(doc_vecs @ q) if n else np.zeros(0)
+    qa = adapt(q, expert.w)
+    ad = zscore(doc_vecs @ qa) if n else np.zeros(0)
+    first = 0.4 * bm + 0.6 * ad
+    top = np.argsort(-first, kind="stable")[: expert.p.prf_docs]
+    qv = qa + expert.p.prf_alpha * doc_vecs[top].mean(0) if n else qa
+    prf = zscore(doc_vecs @ qv) if n else np.zeros(0)
+    mem = np.zeros(n)
+    if len(expert.mem_q) and expert.p.mem_docs:
+        sims = expert.mem_q @ q
+        if exclude_memory is not None:
+            sims[exclude_memory] = -1.0
+        pos = {d: i for i, d in enumerate(doc_ids)}
+        for j in np.argsort(-sims, kind="stable")[: expert.p.mem_k]:
+            s = max(float(sims[j]), 0.0) ** expert.p.mem_power
+            for d in expert.p.mem_docs[j]:
+                if d in pos:
+                    mem[pos[d]] += s
+        if mem.max() > 0:
+            mem = mem / mem.max()
+    return np.stack([bm, cos, ad, prf, zscore(rm3_scores), mem], 1)
+
+
+class LtrFusionReranker:
+    kind = "ltr_fusion"
+
+    def __init__(self, spec, collection, experts: list[Expert] | None = None, reference: np.ndarray | None = None):
+        from autooptimizer.search.model_store import ModelSpec
+        from autooptimizer.search.rerankers import build_reranker
+
+        self.spec = spec
+        self.collection = collection
+        self.params = LtrParams.model_validate(spec.params)
+        folder = Path(spec.resolved_encoder_path()) if spec.encoder_path else None
+        self.experts = experts if experts is not None else [Expert(e, folder) for e in self.params.experts]
+        if reference is None:
+            ref_path = (folder or Path(".")) / self.params.reference_file
+            if folder is None or not ref_path.is_file():
+                raise NotFoundError(f"Reference embeddings {ref_path} are missing.", "Re-train the model version.")
+            with np.load(ref_path) as z:
+                reference = z["q"]
+        self.reference = reference
+        self.fallback_spec = ModelSpec.model_validate(self.params.fallback)
+        if self.fallback_spec.version == spec.version:
+            raise InputError("An ltr_fusion version cannot fall back to itself.", "Set `fallback` to the parent spec.")
+        self.fallback = build_reranker(self.fallback_spec, collection)
+        self._rm3 = None
+        self._lock = threading.Lock()
+
+    # -- shared resources ------------------------------------------------------------------------------------------
+    @property
+    def encoder(self):
+        from autooptimizer.search.encoder import get_encoder
+
+        return get_encoder(None)
+
+    def warm(self, progress: bool = True) -> None:
+        from autooptimizer.search.embeddings import doc_embeddings
+
+        self.fallback.warm(progress=progress)
+        self._matrix = doc_embeddings(self.collection, self.encoder, progress=progress)
+
+    @property
+    def matrix(self) -> np.ndarray:
+        if getattr(self, "_matrix", None) is None:
+            self.warm(progress=False)
+        return self._matrix
+
+    @property
+    def rm3(self) -> Rm3:
+        with self._lock:
+            if self._rm3 is None:
+                from autooptimizer.search.pipeline import get_bm25
+
+                self._rm3 = Rm3(get_bm25(self.collection))
+            return self._rm3
+
+    # -- routing ---------------------------------------------------------------------------------------------------
+    def route(self, q: np.ndarray) -> int | None:
+        """Index of the expert serving this query embedding, or None for the fallback (parent) ranking."""
+        k = self.params.gate_k
+        best, best_score = None, gate_score(q, self.reference, k)
+        for i, e in enumerate(self.experts):
+            s = gate_score(q, e.mem_q, k)
+            if s > best_score:
+                best, best_score = i, s
+        return best
+
+    def rm3_for(self, expert: Expert, query: str, doc_ids: list[str], bm25_scores: np.ndarray) -> np.ndarray:
+        rows = np.array([self.collection.index_of[d] for d in doc_ids], dtype=np.int64)
+        top = np.argsort(-np.asarray(bm25_scores), kind="stable")[: expert.p.rm3_docs]
+        texts = [self.collection.text(doc_ids[i]) for i in top]
+        weights = self.rm3.expanded(query, texts, np.asarray(bm25_scores)[top], expert.p.rm3_terms,
+                                    expert.p.rm3_lambda)
+        return self.rm3.scores(weights, rows)
+
+    def features(self, expert: Expert, query: str, q: np.ndarray, doc_ids: list[str], bm25_scores: np.ndarray,
+                 exclude_memory: int | None = None) -> np.ndarray:
+        vecs = self.matrix[[self.collection.index_of[d] for d in doc_ids]]
+        rm3 = self.rm3_for(expert, query, doc_ids, bm25_scores)
+        return expert_features(expert, q, doc_ids, vecs, bm25_scores, rm3, exclude_memory)
+
+    def _fallback_scores(self, query: str, doc_ids: list[str], bm25_scores: np.ndarray,
+                         rerank: np.ndarray | None) -> np.ndarray:
+        """The parent's fused ranking over its own depth; deeper candidates follow in BM25 order below it."""
+        from autooptimizer.search.pipeline import fuse
+
+        bm = np.asarray(bm25_scores, dtype=np.float64)
+        depth = min(self.fallback_spec.rerank_depth, len(doc_ids))
+        order = np.lexsort((np.arange(len(bm)), -bm))
+        head, tail = order[:depth], order[depth:]
+        out = np.empty(len(doc_ids), dtype=np.float64)
+        if rerank is None:
+            rerank = self.fallback.score(query, [doc_ids[i] for i in head], bm[head]) \
+                if self.fallback_spec.fusion_weight > 0 else None
+        fused = fuse(bm[head], rerank, self.fallback_spec.fusion_weight)
+        out[head] = fused - fused.min() + 1.0 if len(fused) else fused
+        out[tail] = -np.arange(1, len(tail) + 1, dtype=np.float64) / (len(tail) + 1)
+        return out
+
+    def score_with(self, query: str, q: np.ndarray, doc_ids: list[str], bm25_scores: np.ndarray) -> np.ndarray:
+        if not doc_ids:
+            return np.zeros(0, dtype=np.float32)
+        i = self.route(q)
+        if i is None:
+            return self._fallback_scores(query, doc_ids, bm25_scores, None).astype(np.float32)
+        e = self.experts[i]
+        return (self.features(e, query, q, doc_ids, bm25_scores) @ e.weights).astype(np.float32)
+
+    def score(self, query: str, doc_ids: list[str], bm25_scores: np.ndarray) -> np.ndarray:
+        q = self.encoder.encode([query])[0]
+        return self.score_with(query, q, doc_ids, bm25_scores)
+
+    def score_many(self, queries: list[str], doc_ids: list[list[str]], bm25_scores: list[np.ndarray] | None = None
+                   ) -> list[np.ndarray]:
+        qv = self.encoder.encode(queries)
+        if bm25_scores is None:
+            bm = self.rm3.bm25
+            bm25_scores = [np.asarray(bm.scores(t))[[self.collection.index_of[d] for d in ids]] if ids else
+                           np.zeros(0) for t, ids in zip(queries, doc_ids, strict=True)]
+        return [self.score_with(t, q, ids, s) for t, q, ids, s in zip(queries, qv, doc_ids, bm25_scores, strict=True)]
+
+
+@register("ltr_fusion")
+def build(spec, collection) -> LtrFusionReranker:
+    return LtrFusionReranker(spec, collection)

@@ -1,0 +1,78 @@
+"""The data agent's tools: build a dataset from the feedback log, explain the reranker, augment the weak slice."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from autooptimizer.tools.registry import tool
+
+
+class BuildDatasetArgs(BaseModel):
+    feedback_path: str | None = Field(None, description="feedback log; default AUTOOPT_HOME/feedback/feedback.jsonl")
+    parent_version: str | None = Field(None, description="model version that served the traffic")
+    hard_negatives: int = Field(10, ge=0, le=100)
+    augmented_csv: str | None = Field(None, description="augmented_dataset.csv to add")
+    from_dataset: str | None = Field(None, description="dataset hash the augmented CSV was made from")
+
+
+class ExplainRerankerArgs(BaseModel):
+    dataset: str = Field(description="dataset hash of the shifted traffic")
+    model: str = Field("champion", description="alias or version to explain")
+    explainer: Literal["shap", "lime"] = "shap"
+    queries: int = Field(3, ge=1, le=10)
+    max_evals: int = Field(64, ge=8, le=512)
+    out_dir: str | None = Field(None, description="folder for diagnostic_report.json")
+
+
+class AugmentDatasetArgs(BaseModel):
+    dataset: str
+    out_csv: str
+    size: int = Field(100, ge=1, le=5000)
+    mix: list[Literal["keyboard", "ocr", "word_swap", "word_delete", "spelling", "synonym"]] | None = None
+    seed: int = 0
+    weak_fraction: float = Field(0.5, gt=0, le=1)
+
+
+@tool(name="build_dataset", owner="data", risk="change")
+def build_dataset(args: BuildDatasetArgs) -> dict:
+    """Build an immutable, hash-addressed training dataset (positives, served hard negatives) from the feedback log."""
+    from autooptimizer.ml.dataset import build_dataset as build
+    from autooptimizer.ml.dataset import datasets_root
+    from autooptimizer.settings import get_settings
+
+    fb = args.feedback_path or str(get_settings().home / "feedback" / "feedback.jsonl")
+    m = build(fb, parent_version=args.parent_version, hard_negatives_k=args.hard_negatives,
+              augmented_csv=args.augmented_csv, parent_dataset=args.from_dataset)
+    return {**m.model_dump(mode="json"), "path": str(datasets_root() / m.hash)}
+
+
+@tool(name="explain_reranker", owner="data", risk="read")
+def explain_reranker(args: ExplainRerankerArgs) -> dict:
+    """SHAP (or LIME) token attributions on the worst-served queries, query-term shift (JSD) and a verdict."""
+    from autooptimizer.ml.dataset import load_dataset
+    from autooptimizer.ml.diagnose import diagnose, write_report
+    from autooptimizer.ml.evaluate import resolve_model
+    from autooptimizer.search.beir import load_beir, load_collection
+    from autooptimizer.settings import get_settings
+
+    settings = get_settings()
+    ds = load_dataset(args.dataset)
+    spec = resolve_model(args.model)
+    train_q = list(load_beir(settings.dataset("scifact"), split="train").queries.values())
+    rep = diagnose(spec, load_collection(ds.manifest.domains), ds, train_q, n_queries=args.queries,
+                   explainer=args.explainer, max_evals=args.max_evals)
+    path = write_report(rep, args.out_dir or settings.path("diagnostics", ds.manifest.hash, "x").parent)
+    return {"verdict": rep.verdict, "evidence": rep.evidence, "jsd": rep.term_shift.jsd,
+            "under_weighted_terms": rep.under_weighted_terms[:10], "report": str(path)}
+
+
+@tool(name="augment_dataset", owner="data", risk="change")
+def augment_dataset(args: AugmentDatasetArgs) -> dict:
+    """Write augmented_dataset.csv: nlpaug variants of the weak slice's queries (seeded, method + source row)."""
+    from autooptimizer.ml.augment import augment_dataset as augment
+
+    rep = augment(args.dataset, args.out_csv, size=args.size, mix=list(args.mix) if args.mix else None,
+                  seed=args.seed, weak_fraction=args.weak_fraction)
+    return rep.model_dump()

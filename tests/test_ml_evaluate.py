@@ -1,0 +1,74 @@
+"""Offline evaluation against hand-computed rankings, and the promotion rule's thresholds from the profile."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from autooptimizer.errors import InputError, NotFoundError
+from autooptimizer.ml.evaluate import evaluate_run, promotion_rule, resolve_model
+from autooptimizer.settings import get_settings
+
+QRELS = {
+    "q1": {"d1": 2, "d2": 1, "d7": 0},
+    "q2": {"d5": 1},
+    "q3": {"d9": 1},  # never retrieved
+    "q4": {"d4": 0},  # nothing relevant: not evaluated
+}
+RUN = {
+    "q1": {"d3": 3.0, "d1": 2.0, "d2": 1.0},
+    "q2": {"d5": 9.0, "d6": 1.0},
+    "q4": {"d4": 1.0},
+}
+
+
+def test_known_answer_rankings() -> None:
+    res = evaluate_run(RUN, QRELS)
+    # q1: DCG = 2/log2(3) + 1/log2(4); IDCG = 2/log2(2) + 1/log2(3)
+    q1 = (2 / math.log2(3) + 1 / math.log2(4)) / (2 + 1 / math.log2(3))
+    assert res.queries == 3
+    assert res.ndcg_at_10 == pytest.approx(round((q1 + 1.0 + 0.0) / 3, 4), abs=1e-4)
+    assert res.mrr_at_10 == pytest.approx((0.5 + 1.0 + 0.0) / 3, abs=1e-4)
+    assert res.recall_at_100 == pytest.approx((1.0 + 1.0 + 0.0) / 3, abs=1e-4)
+    assert set(res.public()) == {"ndcg@10", "mrr@10", "recall@100", "queries"}
+
+
+def test_rank_beyond_cutoffs() -> None:
+    run = {"q": {f"x{i}": 100.0 - i for i in range(150)}}
+    run["q"]["rel"] = 100.0 - 10.5  # rank 11: outside @10, inside @100
+    res = evaluate_run(run, {"q": {"rel": 1}})
+    assert res.ndcg_at_10 == 0.0 and res.mrr_at_10 == 0.0 and res.recall_at_100 == 1.0
+
+
+def test_nothing_to_evaluate_is_an_error() -> None:
+    with pytest.raises(InputError, match="No query has a positive judgment"):
+        evaluate_run(RUN, {"q4": {"d4": 0}})
+
+
+def test_promotion_rule_thresholds_come_from_the_profile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    champ = {"new_domain_ndcg@10": 0.40, "original_ndcg@10": 0.72}
+    good = {"new_domain_ndcg@10": 0.45, "original_ndcg@10": 0.715}
+    assert promotion_rule(champ, good, champ, env="dev").promotable
+    regress = {"new_domain_ndcg@10": 0.45, "original_ndcg@10": 0.70}
+    d = promotion_rule(champ, regress, champ, env="dev")
+    assert not d.promotable and any("original-domain drop vs champion" in r for r in d.reasons)
+    small = {"new_domain_ndcg@10": 0.405, "original_ndcg@10": 0.72}
+    assert not promotion_rule(champ, small, champ, env="dev").promotable
+    gold = {"new_domain_ndcg@10": 0.30, "original_ndcg@10": 0.74}
+    d = promotion_rule(champ, good, gold, env="dev")
+    assert not d.promotable and any("vs gold" in r for r in d.reasons)
+    # a profile with a larger margin changes the decision: thresholds are not hard-coded
+    (tmp_path / "dev.yaml").write_text("name: dev\npromotion:\n  newDomainMargin: 0.1\n  originalTolerance: 0.01\n")
+    monkeypatch.setenv("AUTOOPT_PROFILES_DIR", str(tmp_path))
+    d = promotion_rule(champ, good, champ, env="dev")
+    assert not d.promotable and d.new_domain_margin == 0.1
+
+
+def test_missing_alias_is_a_clear_error() -> None:
+    get_settings.cache_clear()
+    with pytest.raises(NotFoundError, match="alias 'challenger'"):
+        resolve_model("challenger")
+    with pytest.raises(NotFoundError, match="not found"):
+        resolve_model("v-does-not-exist")

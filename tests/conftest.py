@@ -16,6 +16,8 @@ os.environ["LANGSMITH_TRACING"] = "false"
 
 @pytest.fixture(autouse=True)
 def autoopt_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    for key in [k for k in os.environ if k.startswith("AUTOOPT_") and k != "AUTOOPT_DATA_DIR"]:
+        monkeypatch.delenv(key)  # a setting left behind by another test must not leak into this one
     home = tmp_path / "autoopt-home"
     monkeypatch.setenv("AUTOOPT_HOME", str(home))
     monkeypatch.setenv("CREWAI_STORAGE_DIR", str(tmp_path / "crewai"))

@@ -5,8 +5,8 @@
   kept small on purpose (few queries, one document each, bounded max_evals).
 - Under-weighted terms: query terms the relevant document contains but the model gives below-average attribution.
 - Query-term shift: Jensen-Shannon divergence (base 2, in [0, 1]) between the unigram distributions of the shifted
-  queries and the model's training queries, against the same divergence between two halves of the training queries
-  (the in-domain floor), plus the share of query terms never seen in training.
+  queries and the model's training queries, against the divergence between a same-size sample of the training queries
+  and the rest of them (the in-domain floor), plus the share of query terms never seen in training.
 - Verdict: `data_issue` when the feedback itself is broken (judged documents missing from the collection, queries
   without any relevant judgment); else `corpus_shift` when the terms moved; else `model_regression`.
 """
@@ -28,6 +28,7 @@ from autooptimizer.errors import InputError
 
 Verdict = Literal["corpus_shift", "model_regression", "data_issue"]
 SHIFT_RATIO = 1.5  # JSD above this multiple of the in-domain floor counts as a shift
+OOV_SHIFT = 0.5  # or: half of the new queries' terms never occur in the training queries
 DATA_ISSUE_SHARE = 0.2
 
 
@@ -97,17 +98,17 @@ def jsd(a: Counter, b: Counter) -> float:
 
 
 def term_shift(new_queries: list[str], train_queries: list[str], seed: int = 0) -> TermShift:
+    """JSD(new sample, training queries) against the floor JSD(training sample of the same size, rest of training):
+    both compare n queries with a larger set, so sample size alone does not look like a shift."""
     new = Counter(t for q in new_queries for t in _tokens(q))
     train_list = list(train_queries)
     random.Random(seed).shuffle(train_list)
     train = Counter(t for q in train_list for t in _tokens(q))
-    # floor: two disjoint train samples of the new sample's size, so sample size does not masquerade as shift
-    n = min(len(new_queries), len(train_list) // 2) or 1
-    a = Counter(t for q in train_list[:n] for t in _tokens(q))
-    b = Counter(t for q in train_list[n : 2 * n] for t in _tokens(q))
-    sample = Counter(t for q in train_list[-n:] for t in _tokens(q)) if len(train_list) > n else train
+    n = max(1, min(len(new_queries), len(train_list) // 2))
+    sample = Counter(t for q in train_list[:n] for t in _tokens(q))
+    rest = Counter(t for q in train_list[n:] for t in _tokens(q))
     oov = sum(c for t, c in new.items() if t not in train) / (sum(new.values()) or 1)
-    return TermShift(jsd=jsd(new, sample), jsd_in_domain_floor=jsd(a, b), oov_share=round(oov, 4),
+    return TermShift(jsd=jsd(new, train), jsd_in_domain_floor=jsd(sample, rest), oov_share=round(oov, 4),
                      new_top_terms=[t for t, _ in new.most_common(15)],
                      train_top_terms=[t for t, _ in train.most_common(15)])
 
@@ -242,14 +243,16 @@ def diagnose(
         evidence.append(f"{fb['missing_doc_share']:.0%} of judged/served documents are not in the collection and "
                         f"{fb['no_positive_share']:.0%} of queries have no relevant judgment "
                         f"(threshold {DATA_ISSUE_SHARE:.0%})")
-    elif shift.jsd > SHIFT_RATIO * shift.jsd_in_domain_floor:
+    elif shift.jsd > SHIFT_RATIO * shift.jsd_in_domain_floor or shift.oov_share >= OOV_SHIFT:
         verdict = "corpus_shift"
-        evidence.append(f"query-term JSD vs training queries {shift.jsd:.3f} > {SHIFT_RATIO} x in-domain floor "
-                        f"{shift.jsd_in_domain_floor:.3f}; {shift.oov_share:.0%} of query terms unseen in training")
+        evidence.append(f"query-term JSD vs training queries {shift.jsd:.3f} (in-domain floor "
+                        f"{shift.jsd_in_domain_floor:.3f}, shift above {SHIFT_RATIO}x); {shift.oov_share:.0%} of "
+                        f"query terms unseen in training (shift at {OOV_SHIFT:.0%})")
     else:
         verdict = "model_regression"
         evidence.append(f"query terms match training (JSD {shift.jsd:.3f} <= {SHIFT_RATIO} x floor "
-                        f"{shift.jsd_in_domain_floor:.3f}), so the model, not the traffic, changed")
+                        f"{shift.jsd_in_domain_floor:.3f}, {shift.oov_share:.0%} unseen terms), so the model, not "
+                        "the traffic, changed")
     if baseline_ndcg10 is not None and served:
         evidence.append(f"served nDCG@10 on this traffic {fb['served_ndcg10']:.3f} vs the model's original-domain "
                         f"{baseline_ndcg10:.3f}")

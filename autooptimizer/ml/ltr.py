@@ -161,6 +161,7 @@ def fit_expert(
     threads: int = 1,
     progress: Progress | None = None,
     deadline: float | None = None,
+    gate_k: int = 5,
 ) -> tuple[ExpertParams, dict[str, np.ndarray], LtrFitReport]:
     """Fit an expert on judged feedback queries (collection doc ids in `qrels`).
 
@@ -253,7 +254,7 @@ def fit_expert(
     say("final adapter", 0.95)
     qt, yt = rows_for(np.arange(len(qids)))
     w_final, _, _, _ = train_adapter(qt, yt, docs, cfg, seed, epochs=epochs, threads=threads)
-    params = probe.model_copy(update={"file": f"experts/{name}.npz",
+    params = probe.model_copy(update={"file": f"experts/{name}.npz", "gate_threshold": gate_threshold(qvec, gate_k),
                                       "weights": {f: float(v) for f, v in zip(FEATURES, w, strict=True)}})
     report = LtrFitReport(
         train_queries=len(qids), augmented_queries=len(aug), folds=k, adapter_epochs=epochs,
@@ -264,6 +265,16 @@ def fit_expert(
     if not all(math.isfinite(v) for v in params.weights.values()):
         raise InputError("Fitted weights are not finite.", "Check the dataset; nothing was saved.")
     return params, {"W": w_final, "mem_q": qvec.astype(np.float32)}, report
+
+
+def gate_threshold(qvec: np.ndarray, k: int, quantile: float = 0.05) -> float:
+    """The 5th percentile of the feedback queries' leave-one-out gate scores: how close a query must be to this
+    domain's feedback to be routed to the expert."""
+    sims = qvec @ qvec.T
+    np.fill_diagonal(sims, -np.inf)
+    kk = min(k, len(qvec) - 1)
+    scores = np.sort(sims, axis=1)[:, -kk:].mean(1)
+    return round(float(np.quantile(scores, quantile)), 6)
 
 
 def _check_deadline(deadline: float | None) -> None:

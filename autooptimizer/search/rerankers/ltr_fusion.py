@@ -2,8 +2,10 @@
 
 One model version serves every domain, so new behaviour is gated: each *expert* was fitted on one domain's feedback
 and owns that domain's query embeddings. A query goes to the expert whose feedback queries it resembles most (mean of
-the top-k cosines), unless the original domain's reference queries (the parent's training queries) resemble it more;
-then the parent's own ranking is returned unchanged, so the original domain cannot regress.
+the top-k cosines) when that resemblance is at least the expert's calibrated threshold (the 5th percentile of its own
+feedback queries' leave-one-out scores) and higher than its resemblance to the original domain's reference queries
+(the parent's training queries). Otherwise the parent's own ranking is returned unchanged, so the original domain
+cannot regress.
 
 An expert scores the BM25 candidates with a linear model over per-query z-scored features:
 
@@ -48,6 +50,7 @@ class ExpertParams(BaseModel):
     rm3_lambda: float = 0.5
     mem_k: int = 10
     mem_power: float = 3.0
+    gate_threshold: float = Field(-1.0, description="min gate score to route here (5th pct of in-domain scores)")
 
 
 class LtrParams(BaseModel):
@@ -246,7 +249,7 @@ class LtrFusionReranker:
         best, best_score = None, gate_score(q, self.reference, k)
         for i, e in enumerate(self.experts):
             s = gate_score(q, e.mem_q, k)
-            if s > best_score:
+            if s > best_score and s >= e.p.gate_threshold:
                 best, best_score = i, s
         return best
 

@@ -1,0 +1,207 @@
+"""Training on tiny data: the ltr_fusion challenger (stored, registered, gated), SHAP on the trained model, NaN loss
+and missing aliases leave the registry unchanged, the neural trainers run end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from autooptimizer.errors import InputError, NotFoundError
+from autooptimizer.search import aliases, model_store
+from autooptimizer.search.model_store import ModelSpec
+from autooptimizer.search.sample_data import write_tiny_beir
+from autooptimizer.settings import get_settings
+
+TOPICS = {
+    "flutter": "wing flutter aeroelastic vibration panel",
+    "shock": "shock wave supersonic compression ramp",
+    "heat": "heat transfer boundary layer stagnation point",
+    "buckling": "buckling cylindrical shell axial load",
+    "jet": "jet noise turbulent mixing nozzle",
+    "hypersonic": "hypersonic viscous interaction leading edge",
+    "creep": "creep stress rupture high temperature alloy",
+    "slip": "slip flow rarefied gas knudsen",
+    "delta": "delta wing vortex lift slender",
+    "plate": "plate vibration natural frequency clamped",
+}
+
+
+def write_domain(root: Path) -> Path:
+    """A tiny aeronautics-like domain: 10 topics x 4 docs, 2 judged queries per topic (20 queries)."""
+    root.mkdir(parents=True, exist_ok=True)
+    corpus, queries, qrels = [], [], []
+    for t, (topic, words) in enumerate(TOPICS.items()):
+        w = words.split()
+        for i in range(4):
+            corpus.append({"_id": f"{topic}{i}", "title": f"{w[i % 5]} {w[(i + 1) % 5]} study",
+                           "text": f"measurements of {' '.join(w[i:] + w[:i])} in a {topic} experiment number {i}"})
+        for j in range(2):
+            qid = str(2 * t + j + 1)
+            queries.append({"_id": qid, "text": f"what is known about {w[j]} {w[j + 2]} and {w[4 - j]}"})
+            qrels += [(qid, f"{topic}{i}", 2 if i == j else 1) for i in range(4)]
+    (root / "corpus.jsonl").write_text("".join(json.dumps(d) + "\n" for d in corpus))
+    (root / "queries.jsonl").write_text("".join(json.dumps(q) + "\n" for q in queries))
+    (root / "qrels.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t{g}\n" for q, d, g in qrels))
+    return root
+
+
+@pytest.fixture
+def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
+    data = tmp_path / "data"
+    write_tiny_beir(data / "orig", with_split=True)
+    write_domain(data / "dom")
+    monkeypatch.setenv("AUTOOPT_DATA_DIR", str(data))
+    monkeypatch.setenv("AUTOOPT_THREADS", "1")
+    get_settings.cache_clear()
+    parent = ModelSpec(version="v1-parent", kind="bi_encoder", fusion_weight=0.6, rerank_depth=20)
+    model_store.save(parent)
+    aliases.set_alias(aliases.CHAMPION, parent.version)
+    aliases.set_alias(aliases.GOLD, parent.version)
+    return {"data": data, "parent": parent}
+
+
+def _feedback_dataset(world: dict, tmp_path: Path) -> str:
+    from autooptimizer.ml.dataset import build_dataset
+    from autooptimizer.ml.evaluate import load_split
+    from autooptimizer.ml.feedback import simulate_feedback, split_judged
+
+    collection, queries, qrels = load_split(world["data"] / "dom")
+    fb, _ = split_judged(sorted(queries), seed=0)
+    log = simulate_feedback(world["parent"], collection, {q: queries[q] for q in fb}, qrels,
+                            tmp_path / "feedback.jsonl", dataset="dom")
+    return build_dataset(log).hash
+
+
+def _registry_state() -> tuple:
+    from autooptimizer.ml import registry
+
+    c = registry.client()
+    try:
+        n = len(c.search_model_versions(f"name='{registry.REGISTERED_MODEL}'"))
+    except Exception:  # noqa: BLE001
+        n = 0
+    return tuple(model_store.list_versions()), json.dumps(aliases.all_aliases(), sort_keys=True), n
+
+
+def test_ltr_challenger_is_stored_registered_and_gated(world: dict, tmp_path: Path) -> None:
+    from autooptimizer.ml import registry
+    from autooptimizer.ml.evaluate import evaluate_spec
+    from autooptimizer.ml.train import TrainConfig, train
+
+    ds = _feedback_dataset(world, tmp_path)
+    res = train(ds, cfg=TrainConfig(trainer="ltr", original="orig", depth=20), artifacts_dir=tmp_path / "art")
+    spec = model_store.load(res.version)
+    assert spec.kind == "ltr_fusion" and spec.parent == "v1-parent" and spec.fusion_weight == 1.0
+    assert aliases.get_alias("challenger") == res.version
+    assert aliases.get_alias("champion") == "v1-parent", "training never touches the champion"
+    weights = Path(spec.resolved_encoder_path())
+    assert (weights / "reference.npz").is_file() and list((weights / "experts").glob("*.npz"))
+    assert res.report["train_queries"] == 10 and set(res.report["weights"]) >= {"bm25", "cos", "adapted"}
+    assert (tmp_path / "art" / "train_result.json").is_file()
+    # MLflow: a finished run with params and metrics, a registered version with the challenger alias
+    c = registry.client()
+    run = c.get_run(res.run_id)
+    assert run.info.status == "FINISHED" and run.data.params["trainer"] == "ltr"
+    assert "oof_ndcg10_fitted" in run.data.metrics
+    mv = registry.register_model(res.version)
+    assert "challenger" in mv.aliases and mv.run_id == res.run_id
+    # gated: original-domain queries are served exactly as the parent serves them
+    orig = get_settings().dataset("orig")
+    assert evaluate_spec(spec, orig, split="test") == evaluate_spec(world["parent"], orig, split="test")
+    new_c = evaluate_spec(spec, world["data"] / "dom")
+    new_p = evaluate_spec(world["parent"], world["data"] / "dom")
+    assert new_c.ndcg_at_10 >= new_p.ndcg_at_10 - 0.02
+
+
+def test_shap_report_on_the_trained_model(world: dict, tmp_path: Path) -> None:
+    from autooptimizer.ml.dataset import load_dataset
+    from autooptimizer.ml.diagnose import diagnose, write_report
+    from autooptimizer.ml.train import TrainConfig, train
+    from autooptimizer.search.beir import load_beir, load_collection
+
+    ds_hash = _feedback_dataset(world, tmp_path)
+    res = train(ds_hash, cfg=TrainConfig(trainer="ltr", original="orig", depth=20))
+    spec = model_store.load(res.version)
+    ds = load_dataset(ds_hash)
+    train_q = list(load_beir(get_settings().dataset("orig"), split="train").queries.values())
+    rep = diagnose(spec, load_collection(["dom"]), ds, train_q, n_queries=2, explainer="shap", max_evals=40)
+    path = write_report(rep, tmp_path / "diag")
+    data = json.loads(path.read_text())
+    assert set(data) >= {"queries", "under_weighted_terms", "term_shift", "verdict", "evidence", "model_version"}
+    assert data["verdict"] == "corpus_shift", data["evidence"]
+    assert data["term_shift"]["oov_share"] >= 0.5 and 0 < data["term_shift"]["jsd"] <= 1
+    assert len(data["queries"]) == 2
+    for q in data["queries"]:
+        assert q["method"] == "shap" and q["doc_id"].startswith("dom/")
+        vals = [a["value"] for a in q["attributions"]]
+        assert vals and any(abs(v) > 1e-6 for v in vals), "SHAP attributions are non-zero"
+    # LIME, the cheaper explainer, gives the same structure
+    lime = diagnose(spec, load_collection(["dom"]), ds, train_q, n_queries=1, explainer="lime")
+    assert lime.queries[0].method == "lime" and any(abs(a.value) > 0 for a in lime.queries[0].attributions)
+
+
+def test_nan_loss_and_missing_alias_leave_registry_unchanged(world: dict, tmp_path: Path) -> None:
+    from autooptimizer.ml import registry
+    from autooptimizer.ml.train import TrainConfig, train
+
+    ds = _feedback_dataset(world, tmp_path)
+    before = _registry_state()
+    with pytest.raises(InputError, match="loss became nan"):
+        train(ds, cfg=TrainConfig(trainer="bi_encoder", original="orig", max_steps=3, batch_size=4,
+                                  replay_pairs=0), _nan_at_step=1)
+    assert _registry_state() == before
+    c = registry.client()
+    runs = c.search_runs([c.get_experiment_by_name(registry.EXPERIMENT).experiment_id])
+    assert runs and runs[0].info.status == "FAILED"
+    with pytest.raises(NotFoundError, match="challenger"):
+        registry.get_alias("challenger")
+    with pytest.raises(NotFoundError):
+        train(ds, parent_version="v-missing")
+    with pytest.raises(NotFoundError):
+        registry.set_alias("gold", "v-missing")
+    assert _registry_state() == before
+
+
+def test_adapter_nan_is_a_clear_error() -> None:
+    from autooptimizer.ml.ltr import AdapterConfig, train_adapter
+
+    q = np.full((2, 4), np.nan, dtype=np.float32)
+    with pytest.raises(InputError, match="Adapter loss"):
+        train_adapter(q, np.ones((2, 3), dtype=np.float32), np.eye(3, 4, dtype=np.float32), AdapterConfig(), 0,
+                      epochs=2)
+
+
+def test_bi_encoder_trainer_runs_and_retunes_fusion(world: dict, tmp_path: Path) -> None:
+    from autooptimizer.ml.train import TrainConfig, train
+
+    ds = _feedback_dataset(world, tmp_path)
+    res = train(ds, cfg=TrainConfig(trainer="bi_encoder", original="orig", max_steps=3, batch_size=4, eval_every=2,
+                                    replay_pairs=2, max_seq_length=64), artifacts_dir=tmp_path / "art")
+    spec = model_store.load(res.version)
+    assert spec.kind == "bi_encoder" and spec.encoder_path == "weights"
+    assert (Path(spec.resolved_encoder_path()) / "config.json").is_file()
+    assert res.device == "cpu" and 1 <= res.steps <= 3 and res.samples_per_s and res.samples_per_s > 0
+    assert res.report["replay_pairs"] == 2 and res.report["fusion_weight_by_dev"]
+    assert res.report["stop_reason"] in ("max_steps", "early_stopping")
+    assert (tmp_path / "art" / "checkpoints" / "best").is_dir()
+
+
+def test_tools_are_registered_with_catalog_risks() -> None:
+    from autooptimizer.tools import load_all_tools
+    from autooptimizer.tools.ml import SetModelAliasArgs, TrainRerankerArgs, _alias_facts, _train_facts
+
+    reg = load_all_tools()
+    want = {"build_dataset": ("data", "change"), "explain_reranker": ("data", "read"),
+            "augment_dataset": ("data", "change"), "train_reranker": ("ml", "change"),
+            "evaluate_model": ("ml", "read"), "register_model": ("ml", "change"),
+            "delete_model": ("ml", "critical"), "set_model_alias": ("ml", "critical")}
+    for name, (owner, risk) in want.items():
+        spec = reg.get(name)
+        assert (spec.owner, spec.risk) == (owner, risk)
+    facts = _train_facts(TrainRerankerArgs(dataset="x", time_budget_s=100))
+    assert facts["estimated_cost"] == pytest.approx(100 * 0.0005)
+    assert _alias_facts(SetModelAliasArgs(alias="gold", version="v"))["target_is_gold"] is True
+    assert _alias_facts(SetModelAliasArgs(alias="challenger", version="v"))["target_is_gold"] is False

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-from fastapi import Depends, FastAPI, Header, Request
+from fastapi import Depends, FastAPI, Header, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
@@ -276,8 +276,6 @@ def create_app(service: SearchService) -> FastAPI:
             return
         given = (authorization or "").removeprefix("Bearer ").strip()
         if not hmac.compare_digest(given.encode(), svc.api_token.encode()):
-            from fastapi import HTTPException
-
             raise HTTPException(401, {"problem": "Missing or wrong bearer token.",
                                       "fix": "Send `Authorization: Bearer $AUTOOPT_API_TOKEN`."})
 

@@ -51,6 +51,7 @@ class DemoResult(BaseModel):
     timeline: list[dict[str, Any]] = Field(default_factory=list, description="[{t, phase, gates: {name: status}}]")
     stack: dict[str, Any] | None = None
     error: str | None = None
+    cycles: list[dict[str, Any]] = Field(default_factory=list, description="[{id, outcome, artifacts_dir}]")
 
 
 def gates_table(report: GateReport) -> Any:

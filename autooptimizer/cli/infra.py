@@ -129,14 +129,21 @@ def demo_cmd(
     rate: float = typer.Option(10.0, help="requests per second"),
     timeout: float = typer.Option(240.0, help="give up waiting for a phase after this many seconds"),
     model: str | None = typer.Option(None, help="model version to serve (default: the champion; bootstrapped)"),
+    gate_only: bool = typer.Option(False, "--gate-only", help="stop after the NDCG gate fires (no repair cycles)"),
     as_json: bool = typer.Option(False, "--json", help="print the phase record as JSON at the end"),
 ) -> None:
-    """Start Prometheus, the service and the simulator; shift the traffic; watch the NDCG gate go ok -> firing."""
+    """The main job: shift the traffic, watch the NDCG gate fire, repair it with a full cycle (challenger, A/B,
+    GitOps promotion), then roll back a deliberately bad promotion. Stops everything it started."""
     from autooptimizer.demo import DemoOptions, run_demo
 
     opts = DemoOptions(datasets=[d for d in datasets.split(",") if d], shift_to=shift_to, rate=rate,
                        phase_timeout=timeout, model=model)
-    result = run_demo(opts, live=not as_json)
+    extra = None
+    if not gate_only:
+        from autooptimizer.loop.demo_phases import LOOP_PHASES
+
+        extra = LOOP_PHASES
+    result = run_demo(opts, live=not as_json, extra_phases=extra)
     if as_json:
         _print_json(result.model_dump())
     else:

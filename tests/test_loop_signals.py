@@ -17,6 +17,8 @@ def test_ndcg_at_10_known_answers() -> None:
     assert ndcg_at_10(["a", "b"], {"a": 1}) == pytest.approx(1.0)
     assert ndcg_at_10(["b", "a"], {"a": 1}) == pytest.approx(1 / 1.5849625, rel=1e-6)
     assert ndcg_at_10(["x"], {}) == 0.0
+    # graded judgments use linear gain, like the service's /feedback and ir_measures
+    assert ndcg_at_10(["b", "a"], {"a": 2, "b": 1}) == pytest.approx((1 + 2 / 1.5849625) / (2 + 1 / 1.5849625))
 
 
 def test_feedback_log_samples_per_version(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -33,12 +33,12 @@ def feedback_log_path(settings: Settings) -> Path:
 
 
 def ndcg_at_10(served: list[str], judgments: dict[str, float]) -> float:
-    """NDCG@10 of one served ranking (exponential gain, as ir_measures' nDCG)."""
-    gains = [float(judgments.get(d, 0.0)) for d in served[:10]]
-    dcg = sum((2**g - 1) / math.log2(i + 2) for i, g in enumerate(gains))
-    ideal = sorted((float(v) for v in judgments.values()), reverse=True)[:10]
-    idcg = sum((2**g - 1) / math.log2(i + 2) for i, g in enumerate(ideal))
-    return dcg / idcg if idcg > 0 else 0.0
+    """NDCG@10 of one served ranking, with the service's formula (linear gain, as ir_measures); 0 when nothing
+    is judged relevant."""
+    from autooptimizer.search.metrics_eval import ndcg10_ranking
+
+    value = ndcg10_ranking(served, {d: int(g) for d, g in judgments.items()})
+    return 0.0 if value is None else value
 
 
 def _ts(rec: dict[str, Any]) -> float | None:

@@ -223,3 +223,13 @@ def test_operator_policy_change_takes_effect_after_reload(policy_copy: Path) -> 
 def test_unknown_environment_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="environment"):
         PDP("qa")
+
+
+def test_entry_points_stop_at_start_on_a_broken_policy_file(policy_copy: Path) -> None:
+    """load_all_tools() is what chat, crew, the loop and the API call first: it must refuse to start."""
+    from autooptimizer.tools import load_all_tools
+
+    _append(policy_copy / "cedar" / "staging.cedar", "permit (principal, action, resource) when { ")
+    with pytest.raises(ConfigError) as err:
+        load_all_tools()
+    assert "staging.cedar" in err.value.problem

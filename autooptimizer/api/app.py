@@ -44,6 +44,9 @@ def _cycle_view(rec: Any) -> dict[str, Any]:
 
 def create_app(settings: Settings | None = None, *, runner: CycleRunner | None = None,
                scheduler: Scheduler | None = None, start_scheduler: bool = True) -> FastAPI:
+    from autooptimizer.tools import load_all_tools
+
+    load_all_tools()  # a broken policy file stops the API at start, naming the file
     settings = settings or get_settings()
     runner = runner or CycleRunner(settings)
     scheduler = scheduler or Scheduler(runner)

@@ -444,18 +444,16 @@ def tool(
 
 
 def load_all_tools() -> ToolRegistry:
-    """Import the area tool modules (each registers its tools) and return the global registry.
-
-    A module that does not exist yet is skipped; a module that exists but fails to import raises.
-    """
+    """Import the area tool modules (each registers its tools), load and validate every environment's policies,
+    and return the global registry. Every entry point calls this at start, so a broken policy file stops startup
+    with the file and the reason instead of surfacing on the first tool call."""
     import importlib
 
+    from autooptimizer.policies.pdp import get_pdp
+    from autooptimizer.settings import ENVIRONMENTS
+
     for mod in TOOL_MODULES:
-        full = f"autooptimizer.tools.{mod}"
-        try:
-            importlib.import_module(full)
-        except ModuleNotFoundError as exc:
-            if exc.name != full:
-                raise
-            log.info("tool module %s not present; skipped", full)
+        importlib.import_module(f"autooptimizer.tools.{mod}")
+    for env in ENVIRONMENTS:
+        get_pdp(env)
     return REGISTRY

@@ -48,10 +48,34 @@ def write_domain(root: Path) -> Path:
     return root
 
 
+def write_original(root: Path) -> Path:
+    """The tiny 'original' domain (H1's sample topics but the aeronautics one, which is the new domain's) with 3 train
+    and 1 test query per topic, so the domain gate has a realistic reference set to learn from."""
+    from autooptimizer.search.sample_data import QUERIES
+    from autooptimizer.search.sample_data import TOPICS as ORIG
+
+    topics = [t for t in ORIG if t != "wing"]
+    write_tiny_beir(root, topics=topics, with_split=True)
+    queries, qrels = [], {"train": [], "test": []}
+    for topic in topics:
+        phrases = ORIG[topic]
+        forms = [QUERIES[topic], f"does {phrases[1]} change {phrases[3]}", f"{phrases[2]} and {phrases[4]} evidence",
+                 f"clinical role of {phrases[0]} for {phrases[2]}"]
+        for j, text in enumerate(forms):
+            split = "test" if j == 3 else "train"
+            queries.append({"_id": f"q-{topic}-{j}", "text": text, "split": split})
+            qrels[split] += [(f"q-{topic}-{j}", f"{topic}{i}", 2 if i == j % 5 else 1) for i in range(5)]
+    (root / "queries.jsonl").write_text("".join(json.dumps(q) + "\n" for q in queries))
+    for split, rows in qrels.items():
+        (root / "qrels" / f"{split}.tsv").write_text(
+            "query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t{g}\n" for q, d, g in rows))
+    return root
+
+
 @pytest.fixture
 def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
     data = tmp_path / "data"
-    write_tiny_beir(data / "orig", with_split=True)
+    write_original(data / "orig")
     write_domain(data / "dom")
     monkeypatch.setenv("AUTOOPT_DATA_DIR", str(data))
     monkeypatch.setenv("AUTOOPT_THREADS", "1")

@@ -147,6 +147,22 @@ def coordinate_ascent(feats: list[np.ndarray], gains: list[np.ndarray], ideals: 
     return w, best
 
 
+def bagged_coordinate_ascent(feats: list[np.ndarray], gains: list[np.ndarray], ideals: list[np.ndarray],
+                             w0: np.ndarray, bags: int, seed: int) -> np.ndarray:
+    """Mean of coordinate-ascent weights fitted on bootstrap resamples of the queries: with a few dozen queries one
+    fit chases noise; the average keeps only moves most resamples agree on."""
+    if bags <= 1:
+        return coordinate_ascent(feats, gains, ideals, w0)[0]
+    rng = np.random.default_rng(seed)
+    n = len(feats)
+    out = []
+    for _ in range(bags):
+        idx = rng.integers(0, n, n)
+        out.append(coordinate_ascent([feats[i] for i in idx], [gains[i] for i in idx], [ideals[i] for i in idx],
+                                     w0)[0])
+    return np.mean(out, axis=0)
+
+
 def fit_expert(
     name: str,
     queries: dict[str, str],
@@ -161,11 +177,13 @@ def fit_expert(
     threads: int = 1,
     progress: Progress | None = None,
     deadline: float | None = None,
-    gate_k: int = 5,
+    gate_negatives: np.ndarray | None = None,
+    bags: int = 0,
 ) -> tuple[ExpertParams, dict[str, np.ndarray], LtrFitReport]:
     """Fit an expert on judged feedback queries (collection doc ids in `qrels`).
 
     `augmented` adds (source query id, noisy query text) rows to the adapter's training set only.
+    `gate_negatives` are the query embeddings the domain gate must not claim (original domain, earlier experts).
     Returns (params, arrays for the expert npz, report)."""
     from autooptimizer.search.embeddings import doc_embeddings
     from autooptimizer.search.encoder import get_encoder
@@ -175,6 +193,8 @@ def fit_expert(
     cfg = cfg or AdapterConfig()
     say = progress or (lambda _m, _f: None)
     qids = [q for q in sorted(queries) if any(g > 0 for g in qrels.get(q, {}).values())]
+    if gate_negatives is None:
+        gate_negatives = np.zeros((0, 1), dtype=np.float32)
     if len(qids) < 4:
         raise InputError(f"Only {len(qids)} feedback queries have a relevant judgment; an expert needs at least 4.",
                          "Collect more feedback for the new domain before training.")
@@ -248,13 +268,15 @@ def fit_expert(
     w0[FEATURES.index("cos")] = parent_fusion_weight
     feats = [x for x in oof if x is not None]
     base = float(np.mean([ndcg10(x @ w0, g, i) for x, g, i in zip(feats, gains, ideals, strict=True)]))
-    w, fitted = coordinate_ascent(feats, gains, ideals, w0)
+    w = bagged_coordinate_ascent(feats, gains, ideals, w0, bags, seed)
+    fitted = float(np.mean([ndcg10(x @ w, g, i) for x, g, i in zip(feats, gains, ideals, strict=True)]))
 
     # 4) final adapter on every feedback query
     say("final adapter", 0.95)
     qt, yt = rows_for(np.arange(len(qids)))
     w_final, _, _, _ = train_adapter(qt, yt, docs, cfg, seed, epochs=epochs, threads=threads)
-    params = probe.model_copy(update={"file": f"experts/{name}.npz", "gate_threshold": gate_threshold(qvec, gate_k),
+    gate_w, gate_b = fit_gate(qvec, gate_negatives, seed)
+    params = probe.model_copy(update={"file": f"experts/{name}.npz", "gate_bias": gate_b,
                                       "weights": {f: float(v) for f, v in zip(FEATURES, w, strict=True)}})
     report = LtrFitReport(
         train_queries=len(qids), augmented_queries=len(aug), folds=k, adapter_epochs=epochs,
@@ -264,17 +286,20 @@ def fit_expert(
     )
     if not all(math.isfinite(v) for v in params.weights.values()):
         raise InputError("Fitted weights are not finite.", "Check the dataset; nothing was saved.")
-    return params, {"W": w_final, "mem_q": qvec.astype(np.float32)}, report
+    return params, {"W": w_final, "mem_q": qvec.astype(np.float32), "gate_w": gate_w}, report
 
 
-def gate_threshold(qvec: np.ndarray, k: int, quantile: float = 0.05) -> float:
-    """The 5th percentile of the feedback queries' leave-one-out gate scores: how close a query must be to this
-    domain's feedback to be routed to the expert."""
-    sims = qvec @ qvec.T
-    np.fill_diagonal(sims, -np.inf)
-    kk = min(k, len(qvec) - 1)
-    scores = np.sort(sims, axis=1)[:, -kk:].mean(1)
-    return round(float(np.quantile(scores, quantile)), 6)
+def fit_gate(positives: np.ndarray, negatives: np.ndarray, seed: int = 0) -> tuple[np.ndarray, float]:
+    """Class-balanced logistic regression: this domain's queries vs everything else the model already serves."""
+    from sklearn.linear_model import LogisticRegression
+
+    if len(negatives) == 0:
+        raise InputError("No reference queries of the original domain to fit the gate against.",
+                         "Make the original dataset's train split available (AUTOOPT_DATA_DIR).")
+    x = np.vstack([positives, negatives])
+    y = np.r_[np.ones(len(positives)), np.zeros(len(negatives))]
+    lr = LogisticRegression(C=1.0, class_weight="balanced", max_iter=2000, random_state=seed).fit(x, y)
+    return lr.coef_[0].astype(np.float32), float(lr.intercept_[0])
 
 
 def _check_deadline(deadline: float | None) -> None:

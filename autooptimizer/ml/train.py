@@ -51,6 +51,7 @@ class TrainConfig(BaseModel):
     hard_negatives: int = Field(3, ge=1)
     max_seq_length: int = 256
     depth: int = Field(100, ge=10, description="rerank depth of an ltr_fusion challenger")
+    bags: int = Field(0, ge=0, description="ltr: bootstrap bags for the feature weights (0 = one fit)")
 
 
 class TrainResult(BaseModel):
@@ -145,11 +146,16 @@ def train_ltr(dataset, parent, cfg: TrainConfig, collection=None, progress: Prog
         parent_w = float(ModelSpec.model_validate(fallback).fusion_weight)
     else:
         fallback, experts, parent_w = parent.content(), [], parent.fusion_weight
+    ref = reference_queries(parent, cfg.original) if ref is None else ref
+    others = [ref]
+    if parent.kind == "ltr_fusion":
+        for e in experts:
+            with np.load(Path(parent.resolved_encoder_path()) / e.file) as z:
+                others.append(z["mem_q"])
     params, arrays, report = fit_expert(
         name, dataset.original_queries(), dataset.qrels(), collection, parent_w, seed=cfg.seed, depth=cfg.depth,
         augmented=dataset.augmented_queries(), threads=get_settings().threads, progress=progress,
-        deadline=time.perf_counter() + cfg.time_budget_s)
-    ref = reference_queries(parent, cfg.original) if ref is None else ref
+        deadline=time.perf_counter() + cfg.time_budget_s, gate_negatives=np.vstack(others), bags=cfg.bags)
     tmp = Path(tempfile.mkdtemp(prefix="ltr-"))
     (tmp / "experts").mkdir()
     if parent.kind == "ltr_fusion":

@@ -1,11 +1,10 @@
 """`ltr_fusion`: a domain-gated learning-to-rank fusion, the challenger a corpus-shift repair trains.
 
 One model version serves every domain, so new behaviour is gated: each *expert* was fitted on one domain's feedback
-and owns that domain's query embeddings. A query goes to the expert whose feedback queries it resembles most (mean of
-the top-k cosines) when that resemblance is at least the expert's calibrated threshold (the 5th percentile of its own
-feedback queries' leave-one-out scores) and higher than its resemblance to the original domain's reference queries
-(the parent's training queries). Otherwise the parent's own ranking is returned unchanged, so the original domain
-cannot regress.
+and carries a domain classifier (logistic regression on the query embedding, class-balanced, trained to tell that
+domain's feedback queries from the original domain's training queries and from earlier experts' queries). A query goes
+to the expert with the highest probability when it is at least 0.5; otherwise the parent's own ranking is returned
+unchanged, so the original domain is served as before.
 
 An expert scores the BM25 candidates with a linear model over per-query z-scored features:
 
@@ -40,7 +39,7 @@ class ExpertParams(BaseModel):
     """One domain's fitted model. `weights` maps feature name -> linear weight."""
 
     name: str
-    file: str = Field(description="npz under the weights folder: W (dim x dim), mem_q (n x dim)")
+    file: str = Field(description="npz under the weights folder: W (dim x dim), mem_q (n x dim), gate_w (dim)")
     weights: dict[str, float]
     mem_docs: list[list[str]] = Field(default_factory=list, description="relevant doc ids per memory query")
     prf_docs: int = 5
@@ -50,7 +49,7 @@ class ExpertParams(BaseModel):
     rm3_lambda: float = 0.5
     mem_k: int = 10
     mem_power: float = 3.0
-    gate_threshold: float = Field(-1.0, description="min gate score to route here (5th pct of in-domain scores)")
+    gate_bias: float = Field(0.0, description="intercept of the domain classifier (its weights are in the npz)")
 
 
 class LtrParams(BaseModel):
@@ -59,7 +58,7 @@ class LtrParams(BaseModel):
     experts: list[ExpertParams]
     fallback: dict[str, Any] = Field(description="the parent ModelSpec (content) that serves ungated queries")
     reference_file: str = "reference.npz"
-    gate_k: int = 5
+    gate_min_probability: float = 0.5
 
 
 def zscore(x: np.ndarray) -> np.ndarray:
@@ -75,15 +74,6 @@ def adapt(q: np.ndarray, w: np.ndarray | None) -> np.ndarray:
     v = q + q @ w
     n = np.linalg.norm(v)
     return v / n if n > 0 else q
-
-
-def gate_score(q: np.ndarray, bank: np.ndarray, k: int) -> float:
-    """Mean of the top-k cosines between q and a bank of query embeddings (-1 for an empty bank)."""
-    if bank.size == 0:
-        return -1.0
-    sims = bank @ q
-    k = min(k, len(sims))
-    return float(np.sort(sims)[-k:].mean())
 
 
 class Rm3:
@@ -150,6 +140,7 @@ class Expert:
                 arrays = {k: z[k] for k in z.files}
         self.w = arrays.get("W")
         self.mem_q = arrays.get("mem_q", np.zeros((0, 1), dtype=np.float32))
+        self.gate_w = arrays.get("gate_w")
         self.weights = np.array([params.weights.get(f, 0.0) for f in FEATURES])
 
 
@@ -245,12 +236,13 @@ class LtrFusionReranker:
     # -- routing ---------------------------------------------------------------------------------------------------
     def route(self, q: np.ndarray) -> int | None:
         """Index of the expert serving this query embedding, or None for the fallback (parent) ranking."""
-        k = self.params.gate_k
-        best, best_score = None, gate_score(q, self.reference, k)
+        best, best_p = None, self.params.gate_min_probability
         for i, e in enumerate(self.experts):
-            s = gate_score(q, e.mem_q, k)
-            if s > best_score and s >= e.p.gate_threshold:
-                best, best_score = i, s
+            if e.gate_w is None:
+                continue
+            p = 1.0 / (1.0 + np.exp(-(float(q @ e.gate_w) + e.p.gate_bias)))
+            if p >= best_p:
+                best, best_p = i, p
         return best
 
     def rm3_for(self, expert: Expert, query: str, doc_ids: list[str], bm25_scores: np.ndarray) -> np.ndarray:

@@ -254,7 +254,8 @@ def run_demo(opts: DemoOptions | None = None, live: bool = True, extra_phases: l
             phase.seconds = phase.seconds or round(time.monotonic() - t, 2)
             result.phases.append(phase)
             if phase.status == "failed":
-                result.error = f"phase {phase.name} did not complete within {opts.phase_timeout:g} s"
+                why = phase.detail.get("reason") or f"did not complete within {opts.phase_timeout:g} s"
+                result.error = f"phase {phase.name} failed: {why}"
                 break
         else:
             result.ok = True

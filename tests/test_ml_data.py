@@ -151,3 +151,20 @@ def test_feedback_split_and_qids(tmp_path: Path, log: Path) -> None:
     assert read_qids(tmp_path / "ids.txt") == ["3", "7"]
     (tmp_path / "ids.json").write_text('["a", 2]')
     assert read_qids(tmp_path / "ids.json") == ["a", "2"]
+
+
+def test_augmentation_is_identical_across_processes(tmp_path: Path, log: Path) -> None:
+    """Same seed, same bytes, whatever PYTHONHASHSEED the process got (nlpaug keeps candidates in sets)."""
+    import subprocess
+    import sys
+
+    m = build_dataset(log)
+    outs = []
+    for hs in ("1", "2"):
+        out = tmp_path / f"p{hs}.csv"
+        code = ("from autooptimizer.ml.augment import augment_dataset as a; "
+                f"a({m.hash!r}, {str(out)!r}, size=8, mix=['spelling', 'keyboard'], seed=3)")
+        env = {**os.environ, "PYTHONHASHSEED": hs}
+        subprocess.run([sys.executable, "-c", code], check=True, env=env, capture_output=True, timeout=300)
+        outs.append(out.read_bytes())
+    assert outs[0] == outs[1]

@@ -135,9 +135,14 @@ def test_ltr_challenger_is_stored_registered_and_gated(world: dict, tmp_path: Pa
     # gated: original-domain queries are served exactly as the parent serves them
     orig = get_settings().dataset("orig")
     assert evaluate_spec(spec, orig, split="test") == evaluate_spec(world["parent"], orig, split="test")
-    new_c = evaluate_spec(spec, world["data"] / "dom")
-    new_p = evaluate_spec(world["parent"], world["data"] / "dom")
-    assert new_c.ndcg_at_10 >= new_p.ndcg_at_10 - 0.02
+    # ... while the new domain's queries are routed to the expert
+    from autooptimizer.ml.evaluate import load_split
+    from autooptimizer.search.rerankers import build_reranker
+
+    collection, queries, _ = load_split(world["data"] / "dom")
+    rr = build_reranker(spec, collection)
+    routes = [rr.route(v) for v in rr.encoder.encode(list(queries.values()))]
+    assert sum(r == 0 for r in routes) >= 0.8 * len(routes)
 
 
 def test_shap_report_on_the_trained_model(world: dict, tmp_path: Path) -> None:

@@ -2,8 +2,8 @@
 WordNet synonyms only when the WordNet data is installed (nltk + wordnet corpus; absent here by default).
 
 Applied to the weak slice: the dataset's queries the service served worst (lowest served nDCG@10). Each output line
-names its method and its source row, and the same seed gives byte-identical output (every line reseeds Python's and
-NumPy's RNGs from (seed, line), so nothing depends on what ran before).
+names its method and its source row, and the same seed gives byte-identical output, in any process (every line
+reseeds Python's and NumPy's RNGs from (seed, line), and candidate lists are sorted, not in hash order).
 """
 
 from __future__ import annotations
@@ -59,7 +59,10 @@ def make_augmenter(method: str):
     if method == "word_delete":
         return naw.RandomWordAug(action="delete", aug_p=0.15)
     if method == "spelling":
-        return naw.SpellingAug(aug_p=0.2)
+        aug = naw.SpellingAug(aug_p=0.2)
+        # nlpaug dedups misspellings with list(set(...)): order (and so output) would follow PYTHONHASHSEED
+        aug.model.dict = {k: sorted(v) for k, v in aug.model.dict.items()}
+        return aug
     if method == "synonym":
         return naw.SynonymAug(aug_src="wordnet", aug_p=0.2)
     raise InputError(f"Unknown augmentation method {method!r}.", f"Use some of {', '.join(ALL_METHODS)}.")

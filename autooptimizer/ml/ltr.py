@@ -7,7 +7,11 @@ RM3) and the judgments of similar past queries. The document embeddings stay the
 
 Stacking: the adapter used for a training query's features never saw that query (K-fold, out-of-fold), and the memory
 feature leaves the query itself out, so the linear weights are fitted on features that behave like held-out ones.
-Weights come from coordinate ascent on NDCG@10, starting at the parent's fusion (so "no change" is the baseline).
+The adapter's epoch count is early-stopped on a dev slice, scored the way the adapter is used (fused with BM25).
+Weights come from coordinate ascent on NDCG@10, starting at the parent's fusion (so "no change" is the baseline),
+averaged over bootstrap resamples of the queries (bagging) because a few dozen queries make one fit noisy.
+A class-balanced logistic regression on query embeddings (this domain vs the original domain's training queries and
+earlier experts) is the expert's gate.
 """
 
 from __future__ import annotations
@@ -20,7 +24,15 @@ import numpy as np
 from pydantic import BaseModel
 
 from autooptimizer.errors import InputError
-from autooptimizer.search.rerankers.ltr_fusion import FEATURES, Expert, ExpertParams, Rm3, expert_features
+from autooptimizer.search.rerankers.ltr_fusion import (
+    FEATURES,
+    Expert,
+    ExpertParams,
+    Rm3,
+    adapt,
+    expert_features,
+    zscore,
+)
 
 Progress = Callable[[str, float], None]
 CA_GRID = (-1.0, -0.5, -0.25, 0.0, 0.25, 0.5, 1.0, 1.5, 2.0)
@@ -66,15 +78,14 @@ def train_adapter(
     docs: np.ndarray,
     cfg: AdapterConfig,
     seed: int,
-    q_dev: np.ndarray | None = None,
-    y_dev: np.ndarray | None = None,
+    dev_fn: Callable[[np.ndarray | None], float] | None = None,
     epochs: int | None = None,
     threads: int = 1,
 ) -> tuple[np.ndarray, int, float, list[float]]:
     """Train W (dim x dim) for q' = norm(q + qW): listwise softmax over all docs, grades as target mass, L2 on W.
 
-    With a dev set: early stopping on dev nDCG@10 of the adapted cosine (patience in evaluations); returns
-    (W, best epoch count, best dev nDCG, loss curve). Without: exactly `epochs` epochs. NaN loss -> InputError.
+    With `dev_fn(W) -> dev nDCG@10`: early stopping on it (patience in evaluations); returns (W, best epoch count,
+    best dev nDCG, loss curve). Without: exactly `epochs` epochs. NaN loss -> InputError.
     """
     import torch
 
@@ -88,8 +99,8 @@ def train_adapter(
     opt = torch.optim.Adam([w], lr=cfg.lr)
     n_epochs = epochs if epochs is not None else cfg.max_epochs
     best_w, best_ep, best_dev, bad, curve = w.detach().clone(), 0, -1.0, 0, []
-    if q_dev is not None and y_dev is not None:
-        best_dev = _dev_ndcg(q_dev, y_dev, docs, None)
+    if dev_fn is not None:
+        best_dev = dev_fn(None)
     for ep in range(1, n_epochs + 1):
         qa = torch.nn.functional.normalize(q + q @ w, dim=1)
         logp = torch.log_softmax(qa @ d.T / cfg.tau, dim=1)
@@ -101,24 +112,17 @@ def train_adapter(
         loss.backward()
         opt.step()
         curve.append(round(float(loss.item()), 5))
-        if q_dev is not None and y_dev is not None and ep % cfg.eval_every == 0:
-            dev = _dev_ndcg(q_dev, y_dev, docs, w.detach().numpy())
+        if dev_fn is not None and ep % cfg.eval_every == 0:
+            dev = dev_fn(w.detach().numpy())
             if dev > best_dev + 1e-4:
                 best_w, best_ep, best_dev, bad = w.detach().clone(), ep, dev, 0
             else:
                 bad += 1
                 if bad >= cfg.patience:
                     break
-    if q_dev is None:
+    if dev_fn is None:
         best_w, best_ep = w.detach().clone(), n_epochs
     return best_w.numpy().astype(np.float32), best_ep, best_dev, curve
-
-
-def _dev_ndcg(q: np.ndarray, y: np.ndarray, docs: np.ndarray, w: np.ndarray | None) -> float:
-    qa = q if w is None else q + q @ w
-    qa = qa / np.linalg.norm(qa, axis=1, keepdims=True)
-    s = qa @ docs.T
-    return float(np.mean([ndcg10(s[i], y[i], y[i][y[i] > 0]) for i in range(len(q))]))
 
 
 def coordinate_ascent(feats: list[np.ndarray], gains: list[np.ndarray], ideals: list[np.ndarray], w0: np.ndarray,
@@ -236,14 +240,23 @@ def fit_expert(
         keep = np.isin(aug_src, train_idx)
         return (np.concatenate([qvec[train_idx], aug_vec[keep]]), np.concatenate([y[train_idx], y[aug_src[keep]]]))
 
-    # 1) adapter epochs by early stopping on a dev slice
+    # 1) adapter epochs by early stopping on a dev slice, judged the way the adapter is used: fused with BM25
     perm = rng.permutation(len(qids))
     n_dev = max(1, int(round(cfg.dev_fraction * len(qids))))
     dev, tr = perm[:n_dev], perm[n_dev:]
     qt, yt = rows_for(tr)
+
+    def dev_fn(w: np.ndarray | None) -> float:
+        out = []
+        for i in dev:
+            qa = adapt(qvec[i], w)
+            s = 0.4 * zscore(bm_s[i]) + 0.6 * zscore(vecs[i] @ qa)
+            out.append(ndcg10(s, gains[i], ideals[i]))
+        return float(np.mean(out))
+
     say("adapter: early stopping on a dev slice", 0.2)
-    _, epochs, dev_ndcg, curve = train_adapter(qt, yt, docs, cfg, seed, qvec[dev], y[dev], threads=threads)
-    base_dev = _dev_ndcg(qvec[dev], y[dev], docs, None)
+    _, epochs, dev_ndcg, curve = train_adapter(qt, yt, docs, cfg, seed, dev_fn, threads=threads)
+    base_dev = dev_fn(None)
     epochs = max(epochs, cfg.eval_every)
     _check_deadline(deadline)
 

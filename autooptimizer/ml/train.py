@@ -51,7 +51,7 @@ class TrainConfig(BaseModel):
     hard_negatives: int = Field(3, ge=1)
     max_seq_length: int = 256
     depth: int = Field(100, ge=10, description="rerank depth of an ltr_fusion challenger")
-    bags: int = Field(0, ge=0, description="ltr: bootstrap bags for the feature weights (0 = one fit)")
+    bags: int = Field(10, ge=0, description="ltr: bootstrap bags for the feature weights (0 or 1 = one fit)")
 
 
 class TrainResult(BaseModel):

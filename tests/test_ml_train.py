@@ -132,6 +132,8 @@ def test_ltr_challenger_is_stored_registered_and_gated(world: dict, tmp_path: Pa
     assert "oof_ndcg10_fitted" in run.data.metrics
     mv = registry.register_model(res.version)
     assert "challenger" in mv.aliases and mv.run_id == res.run_id
+    gold = registry.register_model("v1-parent")
+    assert set(gold.aliases) == {"champion", "gold"}, "the bootstrapped champion is mirrored as gold"
     # gated: original-domain queries are served exactly as the parent serves them
     orig = get_settings().dataset("orig")
     assert evaluate_spec(spec, orig, split="test") == evaluate_spec(world["parent"], orig, split="test")

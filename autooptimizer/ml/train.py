@@ -472,6 +472,7 @@ def train(
     shutil.rmtree(weights, ignore_errors=True)
     reg = registry.register_model(spec.version, run_id)
     registry.end_run(run_id)
+    registry.sync_bootstrap_aliases()  # the bootstrapped champion is also `gold`: mirror aliases.json into MLflow
     names = {}
     if set_challenger:
         registry.set_alias("challenger", spec.version)

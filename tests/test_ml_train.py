@@ -220,6 +220,17 @@ def test_bi_encoder_trainer_runs_and_retunes_fusion(world: dict, tmp_path: Path)
     assert (tmp_path / "art" / "checkpoints" / "best").is_dir()
 
 
+def test_cross_encoder_trainer_uses_the_same_pipeline(world: dict, tmp_path: Path) -> None:
+    from autooptimizer.ml.train import TrainConfig, train
+
+    ds = _feedback_dataset(world, tmp_path)
+    res = train(ds, cfg=TrainConfig(trainer="cross_encoder", original="orig", max_steps=2, batch_size=2,
+                                    eval_every=1, hard_negatives=2, replay_pairs=0, max_seq_length=64))
+    spec = model_store.load(res.version)
+    assert spec.kind == "cross_encoder" and spec.parent == "v1-parent" and res.steps >= 1
+    assert aliases.get_alias("challenger") == res.version and res.run_id
+
+
 def test_tools_are_registered_with_catalog_risks() -> None:
     from autooptimizer.tools import load_all_tools
     from autooptimizer.tools.ml import SetModelAliasArgs, TrainRerankerArgs, _alias_facts, _train_facts

@@ -284,7 +284,6 @@ def train_neural(dataset, parent, cfg: TrainConfig, collection=None, progress: P
                     hits.append(float(s[0] >= s.max()))
             net.train()
             return float(np.mean(hits)) if hits else 0.0
-        params_iter = net.parameters()
     else:
         from sentence_transformers import CrossEncoder
 
@@ -320,16 +319,15 @@ def train_neural(dataset, parent, cfg: TrainConfig, collection=None, progress: P
                 hits = [float(logits_for(b[0], group(b)).argmax().item() == 0) for b in dev_items[:32]]
             net.train()
             return float(np.mean(hits)) if hits else 0.0
-        params_iter = net.parameters()
 
     net.to(device)
     net.train()
-    opt = torch.optim.AdamW(params_iter, lr=cfg.lr)
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr)
     ckpt = Path(checkpoint_dir or tempfile.mkdtemp(prefix="ckpt-")) / "best"
     t0 = time.perf_counter()
     best_dev, bad, step, losses, seen = dev_score(), 0, 0, [], 0
     history = [{"step": 0, "dev": round(best_dev, 4)}]
-    model.save(str(ckpt)) if cfg.trainer == "bi_encoder" else model.save(str(ckpt))
+    model.save(str(ckpt))
     bar = tqdm(total=cfg.max_steps, desc=f"train {cfg.trainer}", unit="step", disable=False, leave=False)
     stop_reason = "max_steps"
     try:

@@ -13,6 +13,7 @@ from autooptimizer.loop.cycle import CycleOptions, CycleRunner
 from autooptimizer.loop.gitops import HelmPatch
 from autooptimizer.loop.release import Release
 from autooptimizer.loop.testing import SyntheticSource, TinyService, make_versions
+from autooptimizer.search import aliases
 from autooptimizer.settings import get_settings
 
 
@@ -87,7 +88,9 @@ def test_challenger_passing_ab_is_promoted_and_watched(service: TinyService) -> 
     ab = json.loads((art / "ab_test_results.json").read_text())
     assert ab["verdict"] == "pass" and ab["treatment"]["model_version"] == "v-b"
     assert [s.name for s in rec.steps] == ["monitor", "supervisor", "challenger", "canary", "ab_test", "promote",
-                                           "watch"]
+                                           "watch", "champion_alias"]
+    assert aliases.get_alias(aliases.CHAMPION) == "v-b", "the registry's champion follows what serves"
+    assert rec.summary["champion_alias"]["mlflow_version"]
     log = Release().git.log()
     assert [c.subject.split()[0] for c in log[:2]] == ["Promote", "Canary"]
 

@@ -1,8 +1,8 @@
 """One optimization cycle, from the gates to a watched deployment, journaled step by step.
 
     monitor (metrics agent: check_quality_gates) -> the supervisor picks the specialists for the fired gate ->
-      ndcg_drop:   data: explain_reranker, build_dataset, augment_dataset -> ml: train_reranker, evaluate_model,
-                   register_model -> devops: deploy_canary, start_ab_test, promote_model -> watch -> rollback?
+      ndcg_drop:   data: build_dataset, explain_reranker, augment_dataset -> ml: train_reranker, register_model,
+                   evaluate_model -> devops: deploy_canary, start_ab_test, promote_model -> watch -> rollback?
       p95_latency: devops: scale_service (then switch_variant to a smaller rerank depth once at the ceiling)
       cost_budget: devops: switch_variant (cheaper: smaller rerank depth)
       retries:     diagnostic report, then rollback_deployment when a recent deploy is suspect, else a restart
@@ -49,7 +49,9 @@ class CycleOptions(BaseModel):
     trigger: str = "manual"
     gate: Gate | None = None
     challenger: str | None = Field(None, description="an existing model version to A/B instead of training one")
-    domain_data: str | None = Field(None, description="the shifted domain's BEIR folder/name for retraining")
+    domain_data: str | None = Field(None, description="the shifted domain's BEIR folder/name for retraining "
+                                    "(default: the dataset most recent feedback comes from)")
+    original: str = Field("scifact", description="the original domain: its `test` split guards promotion")
     ab_min_samples: int | None = Field(None, ge=2)
     ab_max_duration_seconds: float | None = Field(None, gt=0)
     watch_seconds: float | None = Field(None, gt=0)
@@ -72,8 +74,8 @@ def plan_for(gate: str | None) -> list[dict[str, Any]]:
     """The supervisor's delegation for a fired gate: which specialist does what, in order."""
     plans: dict[str, list[dict[str, Any]]] = {
         "ndcg_drop": [
-            {"agent": "data", "tools": ["explain_reranker", "build_dataset", "augment_dataset"]},
-            {"agent": "ml", "tools": ["train_reranker", "evaluate_model", "register_model"]},
+            {"agent": "data", "tools": ["build_dataset", "explain_reranker", "augment_dataset"]},
+            {"agent": "ml", "tools": ["train_reranker", "register_model", "evaluate_model"]},
             {"agent": "devops", "tools": ["deploy_canary", "start_ab_test", "promote_model", "rollback_deployment"]},
         ],
         "p95_latency": [{"agent": "devops", "tools": ["scale_service", "switch_variant"]}],
@@ -378,6 +380,9 @@ class CycleRunner:
                                  artifacts=self._artifacts(cid))
             challenger = result["model_version"]
             state["challenger"] = challenger
+            ev = result["evaluation"]
+            state["offline"] = {side: {k: ev[side][k] for k in ("version", "new_domain_ndcg@10", "original_ndcg@10")}
+                                for side in ("champion", "challenger")} | {"promotable": result["promotable"]}
             if not result.get("promotable", False):
                 raise CycleStop("rejected_offline", f"challenger {challenger} failed the offline promotion rule: "
                                 f"{result.get('reason', 'see evaluation')}")
@@ -425,6 +430,8 @@ class CycleRunner:
         state["watch"] = verdict
         if not verdict["degraded"]:
             self.journal.mark_clean(cid)
+            if outcome_ok == "promoted":
+                self._move_champion(cid, state, new)
             return outcome_ok, f"{new} serves; the {seconds:.0f} s watch saw no degradation"
         if not self.profile.loop.rollback_on_degrade:
             raise_alert(self.settings, "AutoOptDegradedNoRollback", f"{new} degraded; rollbackOnDegrade is off",
@@ -444,6 +451,18 @@ class CycleRunner:
                     f"{'; '.join(verdict['reasons'])}", severity="critical",
                     labels={"cycle_id": cid, "model_version": new}, details=state["rollback"])
         return "rolled_back", f"{new} degraded and was rolled back to {rb['stable']}"
+
+    def _move_champion(self, cid: str, state: dict[str, Any], version: str) -> None:
+        """After a promotion survived its watch, the registry's `champion` alias follows what serves (ml agent,
+        gated). The deployment is already final: a refusal here is recorded and alerted, never rolled back."""
+        try:
+            res = self.step(cid, "champion_alias", lambda: self.tool(
+                state, "ml", "set_model_alias", {"alias": "champion", "version": version}, evidence={"cycle_id": cid}))
+            state["champion_alias"] = {"version": version, "mlflow_version": res.get("mlflow_version")}
+        except (CycleStop, AutoOptError) as exc:
+            state["champion_alias"] = {"version": version, "error": str(exc)}
+            raise_alert(self.settings, "AutoOptAliasNotMoved", f"{version} serves but `champion` was not moved: {exc}",
+                        labels={"cycle_id": cid, "model_version": version})
 
     def _watch_path(self, cid: str, opts: CycleOptions, state: dict[str, Any]) -> tuple[str, str]:
         """Watch the latest deployment commit against the one before it (e.g. after a manual deploy)."""

@@ -62,14 +62,21 @@ def phase_fix(ctx: Any) -> Any:
 
     runner = _runner(ctx)
     t0 = time.monotonic()
-    rec = runner.run(CycleOptions(trigger="demo", domain_data=ctx.opts.shift_to, seed=ctx.opts.seed))
+    rec = runner.run(CycleOptions(trigger="demo", domain_data=ctx.opts.shift_to, original=ctx.opts.datasets[0],
+                                  seed=ctx.opts.seed))
     _record(ctx, rec)
     serving = _serving(ctx)
     ok = rec.outcome == "promoted" and serving == rec.summary.get("challenger")
+    shift_wall = time.time() - (time.monotonic() - (ctx.shifted_at or t0))
+    promote = next((s for s in rec.steps if s.name == "promote" and s.finished_at), None)
     detail = {"cycle_id": rec.id, "outcome": rec.outcome, "reason": rec.summary.get("reason"),
               "challenger": rec.summary.get("challenger"), "serving": serving, "artifacts_dir": rec.artifacts_dir,
-              "ab_verdict": rec.summary.get("ab_verdict"), "shift_to_promoted_s": round(time.monotonic() - t0, 1),
-              "steps": [(s.name, s.status) for s in rec.steps]}
+              "ab_verdict": rec.summary.get("ab_verdict"), "offline": rec.summary.get("offline"),
+              "cycle_s": round(time.monotonic() - t0, 1),
+              "shift_to_promoted_s": round(promote.finished_at - shift_wall, 1) if promote else None,
+              "shift_to_watched_s": round(time.monotonic() - (ctx.shifted_at or t0), 1),
+              "steps": [(s.name, s.status, round((s.finished_at or s.started_at) - s.started_at, 1))
+                        for s in rec.steps]}
     return DemoPhase(name="fix", status="ok" if ok else "failed", detail=detail)
 
 

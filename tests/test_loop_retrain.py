@@ -1,0 +1,185 @@
+"""The retrain half of an NDCG cycle on tiny data: the real tools through the real registry/PDP/audit, MLflow (sqlite),
+the live feedback log in the service's format; held-out queries never reach training."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import yaml
+from test_ml_train import write_domain, write_original  # tests/ is on sys.path (pytest prepend import mode)
+
+from autooptimizer.errors import InputError
+from autooptimizer.loop import retrain
+from autooptimizer.search import aliases, model_store
+from autooptimizer.search.model_store import ModelSpec
+from autooptimizer.settings import get_settings
+
+CHAMPION = "v1-parent"
+
+
+class _PromSpend(BaseHTTPRequestHandler):
+    """Answers every instant query like Prometheus with the value 0 (no spend yet: the training budget is known)."""
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        body = json.dumps({"status": "success", "data": {"resultType": "vector",
+                                                         "result": [{"metric": {}, "value": [0, "0"]}]}}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def prometheus(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _PromSpend)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    monkeypatch.setenv("AUTOOPT_PROMETHEUS_URL", url)
+    get_settings.cache_clear()
+    yield url
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    root = tmp_path / "data"
+    write_original(root / "scifact")  # the tools' original domain is `scifact` by name
+    write_domain(root / "dom")
+    monkeypatch.setenv("AUTOOPT_DATA_DIR", str(root))
+    monkeypatch.setenv("AUTOOPT_THREADS", "1")
+    get_settings.cache_clear()
+    return root
+
+
+def _live_log(data: Path, spec: ModelSpec, tmp_path: Path) -> Path:
+    """The service's feedback log as the simulator fills it: query_id "<dataset>/<id>", no `dataset` field; SciFact
+    traffic first, then every judged `dom` query (held-out ones too), one record served by another version."""
+    from autooptimizer.ml.evaluate import load_split
+    from autooptimizer.ml.feedback import simulate_feedback
+
+    lines = []
+    for name, split in (("scifact", "train"), ("dom", None)):
+        collection, queries, qrels = load_split(data / name, split)
+        out = simulate_feedback(spec, collection, queries, qrels, tmp_path / f"{name}.jsonl", dataset=name)
+        for line in out.read_text().splitlines():
+            rec = json.loads(line)
+            lines.append({**rec, "query_id": f"{name}/{rec['query_id']}", "dataset": None})
+    lines.append({**lines[-1], "model_version": "v-other"})
+    log = get_settings().path("feedback", "feedback.jsonl")
+    log.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    return log
+
+
+def test_helpers_split_filter_and_holdout_folder(data: Path, tmp_path: Path) -> None:
+    from autooptimizer.ml.feedback import split_judged
+    from autooptimizer.search.beir import load_beir
+
+    fb, held = retrain.domain_split("dom", seed=3)
+    assert (fb, held) == split_judged([str(i) for i in range(1, 21)], 3) and len(fb) == len(held) == 10
+    assert retrain.normalise({"query_id": "cran/12", "dataset": None}) == {"query_id": "12", "dataset": "cran"}
+    assert retrain.normalise({"query_id": "12", "dataset": "cran"}) == {"query_id": "12", "dataset": "cran"}
+
+    log = tmp_path / "fb.jsonl"
+    rows = [{"query_id": f"dom/{q}", "query": "x", "model_version": "m", "judgments": {}} for q in ["1", "2", "3"]]
+    rows += [{"query_id": "other/9", "query": "y", "model_version": "m", "judgments": {}},
+             {"query_id": "dom/4", "query": "z", "model_version": "n", "judgments": {}}]
+    log.write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"torn": ')
+    assert retrain.shifted_domain(log) == "dom"
+    info = retrain.extract_feedback(log, "dom", "m", {"2"}, tmp_path / "out.jsonl")
+    kept = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert [r["query_id"] for r in kept] == ["1", "3"] and {r["dataset"] for r in kept} == {"dom"}
+    assert info["records"] == 2 and info["held_out_records_dropped"] == 1
+    with pytest.raises(InputError, match="no dom record served by nobody"):
+        retrain.extract_feedback(log, "dom", "nobody", set(), tmp_path / "none.jsonl")
+
+    folder = retrain.holdout_folder("dom", held, tmp_path / "holdout")
+    assert folder.name == "dom" and (folder / "corpus.jsonl").is_symlink()
+    ds = load_beir(folder)
+    assert set(ds.judged_queries()) == set(held) and set(ds.qrels) == set(held)
+    full = load_beir(data / "dom")
+    assert all(ds.qrels[q] == full.qrels[q] for q in held)
+
+
+def test_demo_replays_only_the_feedback_half_of_the_shift_domain(data: Path) -> None:
+    from autooptimizer.demo import DemoOptions, demo_workload
+
+    wl = demo_workload(DemoOptions(datasets=["scifact"], shift_to="dom", max_queries=5, seed=4))
+    fb, held = retrain.domain_split("dom", 4)
+    assert sorted(q.query_id for q in wl.queries["dom"]) == fb
+    assert not {q.query_id for q in wl.queries["dom"]} & set(held)
+    assert len(wl.queries["scifact"]) == 5
+
+
+def test_retrain_runs_the_tools_in_order_and_keeps_the_holdout_out(data: Path, tmp_path: Path,
+                                                                   prometheus: str) -> None:
+    from autooptimizer.loop.cycle import CycleOptions, CycleRunner
+    from autooptimizer.ml import registry
+    from autooptimizer.ml.dataset import load_dataset
+
+    spec = ModelSpec(version=CHAMPION, kind="bi_encoder", fusion_weight=0.6, rerank_depth=20)
+    model_store.save(spec)
+    aliases.set_alias(aliases.CHAMPION, CHAMPION)
+    aliases.set_alias(aliases.GOLD, CHAMPION)
+    _live_log(data, spec, tmp_path)
+
+    runner = CycleRunner()
+    opts = CycleOptions(trigger="test", seed=1)  # no domain given: inferred from the recent traffic
+    rec = runner._begin(opts)
+    state: dict = {"options": opts.model_dump(), "decisions": []}
+    art = Path(rec.artifacts_dir)
+    out = retrain.run_retrain(runner, rec.id, opts, state, champion=CHAMPION, artifacts=art)
+
+    assert state["domain"] == "dom"
+    calls = [(d["agent"], d["tool"], d["decision"]) for d in state["decisions"]]
+    assert calls == [("data", "build_dataset", "permit"), ("data", "explain_reranker", "permit"),
+                     ("data", "augment_dataset", "permit"), ("data", "build_dataset", "permit"),
+                     ("ml", "train_reranker", "permit"), ("ml", "register_model", "permit")] + \
+        [("ml", "evaluate_model", "permit")] * 4
+    steps = [s.name for s in runner.journal.get(rec.id).steps]
+    assert steps == ["split", "feedback", "dataset", "diagnose", "augment", "dataset_final", "train", "register",
+                     "evaluate"]
+    for name in ("split.json", "feedback.jsonl", "base.dataset_manifest.yaml", "dataset_manifest.yaml",
+                 "diagnostic_report.json", "augmented_dataset.csv", "mlflow_run_id.txt", "evaluation.json"):
+        assert (art / name).is_file(), name
+
+    split = json.loads((art / "split.json").read_text())
+    held = set(split["holdout"])
+    assert (split["feedback"], split["holdout"]) == tuple(map(list, retrain.domain_split("dom", 1)))
+    fed = [json.loads(x) for x in (art / "feedback.jsonl").read_text().splitlines()]
+    assert {r["query_id"] for r in fed} == set(split["feedback"]), "every served feedback query, no held-out one"
+    assert {(r["dataset"], r["model_version"]) for r in fed} == {("dom", CHAMPION)}
+
+    final = yaml.safe_load((art / "dataset_manifest.yaml").read_text())
+    base = yaml.safe_load((art / "base.dataset_manifest.yaml").read_text())
+    assert final["domains"] == ["dom"] and final["parent_version"] == CHAMPION
+    assert final["parent_dataset"] == base["hash"] and final["counts"]["augmented_queries"] > 0
+    ds = load_dataset(final["hash"])
+    assert not {q.query_id for q in ds.queries} & held, "held-out queries never reach training"
+
+    report = json.loads((art / "diagnostic_report.json").read_text())
+    assert report["verdict"] in ("corpus_shift", "model_regression", "data_issue") and report["queries"]
+
+    challenger = out["model_version"]
+    assert challenger.startswith("ltr-") and model_store.exists(challenger)
+    run_id = (art / "mlflow_run_id.txt").read_text().strip()
+    assert run_id == out["mlflow_run_id"] and registry.client().get_run(run_id).info.status == "FINISHED"
+    assert aliases.get_alias("challenger") == challenger and aliases.get_alias(aliases.CHAMPION) == CHAMPION
+
+    ev = json.loads((art / "evaluation.json").read_text())
+    assert ev["champion"]["version"] == CHAMPION and ev["challenger"]["version"] == challenger
+    assert ev["champion"]["new_domain_queries"] == len(held) == ev["holdout"]["queries"]
+    assert ev["champion"]["original_queries"] == 5, "the original domain's test split (1 query per topic)"
+    assert ev["challenger"]["original_ndcg@10"] == ev["champion"]["original_ndcg@10"], "gated expert"
+    assert out["promotable"] is ev["promotable"] and ev["reasons"]
+    gain = ev["challenger"]["new_domain_ndcg@10"] - ev["champion"]["new_domain_ndcg@10"]
+    assert ev["promotable"] == (gain >= ev["new_domain_margin"])

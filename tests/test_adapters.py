@@ -12,8 +12,8 @@ from autooptimizer.agents.testing import demo_registry
 from autooptimizer.tools.adapters.autogen import RegistryWorkbench
 from autooptimizer.tools.adapters.langchain import langchain_tools
 
-DENIED = {"model_version": "7", "canary_weight": 0.9}  # canary weight above 0.5: deny in every env
-PERMITTED = {"model_version": "7", "canary_weight": 0.2}
+DENIED = {"model_version": "7", "weight": 0.9}  # canary weight above 0.5: deny in every env
+PERMITTED = {"model_version": "7", "weight": 0.2}
 
 
 def _by_name(tools):
@@ -40,8 +40,8 @@ def test_autogen_denied_tool_does_not_run():
     out = json.loads(res.result[0].content)
     assert res.is_error and out["decision"] == "deny" and not out["executed"] and world.executed == []
     # a tool the agent does not own, and malformed arguments, reach the registry and are denied there
-    other = json.loads(asyncio.run(wb.call_tool("train_reranker", {"train_path": "/x"})).result[0].content)
-    bad = json.loads(asyncio.run(wb.call_tool("deploy_canary", {"canary_weight": "lots"})).result[0].content)
+    other = json.loads(asyncio.run(wb.call_tool("train_reranker", {"dataset": "x"})).result[0].content)
+    bad = json.loads(asyncio.run(wb.call_tool("deploy_canary", {"weight": "lots"})).result[0].content)
     assert other["decision"] == bad["decision"] == "deny" and world.executed == []
     assert "Invalid arguments" in bad["error"]
     res = asyncio.run(wb.call_tool("deploy_canary", PERMITTED))

@@ -25,7 +25,7 @@ def test_trace_nests_agent_tool_and_pdp_spans_and_cli_renders_it():
         with tr.span("agent:metrics", kind="agent"):
             call_tool("metrics", "check_quality_gates", {}, reg)
         with tr.span("agent:devops", kind="agent"):
-            call_tool("devops", "deploy_canary", {"model_version": "2", "canary_weight": 0.9}, reg)
+            call_tool("devops", "deploy_canary", {"model_version": "2", "weight": 0.9}, reg)
     spans = {s.name: s for s in trace_store().spans(tr.trace_id)}
     assert spans["chat"].parent_id is None
     assert spans["tool:check_quality_gates"].parent_id == spans["agent:metrics"].span_id

@@ -1,46 +1,27 @@
 """The offline planner: the built-in "model" used when no LLM is configured.
 
 It is deterministic. The supervisor routes the goal with the embedding router and delegates along the
-playbook; a specialist runs its job's tools in order, filling arguments from the goal, from earlier tool
-results and from the environment profile, and reports back. It reads and writes only the framework-neutral
-`Turn`/`Action`; `autogen_client.py` and `crews/llm.py` translate to each framework's model interface, so the
-real AutoGen and CrewAI machinery runs around it.
+playbook; a specialist runs its job's steps in order, each step's arguments built explicitly for the real tool
+(`agents/arguments.py`) from earlier results, the goal and the environment profile, and reports back. It reads
+and writes only the framework-neutral `Turn`/`Action`; `autogen_client.py` and `crews/llm.py` translate to each
+framework's model interface, so the real AutoGen and CrewAI machinery runs around it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from autooptimizer.agents.arguments import Facts, MissingInput, StepContext, build_args, condition, learn
 from autooptimizer.agents.goal import read_goal
-from autooptimizer.agents.playbooks import load_playbooks
+from autooptimizer.agents.playbooks import Job, load_playbooks
 from autooptimizer.agents.protocol import Delegation, Outcome, Report, Resume
 from autooptimizer.agents.router import CLARIFY
 from autooptimizer.agents.specs import SUPERVISOR
-from autooptimizer.search import metric_names as m
 
 MAX_ATTEMPTS = 3
-CHEAP_RERANK_DEPTH = 20  # switch_variant default: score fewer BM25 candidates (cheaper), unless the goal says
-# Argument names a tool may use for the same fact (first found wins; the field's own name is tried first).
-ALIASES: dict[str, list[str]] = {
-    "model_version": ["version", "challenger_version", "candidate_version", "registered_version"],
-    "version": ["model_version", "challenger_version", "candidate_version", "registered_version"],
-    "challenger_version": ["model_version", "version", "registered_version"],
-    "challenger": ["challenger_version", "model_version", "version"],
-    "candidate": ["model_version", "version"],
-    "champion_version": ["champion"],
-    "weight": ["canary_weight"],
-    "canary_weight": ["weight"],
-    "dataset": ["dataset_name"],
-    "dataset_name": ["dataset"],
-    "dataset_path": ["augmented_path", "output_path", "path"],
-    "train_path": ["augmented_path", "dataset_path", "output_path", "path"],
-    "max_steps": ["steps"],
-    "steps": ["max_steps"],
-}
 CLARIFY_TEXT = ("I can help with the search service: its metrics and quality gates, training data and diagnosis, "
                 "retraining and evaluation, or deployments (A/B, canary, promotion, rollback, scaling). "
                 "What would you like me to do? No action was taken.")
@@ -68,119 +49,38 @@ class Action(BaseModel):
     text: str = ""
 
 
-def flatten_facts(outcomes: list[Outcome]) -> dict[str, Any]:
-    """Scalar facts from executed results (later results win), plus gate statuses."""
-    facts: dict[str, Any] = {}
-    for o in outcomes:
-        if not o.executed or o.error or not isinstance(o.result, dict):
-            continue
-        nested: dict[str, Any] = {}
-        for k, v in o.result.items():
-            if isinstance(v, dict):
-                nested.update({k2: v2 for k2, v2 in v.items() if _scalar(v2)})
-            elif _scalar(v):
-                facts[k] = v
-        for k, v in nested.items():
-            facts.setdefault(k, v)
-        if o.tool == "check_quality_gates":
-            gates = o.result.get("gates") or []
-            facts["gates_firing"] = list(o.result.get("firing") or [])
-            facts["gates_all_ok"] = bool(gates) and all(g.get("status") == "ok" for g in gates)
-    return facts
-
-
-def _scalar(v: Any) -> bool:
-    return isinstance(v, str | int | float | bool) and not (isinstance(v, str) and len(v) > 500)
-
-
-def _coerce(value: Any, prop: dict) -> tuple[bool, Any]:
-    """Fit a fact to a JSON-schema property; (False, None) when it does not fit."""
-    if "anyOf" in prop:
-        for option in prop["anyOf"]:
-            if option.get("type") != "null":
-                ok, v = _coerce(value, option)
-                if ok:
-                    return ok, v
-        return False, None
-    allowed = prop.get("enum") or ([prop["const"]] if "const" in prop else None)
-    kind = prop.get("type")
-    try:
-        if kind == "integer":
-            if isinstance(value, bool):
-                return False, None
-            value = int(float(value))
-        elif kind == "number":
-            if isinstance(value, bool):
-                return False, None
-            value = float(value)
-        elif kind == "string":
-            if isinstance(value, dict | list):
-                return False, None
-            value = str(value)
-        elif kind == "boolean":
-            if not isinstance(value, bool):
-                return False, None
-        elif kind in ("array", "object"):
-            return False, None
-    except (TypeError, ValueError):
-        return False, None
-    if allowed is not None and value not in allowed:
-        return False, None
-    if kind in ("integer", "number"):
-        if "minimum" in prop and value < prop["minimum"]:
-            return False, None
-        if "maximum" in prop and value > prop["maximum"]:
-            return False, None
-    return True, value
-
-
-def fill_args(schema: dict, *sources: dict) -> tuple[dict, list[str]]:
-    """Arguments for a tool from fact dicts in priority order; returns (args, missing required fields)."""
+def complete_args(schema: dict, args: dict) -> tuple[dict, list[str]]:
+    """Fill required fields that have a schema default (strict schemas, as CrewAI sends them, list defaulted
+    fields as required); return the args and the required fields still missing."""
     props = schema.get("properties") or {}
-    required = set(schema.get("required") or [])
-    args: dict = {}
-    for field, prop in props.items():
-        for name in [field, *ALIASES.get(field, [])]:
-            found = next((src[name] for src in sources if src.get(name) is not None), None)
-            if found is None:
-                continue
-            ok, value = _coerce(found, prop)
-            if ok:
-                args[field] = value
-                break
-        if field not in args and field in required and "default" in prop:
-            args[field] = prop["default"]  # strict schemas (CrewAI) list defaulted fields as required
-    return args, sorted(required - set(args))
+    out = dict(args)
+    for field in schema.get("required") or []:
+        if field not in out and "default" in (props.get(field) or {}):
+            out[field] = props[field]["default"]
+    return out, sorted(set(schema.get("required") or []) - set(out))
 
 
-def _defaults(agent: str, tool: str, goal: str, facts: dict) -> dict:
-    """Playbook defaults: the PromQL to read, the profile's canary weight, one more replica."""
-    from autooptimizer.profiles import load_profile
+def run_env() -> str:
+    """The environment this conversation acts in: the run's (`--env`), else AUTOOPT_ENV. Never the goal's text."""
     from autooptimizer.settings import get_settings
+    from autooptimizer.tools.adapters.common import current_run
 
-    env = facts.get("env") or get_settings().env
-    out: dict[str, Any] = {"env": env}
-    lowered = goal.lower()
-    if tool == "query_metrics":
-        if any(w in lowered for w in ("latency", "p95", "slow")):
-            out["promql"] = f"histogram_quantile(0.95, sum(rate({m.REQUEST_SECONDS}_bucket[5m])) by (le))"
-        elif any(w in lowered for w in ("cost", "budget", "spend")):
-            out["promql"] = f"sum({m.COST_TOTAL})"
-        elif "error" in lowered:
-            out["promql"] = f"sum(rate({m.ERRORS_TOTAL}[5m]))"
-        else:
-            out["promql"] = f"sum(rate({m.FEEDBACK_NDCG}_sum[5m])) / sum(rate({m.FEEDBACK_NDCG}_count[5m]))"
-    if tool in ("deploy_canary", "start_ab_test"):
-        with contextlib.suppress(Exception):  # a missing profile leaves the tool's own default
-            out["canary_weight"] = load_profile(env).ab_test.canary_weight
-    if tool == "rollback_deployment":
-        out["reason"] = f"requested by the operator's goal: {goal[:200]}"
-    if tool == "switch_variant":
-        out["rerank_depth"] = CHEAP_RERANK_DEPTH
-    if tool == "scale_service":
-        current = facts.get("replicas")
-        out["replicas"] = int(current) + 1 if isinstance(current, int | float) else 2
-    return out
+    return current_run().env or get_settings().env
+
+
+def offline_regression(facts: dict, env: str) -> str | None:
+    """Why a freshly trained challenger must not be deployed: it scores below the champion on the same data by more
+    than the profile's `promotion.originalTolerance`. None when it may go on to the canary and A/B test."""
+    from autooptimizer.profiles import load_profile
+
+    new, old = facts.get("challenger_ndcg10"), facts.get("champion_ndcg10")
+    if not isinstance(new, int | float) or not isinstance(old, int | float):
+        return None
+    tolerance = load_profile(env).promotion.original_tolerance
+    if new < old - tolerance:
+        return (f"the challenger scores nDCG@10 {new:.4f} offline, below the champion's {old:.4f} by more than "
+                f"{tolerance}; it was not deployed")
+    return None
 
 
 class OfflinePlanner:
@@ -212,19 +112,23 @@ class OfflinePlanner:
         facts: dict[str, Any] = {}
         latest = {r.agent: r for r in turn.reports}
         done: list[Report] = []
-        for i, agent in enumerate(plan):
+        for i, (agent, job_name) in enumerate(plan):
             report = latest.get(agent)
             if report is None:
-                job = self.playbooks.job(agent, turn.goal).name if i == 0 else self.playbooks.default_job(agent).name
-                return Action(kind="delegate", delegation=Delegation(agent=agent, goal=turn.goal, job=job,
+                job = (self.playbooks.job(agent, turn.goal) if i == 0
+                       else self.playbooks.job(agent, "", job_name) if job_name else self.playbooks.default_job(agent))
+                return Action(kind="delegate", delegation=Delegation(agent=agent, goal=turn.goal, job=job.name,
                                                                      facts=facts))
             done.append(report)
             facts.update(report.facts)
             if report.status != "done":
                 break
-            if agent == "metrics" and len(plan) > 1 and report.facts.get("gates_all_ok"):
+            last = i == len(plan) - 1
+            if agent == "metrics" and not last and report.facts.get("gates_all_ok"):
                 return Action(kind="final", text=self._answer(route.agent, done, "All quality gates pass; "
                                                               "nothing needs fixing, so no change was made."))
+            if agent == "ml" and not last and (why := offline_regression(facts, run_env())):
+                return Action(kind="final", text=self._answer(route.agent, done, f"Stopped: {why}."))
         return Action(kind="final", text=self._answer(route.agent, done))
 
     @staticmethod
@@ -242,58 +146,77 @@ class OfflinePlanner:
 
     # --- specialists ---------------------------------------------------------------------------------------------
     def _specialist(self, turn: Turn) -> Action:
+        """Walk the job's steps over the outcomes so far (in order): the first step without a finished outcome is
+        the next call; a denial, a pending approval or an error ends the job with a report."""
         goal = turn.delegation.goal if turn.delegation else turn.goal
         job = self.playbooks.job(turn.agent, goal, turn.delegation.job if turn.delegation else None)
-        given = dict(turn.delegation.facts) if turn.delegation else {}
-        asked = read_goal(goal).as_facts()
+        ctx = StepContext(goal_text=goal, goal=read_goal(goal), env=run_env(),
+                          facts=Facts.model_validate(turn.delegation.facts if turn.delegation else {}))
+        outcomes, cursor = turn.outcomes, 0
+        lines: list[str] = []
         skipped: list[str] = []
         for step in job.steps:
-            if step not in turn.tools:
-                skipped.append(step)
+            if step.tool not in turn.tools:
+                skipped.append(step.name)
                 continue
-            mine = [o for o in turn.outcomes if o.tool == step]
-            last = mine[-1] if mine else None
-            if last is None:
-                learned = flatten_facts(turn.outcomes)
-                args, missing = fill_args(turn.tools[step], asked, learned, given,
-                                          _defaults(turn.agent, step, goal, {**given, **learned}))
-                if missing:
-                    return self._report(turn, job.name, "needs_input",
-                                        f"{step} needs {', '.join(missing)}; the goal and earlier results do not "
-                                        "give them. Please say which value to use.")
-                return Action(kind="tool", tool=step, args=args)
+            if step.when and not condition(step.when, ctx):
+                lines.append(f"{step.name} skipped ({step.when} is false)")
+                continue
+            mine: list[Outcome] = []  # this step's calls: retries after an approval, up to the one that ran
+            while cursor < len(outcomes) and outcomes[cursor].tool == step.tool:
+                mine.append(outcomes[cursor])
+                cursor += 1
+                if mine[-1].executed:
+                    break
+            if not mine:
+                if cursor < len(outcomes):
+                    return self._report(turn, ctx, job, "error", f"unexpected call {outcomes[cursor].tool} where "
+                                        f"the playbook expected {step.tool}; stopping.")
+                return self._next_call(turn, ctx, job, step.name, step.tool)
+            last = mine[-1]
             if last.decision == "needs_approval":
                 if turn.resume and turn.resume.approval_id == last.approval_id and len(mine) < MAX_ATTEMPTS:
                     if turn.resume.status == "approved":
-                        return Action(kind="tool", tool=step, args=last.args)
-                    return self._report(turn, job.name, "denied",
-                                        f"{step} was not approved ({turn.resume.status}); it did not run.")
-                return self._report(turn, job.name, "pending_approval",
-                                    f"{step} needs approval: {last.reason}. Request {last.approval_id} is waiting.")
+                        return Action(kind="tool", tool=step.tool, args=last.args)
+                    return self._report(turn, ctx, job, "denied", f"{step.name} was not approved "
+                                        f"({turn.resume.status}); it did not run.")
+                return self._report(turn, ctx, job, "pending_approval",
+                                    f"{step.name} needs approval: {last.reason}. Request {last.approval_id} is "
+                                    "waiting.", lines)
             if not last.executed:
-                return self._report(turn, job.name, "denied", f"{step} was denied: {last.reason or last.error}. "
-                                                              "It did not run.")
+                return self._report(turn, ctx, job, "denied", f"{step.name} was denied: "
+                                    f"{last.reason or last.error}. It did not run.", lines)
             if last.error:
-                return self._report(turn, job.name, "error", f"{step} failed: {last.error}")
+                return self._report(turn, ctx, job, "error", f"{step.name} failed: {last.error}", lines)
+            learned = learn(step.name, last.result)
+            ctx.facts = ctx.facts.model_copy(update=learned)
+            lines.append(f"{step.name} ran" + (f": {json.dumps(learned, default=str)}" if learned else ""))
         note = f" (tools not available: {', '.join(skipped)})" if skipped else ""
-        return self._report(turn, job.name, "done" if len(skipped) < len(job.steps) else "stopped",
-                            self._summarise(turn.outcomes) + note)
+        return self._report(turn, ctx, job, "done" if len(skipped) < len(job.steps) else "stopped",
+                            ("; ".join(lines) or "nothing ran") + note)
+
+    def _next_call(self, turn: Turn, ctx: StepContext, job: Job, step: str, tool: str) -> Action:
+        try:
+            args = build_args(step, ctx)
+        except MissingInput as exc:
+            return self._report(turn, ctx, job, "needs_input", f"{step} needs {exc.field}: {exc.hint}. "
+                                "Please say which value to use.")
+        args, missing = complete_args(turn.tools[tool], args)
+        if missing:
+            return self._report(turn, ctx, job, "needs_input",
+                                f"{step} needs {', '.join(missing)}; the goal and earlier results do not give "
+                                "them. Please say which value to use.")
+        return Action(kind="tool", tool=tool, args=args)
 
     @staticmethod
-    def _summarise(outcomes: list[Outcome]) -> str:
-        parts = []
-        for o in outcomes:
-            if o.executed and not o.error:
-                text = json.dumps(o.result, default=str)
-                parts.append(f"{o.tool} ran: {text[:240]}")
-        return "; ".join(parts) or "nothing ran"
-
-    def _report(self, turn: Turn, job: str, status: str, summary: str) -> Action:
+    def _report(turn: Turn, ctx: StepContext, job: Job, status: str, summary: str,
+                before: list[str] | None = None) -> Action:
+        if before:
+            summary = "; ".join(before) + "; " + summary
         pending = [o.approval_id for o in turn.outcomes if o.decision == "needs_approval" and o.approval_id]
         if status != "pending_approval":
             pending = []
-        facts = {**(turn.delegation.facts if turn.delegation else {}), **flatten_facts(turn.outcomes)}
         calls = [{"tool": o.tool, "decision": o.decision, "executed": o.executed} for o in turn.outcomes]
-        report = Report(agent=turn.agent, job=job, status=status, summary=summary, facts=facts,
+        report = Report(agent=turn.agent, job=job.name, status=status, summary=summary, facts=ctx.facts.public(),
                         pending_approvals=pending[-1:], calls=calls)
         return Action(kind="report", report=report)

@@ -1,4 +1,5 @@
-"""The playbooks (playbooks.yaml) as typed data: which job a specialist runs for a goal, and the remediation chain."""
+"""The playbooks (playbooks.yaml) as typed data: which job a specialist runs for a goal, its steps, and the
+remediation chains."""
 
 from __future__ import annotations
 
@@ -7,21 +8,38 @@ from functools import lru_cache
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel
+from pydantic import BaseModel, model_validator
 
 HERE = Path(__file__).parent
 
 
+class Step(BaseModel):
+    """One step of a job: the tool it calls, and the name its arguments builder and results go by."""
+
+    name: str
+    tool: str
+    when: str | None = None  # a condition in agents/arguments.py; the step is skipped when it is false
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_yaml(cls, raw: object) -> object:
+        if isinstance(raw, str):
+            return {"name": raw, "tool": raw}
+        if isinstance(raw, dict) and "step" in raw:
+            return {"name": raw["step"], "tool": raw.get("tool", raw["step"]), "when": raw.get("when")}
+        return raw
+
+
 class Job(BaseModel):
     name: str
-    steps: list[str]
+    steps: list[Step]
     match: str | None = None
     default: bool = False
 
 
 class Playbooks(BaseModel):
-    chain: list[str]
     intent: str
+    chains: dict[str, list[str]]
     jobs: dict[str, list[Job]]
 
     def job(self, agent: str, goal: str, name: str | None = None) -> Job:
@@ -42,15 +60,27 @@ class Playbooks(BaseModel):
     def wants_fix(self, goal: str) -> bool:
         return re.search(self.intent, goal, re.I) is not None
 
-    def plan(self, first: str, goal: str) -> list[str]:
-        """The agents to run: the routed one, then the rest of the remediation chain when the goal asks for a fix."""
-        if first in self.chain and self.wants_fix(goal):
-            return self.chain[self.chain.index(first):]
-        return [first]
+    def plan(self, first: str, goal: str) -> list[tuple[str, str | None]]:
+        """(agent, job) pairs to run: the routed agent (its job picked from the goal, job None), then, when the goal
+        asks for a fix, the rest of the chain for the problem the metrics job reads."""
+        if not self.wants_fix(goal):
+            return [(first, None)]
+        chain = self.chains.get(self.job("metrics", goal).name if first == "metrics" else "check", [])
+        agents = [entry.split(":")[0] for entry in chain]
+        if first not in agents:
+            return [(first, None)]
+        rest = chain[agents.index(first) + 1:]
+        return [(first, None)] + [(a, j or None) for a, _, j in (e.partition(":") for e in rest)]
+
+    def step_names(self) -> set[str]:
+        return {s.name for jobs in self.jobs.values() for j in jobs for s in j.steps}
+
+    def conditions(self) -> set[str]:
+        return {s.when for jobs in self.jobs.values() for j in jobs for s in j.steps if s.when}
 
 
 @lru_cache(maxsize=1)
 def load_playbooks(path: str | None = None) -> Playbooks:
     raw = yaml.safe_load(Path(path or HERE / "playbooks.yaml").read_text())
-    return Playbooks(chain=raw["remediate"]["chain"], intent=raw["remediate"]["intent"],
+    return Playbooks(intent=raw["remediate"]["intent"], chains=raw["remediate"]["chains"],
                      jobs={a: [Job(**j) for j in js] for a, js in raw["jobs"].items()})

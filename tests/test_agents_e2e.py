@@ -102,6 +102,20 @@ def test_latency_fix_scales_instead_of_retraining():
     assert world.replicas == 3 and "train_reranker" not in _ran(world)
 
 
+def test_a_failed_diagnosis_is_noted_and_the_fix_goes_on():
+    reg, world = demo_registry()
+
+    def broken(args):
+        raise RuntimeError("cannot explain reranker kind bm25")
+
+    reg.get("explain_reranker").func = broken
+    res = run_chat("NDCG dropped, fix the reranker", registry=reg)
+    explain = next(c for c in res.tool_calls if c.tool == "explain_reranker")
+    assert explain.executed and "cannot explain" in explain.error
+    assert res.status == "completed" and _ran(world)[-1] == "promote_model"
+    assert "explain_reranker failed" in res.answer and "data (prepare, done)" in res.answer
+
+
 def test_approval_pause_then_resume_reissues_the_exact_call():
     reg, world = demo_registry()
     world.budget_remaining = 0.1  # 900 s x 0.0005 = 0.45 > 0.1 -> needs_approval

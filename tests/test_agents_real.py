@@ -81,7 +81,7 @@ def test_ndcg_drop_fix_runs_the_real_tools_pauses_for_training_and_resumes_to_pr
     assert trained_on.counts.augmented_queries == 8
     assert args[6] == {"dataset": trained_on.hash, "parent": "champion", "trainer": "ltr", "seed": 0,
                        "max_steps": 200, "time_budget_s": 900.0}
-    assert "ml (retrain, pending_approval)" in res.answer or "Paused" in res.answer
+    assert res.answer.startswith("Paused:") and approval_id in res.answer
 
     # a person approves; the same conversation goes on: train -> evaluate -> register -> canary -> A/B -> promote
     ApprovalStore().approve(approval_id, by="test")

@@ -186,6 +186,9 @@ class OfflinePlanner:
             if not last.executed:
                 return self._report(turn, ctx, job, "denied", f"{step.name} was denied: "
                                     f"{last.reason or last.error}. It did not run.", lines)
+            if last.error and step.optional:
+                lines.append(f"{step.name} failed ({last.error[:200]}); it only gathers evidence, so the job goes on")
+                continue
             if last.error:
                 return self._report(turn, ctx, job, "error", f"{step.name} failed: {last.error}", lines)
             learned = learn(step.name, last.result)

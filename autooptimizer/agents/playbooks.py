@@ -19,6 +19,7 @@ class Step(BaseModel):
     name: str
     tool: str
     when: str | None = None  # a condition in agents/arguments.py; the step is skipped when it is false
+    optional: bool = False  # evidence only: if the tool runs and fails, the job notes it and goes on
 
     @model_validator(mode="before")
     @classmethod
@@ -26,7 +27,8 @@ class Step(BaseModel):
         if isinstance(raw, str):
             return {"name": raw, "tool": raw}
         if isinstance(raw, dict) and "step" in raw:
-            return {"name": raw["step"], "tool": raw.get("tool", raw["step"]), "when": raw.get("when")}
+            return {"name": raw["step"], "tool": raw.get("tool", raw["step"]), "when": raw.get("when"),
+                    "optional": raw.get("optional", False)}
         return raw
 
 

@@ -129,3 +129,8 @@ def test_scale_and_switch_read_the_deployed_state_from_gitops():
     GitOpsRepo(get_settings()).commit_patch(HelmPatch(model_version="v1", replicas=2, rerank_depth=40), "test state")
     assert build_args("scale_service", _ctx("latency is high, scale up")) == {"replicas": 3}
     assert build_args("switch_variant", _ctx("cost too high, switch to a cheaper variant")) == {"rerank_depth": 20}
+
+
+def test_facts_from_a_report_drop_values_of_the_wrong_type():
+    facts = Facts.lenient({"replicas": "two", "model_version": "ltr-1", "unknown": 1, "gates_all_ok": True})
+    assert facts.public() == {"model_version": "ltr-1", "gates_all_ok": True}

@@ -18,12 +18,13 @@ After a step ran, the learner of the same name turns its result into `Facts` for
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from autooptimizer.agents.goal import GoalFacts
 from autooptimizer.search import metric_names as m
@@ -71,6 +72,20 @@ class Facts(BaseModel):
 
     def public(self) -> dict:
         return self.model_dump(exclude_none=True)
+
+    @classmethod
+    def lenient(cls, raw: dict) -> Facts:
+        """Facts from a DELEGATE/REPORT block (written by whatever model ran): a value of the wrong type is
+        dropped, never coerced into an argument."""
+        try:
+            return cls.model_validate(raw)
+        except ValidationError:
+            good: dict[str, Any] = {}
+            for key, value in raw.items():
+                with contextlib.suppress(ValidationError):
+                    cls.model_validate({key: value})
+                    good[key] = value
+            return cls.model_validate(good)
 
 
 @dataclass

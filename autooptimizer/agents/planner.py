@@ -151,7 +151,7 @@ class OfflinePlanner:
         goal = turn.delegation.goal if turn.delegation else turn.goal
         job = self.playbooks.job(turn.agent, goal, turn.delegation.job if turn.delegation else None)
         ctx = StepContext(goal_text=goal, goal=read_goal(goal), env=run_env(),
-                          facts=Facts.model_validate(turn.delegation.facts if turn.delegation else {}))
+                          facts=Facts.lenient(turn.delegation.facts if turn.delegation else {}))
         outcomes, cursor = turn.outcomes, 0
         lines: list[str] = []
         skipped: list[str] = []
@@ -172,7 +172,7 @@ class OfflinePlanner:
                 if cursor < len(outcomes):
                     return self._report(turn, ctx, job, "error", f"unexpected call {outcomes[cursor].tool} where "
                                         f"the playbook expected {step.tool}; stopping.")
-                return self._next_call(turn, ctx, job, step.name, step.tool)
+                return self._next_call(turn, ctx, job, step.name, step.tool, lines)
             last = mine[-1]
             if last.decision == "needs_approval":
                 if turn.resume and turn.resume.approval_id == last.approval_id and len(mine) < MAX_ATTEMPTS:
@@ -198,17 +198,17 @@ class OfflinePlanner:
         return self._report(turn, ctx, job, "done" if len(skipped) < len(job.steps) else "stopped",
                             ("; ".join(lines) or "nothing ran") + note)
 
-    def _next_call(self, turn: Turn, ctx: StepContext, job: Job, step: str, tool: str) -> Action:
+    def _next_call(self, turn: Turn, ctx: StepContext, job: Job, step: str, tool: str, lines: list[str]) -> Action:
         try:
             args = build_args(step, ctx)
         except MissingInput as exc:
             return self._report(turn, ctx, job, "needs_input", f"{step} needs {exc.field}: {exc.hint}. "
-                                "Please say which value to use.")
+                                "Please say which value to use.", lines)
         args, missing = complete_args(turn.tools[tool], args)
         if missing:
             return self._report(turn, ctx, job, "needs_input",
                                 f"{step} needs {', '.join(missing)}; the goal and earlier results do not give "
-                                "them. Please say which value to use.")
+                                "them. Please say which value to use.", lines)
         return Action(kind="tool", tool=tool, args=args)
 
     @staticmethod

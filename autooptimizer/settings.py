@@ -54,6 +54,11 @@ class Settings(BaseModel):
     def search_url(self) -> str:
         return f"http://{self.search_host}:{self.search_port}"
 
+    @property
+    def feedback_log(self) -> Path:
+        """The search service's judgment log (JSONL): the A/B judge and the ML path read it."""
+        return self.path("feedback", "feedback.jsonl")
+
     def path(self, *parts: str) -> Path:
         """A path under AUTOOPT_HOME; its parent directory is created."""
         p = self.home.joinpath(*parts)

@@ -39,7 +39,7 @@ def data_build(
     from autooptimizer.ml.dataset import build_dataset, datasets_root
     from autooptimizer.settings import get_settings
 
-    fb = feedback or get_settings().home / "feedback" / "feedback.jsonl"
+    fb = feedback or get_settings().feedback_log
     m = build_dataset(fb, parent_version=parent, hard_negatives_k=hard_negatives, augmented_csv=augmented,
                       parent_dataset=from_dataset)
     out = {**m.model_dump(mode="json"), "path": str(datasets_root() / m.hash)}

@@ -113,7 +113,7 @@ class SearchService:
             cost.price_per_compute_second if price_per_compute_second is None else price_per_compute_second,
             cost.budget if budget is None else budget,
         )
-        self.feedback_log = feedback_log or settings.path("feedback", "feedback.jsonl")
+        self.feedback_log = feedback_log or settings.feedback_log
         self.faults = FaultBook()
         self.rerank_depth: int | None = None
         self.replicas = replicas

@@ -42,7 +42,7 @@ def build_dataset(args: BuildDatasetArgs) -> dict:
     from autooptimizer.ml.dataset import datasets_root
     from autooptimizer.settings import get_settings
 
-    fb = args.feedback_path or str(get_settings().home / "feedback" / "feedback.jsonl")
+    fb = args.feedback_path or str(get_settings().feedback_log)
     m = build(fb, parent_version=args.parent_version, hard_negatives_k=args.hard_negatives,
               augmented_csv=args.augmented_csv, parent_dataset=args.from_dataset)
     return {**m.model_dump(mode="json"), "path": str(datasets_root() / m.hash)}

@@ -353,3 +353,26 @@ def test_every_registered_tool_is_gated(monkeypatch: pytest.MonkeyPatch) -> None
     assert sorted(ran) == sorted(s.name for s in specs if s.risk == "read")
     decisions = [rec for rec in AuditLog().records() if rec["kind"] == "decision"]
     assert len(decisions) == attempts
+
+
+def test_tools_and_their_facts_see_the_env_of_the_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`chat --env staging` must make a tool read staging's profile even when AUTOOPT_ENV says dev."""
+    from autooptimizer.tools.context import call_env
+
+    monkeypatch.setenv("AUTOOPT_ENV", "dev")
+    r = ToolRegistry()
+    seen: list[tuple[str, str]] = []
+
+    def facts(a: QueryArgs) -> dict:
+        seen.append(("facts", call_env()))
+        return {}
+
+    @tool(name="query_metrics", owner="metrics", risk="read", facts=facts, registry=r)
+    def query_metrics(args: QueryArgs) -> dict:
+        """Run a PromQL query."""
+        seen.append(("run", call_env()))
+        return {}
+
+    assert r.call("metrics", "query_metrics", {"query": "up"}, env="staging").executed
+    assert seen == [("facts", "staging"), ("run", "staging")]
+    assert call_env() == "dev"  # reset after the call

@@ -1,4 +1,4 @@
-"""Ambient call context: the cycle and trace a tool call belongs to.
+"""Ambient call context: the cycle, trace and environment a tool call belongs to.
 
 The loop sets the cycle once (`with cycle_scope("c-42"): ...`) and every registry call inside it is
 recorded under that cycle id in the audit trail, without threading the id through each agent.
@@ -13,6 +13,17 @@ from contextlib import contextmanager
 
 current_cycle_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("autoopt_cycle_id", default=None)
 current_trace_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("autoopt_trace_id", default=None)
+current_env: contextvars.ContextVar[str | None] = contextvars.ContextVar("autoopt_env", default=None)
+
+
+def call_env() -> str:
+    """The environment of the tool call in progress (set by `ToolRegistry.call`), else AUTOOPT_ENV.
+
+    Tools read thresholds, costs and GitOps paths for this env, so `chat --env staging` acts on staging.
+    """
+    from autooptimizer.settings import get_settings
+
+    return current_env.get() or get_settings().env
 
 
 @contextmanager

@@ -16,7 +16,7 @@ from pydantic import AfterValidator, BaseModel, Field
 
 from autooptimizer.errors import InputError
 from autooptimizer.settings import get_settings
-from autooptimizer.tools.context import current_cycle_id
+from autooptimizer.tools.context import call_env, current_cycle_id
 from autooptimizer.tools.registry import tool
 
 AB_RESULT_MAX_AGE_S = 24 * 3600
@@ -105,7 +105,7 @@ def start_ab_test(args: StartABTestArgs) -> dict[str, Any]:
     control = args.control_version or current.model_version
     overrides = {k: v for k, v in {"min_samples": args.min_samples,
                                    "max_duration_seconds": args.max_duration_seconds}.items() if v is not None}
-    cfg = ABConfig.from_profile(load_profile(settings.env), **overrides)
+    cfg = ABConfig.from_profile(load_profile(call_env()), **overrides)
     result = run_ab_test(sample_source(settings), control, args.model_version, cfg, should_stop=kill_switch.is_on)
     ab_result_path(args.model_version).write_text(json.dumps(result.model_dump(mode="json"), indent=2))
     cycle = current_cycle_id.get()

@@ -9,6 +9,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from autooptimizer.tools.context import call_env
 from autooptimizer.tools.registry import tool
 
 
@@ -35,5 +36,5 @@ def check_quality_gates(args: CheckQualityGatesArgs) -> dict:
     """Evaluate the four quality gates (NDCG drop, p95 latency, cost, retries): ok | firing | unknown each."""
     from autooptimizer.gates import evaluate_gates
 
-    report = evaluate_gates(env=args.env)
+    report = evaluate_gates(env=args.env or call_env())
     return {**report.public(), "firing": report.firing, "env": report.env, "prometheus_url": report.prometheus_url}

@@ -11,6 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from autooptimizer.tools.context import call_env
 from autooptimizer.tools.registry import tool
 
 
@@ -44,9 +45,8 @@ class SetModelAliasArgs(BaseModel):
 
 def _train_facts(args: TrainRerankerArgs) -> dict:
     from autooptimizer.profiles import load_profile
-    from autooptimizer.settings import get_settings
 
-    cost = load_profile(get_settings().env).cost
+    cost = load_profile(call_env()).cost
     spent = _spent_so_far()
     return {"estimated_cost": round(args.time_budget_s * cost.price_per_compute_second, 6),
             "budget_remaining": None if spent is None else round(max(cost.budget - spent, 0.0), 6)}

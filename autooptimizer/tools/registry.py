@@ -56,7 +56,7 @@ from typing import Any, Literal, get_type_hints
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from autooptimizer.errors import AutoOptError, ConfigError, NotFoundError
-from autooptimizer.tools.context import current_cycle_id, current_trace_id
+from autooptimizer.tools.context import current_cycle_id, current_env, current_trace_id
 
 log = logging.getLogger(__name__)
 
@@ -270,15 +270,26 @@ class ToolRegistry:
         cycle_id: str | None = None,
     ) -> ToolCallResult:
         """Validate, decide, audit, and run only on permit. Never raises for a denied or failing call."""
-        from autooptimizer.policies.approvals import ApprovalStore, call_hash
-        from autooptimizer.policies.audit import AuditError, AuditLog
-        from autooptimizer.policies.killswitch import kill_switch
-        from autooptimizer.policies.pdp import get_pdp
         from autooptimizer.settings import get_settings
 
         started = time.time()
         t0 = time.perf_counter()
         env = env or get_settings().env
+        env_token = current_env.set(env)  # tools and their facts act on the env of this call
+        try:
+            return self._call(agent, name, args, env=env, trace_id=trace_id, approval_id=approval_id,
+                              requested_by=requested_by, evidence=evidence, cycle_id=cycle_id, started=started, t0=t0)
+        finally:
+            current_env.reset(env_token)
+
+    def _call(self, agent: str, name: str, args: dict | None, *, env: str, trace_id: str | None,
+              approval_id: str | None, requested_by: str, evidence: dict | None, cycle_id: str | None,
+              started: float, t0: float) -> ToolCallResult:
+        from autooptimizer.policies.approvals import ApprovalStore, call_hash
+        from autooptimizer.policies.audit import AuditError, AuditLog
+        from autooptimizer.policies.killswitch import kill_switch
+        from autooptimizer.policies.pdp import get_pdp
+
         trace_id = trace_id or current_trace_id.get() or uuid.uuid4().hex
         cycle_id = cycle_id or current_cycle_id.get()
         audit = AuditLog()

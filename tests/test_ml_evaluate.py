@@ -72,3 +72,21 @@ def test_missing_alias_is_a_clear_error() -> None:
         resolve_model("challenger")
     with pytest.raises(NotFoundError, match="not found"):
         resolve_model("v-does-not-exist")
+
+
+def test_evaluate_model_tool_scores_only_the_listed_holdout(tmp_path: Path) -> None:
+    """The agents' evaluate_model must be able to leave out the queries a challenger was trained on."""
+    from autooptimizer.search import model_store
+    from autooptimizer.search.model_store import ModelSpec
+    from autooptimizer.search.sample_data import write_tiny_beir
+    from autooptimizer.tools import load_all_tools
+
+    data = write_tiny_beir(tmp_path / "tiny")
+    model_store.save(ModelSpec(version="bm25-only", kind="bm25", fusion_weight=0.0))
+    (tmp_path / "held.txt").write_text("q-ocean\nq-virus\n")
+    reg = load_all_tools()
+    every = reg.call("ml", "evaluate_model", {"model": "bm25-only", "data": str(data)})
+    held = reg.call("ml", "evaluate_model", {"model": "bm25-only", "data": str(data),
+                                             "qids_file": str(tmp_path / "held.txt")})
+    assert every.executed and held.executed, (every.error, held.error)
+    assert held.result["queries"] == 2 < every.result["queries"]

@@ -28,6 +28,7 @@ class EvaluateModelArgs(BaseModel):
     model: str = Field(description="alias (champion|challenger|gold), version id or model folder")
     data: str = Field(description="BEIR folder or dataset name under AUTOOPT_DATA_DIR")
     split: str | None = None
+    qids_file: str | None = Field(None, description="evaluate only these query ids (one per line): a held-out set")
 
 
 class RegisterModelArgs(BaseModel):
@@ -95,8 +96,13 @@ def evaluate_model(args: EvaluateModelArgs) -> dict:
     from autooptimizer.settings import get_settings
 
     spec = resolve_model(args.model)
-    return {**evaluate_spec(spec, get_settings().dataset(args.data), split=args.split).public(),
-            "version": spec.version}
+    qids = None
+    if args.qids_file:
+        from autooptimizer.ml.feedback import read_qids
+
+        qids = set(read_qids(args.qids_file))
+    result = evaluate_spec(spec, get_settings().dataset(args.data), split=args.split, qids=qids)
+    return {**result.public(), "version": spec.version}
 
 
 @tool(name="register_model", owner="ml", risk="change")

@@ -1,7 +1,8 @@
 """`autoopt demo`: the gate part of the loop, live in the terminal.
 
 Phases (each recorded as a `DemoPhase`):
-  champion  find the champion model, or build it with the search bootstrap (minutes, once)
+  champion  the model to serve: the `gold` baseline (the bootstrapped champion; a rerun starts from it again), or
+            build it with the search bootstrap (minutes, once)
   stack     start the local stack: the search service (scifact + cran collection) and a real Prometheus
   healthy   replay SciFact train queries with feedback until the NDCG gate reads `ok` steadily (its baseline
             holds a whole pass over the queries); cran's traffic will be only the feedback half of its judged
@@ -37,6 +38,8 @@ class DemoOptions(BaseModel):
     phase_timeout: float = Field(240.0, gt=0)
     hold_seconds: float = Field(8.0, ge=0, description="keep watching the firing gate this long before stopping")
     healthy_ok_polls: int = Field(3, ge=1, description="consecutive `ok` readings that end the healthy phase")
+    ab_min_samples: int = Field(100, ge=2, description="the fix cycle's A/B samples per arm: per-request NDCG@10 "
+                                "varies ~0.3 between queries, so a +0.15 live gain needs ~100 per arm to show")
     env: str | None = None
     model: str | None = Field(None, description="model version to serve (default: the champion alias)")
     seed: int = 0
@@ -158,10 +161,11 @@ def _phase_champion(ctx: DemoContext) -> DemoPhase:
 
     if ctx.opts.model:
         return DemoPhase(name="champion", detail={"version": ctx.opts.model, "source": "option"})
-    version = aliases.get_alias(aliases.CHAMPION)
-    if version:
-        ctx.say(f"champion {version}")
-        return DemoPhase(name="champion", detail={"version": version, "source": "alias"})
+    version = aliases.get_alias(aliases.GOLD) or aliases.get_alias(aliases.CHAMPION)
+    if version:  # a rerun starts from the bootstrapped baseline again, not from an earlier run's promoted fix
+        champion = aliases.get_alias(aliases.CHAMPION)
+        ctx.say(f"baseline {version}" + (f" (champion is {champion})" if champion and champion != version else ""))
+        return DemoPhase(name="champion", detail={"version": version, "source": "gold alias", "champion": champion})
     ctx.say("no champion yet: running the bootstrap (SciFact train; minutes on this CPU)")
     from autooptimizer.search.bootstrap import bootstrap
 

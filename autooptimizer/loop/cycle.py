@@ -399,6 +399,7 @@ class CycleRunner:
                 args["min_samples"] = opts.ab_min_samples
             if opts.ab_max_duration_seconds:
                 args["max_duration_seconds"] = opts.ab_max_duration_seconds
+            state["ab_started_ts"] = time.time()
             result = self.step(cid, "ab_test", lambda: self.tool(state, "devops", "start_ab_test", args))
             state["ab_verdict"] = result["verdict"]
             if result["verdict"] != "pass":
@@ -413,20 +414,27 @@ class CycleRunner:
         state["promoted_revision"] = promo["revision"]
         _write_helm_patch(self._artifacts(cid), self.release)
         return self._watch(cid, opts, state, new=challenger, old=champion, bad_revision=promo["revision"],
-                           outcome_ok="promoted", revert_cycle=True)
+                           outcome_ok="promoted", revert_cycle=True, baseline_since=state.get("ab_started_ts"))
 
     def _watch(self, cid: str, opts: CycleOptions, state: dict[str, Any], *, new: str, old: str,
                bad_revision: str, outcome_ok: str, baseline_until: float | None = None,
-               revert_cycle: bool = False) -> tuple[str, str]:
+               revert_cycle: bool = False, baseline_since: float | None = None) -> tuple[str, str]:
+        """Watch `new` against `old`'s samples from `baseline_since` (the A/B test's control arm when there was one,
+        else the gate's baseline window before the deploy: the traffic mix the new version now serves)."""
         from autooptimizer.loop.watch import watch_deployment
 
         seconds = opts.watch_seconds or self.profile.loop.watch_window_seconds
+        deployed = baseline_until or time.time()
+        if baseline_since is None:
+            baseline_since = deployed - self.profile.gates.baseline_window_seconds
         cfg = ABConfig.from_profile(self.profile, **({"min_samples": opts.ab_min_samples} if opts.ab_min_samples
                                                      else {}))
+        def progress(n: int, elapsed: float) -> None:
+            self._emit("watch", cycle_id=cid, samples=n, elapsed=elapsed)
+
         verdict = self.step(cid, "watch", lambda: watch_deployment(
             self.source, new=new, old=old, seconds=seconds, config=cfg, since=time.time(),
-            baseline_until=baseline_until, on_progress=lambda n, e: self._emit("watch", cycle_id=cid, samples=n,
-                                                                               elapsed=e)))
+            baseline_until=baseline_until, baseline_since=baseline_since, on_progress=progress))
         state["watch"] = verdict
         if not verdict["degraded"]:
             self.journal.mark_clean(cid)

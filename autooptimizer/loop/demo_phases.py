@@ -56,14 +56,31 @@ def _record(ctx: Any, rec: Any) -> None:
         cycles.append({"id": rec.id, "outcome": rec.outcome, "artifacts_dir": rec.artifacts_dir})
 
 
+def align_desired_state(ctx: Any) -> dict[str, Any]:
+    """GitOps must describe what the demo serves: a reused AUTOOPT_HOME holds an earlier run's promotion in git while
+    the demo serves the baseline again. One commit makes them agree (the apply is a no-op swap)."""
+    from autooptimizer.loop.release import Release
+
+    rel = Release(_point_settings_at(ctx))
+    serving = _serving(ctx)
+    current, head = rel.current()
+    if serving is None or (current.model_version == serving and not current.canary_version):
+        return {"committed": False, "revision": head, "serving": serving}
+    patch = current.model_copy(update={"model_version": serving, "canary_version": None, "canary_weight": 0.0})
+    rel.deploy(patch, f"Demo: serve the baseline {serving} (was {current.model_version})")
+    ctx.say(f"GitOps desired state set to the served baseline {serving} (was {current.model_version})")
+    return {"committed": True, "revision": rel.git.head(), "serving": serving, "was": current.model_version}
+
+
 def phase_fix(ctx: Any) -> Any:
     from autooptimizer.demo import DemoPhase
     from autooptimizer.loop.cycle import CycleOptions
 
+    aligned = align_desired_state(ctx)
     runner = _runner(ctx)
     t0 = time.monotonic()
     rec = runner.run(CycleOptions(trigger="demo", domain_data=ctx.opts.shift_to, original=ctx.opts.datasets[0],
-                                  seed=ctx.opts.seed))
+                                  seed=ctx.opts.seed, ab_min_samples=ctx.opts.ab_min_samples))
     _record(ctx, rec)
     serving = _serving(ctx)
     ok = rec.outcome == "promoted" and serving == rec.summary.get("challenger")
@@ -72,6 +89,7 @@ def phase_fix(ctx: Any) -> Any:
     detail = {"cycle_id": rec.id, "outcome": rec.outcome, "reason": rec.summary.get("reason"),
               "challenger": rec.summary.get("challenger"), "serving": serving, "artifacts_dir": rec.artifacts_dir,
               "ab_verdict": rec.summary.get("ab_verdict"), "offline": rec.summary.get("offline"),
+              "gitops_aligned": aligned,
               "cycle_s": round(time.monotonic() - t0, 1),
               "shift_to_promoted_s": round(promote.finished_at - shift_wall, 1) if promote else None,
               "shift_to_watched_s": round(time.monotonic() - (ctx.shifted_at or t0), 1),

@@ -110,6 +110,10 @@ class GitOpsRepo:
         if not (self.checkout / ".git").exists():
             self.checkout.parent.mkdir(parents=True, exist_ok=True)
             self._git("clone", "-q", "-b", BRANCH, self.remote, str(self.checkout), cwd=self.checkout.parent)
+        elif self._git("remote", "get-url", "origin", check=False) != self.remote:
+            # a copied or moved AUTOOPT_HOME (or a changed AUTOOPT_GITOPS_REMOTE): the clone follows the setting,
+            # never the repository of the home it was cloned in
+            self._git("remote", "set-url", "origin", self.remote)
         self.sync()
 
     def sync(self) -> None:

@@ -26,13 +26,19 @@ def watch_deployment(
     config: ABConfig,
     since: float,
     baseline_until: float | None = None,
+    baseline_since: float | None = None,
     clock: Callable[[], float] = time.time,
     sleep: Callable[[float], None] = time.sleep,
     on_progress: Callable[[int, float], None] | None = None,
 ) -> dict[str, Any]:
-    """Poll for `seconds`; returns {degraded, reasons, detected_at, samples, ...}."""
+    """Poll for `seconds`; returns {degraded, reasons, detected_at, samples, ...}.
+
+    The baseline is the old version's samples from `baseline_since` (default: BASELINE_LOOKBACK_S before) until the
+    deploy. Pass the A/B test's start when there was one: its control arm saw the same traffic mix the new version
+    now serves, while older samples may come from another mix (e.g. before a corpus shift) and would bias the test."""
     until = baseline_until or since
-    baseline = _baseline(source, old, until)
+    baseline = _baseline(source, old, baseline_since if baseline_since is not None else until - BASELINE_LOOKBACK_S,
+                         until)
     checks = 0
     last: dict[str, Any] = {}
     while True:
@@ -60,9 +66,9 @@ def watch_deployment(
         sleep(min(config.poll_seconds, max(0.05, seconds - elapsed)))
 
 
-def _baseline(source: SampleSource, old: str, until: float) -> list[float]:
-    """The replaced version's NDCG samples from before the deploy (the A/B window and the traffic before it)."""
+def _baseline(source: SampleSource, old: str, start: float, until: float) -> list[float]:
+    """The replaced version's NDCG samples from `start` until the deploy."""
     feedback = getattr(source, "feedback", None)
     if feedback is not None and hasattr(feedback, "samples"):
-        return list(feedback.samples(old, until - BASELINE_LOOKBACK_S, until))
-    return list(source.snapshot(old, until - BASELINE_LOOKBACK_S).ndcg)
+        return list(feedback.samples(old, start, until))
+    return list(source.snapshot(old, start).ndcg)

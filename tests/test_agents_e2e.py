@@ -42,8 +42,8 @@ def test_ndcg_drop_runs_metrics_data_ml_devops_with_nested_trace():
     assert calls[4]["dataset"] == base_hash and augmented["from_dataset"] == base_hash
     assert augmented["augmented_csv"] == calls[4]["out_csv"]
     assert base["augmented_csv"] is None and calls[6]["dataset"] not in (None, base_hash)
-    assert calls[7] == {"model": "2", "data": "scifact", "split": None}
-    assert calls[8] == {"model": "champion", "data": "scifact", "split": None}
+    assert calls[7] == {"model": "2", "data": "scifact", "split": None, "qids_file": None}
+    assert calls[8] == {"model": "champion", "data": "scifact", "split": None, "qids_file": None}
     assert calls[10] == {"model_version": "2", "weight": 0.5}
     assert calls[11]["model_version"] == calls[12]["model_version"] == "2"
     assert res.pending_approvals == [] and "devops (release, done)" in res.answer and world.stable == "2"

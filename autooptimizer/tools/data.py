@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from autooptimizer.errors import InputError
 from autooptimizer.tools.registry import tool
 
 
@@ -24,6 +25,8 @@ class ExplainRerankerArgs(BaseModel):
     queries: int = Field(3, ge=1, le=10)
     max_evals: int = Field(64, ge=8, le=512)
     out_dir: str | None = Field(None, description="folder for diagnostic_report.json")
+    reference_data: str = Field("scifact", description="BEIR data the model was trained on (for the term shift)")
+    reference_split: str | None = Field("train", description="its split; never a test split")
 
 
 class AugmentDatasetArgs(BaseModel):
@@ -60,7 +63,10 @@ def explain_reranker(args: ExplainRerankerArgs) -> dict:
     settings = get_settings()
     ds = load_dataset(args.dataset)
     spec = resolve_model(args.model)
-    train_q = list(load_beir(settings.dataset("scifact"), split="train").queries.values())
+    if args.reference_split == "test":
+        raise InputError("The reference for the term shift must be training data, not a test split.",
+                         "Pass reference_split='train' (or leave it unset for a folder without splits).")
+    train_q = list(load_beir(settings.dataset(args.reference_data), split=args.reference_split).queries.values())
     rep = diagnose(spec, load_collection(ds.manifest.domains), ds, train_q, n_queries=args.queries,
                    explainer=args.explainer, max_evals=args.max_evals)
     path = write_report(rep, args.out_dir or settings.path("diagnostics", ds.manifest.hash, "x").parent)

@@ -97,7 +97,8 @@ def test_ndcg_drop_fix_runs_the_real_tools_pauses_for_training_and_resumes_to_pr
     version = after[1].args["model"]
     assert model_store.exists(version) and version != w.champion
     assert [c.args for c in after[1:]] == [
-        {"model": version, "data": w.domain, "split": None, "qids_file": None}, {"model": "champion", "data": w.domain, "split": None, "qids_file": None},
+        {"model": version, "data": w.domain, "split": None, "qids_file": None},
+        {"model": "champion", "data": w.domain, "split": None, "qids_file": None},
         {"version": version}, {"model_version": version, "weight": load_profile("dev").ab_test.canary_weight},
         {"model_version": version, "control_version": None, "min_samples": None, "max_duration_seconds": None},
         {"model_version": version}]

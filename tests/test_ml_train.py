@@ -145,6 +145,14 @@ def test_ltr_challenger_is_stored_registered_and_gated(world: dict, tmp_path: Pa
     rr = build_reranker(spec, collection)
     routes = [rr.route(v) for v in rr.encoder.encode(list(queries.values()))]
     assert sum(r == 0 for r in routes) >= 0.8 * len(routes)
+    assert "selection" in res.report and set(res.report["selection"]["cv_ndcg10"]) >= {"parent", "all@1"}
+    # an expert whose CV showed no gain is stored disabled: its domain gets exactly the parent's ranking
+    params = json.loads(json.dumps(spec.params))
+    for e in params["experts"]:
+        e["enabled"] = False
+    off = spec.model_copy(update={"params": params})  # same weights folder, experts switched off
+    dom = world["data"] / "dom"
+    assert evaluate_spec(off, dom) == evaluate_spec(world["parent"], dom)
 
 
 def test_shap_report_on_the_trained_model(world: dict, tmp_path: Path) -> None:

@@ -4,7 +4,8 @@ One model version serves every domain, so new behaviour is gated: each *expert* 
 and carries a domain classifier (logistic regression on the query embedding, class-balanced, trained to tell that
 domain's feedback queries from the original domain's training queries and from earlier experts' queries). A query goes
 to the expert with the highest probability when it is at least 0.5; otherwise the parent's own ranking is returned
-unchanged, so the original domain is served as before.
+unchanged, so the original domain is served as before. An expert whose training found no cross-validated gain over
+the parent is stored disabled: it claims its domain, and the parent's ranking serves it.
 
 An expert scores the BM25 candidates with a linear model over per-query z-scored features:
 
@@ -50,6 +51,9 @@ class ExpertParams(BaseModel):
     mem_k: int = 10
     mem_power: float = 3.0
     gate_bias: float = Field(0.0, description="intercept of the domain classifier (its weights are in the npz)")
+    enabled: bool = Field(True, description="False when training's cross-validation showed no gain over the parent: "
+                                            "the expert still claims its domain's queries, which get the parent's "
+                                            "ranking")
 
 
 class LtrParams(BaseModel):
@@ -284,6 +288,8 @@ class LtrFusionReranker:
         if i is None:
             return self._fallback_scores(query, doc_ids, bm25_scores, None).astype(np.float32)
         e = self.experts[i]
+        if not e.p.enabled:
+            return self._fallback_scores(query, doc_ids, bm25_scores, None).astype(np.float32)
         return (self.features(e, query, q, doc_ids, bm25_scores) @ e.weights).astype(np.float32)
 
     def score(self, query: str, doc_ids: list[str], bm25_scores: np.ndarray) -> np.ndarray:

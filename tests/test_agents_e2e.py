@@ -214,7 +214,7 @@ def test_cli_chat_json_no_input_leaves_request_pending(monkeypatch):
     monkeypatch.setattr(chat_mod, "run_chat", functools.partial(run_chat, registry=reg))
     out = CliRunner().invoke(app, ["chat", "retrain the reranker on dataset 0123456789abcdef", "--no-input", "--json"])
     assert out.exit_code == 0, out.output
-    data = json.loads(out.output)
+    data = json.loads(out.stdout)
     assert set(data) >= {"routed_to", "answer", "tool_calls", "pending_approvals", "trace_id"}
     assert data["routed_to"] == "ml" and len(data["pending_approvals"]) == 1
     call = data["tool_calls"][0]

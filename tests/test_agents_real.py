@@ -121,15 +121,26 @@ def test_ndcg_drop_fix_runs_the_real_tools_pauses_for_training_and_resumes_to_pr
     assert root["span"].attributes.get("langsmith.metadata.resumes") == approval_id
 
 
+def _staging_patch():
+    """The deployed values of the staging tier (a chat with --env staging commits under envs/staging)."""
+    from autooptimizer.loop.release import Release
+    from autooptimizer.tools.context import current_env
+
+    token = current_env.set("staging")
+    try:
+        return Release().git.read_patch()
+    finally:
+        current_env.reset(token)
+
+
 def test_cli_chat_staging_json_leaves_approvals_pending_until_promotion(world):
     from autooptimizer.cli.app import app
-    from autooptimizer.loop.release import Release
 
     w, _ = world
     runner = CliRunner()
     out = runner.invoke(app, ["chat", GOAL, "--env", "staging", "--no-input", "--json"])
     assert out.exit_code == 0, out.output
-    data = json.loads(out.output)
+    data = json.loads(out.stdout)
     # issue 5, item 4: the machine-readable run
     assert set(data) >= {"routed_to", "answer", "tool_calls", "pending_approvals", "trace_id"}
     assert all(set(c) >= {"agent", "tool", "args", "decision", "executed"} for c in data["tool_calls"])
@@ -143,7 +154,7 @@ def test_cli_chat_staging_json_leaves_approvals_pending_until_promotion(world):
     assert runner.invoke(app, ["approvals", "approve", train_id, "--by", "test"]).exit_code == 0
     out = runner.invoke(app, ["chat", "--resume", train_id, "--json"])
     assert out.exit_code == 0, out.output
-    data = json.loads(out.output)
+    data = json.loads(out.stdout)
     calls = [(c["tool"], c["decision"], c["executed"]) for c in data["tool_calls"]][len(UP_TO_TRAINING):]
     assert calls == [("train_reranker", "permit", True), ("evaluate_model", "permit", True),
                      ("evaluate_model", "permit", True), ("register_model", "permit", True),
@@ -154,17 +165,17 @@ def test_cli_chat_staging_json_leaves_approvals_pending_until_promotion(world):
     assert (req.tool, req.env, req.status) == ("promote_model", "staging", "pending")
     assert "staging.promote-approval" in req.policies
     version = data["tool_calls"][-1]["args"]["model_version"]
-    patch = Release().git.read_patch()
+    patch = _staging_patch()
     assert (patch.model_version, patch.canary_version) == (w.champion, version)  # canary only, not promoted
 
     assert runner.invoke(app, ["approvals", "approve", promote_id, "--by", "test"]).exit_code == 0
     out = runner.invoke(app, ["chat", "--resume", promote_id, "--json"])
-    data = json.loads(out.output)
+    data = json.loads(out.stdout)
     assert data["status"] == "completed" and data["pending_approvals"] == []
     final = data["tool_calls"][-1]
     assert (final["tool"], final["decision"], final["executed"], final["approval_id"]) == (
         "promote_model", "permit", True, promote_id)
-    assert Release().git.read_patch().model_version == version
+    assert _staging_patch().model_version == version
 
 
 @pytest.mark.parametrize("goal", [

@@ -127,6 +127,6 @@ def test_cli_list_approve_deny() -> None:
     assert out.exit_code == 0 and f"approved {a.id}" in out.output
     out = runner.invoke(app, ["approvals", "deny", b.id, "--note", "no"])
     assert out.exit_code == 0
-    listed = json.loads(runner.invoke(app, ["approvals", "list", "--json"]).output)
+    listed = json.loads(runner.invoke(app, ["approvals", "list", "--json"]).stdout)
     assert {r["id"]: r["status"] for r in listed} == {a.id: "approved", b.id: "denied"}
     assert ApprovalStore().get(a.id).decided_by == "carol"

@@ -115,7 +115,7 @@ def test_cli_verify_exit_codes_and_names_the_broken_record() -> None:
     _write(log, lines)
     bad = runner.invoke(app, ["audit", "verify"])
     assert bad.exit_code == 1 and "record 3" in bad.output
-    assert json.loads(runner.invoke(app, ["audit", "verify", "--json"]).output)["broken_seq"] == 3
+    assert json.loads(runner.invoke(app, ["audit", "verify", "--json"]).stdout)["broken_seq"] == 3
 
 
 def test_concurrent_threads_keep_one_chain() -> None:

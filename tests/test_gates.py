@@ -166,7 +166,7 @@ def test_cli_gates_json(prom: FakeProm, monkeypatch) -> None:
                             "cost_budget": (500, {"status": "error"}), "retries": (200, _vector("NaN"))})
     out = CliRunner().invoke(app, ["gates", "--json", "--prometheus-url", prom.url, "--env", "dev"])
     assert out.exit_code == 0, out.output
-    doc = json.loads(out.output)
+    doc = json.loads(out.stdout)
     assert [(g["name"], g["status"]) for g in doc["gates"]] == [
         ("ndcg_drop", "firing"), ("p95_latency", "ok"), ("cost_budget", "unknown"), ("retries", "unknown")]
     assert set(doc["gates"][0]) == {"name", "status", "value", "threshold", "evidence"}

@@ -77,18 +77,18 @@ def test_cli_infra_up_status_down(monkeypatch) -> None:
     try:
         up = runner.invoke(app, ["infra", "up", "--json"])
         assert up.exit_code == 0, up.output
-        state = json.loads(up.output)
+        state = json.loads(up.stdout)
         assert state["running"] and state["port"] == port and port_open("127.0.0.1", port)
         home = get_settings().home
         assert (home / "prometheus" / "prometheus.pid").read_text() == str(state["pid"])
         assert set(state["targets"]) == {"search", "optimizer"}
-        again = json.loads(runner.invoke(app, ["infra", "up", "--json"]).output)
+        again = json.loads(runner.invoke(app, ["infra", "up", "--json"]).stdout)
         assert again["pid"] == state["pid"]  # idempotent: no second server
-        st = json.loads(runner.invoke(app, ["infra", "status", "--json"]).output)
+        st = json.loads(runner.invoke(app, ["infra", "status", "--json"]).stdout)
         assert st["running"] and set(st["scrape_health"]) == {"search/127.0.0.1:8700", "optimizer/127.0.0.1:8800"}
     finally:
         down = runner.invoke(app, ["infra", "down", "--json"])
-    assert down.exit_code == 0 and not json.loads(down.output)["running"]
+    assert down.exit_code == 0 and not json.loads(down.stdout)["running"]
     assert not port_open("127.0.0.1", port)
     text = runner.invoke(app, ["infra", "status"]).output
     assert "stopped" in text

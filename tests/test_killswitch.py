@@ -38,13 +38,13 @@ def test_cli_on_status_off() -> None:
     runner = CliRunner()
     out = runner.invoke(app, ["kill-switch", "on", "--reason", "incident 42", "--by", "ops"])
     assert out.exit_code == 0 and "ON" in out.output and "incident 42" in out.output
-    st = json.loads(runner.invoke(app, ["kill-switch", "status", "--json"]).output)
+    st = json.loads(runner.invoke(app, ["kill-switch", "status", "--json"]).stdout)
     assert (st["on"], st["by"], st["reason"]) == (True, "ops", "incident 42")
     runner.invoke(app, ["kill-switch", "off"])
-    assert json.loads(runner.invoke(app, ["kill-switch", "status", "--json"]).output)["on"] is False
+    assert json.loads(runner.invoke(app, ["kill-switch", "status", "--json"]).stdout)["on"] is False
     check = runner.invoke(app, CHECK)
-    assert json.loads(check.output)["decision"] == "permit"
+    assert json.loads(check.stdout)["decision"] == "permit"
     runner.invoke(app, ["kill-switch", "on"])
     check = runner.invoke(app, CHECK)
-    assert json.loads(check.output) == {"decision": "deny", "policies": ["shared.kill-switch"],
+    assert json.loads(check.stdout) == {"decision": "deny", "policies": ["shared.kill-switch"],
                                         "reason": "the kill switch is on: change and critical tools are stopped"}

@@ -25,7 +25,7 @@ AUTOOPT = [sys.executable, "-c", "from autooptimizer.cli import main; main()"]
 def check(*extra: str) -> dict:
     out = runner.invoke(app, ["policy", "check", *extra, "--json"])
     assert out.exit_code == 0, out.output
-    return json.loads(out.output)
+    return json.loads(out.stdout)
 
 
 def test_check_prints_decision_policies_reason() -> None:
@@ -84,4 +84,4 @@ def test_bench_reports_latency_figures() -> None:
     assert set(res) >= {"decisions_per_s", "p50_us", "p99_us", "n"}
     assert 0 < res["p50_us"] <= res["p99_us"] < 5000  # the 200 us target is measured in docs/benchmarks.md
     out = runner.invoke(app, ["bench", "policy", "--n", "500", "--json"])
-    assert out.exit_code == 0 and {"decisions_per_s", "p50_us", "p99_us"} <= set(json.loads(out.output))
+    assert out.exit_code == 0 and {"decisions_per_s", "p50_us", "p99_us"} <= set(json.loads(out.stdout))

@@ -26,8 +26,8 @@ def test_route_cli_json_and_clarify():
 
     runner = CliRunner()
     out = runner.invoke(app, ["route", "roll back the canary, users see errors", "--json"])
-    data = json.loads(out.output)
+    data = json.loads(out.stdout)
     assert data["agent"] == "devops" and 0.0 <= data["confidence"] <= 1.0
-    off = json.loads(runner.invoke(app, ["route", "what's the weather in Lisbon tomorrow?", "--json"]).output)
+    off = json.loads(runner.invoke(app, ["route", "what's the weather in Lisbon tomorrow?", "--json"]).stdout)
     assert off["agent"] == CLARIFY
     assert get_router().route("").agent == CLARIFY

@@ -119,7 +119,7 @@ def test_cli_simulate_json(service) -> None:
     out = CliRunner().invoke(app, ["simulate", "--datasets", str(service["good"]), "--rate", "20", "--duration", "1",
                                    "--split", "", "--target", service["url"], "--json"])
     assert out.exit_code == 0, out.output
-    stats = json.loads(out.output)
+    stats = json.loads(out.stdout)
     assert stats["ok"] >= 10 and stats["errors"] == 0
     bad = CliRunner().invoke(app, ["simulate", "--target", "http://8.8.8.8:80", "--json"])
     assert bad.exit_code != 0

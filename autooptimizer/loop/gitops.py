@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field
 
 from autooptimizer.errors import ConfigError
 from autooptimizer.settings import Settings
+from autooptimizer.tools.context import call_env
 
 BRANCH = "main"
 _IDENTITY = ["-c", "user.name=AutoOptimizer", "-c", "user.email=autooptimizer@localhost", "-c", "commit.gpgsign=false"]
@@ -77,7 +78,7 @@ class GitOpsRepo:
     """The deployment repository. Not thread-safe: the cycle lock serialises writers."""
 
     def __init__(self, settings: Settings) -> None:
-        self.env = settings.env
+        self.env = call_env()  # the env of the tool call in progress, else AUTOOPT_ENV
         self.remote = settings.gitops_remote or str(settings.home / "gitops" / "deploy.git")
         self.local_bare = settings.gitops_remote is None
         self.checkout = settings.home / "gitops" / "checkout"

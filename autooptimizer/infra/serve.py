@@ -7,10 +7,11 @@ the gates. The model defaults to the `champion` alias; the collection is the uni
 from __future__ import annotations
 
 import argparse
+import os
 
 
 def build_app(datasets: list[str], model: str | None, canary: str | None = None, canary_weight: float = 0.0,
-              progress: bool = True) -> object:
+              progress: bool = True, rerank_depth: int | None = None) -> object:
     """The real FastAPI app over a union collection; warm (embeddings cached) before it is returned."""
     from autooptimizer.search import aliases
     from autooptimizer.search.app import SearchService, create_app
@@ -19,6 +20,7 @@ def build_app(datasets: list[str], model: str | None, canary: str | None = None,
     collection = load_collection(datasets)
     stable = model or aliases.require_alias(aliases.CHAMPION)
     service = SearchService(collection, stable, canary=canary, canary_weight=canary_weight, progress=progress)
+    service.rerank_depth = rerank_depth  # the variant (cheaper/faster depth) the deployment asks for
     return create_app(service)
 
 
@@ -29,6 +31,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", default=None, help="stable model version (default: the champion alias)")
     parser.add_argument("--canary", default=None)
     parser.add_argument("--canary-weight", type=float, default=0.0)
+    parser.add_argument("--rerank-depth", type=int, default=int(os.environ.get("AUTOOPT_RERANK_DEPTH") or 0) or None,
+                        help="override the rerank depth (default: AUTOOPT_RERANK_DEPTH, else each version's)")
     args = parser.parse_args(argv)
 
     import uvicorn
@@ -42,7 +46,8 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(get_settings().threads)
     except ImportError:
         pass
-    app = build_app([d for d in args.datasets.split(",") if d], args.model, args.canary, args.canary_weight)
+    app = build_app([d for d in args.datasets.split(",") if d], args.model, args.canary, args.canary_weight,
+                    rerank_depth=args.rerank_depth)
     uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
 
 

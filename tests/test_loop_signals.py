@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from autooptimizer.loop.signals import FeedbackLog, LiveSource, PrometheusGuards, feedback_log_path, ndcg_at_10
+from autooptimizer.loop.signals import FeedbackLog, LiveSource, PrometheusGuards, ndcg_at_10
 from autooptimizer.loop.testing import TinyService, make_versions
 from autooptimizer.settings import get_settings
 
@@ -34,7 +34,7 @@ def test_feedback_log_samples_per_version(tmp_path: Path, monkeypatch: pytest.Mo
                                                     "request_id": hit["request_id"],
                                                     "judgments": {"tiny/wing0": 2, "tiny/wing1": 1}}).raise_for_status()
         settings = get_settings()
-        path = feedback_log_path(settings)
+        path = settings.feedback_log
         assert path.is_file()
         log = FeedbackLog(path)
         samples = log.samples("v-a", since)

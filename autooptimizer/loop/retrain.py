@@ -122,11 +122,9 @@ def holdout_folder(domain: str | Path, qids: list[str], out: Path) -> Path:
 def run_retrain(runner: Any, cid: str, opts: Any, state: dict[str, Any], *, champion: str,
                 artifacts: Path) -> dict[str, Any]:
     """Run the steps above; returns {model_version, promotable, reason, mlflow_run_id, evaluation}."""
-    from autooptimizer.loop.signals import feedback_log_path
-
     artifacts.mkdir(parents=True, exist_ok=True)
     ev = {"cycle_id": cid}
-    log = feedback_log_path(runner.settings)
+    log = runner.settings.feedback_log
 
     def call(step: str, agent: str, tool: str, args: dict[str, Any]) -> dict[str, Any]:
         return runner.step(cid, step, lambda: runner.tool(state, agent, tool, args, evidence=ev), {"args": args})

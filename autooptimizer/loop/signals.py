@@ -20,18 +20,8 @@ from autooptimizer.loop.abtest import ArmSnapshot, SampleSource
 from autooptimizer.search import metric_names as m
 from autooptimizer.settings import Settings
 
+
 # Where the service appends feedback (first that exists wins); see autooptimizer/search/app.py.
-FEEDBACK_LOG_CANDIDATES = ("feedback/feedback.jsonl", "search/feedback.jsonl", "feedback.jsonl")
-
-
-def feedback_log_path(settings: Settings) -> Path:
-    for rel in FEEDBACK_LOG_CANDIDATES:
-        p = settings.home / rel
-        if p.is_file():
-            return p
-    return settings.home / FEEDBACK_LOG_CANDIDATES[0]
-
-
 def ndcg_at_10(served: list[str], judgments: dict[str, float]) -> float:
     """NDCG@10 of one served ranking, with the service's formula (linear gain, as ir_measures); 0 when nothing
     is judged relevant."""
@@ -140,7 +130,7 @@ class LiveSource:
     """The embedded default's SampleSource: feedback log + Prometheus."""
 
     def __init__(self, settings: Settings, feedback_path: Path | None = None) -> None:
-        self.feedback = FeedbackLog(feedback_path or feedback_log_path(settings))
+        self.feedback = FeedbackLog(feedback_path or settings.feedback_log)
         self.guards = PrometheusGuards(settings.prometheus_url)
 
     def snapshot(self, model_version: str, since: float) -> ArmSnapshot:

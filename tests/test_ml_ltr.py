@@ -59,11 +59,36 @@ def test_selection_enables_a_feature_that_cross_validates() -> None:
 
 
 def test_selection_keeps_the_parent_when_nothing_cross_validates() -> None:
-    """Pure-noise extra features: in-sample fitting still finds 'gains', CV does not, so the parent is kept."""
+    """Pure-noise extra features and a parent that already weighs bm25 and cos as the data does: in-sample fitting
+    still finds 'gains', CV (at one standard error) does not, so the parent is kept."""
+    w_opt = np.array([0.5, 0.5, 0, 0, 0, 0], dtype=float)
     p = Packed(*_queries(40, None, seed=1))
-    w, sel = select_weights(p, W0, bags=3, seed=0)
-    assert not sel.enabled and sel.selected == PARENT and np.array_equal(w, W0)
-    assert sel.cv_ndcg10[PARENT] == round(float(p.ndcg(W0).mean()), 4)
+    w, sel = select_weights(p, w_opt, bags=3, seed=0, min_t=1.0)
+    assert not sel.enabled and sel.selected == PARENT and np.array_equal(w, w_opt)
+    assert sel.cv_ndcg10[PARENT] == round(float(p.ndcg(w_opt).mean()), 4)
+
+
+def test_relevance_groups_and_grouped_folds() -> None:
+    """Queries sharing judged-relevant documents (Jaccard >= 0.1) form one group; a group never spans two folds."""
+    from autooptimizer.ml.ltr import grouped_folds, relevance_groups
+
+    rel = [["a", "b"], ["b", "c"], ["c", "d"], ["x"], ["y"], ["y", "z"], [], ["q"]]
+    g = relevance_groups(rel)
+    assert g[0] == g[1] == g[2] and g[4] == g[5] and len(set(g.tolist())) == 5  # {0,1,2} {3} {4,5} {6} {7}
+    assert relevance_groups([["a"] + list("bcdefghijk"), ["a", "z"]]).tolist() == [0, 1]  # Jaccard 1/12 < 0.1
+    folds = grouped_folds(g, 3, np.random.default_rng(0))
+    assert sorted(np.concatenate(folds).tolist()) == list(range(8))
+    for grp in set(g.tolist()):
+        assert sum(bool(np.isin(np.flatnonzero(g == grp), f).any()) for f in folds) == 1
+    assert max(len(f) for f in folds) - min(len(f) for f in folds) <= 2
+
+
+def test_grouped_cv_is_used_for_selection() -> None:
+    """With groups given, the folds respect them (fold count capped by the number of groups)."""
+    p = Packed(*_queries(12, "adapted"))
+    groups = np.repeat(np.arange(3), 4)
+    _, sel = select_weights(p, W0, bags=1, seed=0, groups=groups)
+    assert sel.folds == 3 and sel.groups == 3
 
 
 def test_selection_is_deterministic_under_a_seed() -> None:

@@ -10,9 +10,10 @@ feature leaves the query itself out, so the linear weights are fitted on feature
 The adapter's epoch count is early-stopped on a dev slice, scored the way the adapter is used (fused with BM25).
 Weights come from coordinate ascent on NDCG@10, starting at the parent's fusion (so "no change" is the baseline),
 averaged over bootstrap resamples of the queries (bagging) because a few dozen queries make one fit noisy.
-Model selection is part of training (`select_weights`): repeated k-fold CV on the feedback queries picks the feature
-set and the shrinkage toward the parent's fusion, and keeps the parent's ranking (a disabled expert) when the CV gain
-is not at least one standard error above zero. Held-out queries are never seen by any of this.
+Model selection is part of training (`select_weights`): repeated k-fold CV on the feedback queries, with folds grouped
+by relevance overlap (queries sharing judged-relevant documents stay in one fold), picks the feature set and the
+shrinkage toward the parent's fusion, and keeps the parent's ranking (a disabled expert) unless the CV gain is positive
+in most repeats and at least half a standard error above zero. Held-out queries are never seen by any of this.
 A class-balanced logistic regression on query embeddings (this domain vs the original domain's training queries and
 earlier experts) is the expert's gate.
 """
@@ -61,6 +62,8 @@ class Selection(BaseModel):
     cv_gain_se: float
     folds: int
     repeats: int
+    groups: int = 0
+    repeats_won: int = 0
 
 
 class LtrFitReport(BaseModel):
@@ -246,41 +249,81 @@ LISTNET_L2 = (0.01, 0.1, 1.0)
 PARENT = "parent"
 
 
-def select_weights(p: Packed, w0: np.ndarray, bags: int, seed: int, folds: int = 5, repeats: int = 2,
-                   min_t: float = 1.0, deadline: float | None = None) -> tuple[np.ndarray, Selection]:
+def relevance_groups(rel_docs: list[list[str]], min_jaccard: float = 0.1) -> np.ndarray:
+    """Group id per query: connected components of "shares relevant documents" (Jaccard of the judged-relevant
+    sets >= `min_jaccard`; any overlap at all chains all of cisi into one group). Queries in one group are
+    near-duplicates for ranking purposes (cisi has clusters with Jaccard up to 0.83), so CV must not put them on
+    both sides of a fold."""
+    n = len(rel_docs)
+    parent = list(range(n))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    sets = [set(d) for d in rel_docs]
+    for i in range(n):
+        for j in range(i + 1, n):
+            if sets[i] and sets[j] and len(sets[i] & sets[j]) / len(sets[i] | sets[j]) >= min_jaccard:
+                parent[root(i)] = root(j)
+    roots = [root(i) for i in range(n)]
+    ids = {r: k for k, r in enumerate(dict.fromkeys(roots))}
+    return np.array([ids[r] for r in roots], dtype=np.int64)
+
+
+def grouped_folds(groups: np.ndarray, k: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """k folds of query indices with every group inside one fold; groups in random order, each to the currently
+    smallest fold (so fold sizes stay balanced)."""
+    uniq = rng.permutation(np.unique(groups))
+    members = {g: np.flatnonzero(groups == g) for g in uniq}
+    folds: list[list[int]] = [[] for _ in range(k)]
+    for g in sorted(uniq, key=lambda g: -len(members[g])):  # stable: ties keep the random order
+        min(folds, key=len).extend(members[g].tolist())
+    return [np.array(sorted(f), dtype=np.int64) for f in folds if f]
+
+
+def select_weights(p: Packed, w0: np.ndarray, bags: int, seed: int, folds: int = 5, repeats: int = 3,
+                   min_t: float = 0.5, deadline: float | None = None,
+                   groups: np.ndarray | None = None) -> tuple[np.ndarray, Selection]:
     """Model selection as part of training, on the feedback queries only.
 
     Repeated k-fold CV over the (out-of-fold) features: every candidate (coordinate ascent: feature set x shrinkage;
-    ListNet: L2 strength toward the parent) is fitted on k-1
-    folds and scored on the held fold, against the parent's fusion on the same queries. The best candidate by mean CV
-    nDCG@10 is kept only when its paired per-query gain over the parent is at least `min_t` standard errors above zero;
-    otherwise the selection is `parent` (the expert is disabled and the parent's ranking serves the domain), so a
-    challenger is not worse than its champion where the feedback cannot show a gain."""
+    ListNet: L2 strength toward the parent) is fitted on k-1 folds and scored on the held fold, against the parent's
+    fusion on the same queries. Folds keep each of `groups` (e.g. `relevance_groups`) whole, so near-duplicate
+    queries cannot sit on both sides. The best candidate by mean CV nDCG@10 is kept only when its paired per-query
+    gain over the parent is at least `min_t` standard errors above zero and positive in most repeats; otherwise the
+    selection is `parent` (the expert is disabled and the parent's ranking serves the domain), so a challenger is not
+    worse than its champion where the feedback cannot show a gain."""
     n = len(p)
     rng = np.random.default_rng(seed + 7919)
     labels = [f"{fs}@{lam:g}" for fs in FEATURE_SETS for lam in SHRINKAGE] + [f"listnet@{a:g}" for a in LISTNET_L2]
-    acc = {lab: np.zeros(n) for lab in labels}
+    acc = {lab: np.zeros((repeats, n)) for lab in labels}
     parent = p.ndcg(w0)
-    k = max(2, min(folds, n))
+    groups = np.arange(n) if groups is None else np.asarray(groups)
+    k = max(2, min(folds, len(np.unique(groups))))
     for r in range(repeats):
-        for f, held in enumerate(np.array_split(rng.permutation(n), k)):
+        for f, held in enumerate(grouped_folds(groups, k, rng)):
             train = np.setdiff1d(np.arange(n), held)
             for fs, names in FEATURE_SETS.items():
                 free = tuple(FEATURES.index(x) for x in names)
                 w_fit = bagged_coordinate_ascent(p, train, w0, bags, seed + 1000 * r + f, free)
                 for lam in SHRINKAGE:
-                    acc[f"{fs}@{lam:g}"][held] += p.ndcg(w0 + lam * (w_fit - w0), held)
+                    acc[f"{fs}@{lam:g}"][r, held] = p.ndcg(w0 + lam * (w_fit - w0), held)
             for a in LISTNET_L2:
-                acc[f"listnet@{a:g}"][held] += p.ndcg(listnet(p, train, w0, a), held)
+                acc[f"listnet@{a:g}"][r, held] = p.ndcg(listnet(p, train, w0, a), held)
             _check_deadline(deadline)
-    cv = {lab: v / repeats for lab, v in acc.items()}
+    cv = {lab: v.mean(0) for lab, v in acc.items()}
     best = max(labels, key=lambda lab: (float(cv[lab].mean()), -labels.index(lab)))
     d = cv[best] - parent
     gain, se = float(d.mean()), float(d.std(ddof=1) / np.sqrt(n)) if n > 1 else 0.0
-    enabled = gain > 0 and gain >= min_t * se
+    wins = int(((acc[best] - parent).mean(1) > 0).sum())
+    enabled = gain > 0 and gain >= min_t * se and 2 * wins > repeats
     table = {PARENT: round(float(parent.mean()), 4), **{lab: round(float(v.mean()), 4) for lab, v in cv.items()}}
     sel = Selection(selected=best if enabled else PARENT, enabled=enabled, cv_ndcg10=table, cv_gain=round(gain, 4),
-                    cv_gain_se=round(se, 4), folds=k, repeats=repeats)
+                    cv_gain_se=round(se, 4), folds=k, repeats=repeats,
+                    groups=len(np.unique(groups)), repeats_won=wins)
     if not enabled:
         return w0.copy(), sel
     fs, lam = best.split("@")
@@ -405,7 +448,7 @@ def fit_expert(
     w0[FEATURES.index("cos")] = parent_fusion_weight
     packed = Packed([x for x in oof if x is not None], gains, ideals)
     base = float(packed.ndcg(w0).mean())
-    w, selection = select_weights(packed, w0, bags, seed, deadline=deadline)
+    w, selection = select_weights(packed, w0, bags, seed, deadline=deadline, groups=relevance_groups(mem_docs))
     fitted = float(packed.ndcg(w).mean())
     say(f"selected {selection.selected} (CV gain {selection.cv_gain:+.4f} +- {selection.cv_gain_se:.4f})", 0.9)
 

@@ -12,40 +12,13 @@ import pytest
 from autooptimizer.errors import InputError, NotFoundError
 from autooptimizer.search import aliases, model_store
 from autooptimizer.search.model_store import ModelSpec
-from autooptimizer.search.sample_data import write_tiny_beir
+from autooptimizer.search.sample_data import write_tiny_beir, write_tiny_domain
 from autooptimizer.settings import get_settings
-
-TOPICS = {
-    "flutter": "wing flutter aeroelastic vibration panel",
-    "shock": "shock wave supersonic compression ramp",
-    "heat": "heat transfer boundary layer stagnation point",
-    "buckling": "buckling cylindrical shell axial load",
-    "jet": "jet noise turbulent mixing nozzle",
-    "hypersonic": "hypersonic viscous interaction leading edge",
-    "creep": "creep stress rupture high temperature alloy",
-    "slip": "slip flow rarefied gas knudsen",
-    "delta": "delta wing vortex lift slender",
-    "plate": "plate vibration natural frequency clamped",
-}
 
 
 def write_domain(root: Path) -> Path:
-    """A tiny aeronautics-like domain: 10 topics x 4 docs, 2 judged queries per topic (20 queries)."""
-    root.mkdir(parents=True, exist_ok=True)
-    corpus, queries, qrels = [], [], []
-    for t, (topic, words) in enumerate(TOPICS.items()):
-        w = words.split()
-        for i in range(4):
-            corpus.append({"_id": f"{topic}{i}", "title": f"{w[i % 5]} {w[(i + 1) % 5]} study",
-                           "text": f"measurements of {' '.join(w[i:] + w[:i])} in a {topic} experiment number {i}"})
-        for j in range(2):
-            qid = str(2 * t + j + 1)
-            queries.append({"_id": qid, "text": f"what is known about {w[j]} {w[j + 2]} and {w[4 - j]}"})
-            qrels += [(qid, f"{topic}{i}", 2 if i == j else 1) for i in range(4)]
-    (root / "corpus.jsonl").write_text("".join(json.dumps(d) + "\n" for d in corpus))
-    (root / "queries.jsonl").write_text("".join(json.dumps(q) + "\n" for q in queries))
-    (root / "qrels.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t{g}\n" for q, d, g in qrels))
-    return root
+    """The tiny aeronautics-like new domain (10 topics x 4 docs, 20 judged queries)."""
+    return write_tiny_domain(root)
 
 
 def write_original(root: Path) -> Path:

@@ -148,16 +148,6 @@ def demo_registry(world: FakeWorld | None = None) -> tuple[ToolRegistry, FakeWor
 
 
 # --- a tiny real world, for end-to-end runs on the REAL tools -------------------------------------------------------
-DOMAIN_TOPICS = {
-    "flutter": "wing flutter aeroelastic vibration panel",
-    "shock": "shock wave supersonic compression ramp",
-    "heat": "heat transfer boundary layer stagnation point",
-    "buckling": "buckling cylindrical shell axial load",
-    "jet": "jet noise turbulent mixing nozzle",
-    "hypersonic": "hypersonic viscous interaction leading edge",
-    "creep": "creep stress rupture high temperature alloy",
-    "slip": "slip flow rarefied gas knudsen",
-}
 CHAMPION = "v1-champion"
 
 
@@ -171,18 +161,15 @@ class RealWorld:
     champion: str = CHAMPION
 
 
-def _write_beir(root: Path, corpus: list[dict], queries: list[dict], qrels: dict[str, list[tuple[str, str, int]]]
-                ) -> Path:
+def _write_split_beir(root: Path, corpus: list[dict], queries: list[dict], qrels: dict[str, list[tuple[str, str, int]]]
+                      ) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     (root / "corpus.jsonl").write_text("".join(json.dumps(d) + "\n" for d in corpus))
     (root / "queries.jsonl").write_text("".join(json.dumps(q) + "\n" for q in queries))
     header = "query-id\tcorpus-id\tscore\n"
-    if set(qrels) == {""}:
-        (root / "qrels.tsv").write_text(header + "".join(f"{q}\t{d}\t{g}\n" for q, d, g in qrels[""]))
-    else:
-        (root / "qrels").mkdir(exist_ok=True)
-        for split, rows in qrels.items():
-            (root / "qrels" / f"{split}.tsv").write_text(header + "".join(f"{q}\t{d}\t{g}\n" for q, d, g in rows))
+    (root / "qrels").mkdir(exist_ok=True)
+    for split, rows in qrels.items():
+        (root / "qrels" / f"{split}.tsv").write_text(header + "".join(f"{q}\t{d}\t{g}\n" for q, d, g in rows))
     return root
 
 
@@ -201,7 +188,7 @@ def write_real_world(root: Path, home: Path, domain: str = "aero") -> RealWorld:
     from autooptimizer.ml.feedback import simulate_feedback, split_judged
     from autooptimizer.search import aliases, model_store
     from autooptimizer.search.model_store import ModelSpec
-    from autooptimizer.search.sample_data import QUERIES, TOPICS
+    from autooptimizer.search.sample_data import QUERIES, TOPICS, write_tiny_domain
 
     data = root / "data"
     corpus, queries, qrels = [], [], {"train": [], "test": []}
@@ -215,19 +202,9 @@ def write_real_world(root: Path, home: Path, domain: str = "aero") -> RealWorld:
             split = "test" if j == 3 else "train"
             queries.append({"_id": f"q-{topic}-{j}", "text": text})
             qrels[split] += [(f"q-{topic}-{j}", f"{topic}{i}", 2 if i == j else 1) for i in range(5)]
-    _write_beir(data / "scifact", corpus, queries, qrels)
+    _write_split_beir(data / "scifact", corpus, queries, qrels)
 
-    corpus, queries, rows = [], [], []
-    for t, (topic, words) in enumerate(DOMAIN_TOPICS.items()):
-        w = words.split()
-        for i in range(4):
-            corpus.append({"_id": f"{topic}{i}", "title": f"{w[i % 5]} {w[(i + 1) % 5]} study",
-                           "text": f"measurements of {' '.join(w[i:] + w[:i])} in a {topic} experiment number {i}"})
-        for j in range(2):
-            qid = str(2 * t + j + 1)
-            queries.append({"_id": qid, "text": f"what is known about {w[j]} {w[j + 2]} and {w[4 - j]}"})
-            rows += [(qid, f"{topic}{i}", 2 if i == j else 1) for i in range(4)]
-    _write_beir(data / domain, corpus, queries, {"": rows})
+    write_tiny_domain(data / domain, n_topics=8)
 
     champion = ModelSpec(version=CHAMPION, kind="bi_encoder", fusion_weight=0.6, rerank_depth=20)
     if not model_store.exists(champion.version):

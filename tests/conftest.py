@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -24,3 +25,20 @@ def autoopt_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     get_settings.cache_clear()
     yield home
     get_settings.cache_clear()
+
+
+@pytest.fixture
+def policy_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An editable copy of the packaged policies, active through AUTOOPT_POLICY_DIR (for tests that break or
+    change a policy file)."""
+    from autooptimizer.policies.catalog import PACKAGE_DIR
+    from autooptimizer.policies.pdp import reload_policies
+
+    dst = tmp_path / "policies"
+    dst.mkdir()
+    shutil.copy(PACKAGE_DIR / "catalog.yaml", dst / "catalog.yaml")
+    shutil.copytree(PACKAGE_DIR / "cedar", dst / "cedar")
+    monkeypatch.setenv("AUTOOPT_POLICY_DIR", str(dst))
+    reload_policies()
+    yield dst
+    reload_policies()

@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-import shutil
 import threading
 from pathlib import Path
 
-import pytest
 from pydantic import BaseModel
 from typer.testing import CliRunner
 
 from autooptimizer.cli.app import app
 from autooptimizer.policies.audit import GENESIS, AuditLog, record_hash
-from autooptimizer.policies.catalog import PACKAGE_DIR
 from autooptimizer.policies.pdp import reload_policies
 from autooptimizer.tools.registry import ToolRegistry, tool
 
@@ -158,14 +155,8 @@ class PromoteArgs(BaseModel):
     model_version: str
 
 
-def test_replay_lists_decisions_that_todays_policies_would_change(tmp_path: Path,
-                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    policies = tmp_path / "policies"
-    policies.mkdir()
-    shutil.copy(PACKAGE_DIR / "catalog.yaml", policies / "catalog.yaml")
-    shutil.copytree(PACKAGE_DIR / "cedar", policies / "cedar")
-    monkeypatch.setenv("AUTOOPT_POLICY_DIR", str(policies))
-    reload_policies()
+def test_replay_lists_decisions_that_todays_policies_would_change(policy_copy: Path) -> None:
+    policies = policy_copy
     r = ToolRegistry()
 
     @tool(name="promote_model", owner="devops", risk="critical", registry=r,

@@ -162,18 +162,6 @@ def test_every_env_loads_and_shares_the_shared_policies() -> None:
 
 
 # --- loading: a broken file stops startup, naming the file and the reason ------------------------------------
-@pytest.fixture
-def policy_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    dst = tmp_path / "policies"
-    dst.mkdir()
-    shutil.copy(PACKAGE_DIR / "catalog.yaml", dst / "catalog.yaml")
-    shutil.copytree(PACKAGE_DIR / "cedar", dst / "cedar")
-    monkeypatch.setenv("AUTOOPT_POLICY_DIR", str(dst))
-    reload_policies()
-    yield dst
-    reload_policies()
-
-
 def _append(path: Path, text: str) -> None:
     path.write_text(path.read_text() + "\n" + text)
 

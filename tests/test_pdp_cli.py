@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +15,6 @@ from autooptimizer.cli.app import app
 from autooptimizer.cli.policy import run_policy_bench
 from autooptimizer.errors import InputError
 from autooptimizer.policies.audit import AuditLog
-from autooptimizer.policies.catalog import PACKAGE_DIR
 
 runner = CliRunner()
 AUTOOPT = [sys.executable, "-c", "from autooptimizer.cli import main; main()"]
@@ -68,14 +66,10 @@ def test_validate_and_show() -> None:
     assert "staging.promote-approval" in out.output and "needs_approval" in out.output
 
 
-def test_validate_names_a_broken_file_and_exits_2(tmp_path: Path) -> None:
-    pol = tmp_path / "pol"
-    pol.mkdir()
-    shutil.copy(PACKAGE_DIR / "catalog.yaml", pol / "catalog.yaml")
-    shutil.copytree(PACKAGE_DIR / "cedar", pol / "cedar")
-    (pol / "cedar" / "staging.cedar").write_text("permit (principal, action, resource) when {")
+def test_validate_names_a_broken_file_and_exits_2(policy_copy: Path) -> None:
+    (policy_copy / "cedar" / "staging.cedar").write_text("permit (principal, action, resource) when {")
     proc = subprocess.run([*AUTOOPT, "policy", "validate"], capture_output=True, text=True, timeout=60,
-                          env={**os.environ, "AUTOOPT_POLICY_DIR": str(pol)})
+                          env={**os.environ, "AUTOOPT_POLICY_DIR": str(policy_copy)})
     assert proc.returncode == 2 and "staging.cedar" in proc.stderr and "does not parse" in proc.stderr
 
 

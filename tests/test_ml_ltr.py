@@ -27,14 +27,15 @@ def _queries(n: int, signal: str | None, seed: int = 0) -> tuple[list, list, lis
     return feats, gains, ideals
 
 
-W0 = np.array([0.3, 0.7, 0, 0, 0, 0], dtype=float)
+W0 = np.zeros(len(FEATURES))
+W0[:2] = 0.3, 0.7
 
 
 def test_packed_ndcg_matches_per_query_ndcg10() -> None:
     feats, gains, ideals = _queries(25, "rm3")
     feats[3], gains[3] = feats[3][:7], gains[3][:7]  # a short candidate list (padding)
     p = Packed(feats, gains, ideals)
-    for w in (W0, np.array([0, 0, 0, 0, 1.0, 0]), np.array([1.0, -1, 0.5, 0, 0, 2])):
+    for w in (W0, np.eye(len(FEATURES))[4], np.resize([1.0, -1, 0.5, 0, 0, 2], len(FEATURES))):
         want = [ndcg10(x @ w, g, i) for x, g, i in zip(feats, gains, ideals, strict=True)]
         assert np.allclose(p.ndcg(w), want)
     # hand-checked: one query, relevant doc (grade 1) ranked 2nd of 3 -> 1/log2(3)
@@ -58,14 +59,24 @@ def test_selection_enables_a_feature_that_cross_validates() -> None:
     assert sel.cv_ndcg10[sel.selected] == max(sel.cv_ndcg10.values())
 
 
-def test_selection_keeps_the_parent_when_nothing_cross_validates() -> None:
-    """Pure-noise extra features and a parent that already weighs bm25 and cos as the data does: in-sample fitting
-    still finds 'gains', CV (at one standard error) does not, so the parent is kept."""
-    w_opt = np.array([0.5, 0.5, 0, 0, 0, 0], dtype=float)
-    p = Packed(*_queries(40, None, seed=1))
-    w, sel = select_weights(p, w_opt, bags=3, seed=0, min_t=1.0)
-    assert not sel.enabled and sel.selected == PARENT and np.array_equal(w, w_opt)
-    assert sel.cv_ndcg10[PARENT] == round(float(p.ndcg(w_opt).mean()), 4)
+def test_selection_on_pure_noise_mostly_keeps_the_parent_and_never_hurts() -> None:
+    """Pure-noise extra features and a parent that already weighs bm25 and cos as the data does. Choosing the best of
+    13 candidates by CV is optimistic (winner's curse), so an occasional tiny "gain" gets through; the acceptance rule
+    must keep the parent in most draws, and whatever it accepts must not hurt on fresh queries of the same kind."""
+    w_opt = np.zeros(len(FEATURES))
+    w_opt[:2] = 0.5
+    enabled = 0
+    for draw in range(4):
+        p = Packed(*_queries(40, None, seed=100 + draw))
+        w, sel = select_weights(p, w_opt, bags=3, seed=0)
+        assert sel.cv_ndcg10[PARENT] == round(float(p.ndcg(w_opt).mean()), 4)
+        if not sel.enabled:
+            assert sel.selected == PARENT and np.array_equal(w, w_opt)
+            continue
+        enabled += 1
+        fresh = Packed(*_queries(200, None, seed=200 + draw))
+        assert fresh.ndcg(w).mean() >= fresh.ndcg(w_opt).mean() - 0.005, sel.selected
+    assert enabled <= 2
 
 
 def test_relevance_groups_and_grouped_folds() -> None:
@@ -112,9 +123,10 @@ def test_listnet_gradient_and_pull_toward_the_parent() -> None:
     from autooptimizer.ml.ltr import listnet_objective
 
     feats, gains, ideals = _queries(8, "memory")
-    feats[2], gains[2] = feats[2][:9], gains[2][:9]
+    keep = np.argsort(-gains[2], kind="stable")[:9]  # a short list that still holds the relevant documents
+    feats[2], gains[2] = feats[2][keep], gains[2][keep]
     q = Packed(feats, gains, ideals)
     t = q.g / q.g.sum(1, keepdims=True)
     args = (q.x, t, q.mask, W0, 0.3)
-    w = np.array([0.2, 0.5, -0.3, 0.1, 0.4, 0.0])
+    w = np.resize([0.2, 0.5, -0.3, 0.1, 0.4, 0.0], len(FEATURES))
     assert check_grad(lambda v: listnet_objective(v, *args)[0], lambda v: listnet_objective(v, *args)[1], w) < 1e-5

@@ -118,6 +118,7 @@ def test_ltr_challenger_is_stored_registered_and_gated(world: dict, tmp_path: Pa
     rr = build_reranker(spec, collection)
     routes = [rr.route(v) for v in rr.encoder.encode(list(queries.values()))]
     assert sum(r == 0 for r in routes) >= 0.8 * len(routes)
+    assert spec.params["experts"][0]["domains"] == ["dom"], "it owns the new corpus, never the original one"
     assert "selection" in res.report and set(res.report["selection"]["cv_ndcg10"]) >= {"parent", "all@1"}
     # an expert whose CV showed no gain is stored disabled: its domain gets exactly the parent's ranking
     params = json.loads(json.dumps(spec.params))

@@ -162,10 +162,14 @@ class Packed:
     def __len__(self) -> int:
         return len(self.idcg)
 
-    def ndcg(self, w: np.ndarray, idx: np.ndarray | None = None) -> np.ndarray:
-        """Per-query nDCG@10 of the linear scores x @ w (rows `idx`, default all); same as `ndcg10` per query."""
+    def ndcg(self, w: np.ndarray, idx: np.ndarray | None = None, depth: int | None = None) -> np.ndarray:
+        """Per-query nDCG@10 of the linear scores x @ w (rows `idx`, default all); same as `ndcg10` per query.
+        With `depth`, only the first `depth` candidates (first-stage order) are reranked, as a shallower parent does."""
         x, g, mask, idcg = (self.x, self.g, self.mask, self.idcg) if idx is None else \
             (self.x[idx], self.g[idx], self.mask[idx], self.idcg[idx])
+        if depth is not None and depth < mask.shape[1]:
+            mask = mask.copy()
+            mask[:, depth:] = False
         s = np.where(mask, x @ w, -np.inf)
         top = np.argsort(-s, axis=1, kind="stable")[:, :10]
         dcg = (np.take_along_axis(g, top, 1) * self.disc[: top.shape[1]]).sum(1)
@@ -209,7 +213,7 @@ def bagged_coordinate_ascent(p: Packed, idx: np.ndarray, w0: np.ndarray, bags: i
 
 def listnet(p: Packed, idx: np.ndarray, w0: np.ndarray, l2: float) -> np.ndarray:
     """Linear ListNet (top-1 softmax cross-entropy against the grade distribution) with an L2 pull toward w0, by
-    L-BFGS: a smooth, stable alternative to coordinate ascent (6 weights, so it takes milliseconds)."""
+    L-BFGS: a smooth, stable alternative to coordinate ascent (8 weights, so it takes milliseconds)."""
     from scipy.optimize import minimize
 
     x, g, mask = p.x[idx], p.g[idx], p.mask[idx]
@@ -243,10 +247,12 @@ FEATURE_SETS: dict[str, tuple[str, ...]] = {
     "all": FEATURES,
     "no_memory": tuple(f for f in FEATURES if f != "memory"),
     "adapter": ("bm25", "cos", "adapted"),
+    "smooth": ("bm25", "cos", "bm25_nn", "cos_nn"),
 }
 SHRINKAGE = (0.5, 1.0)
 LISTNET_L2 = (0.01, 0.1, 1.0)
 PARENT = "parent"
+DEEPER = "deeper"
 
 
 def relevance_groups(rel_docs: list[list[str]], min_jaccard: float = 0.1) -> np.ndarray:
@@ -286,7 +292,8 @@ def grouped_folds(groups: np.ndarray, k: int, rng: np.random.Generator) -> list[
 
 def select_weights(p: Packed, w0: np.ndarray, bags: int, seed: int, folds: int = 5, repeats: int = 3,
                    min_t: float = 0.5, deadline: float | None = None,
-                   groups: np.ndarray | None = None) -> tuple[np.ndarray, Selection]:
+                   groups: np.ndarray | None = None, parent_depth: int | None = None
+                   ) -> tuple[np.ndarray, Selection]:
     """Model selection as part of training, on the feedback queries only.
 
     Repeated k-fold CV over the (out-of-fold) features: every candidate (coordinate ascent: feature set x shrinkage;
@@ -295,12 +302,17 @@ def select_weights(p: Packed, w0: np.ndarray, bags: int, seed: int, folds: int =
     queries cannot sit on both sides. The best candidate by mean CV nDCG@10 is kept only when its paired per-query
     gain over the parent is at least `min_t` standard errors above zero and positive in most repeats; otherwise the
     selection is `parent` (the expert is disabled and the parent's ranking serves the domain), so a challenger is not
-    worse than its champion where the feedback cannot show a gain."""
+    worse than its champion where the feedback cannot show a gain. The parent is scored at its own `parent_depth`
+    (what it really serves); `deeper` is the parent's fusion unchanged over all candidates."""
     n = len(p)
     rng = np.random.default_rng(seed + 7919)
+    deeper = parent_depth is not None and parent_depth < p.mask.shape[1]
     labels = [f"{fs}@{lam:g}" for fs in FEATURE_SETS for lam in SHRINKAGE] + [f"listnet@{a:g}" for a in LISTNET_L2]
+    labels += [DEEPER] if deeper else []
     acc = {lab: np.zeros((repeats, n)) for lab in labels}
-    parent = p.ndcg(w0)
+    parent = p.ndcg(w0, depth=parent_depth)
+    if deeper:
+        acc[DEEPER][:] = p.ndcg(w0)
     groups = np.arange(n) if groups is None else np.asarray(groups)
     k = max(2, min(folds, len(np.unique(groups))))
     for r in range(repeats):
@@ -324,7 +336,7 @@ def select_weights(p: Packed, w0: np.ndarray, bags: int, seed: int, folds: int =
     sel = Selection(selected=best if enabled else PARENT, enabled=enabled, cv_ndcg10=table, cv_gain=round(gain, 4),
                     cv_gain_se=round(se, 4), folds=k, repeats=repeats,
                     groups=len(np.unique(groups)), repeats_won=wins)
-    if not enabled:
+    if not enabled or best == DEEPER:
         return w0.copy(), sel
     fs, lam = best.split("@")
     if fs == "listnet":
@@ -350,11 +362,16 @@ def fit_expert(
     deadline: float | None = None,
     gate_negatives: np.ndarray | None = None,
     bags: int = 0,
+    parent_depth: int | None = None,
+    domains: list[str] | None = None,
 ) -> tuple[ExpertParams, dict[str, np.ndarray], LtrFitReport]:
     """Fit an expert on judged feedback queries (collection doc ids in `qrels`).
 
     `augmented` adds (source query id, noisy query text) rows to the adapter's training set only.
     `gate_negatives` are the query embeddings the domain gate must not claim (original domain, earlier experts).
+    `parent_depth` is how deep the parent reranks: its baseline in model selection is scored at that depth.
+    `domains` are the corpora the expert owns (routing by provenance; see ltr_fusion), empty for a shift inside the
+    original corpus.
     Returns (params, arrays for the expert npz, report)."""
     from autooptimizer.search.embeddings import doc_embeddings
     from autooptimizer.search.encoder import get_encoder
@@ -387,7 +404,7 @@ def fit_expert(
     bm25 = get_bm25(collection)
     rm3 = Rm3(bm25)
     mem_docs = [[d for d, g in qrels[q].items() if g > 0 and d in row_of] for q in qids]
-    probe = ExpertParams(name=name, file="", weights={}, mem_docs=mem_docs)
+    probe = ExpertParams(name=name, file="", weights={}, mem_docs=mem_docs, domains=list(domains or []))
     cands, bm_s, rm3_s, vecs, gains, ideals = [], [], [], [], [], []
     say("candidates and RM3 features", 0.1)
     for q in qids:
@@ -447,8 +464,9 @@ def fit_expert(
     w0[FEATURES.index("bm25")] = 1.0 - parent_fusion_weight
     w0[FEATURES.index("cos")] = parent_fusion_weight
     packed = Packed([x for x in oof if x is not None], gains, ideals)
-    base = float(packed.ndcg(w0).mean())
-    w, selection = select_weights(packed, w0, bags, seed, deadline=deadline, groups=relevance_groups(mem_docs))
+    base = float(packed.ndcg(w0, depth=parent_depth).mean())
+    w, selection = select_weights(packed, w0, bags, seed, deadline=deadline, groups=relevance_groups(mem_docs),
+                                  parent_depth=parent_depth)
     fitted = float(packed.ndcg(w).mean())
     say(f"selected {selection.selected} (CV gain {selection.cv_gain:+.4f} +- {selection.cv_gain_se:.4f})", 0.9)
 

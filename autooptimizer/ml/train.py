@@ -144,18 +144,22 @@ def train_ltr(dataset, parent, cfg: TrainConfig, collection=None, progress: Prog
         base = LtrParams.model_validate(parent.params)
         fallback, experts = base.fallback, [e for e in base.experts if not e.name.startswith(f"{domain}-")]
         parent_w = float(ModelSpec.model_validate(fallback).fusion_weight)
+        parent_depth = ModelSpec.model_validate(fallback).rerank_depth
     else:
-        fallback, experts, parent_w = parent.content(), [], parent.fusion_weight
+        fallback, experts, parent_w, parent_depth = parent.content(), [], parent.fusion_weight, parent.rerank_depth
     ref = reference_queries(parent, cfg.original) if ref is None else ref
     others = [ref]
     if parent.kind == "ltr_fusion":
         for e in experts:
             with np.load(Path(parent.resolved_encoder_path()) / e.file) as z:
                 others.append(z["mem_q"])
+    judged = {d for rel in dataset.qrels().values() for d, g in rel.items() if g > 0}
+    owned = sorted({d.split("/", 1)[0] for d in judged} - {Path(cfg.original).name})  # corpora the expert owns
     params, arrays, report = fit_expert(
         name, dataset.original_queries(), dataset.qrels(), collection, parent_w, seed=cfg.seed, depth=cfg.depth,
         augmented=dataset.augmented_queries(), threads=get_settings().threads, progress=progress,
-        deadline=time.perf_counter() + cfg.time_budget_s, gate_negatives=np.vstack(others), bags=cfg.bags)
+        deadline=time.perf_counter() + cfg.time_budget_s, gate_negatives=np.vstack(others), bags=cfg.bags,
+        parent_depth=parent_depth, domains=owned)
     tmp = Path(tempfile.mkdtemp(prefix="ltr-"))
     (tmp / "experts").mkdir()
     if parent.kind == "ltr_fusion":

@@ -1,11 +1,14 @@
 """`ltr_fusion`: a domain-gated learning-to-rank fusion, the challenger a corpus-shift repair trains.
 
-One model version serves every domain, so new behaviour is gated: each *expert* was fitted on one domain's feedback
-and carries a domain classifier (logistic regression on the query embedding, class-balanced, trained to tell that
-domain's feedback queries from the original domain's training queries and from earlier experts' queries). A query goes
-to the expert with the highest probability when it is at least 0.5; otherwise the parent's own ranking is returned
-unchanged, so the original domain is served as before. An expert whose training found no cross-validated gain over
-the parent is stored disabled: it claims its domain, and the parent's ranking serves it.
+One model version serves every domain, so new behaviour is gated. First by provenance: an expert fitted on a corpus
+of its own (`domains`, the doc-id prefixes of its judgments, never the original corpus) serves exactly the queries
+whose top BM25 candidates come mostly from that corpus, and no others; the original domain's queries retrieve their
+own corpus and so keep the parent's ranking. An expert without such a corpus (a shift inside the original corpus) is
+gated by the query alone: it carries a domain classifier (logistic regression on the query embedding, class-balanced,
+trained to tell that domain's feedback queries from the original domain's training queries and from earlier experts'
+queries), and a query goes to the expert with the highest probability when it is at least 0.5. Otherwise the parent's
+own ranking is returned unchanged, so the original domain is served as before. An expert whose training found no
+cross-validated gain over the parent is stored disabled: it claims its domain, and the parent's ranking serves it.
 
 An expert scores the BM25 candidates with a linear model over per-query z-scored features:
 
@@ -14,7 +17,11 @@ An expert scores the BM25 candidates with a linear model over per-query z-scored
 - `adapted`: cosine after a trained query-side linear adapter q' = norm(q + qW) (a few seconds of torch on CPU);
 - `dense_prf`: Rocchio pseudo-relevance feedback in embedding space (q' + alpha * mean of the top documents);
 - `rm3`: BM25 of an RM3-expanded query (terms of the top BM25 documents);
-- `memory`: documents judged relevant for the most similar feedback queries (a query-log kNN).
+- `memory`: documents judged relevant for the most similar feedback queries (a query-log kNN);
+- `bm25_nn`, `cos_nn`, `memory_nn`: score regularisation by the cluster hypothesis: the similarity-weighted mean
+  BM25 (cosine, memory) score of each candidate's nearest neighbours among the candidates (document embeddings).
+  Relevant documents resemble each other, so a candidate whose neighbours score well is more likely relevant than its
+  own score says.
 
 Artifacts live in the version's weights folder: `experts/<name>.npz` (adapter, memory query embeddings) and
 `reference.npz` (original-domain query embeddings). Everything else is in `ModelSpec.params` (see LtrParams).
@@ -33,7 +40,8 @@ from pydantic import BaseModel, Field
 from autooptimizer.errors import InputError, NotFoundError
 from autooptimizer.search.rerankers import register
 
-FEATURES = ("bm25", "cos", "adapted", "dense_prf", "rm3", "memory")
+FEATURES = ("bm25", "cos", "adapted", "dense_prf", "rm3", "memory", "bm25_nn", "cos_nn", "memory_nn")
+NEIGHBOURS = 10
 
 
 class ExpertParams(BaseModel):
@@ -51,6 +59,8 @@ class ExpertParams(BaseModel):
     mem_k: int = 10
     mem_power: float = 3.0
     gate_bias: float = Field(0.0, description="intercept of the domain classifier (its weights are in the npz)")
+    domains: list[str] = Field(default_factory=list,
+                               description="corpora (doc-id prefixes) this expert owns; empty: the classifier gates")
     enabled: bool = Field(True, description="False when training's cross-validation showed no gain over the parent: "
                                             "the expert still claims its domain's queries, which get the parent's "
                                             "ranking")
@@ -69,6 +79,21 @@ def zscore(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64)
     sd = x.std() if x.size else 0.0
     return (x - x.mean()) / sd if sd > 1e-12 else np.zeros_like(x)
+
+
+def neighbour_means(doc_vecs: np.ndarray, scores: list[np.ndarray], k: int = NEIGHBOURS) -> list[np.ndarray]:
+    """For each candidate, the similarity-weighted mean of `scores` over its k most similar other candidates
+    (cosine of the document embeddings, negative similarities count as 0)."""
+    n = len(doc_vecs)
+    if n < 2:
+        return [np.zeros(n) for _ in scores]
+    sim = doc_vecs @ doc_vecs.T
+    np.fill_diagonal(sim, -np.inf)
+    k = min(k, n - 1)
+    nn = np.argpartition(-sim, k - 1, axis=1)[:, :k]
+    w = np.clip(np.take_along_axis(sim, nn, 1), 0, None)
+    z = w.sum(1) + 1e-9
+    return [(w * np.asarray(x, dtype=np.float64)[nn]).sum(1) / z for x in scores]
 
 
 def adapt(q: np.ndarray, w: np.ndarray | None) -> np.ndarray:
@@ -180,7 +205,13 @@ def expert_features(
                     mem[pos[d]] += s
         if mem.max() > 0:
             mem = mem / mem.max()
-    return np.stack([bm, cos, ad, prf, zscore(rm3_scores), mem], 1)
+    bm_nn, cos_nn, mem_nn = neighbour_means(doc_vecs, [bm, cos, mem]) if n else (np.zeros(0),) * 3
+    return np.stack([bm, cos, ad, prf, zscore(rm3_scores), mem, zscore(bm_nn), zscore(cos_nn), zscore(mem_nn)], 1)
+
+
+def dominant_corpus(doc_ids: list[str], top: int = 10) -> str:
+    """The corpus (doc-id prefix) most of the first `top` candidates come from; ties go to the best-ranked."""
+    return Counter(d.split("/", 1)[0] for d in doc_ids[:top]).most_common(1)[0][0]
 
 
 class LtrFusionReranker:
@@ -238,10 +269,17 @@ class LtrFusionReranker:
             return self._rm3
 
     # -- routing ---------------------------------------------------------------------------------------------------
-    def route(self, q: np.ndarray) -> int | None:
-        """Index of the expert serving this query embedding, or None for the fallback (parent) ranking."""
+    def route(self, q: np.ndarray, doc_ids: list[str] | None = None) -> int | None:
+        """Index of the expert serving this query, or None for the fallback (parent) ranking. With the candidates
+        (first-stage order), an expert owning their corpus serves it and experts owning another corpus are out;
+        experts without a corpus of their own compete by their classifier's probability."""
+        corpus = dominant_corpus(doc_ids) if doc_ids else None
         best, best_p = None, self.params.gate_min_probability
         for i, e in enumerate(self.experts):
+            if e.p.domains and corpus is not None:
+                if corpus in e.p.domains:
+                    best, best_p = i, np.inf
+                continue
             if e.gate_w is None:
                 continue
             p = 1.0 / (1.0 + np.exp(-(float(q @ e.gate_w) + e.p.gate_bias)))
@@ -284,7 +322,7 @@ class LtrFusionReranker:
     def score_with(self, query: str, q: np.ndarray, doc_ids: list[str], bm25_scores: np.ndarray) -> np.ndarray:
         if not doc_ids:
             return np.zeros(0, dtype=np.float32)
-        i = self.route(q)
+        i = self.route(q, doc_ids)
         if i is None:
             return self._fallback_scores(query, doc_ids, bm25_scores, None).astype(np.float32)
         e = self.experts[i]

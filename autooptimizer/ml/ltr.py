@@ -3,13 +3,15 @@
 Why this and not only encoder fine-tuning: on this CPU, a few minutes of MiniLM fine-tuning moves held-out NDCG by
 less than 0.01, while the fused BM25 + MiniLM champion leaves signal unused that a small model can learn from a
 hundred judged queries: a query-side adapter over the cached document embeddings, pseudo-relevance feedback (dense and
-RM3) and the judgments of similar past queries. The document embeddings stay the champion's, so nothing is re-encoded.
+RM3), the judgments of similar past queries, and the cluster hypothesis (a candidate whose nearest fellow candidates
+score well is likely relevant). The document embeddings stay the champion's, so nothing is re-encoded.
 
 Stacking: the adapter used for a training query's features never saw that query (K-fold, out-of-fold), and the memory
 feature leaves the query itself out, so the linear weights are fitted on features that behave like held-out ones.
 The adapter's epoch count is early-stopped on a dev slice, scored the way the adapter is used (fused with BM25).
 Weights come from coordinate ascent on NDCG@10, starting at the parent's fusion (so "no change" is the baseline),
-averaged over bootstrap resamples of the queries (bagging) because a few dozen queries make one fit noisy.
+averaged over bootstrap resamples of the queries (bagging) because a few dozen queries make one fit noisy, or from a
+linear ListNet pulled toward the parent's fusion.
 Model selection is part of training (`select_weights`): repeated k-fold CV on the feedback queries, with folds grouped
 by relevance overlap (queries sharing judged-relevant documents stay in one fold), picks the feature set and the
 shrinkage toward the parent's fusion, and keeps the parent's ranking (a disabled expert) unless the CV gain is positive
@@ -213,7 +215,7 @@ def bagged_coordinate_ascent(p: Packed, idx: np.ndarray, w0: np.ndarray, bags: i
 
 def listnet(p: Packed, idx: np.ndarray, w0: np.ndarray, l2: float) -> np.ndarray:
     """Linear ListNet (top-1 softmax cross-entropy against the grade distribution) with an L2 pull toward w0, by
-    L-BFGS: a smooth, stable alternative to coordinate ascent (8 weights, so it takes milliseconds)."""
+    L-BFGS: a smooth, stable alternative to coordinate ascent (nine weights, so it takes milliseconds)."""
     from scipy.optimize import minimize
 
     x, g, mask = p.x[idx], p.g[idx], p.mask[idx]

@@ -61,7 +61,7 @@ def test_selection_enables_a_feature_that_cross_validates() -> None:
 
 def test_selection_on_pure_noise_mostly_keeps_the_parent_and_never_hurts() -> None:
     """Pure-noise extra features and a parent that already weighs bm25 and cos as the data does. Choosing the best of
-    13 candidates by CV is optimistic (winner's curse), so an occasional tiny "gain" gets through; the acceptance rule
+    11 candidates by CV is optimistic (winner's curse), so an occasional tiny "gain" gets through; the acceptance rule
     must keep the parent in most draws, and whatever it accepts must not hurt on fresh queries of the same kind."""
     w_opt = np.zeros(len(FEATURES))
     w_opt[:2] = 0.5

@@ -42,3 +42,24 @@ def policy_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     reload_policies()
     yield dst
     reload_policies()
+
+
+@pytest.fixture
+def ml_world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
+    """Tiny original (`orig`) and new (`dom`) domains under AUTOOPT_DATA_DIR and a bi-encoder parent that is
+    champion and gold: the starting point of the ML and repair tests."""
+    from autooptimizer.search import aliases, model_store
+    from autooptimizer.search.model_store import ModelSpec
+    from autooptimizer.search.sample_data import write_tiny_domain, write_tiny_original
+
+    data = tmp_path / "data"
+    write_tiny_original(data / "orig")
+    write_tiny_domain(data / "dom")
+    monkeypatch.setenv("AUTOOPT_DATA_DIR", str(data))
+    monkeypatch.setenv("AUTOOPT_THREADS", "1")
+    get_settings.cache_clear()
+    parent = ModelSpec(version="v1-parent", kind="bi_encoder", fusion_weight=0.6, rerank_depth=20)
+    model_store.save(parent)
+    aliases.set_alias(aliases.CHAMPION, parent.version)
+    aliases.set_alias(aliases.GOLD, parent.version)
+    return {"data": data, "parent": parent}

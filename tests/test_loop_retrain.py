@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_ml_train import write_domain, write_original  # tests/ is on sys.path (pytest prepend import mode)
 
 from autooptimizer.errors import InputError
 from autooptimizer.loop import retrain
 from autooptimizer.search import aliases, model_store
 from autooptimizer.search.model_store import ModelSpec
+from autooptimizer.search.sample_data import write_tiny_domain, write_tiny_original
 from autooptimizer.settings import get_settings
 
 CHAMPION = "v1-parent"
@@ -53,8 +53,8 @@ def prometheus(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
 @pytest.fixture
 def data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     root = tmp_path / "data"
-    write_original(root / "scifact")  # the tools' original domain is `scifact` by name
-    write_domain(root / "dom")
+    write_tiny_original(root / "scifact")  # the tools' original domain is `scifact` by name
+    write_tiny_domain(root / "dom")
     monkeypatch.setenv("AUTOOPT_DATA_DIR", str(root))
     monkeypatch.setenv("AUTOOPT_THREADS", "1")
     get_settings.cache_clear()

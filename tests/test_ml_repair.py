@@ -6,32 +6,16 @@ import json
 from pathlib import Path
 
 import pytest
-from test_ml_train import write_domain, write_original  # tests/ is on sys.path (pytest prepend import mode)
 from typer.testing import CliRunner
 
-from autooptimizer.search import aliases, model_store
-from autooptimizer.search.model_store import ModelSpec
+from autooptimizer.search import aliases
 from autooptimizer.settings import get_settings
 
 ARTIFACTS = ("split.json", "feedback.jsonl", "dataset_manifest.yaml", "base.dataset_manifest.yaml",
              "diagnostic_report.json", "augmented_dataset.csv", "train_result.json", "repair_result.json")
 
 
-@pytest.fixture
-def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    data = tmp_path / "data"
-    write_original(data / "orig")
-    write_domain(data / "dom")
-    monkeypatch.setenv("AUTOOPT_DATA_DIR", str(data))
-    get_settings.cache_clear()
-    parent = ModelSpec(version="v1-parent", kind="bi_encoder", fusion_weight=0.6, rerank_depth=20)
-    model_store.save(parent)
-    aliases.set_alias(aliases.CHAMPION, parent.version)
-    aliases.set_alias(aliases.GOLD, parent.version)
-    return data
-
-
-def test_repair_writes_every_artifact_and_respects_holdout(world: Path, tmp_path: Path) -> None:
+def test_repair_writes_every_artifact_and_respects_holdout(ml_world: dict, tmp_path: Path) -> None:
     from autooptimizer.ml.repair import STEPS, repair
 
     held = ["1", "4", "7", "10", "13", "16", "19"]
@@ -59,7 +43,7 @@ def test_repair_writes_every_artifact_and_respects_holdout(world: Path, tmp_path
     assert again.challenger["version"] == res.challenger["version"]
 
 
-def test_cli_eval_and_repair_json(world: Path, tmp_path: Path) -> None:
+def test_cli_eval_and_repair_json(ml_world: dict, tmp_path: Path) -> None:
     from autooptimizer.cli.app import app
 
     runner = CliRunner()
@@ -67,8 +51,8 @@ def test_cli_eval_and_repair_json(world: Path, tmp_path: Path) -> None:
     assert out.exit_code == 0, out.output
     res = json.loads(out.stdout[out.stdout.index("{"):])
     assert set(res) == {"ndcg@10", "mrr@10", "recall@100", "queries"} and res["queries"] == 5
-    out = runner.invoke(app, ["repair", "--domain-data", str(world / "dom"), "--original", "orig", "--seed", "2",
-                              "--artifacts-dir", str(tmp_path / "r"), "--json"])
+    out = runner.invoke(app, ["repair", "--domain-data", str(ml_world["data"] / "dom"), "--original", "orig",
+                              "--seed", "2", "--artifacts-dir", str(tmp_path / "r"), "--json"])
     assert out.exit_code == 0, out.output
     rep = json.loads(out.stdout[out.stdout.index("{"):])
     assert set(rep["champion"]) == {"new_domain_ndcg@10", "original_ndcg@10"} == set(rep["challenger"])

@@ -11,63 +11,17 @@ import pytest
 
 from autooptimizer.errors import InputError, NotFoundError
 from autooptimizer.search import aliases, model_store
-from autooptimizer.search.model_store import ModelSpec
-from autooptimizer.search.sample_data import write_tiny_beir, write_tiny_domain
 from autooptimizer.settings import get_settings
 
 
-def write_domain(root: Path) -> Path:
-    """The tiny aeronautics-like new domain (10 topics x 4 docs, 20 judged queries)."""
-    return write_tiny_domain(root)
-
-
-def write_original(root: Path) -> Path:
-    """The tiny 'original' domain (H1's sample topics but the aeronautics one, which is the new domain's) with 3 train
-    and 1 test query per topic, so the domain gate has a realistic reference set to learn from."""
-    from autooptimizer.search.sample_data import QUERIES
-    from autooptimizer.search.sample_data import TOPICS as ORIG
-
-    topics = [t for t in ORIG if t != "wing"]
-    write_tiny_beir(root, topics=topics, with_split=True)
-    queries, qrels = [], {"train": [], "test": []}
-    for topic in topics:
-        phrases = ORIG[topic]
-        forms = [QUERIES[topic], f"does {phrases[1]} change {phrases[3]}", f"{phrases[2]} and {phrases[4]} evidence",
-                 f"clinical role of {phrases[0]} for {phrases[2]}"]
-        for j, text in enumerate(forms):
-            split = "test" if j == 3 else "train"
-            queries.append({"_id": f"q-{topic}-{j}", "text": text, "split": split})
-            qrels[split] += [(f"q-{topic}-{j}", f"{topic}{i}", 2 if i == j % 5 else 1) for i in range(5)]
-    (root / "queries.jsonl").write_text("".join(json.dumps(q) + "\n" for q in queries))
-    for split, rows in qrels.items():
-        (root / "qrels" / f"{split}.tsv").write_text(
-            "query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t{g}\n" for q, d, g in rows))
-    return root
-
-
-@pytest.fixture
-def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
-    data = tmp_path / "data"
-    write_original(data / "orig")
-    write_domain(data / "dom")
-    monkeypatch.setenv("AUTOOPT_DATA_DIR", str(data))
-    monkeypatch.setenv("AUTOOPT_THREADS", "1")
-    get_settings.cache_clear()
-    parent = ModelSpec(version="v1-parent", kind="bi_encoder", fusion_weight=0.6, rerank_depth=20)
-    model_store.save(parent)
-    aliases.set_alias(aliases.CHAMPION, parent.version)
-    aliases.set_alias(aliases.GOLD, parent.version)
-    return {"data": data, "parent": parent}
-
-
-def _feedback_dataset(world: dict, tmp_path: Path) -> str:
+def _feedback_dataset(ml_world: dict, tmp_path: Path) -> str:
     from autooptimizer.ml.dataset import build_dataset
     from autooptimizer.ml.evaluate import load_split
     from autooptimizer.ml.feedback import simulate_feedback, split_judged
 
-    collection, queries, qrels = load_split(world["data"] / "dom")
+    collection, queries, qrels = load_split(ml_world["data"] / "dom")
     fb, _ = split_judged(sorted(queries), seed=0)
-    log = simulate_feedback(world["parent"], collection, {q: queries[q] for q in fb}, qrels,
+    log = simulate_feedback(ml_world["parent"], collection, {q: queries[q] for q in fb}, qrels,
                             tmp_path / "feedback.jsonl", dataset="dom")
     return build_dataset(log).hash
 
@@ -83,12 +37,12 @@ def _registry_state() -> tuple:
     return tuple(model_store.list_versions()), json.dumps(aliases.all_aliases(), sort_keys=True), n
 
 
-def test_ltr_challenger_is_stored_registered_and_gated(world: dict, tmp_path: Path) -> None:
+def test_ltr_challenger_is_stored_registered_and_gated(ml_world: dict, tmp_path: Path) -> None:
     from autooptimizer.ml import registry
     from autooptimizer.ml.evaluate import evaluate_spec
     from autooptimizer.ml.train import TrainConfig, train
 
-    ds = _feedback_dataset(world, tmp_path)
+    ds = _feedback_dataset(ml_world, tmp_path)
     res = train(ds, cfg=TrainConfig(trainer="ltr", original="orig", depth=20), artifacts_dir=tmp_path / "art")
     spec = model_store.load(res.version)
     assert spec.kind == "ltr_fusion" and spec.parent == "v1-parent" and spec.fusion_weight == 1.0
@@ -109,12 +63,12 @@ def test_ltr_challenger_is_stored_registered_and_gated(world: dict, tmp_path: Pa
     assert set(gold.aliases) == {"champion", "gold"}, "the bootstrapped champion is mirrored as gold"
     # gated: original-domain queries are served exactly as the parent serves them
     orig = get_settings().dataset("orig")
-    assert evaluate_spec(spec, orig, split="test") == evaluate_spec(world["parent"], orig, split="test")
+    assert evaluate_spec(spec, orig, split="test") == evaluate_spec(ml_world["parent"], orig, split="test")
     # ... while the new domain's queries are routed to the expert
     from autooptimizer.ml.evaluate import load_split
     from autooptimizer.search.rerankers import build_reranker
 
-    collection, queries, _ = load_split(world["data"] / "dom")
+    collection, queries, _ = load_split(ml_world["data"] / "dom")
     rr = build_reranker(spec, collection)
     routes = [rr.route(v) for v in rr.encoder.encode(list(queries.values()))]
     assert sum(r == 0 for r in routes) >= 0.8 * len(routes)
@@ -125,17 +79,17 @@ def test_ltr_challenger_is_stored_registered_and_gated(world: dict, tmp_path: Pa
     for e in params["experts"]:
         e["enabled"] = False
     off = spec.model_copy(update={"params": params})  # same weights folder, experts switched off
-    dom = world["data"] / "dom"
-    assert evaluate_spec(off, dom) == evaluate_spec(world["parent"], dom)
+    dom = ml_world["data"] / "dom"
+    assert evaluate_spec(off, dom) == evaluate_spec(ml_world["parent"], dom)
 
 
-def test_shap_report_on_the_trained_model(world: dict, tmp_path: Path) -> None:
+def test_shap_report_on_the_trained_model(ml_world: dict, tmp_path: Path) -> None:
     from autooptimizer.ml.dataset import load_dataset
     from autooptimizer.ml.diagnose import diagnose, write_report
     from autooptimizer.ml.train import TrainConfig, train
     from autooptimizer.search.beir import load_beir, load_collection
 
-    ds_hash = _feedback_dataset(world, tmp_path)
+    ds_hash = _feedback_dataset(ml_world, tmp_path)
     res = train(ds_hash, cfg=TrainConfig(trainer="ltr", original="orig", depth=20))
     spec = model_store.load(res.version)
     ds = load_dataset(ds_hash)
@@ -156,11 +110,11 @@ def test_shap_report_on_the_trained_model(world: dict, tmp_path: Path) -> None:
     assert lime.queries[0].method == "lime" and any(abs(a.value) > 0 for a in lime.queries[0].attributions)
 
 
-def test_nan_loss_and_missing_alias_leave_registry_unchanged(world: dict, tmp_path: Path) -> None:
+def test_nan_loss_and_missing_alias_leave_registry_unchanged(ml_world: dict, tmp_path: Path) -> None:
     from autooptimizer.ml import registry
     from autooptimizer.ml.train import TrainConfig, train
 
-    ds = _feedback_dataset(world, tmp_path)
+    ds = _feedback_dataset(ml_world, tmp_path)
     before = _registry_state()
     with pytest.raises(InputError, match="loss became nan"):
         train(ds, cfg=TrainConfig(trainer="bi_encoder", original="orig", max_steps=3, batch_size=4,
@@ -187,10 +141,10 @@ def test_adapter_nan_is_a_clear_error() -> None:
                       epochs=2)
 
 
-def test_bi_encoder_trainer_runs_and_retunes_fusion(world: dict, tmp_path: Path) -> None:
+def test_bi_encoder_trainer_runs_and_retunes_fusion(ml_world: dict, tmp_path: Path) -> None:
     from autooptimizer.ml.train import TrainConfig, train
 
-    ds = _feedback_dataset(world, tmp_path)
+    ds = _feedback_dataset(ml_world, tmp_path)
     res = train(ds, cfg=TrainConfig(trainer="bi_encoder", original="orig", max_steps=3, batch_size=4, eval_every=2,
                                     replay_pairs=2, max_seq_length=64), artifacts_dir=tmp_path / "art")
     spec = model_store.load(res.version)
@@ -202,10 +156,10 @@ def test_bi_encoder_trainer_runs_and_retunes_fusion(world: dict, tmp_path: Path)
     assert (tmp_path / "art" / "checkpoints" / "best").is_dir()
 
 
-def test_cross_encoder_trainer_uses_the_same_pipeline(world: dict, tmp_path: Path) -> None:
+def test_cross_encoder_trainer_uses_the_same_pipeline(ml_world: dict, tmp_path: Path) -> None:
     from autooptimizer.ml.train import TrainConfig, train
 
-    ds = _feedback_dataset(world, tmp_path)
+    ds = _feedback_dataset(ml_world, tmp_path)
     res = train(ds, cfg=TrainConfig(trainer="cross_encoder", original="orig", max_steps=2, batch_size=2,
                                     eval_every=1, hard_negatives=2, replay_pairs=0, max_seq_length=64))
     spec = model_store.load(res.version)

@@ -89,3 +89,25 @@ def write_tiny_domain(root: str | Path, n_topics: int = 10) -> Path:
     (root / "queries.jsonl").write_text("".join(json.dumps(q) + "\n" for q in queries))
     (root / "qrels.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t{g}\n" for q, d, g in qrels))
     return root
+
+
+def write_tiny_original(root: str | Path) -> Path:
+    """The tiny ORIGINAL domain for the new one above (the sample topics but the aeronautics one) with 3 train and
+    1 test query per topic, so a domain gate has a realistic reference set to learn from."""
+    root = Path(root)
+    topics = [t for t in TOPICS if t != "wing"]
+    write_tiny_beir(root, topics=topics, with_split=True)
+    queries, qrels = [], {"train": [], "test": []}
+    for topic in topics:
+        phrases = TOPICS[topic]
+        forms = [QUERIES[topic], f"does {phrases[1]} change {phrases[3]}", f"{phrases[2]} and {phrases[4]} evidence",
+                 f"clinical role of {phrases[0]} for {phrases[2]}"]
+        for j, text in enumerate(forms):
+            split = "test" if j == 3 else "train"
+            queries.append({"_id": f"q-{topic}-{j}", "text": text, "split": split})
+            qrels[split] += [(f"q-{topic}-{j}", f"{topic}{i}", 2 if i == j % 5 else 1) for i in range(5)]
+    (root / "queries.jsonl").write_text("".join(json.dumps(q) + "\n" for q in queries))
+    for split, rows in qrels.items():
+        (root / "qrels" / f"{split}.tsv").write_text(
+            "query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t{g}\n" for q, d, g in rows))
+    return root

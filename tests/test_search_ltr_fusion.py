@@ -8,6 +8,7 @@ from autooptimizer.search.rerankers.ltr_fusion import (
     Expert,
     ExpertParams,
     LtrFusionReranker,
+    LtrParams,
     dominant_corpus,
     neighbour_means,
 )
@@ -35,8 +36,8 @@ def test_dominant_corpus_counts_the_top_candidates_and_breaks_ties_by_rank() -> 
 
 def _router(domains: list[str], gate_bias: float) -> LtrFusionReranker:
     rr = LtrFusionReranker.__new__(LtrFusionReranker)  # routing needs only the experts and the threshold
-    rr.params = type("P", (), {"gate_min_probability": 0.5})()
     p = ExpertParams(name="med-x", file="", weights={}, domains=domains, gate_bias=gate_bias)
+    rr.params = LtrParams(experts=[p], fallback={})
     rr.experts = [Expert(p, None, {"gate_w": np.zeros(2, dtype=np.float32)})]
     return rr
 

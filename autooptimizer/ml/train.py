@@ -153,10 +153,11 @@ def train_ltr(dataset, parent, cfg: TrainConfig, collection=None, progress: Prog
         for e in experts:
             with np.load(Path(parent.resolved_encoder_path()) / e.file) as z:
                 others.append(z["mem_q"])
-    judged = {d for rel in dataset.qrels().values() for d, g in rel.items() if g > 0}
+    qrels = dataset.qrels()
+    judged = {d for rel in qrels.values() for d, g in rel.items() if g > 0}
     owned = sorted({d.split("/", 1)[0] for d in judged} - {Path(cfg.original).name})  # corpora the expert owns
     params, arrays, report = fit_expert(
-        name, dataset.original_queries(), dataset.qrels(), collection, parent_w, seed=cfg.seed, depth=cfg.depth,
+        name, dataset.original_queries(), qrels, collection, parent_w, seed=cfg.seed, depth=cfg.depth,
         augmented=dataset.augmented_queries(), threads=get_settings().threads, progress=progress,
         deadline=time.perf_counter() + cfg.time_budget_s, gate_negatives=np.vstack(others), bags=cfg.bags,
         parent_depth=parent_depth, domains=owned)

@@ -5,12 +5,15 @@ from __future__ import annotations
 import numpy as np
 
 from autooptimizer.search.rerankers.ltr_fusion import (
+    FEATURES,
     Expert,
     ExpertParams,
     LtrFusionReranker,
     LtrParams,
     dominant_corpus,
+    expert_features,
     neighbour_means,
+    zscore,
 )
 
 
@@ -26,6 +29,18 @@ def test_neighbour_means_is_the_similarity_weighted_mean_of_the_nearest_other_ca
     # doc 3 is dissimilar to all: negative similarities count as zero, so its neighbour score is 0
     assert got[3] == 0.0
     assert [len(x) for x in neighbour_means(vecs[:1], [scores[:1]])] == [1]
+
+
+def test_popularity_counts_the_feedback_queries_that_judged_a_document_relevant() -> None:
+    p = ExpertParams(name="med-x", file="", weights={}, mem_docs=[["med/a", "med/b"], ["med/b"], ["med/c"]])
+    ex = Expert(p, None, {"mem_q": np.eye(3, 2, dtype=np.float32)})
+    ids = ["med/a", "med/b", "med/c", "med/d"]
+    vecs = np.eye(4, 2)
+    col = FEATURES.index("popularity")
+    args = (np.array([1.0, 0.0]), ids, vecs, np.arange(4.0), np.zeros(4))
+    assert np.allclose(expert_features(ex, *args)[:, col], zscore(np.log1p([1, 2, 1, 0])))
+    # leave-one-out in training: memory query 1 (which judged b) does not count for itself
+    assert np.allclose(expert_features(ex, *args, exclude_memory=1)[:, col], zscore(np.log1p([1, 1, 1, 0])))
 
 
 def test_dominant_corpus_counts_the_top_candidates_and_breaks_ties_by_rank() -> None:

@@ -7,8 +7,8 @@ own corpus and so keep the parent's ranking. An expert without such a corpus (a 
 gated by the query alone: it carries a domain classifier (logistic regression on the query embedding, class-balanced,
 trained to tell that domain's feedback queries from the original domain's training queries and from earlier experts'
 queries), and a query goes to the expert with the highest probability when it is at least 0.5. Otherwise the parent's
-own ranking is returned unchanged, so the original domain is served as before. An expert whose training found no
-cross-validated gain over the parent is stored disabled: it claims its domain, and the parent's ranking serves it.
+own ranking is returned unchanged, so the original domain is served as before. An expert whose training's
+cross-validation showed it hurts is stored disabled: it claims its domain, and the parent's ranking serves it.
 
 An expert scores the BM25 candidates with a linear model over per-query z-scored features:
 
@@ -18,6 +18,8 @@ An expert scores the BM25 candidates with a linear model over per-query z-scored
 - `dense_prf`: Rocchio pseudo-relevance feedback in embedding space (q' + alpha * mean of the top documents);
 - `rm3`: BM25 of an RM3-expanded query (terms of the top BM25 documents);
 - `memory`: documents judged relevant for the most similar feedback queries (a query-log kNN);
+- `popularity`: log(1 + how many feedback queries judged the document relevant), whatever the query: some documents
+  of a collection are relevant to many of its information needs (cisi's hubs), which the query-specific memory misses;
 - `bm25_nn`, `cos_nn`, `memory_nn`: score regularisation by the cluster hypothesis: the similarity-weighted mean
   BM25 (cosine, memory) score of each candidate's nearest neighbours among the candidates (document embeddings).
   Relevant documents resemble each other, so a candidate whose neighbours score well is more likely relevant than its
@@ -40,7 +42,7 @@ from pydantic import BaseModel, Field
 from autooptimizer.errors import InputError, NotFoundError
 from autooptimizer.search.rerankers import register
 
-FEATURES = ("bm25", "cos", "adapted", "dense_prf", "rm3", "memory", "bm25_nn", "cos_nn", "memory_nn")
+FEATURES = ("bm25", "cos", "adapted", "dense_prf", "rm3", "memory", "bm25_nn", "cos_nn", "memory_nn", "popularity")
 NEIGHBOURS = 10
 
 
@@ -61,7 +63,7 @@ class ExpertParams(BaseModel):
     gate_bias: float = Field(0.0, description="intercept of the domain classifier (its weights are in the npz)")
     domains: list[str] = Field(default_factory=list,
                                description="corpora (doc-id prefixes) this expert owns; empty: the classifier gates")
-    enabled: bool = Field(True, description="False when training's cross-validation showed no gain over the parent: "
+    enabled: bool = Field(True, description="False when training's cross-validation showed it hurts: "
                                             "the expert still claims its domain's queries, which get the parent's "
                                             "ranking")
 
@@ -171,6 +173,7 @@ class Expert:
         self.mem_q = arrays.get("mem_q", np.zeros((0, 1), dtype=np.float32))
         self.gate_w = arrays.get("gate_w")
         self.weights = np.array([params.weights.get(f, 0.0) for f in FEATURES])
+        self.judged = Counter(d for docs in params.mem_docs for d in docs)
 
 
 def expert_features(
@@ -206,7 +209,10 @@ def expert_features(
         if mem.max() > 0:
             mem = mem / mem.max()
     bm_nn, cos_nn, mem_nn = neighbour_means(doc_vecs, [bm, cos, mem]) if n else (np.zeros(0),) * 3
-    return np.stack([bm, cos, ad, prf, zscore(rm3_scores), mem, zscore(bm_nn), zscore(cos_nn), zscore(mem_nn)], 1)
+    own = set(expert.p.mem_docs[exclude_memory]) if exclude_memory is not None and expert.p.mem_docs else set()
+    pop = np.log1p([expert.judged.get(d, 0) - (d in own) for d in doc_ids])
+    return np.stack([bm, cos, ad, prf, zscore(rm3_scores), mem, zscore(bm_nn), zscore(cos_nn), zscore(mem_nn),
+                     zscore(pop)], 1)
 
 
 def dominant_corpus(doc_ids: list[str], top: int = 10) -> str:

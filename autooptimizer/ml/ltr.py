@@ -447,8 +447,8 @@ def fit_expert(
             oof[i] = expert_features(ex, qvec[i], cands[i], vecs[i], bm_s[i], rm3_s[i], exclude_memory=int(i))
         _check_deadline(deadline)
 
-    # 3) linear weights by coordinate ascent, from the parent's fusion
-    say("coordinate ascent on nDCG@10", 0.85)
+    # 3) linear weights: the blend of ListNet and bagged coordinate ascent, from the parent's fusion
+    say("linear weights: ListNet + coordinate ascent on nDCG@10, CV on the feedback", 0.85)
     w0 = np.zeros(len(FEATURES))
     w0[FEATURES.index("bm25")] = 1.0 - parent_fusion_weight
     w0[FEATURES.index("cos")] = parent_fusion_weight

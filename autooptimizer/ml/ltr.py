@@ -213,7 +213,7 @@ def bagged_coordinate_ascent(p: Packed, idx: np.ndarray, w0: np.ndarray, bags: i
 
 def listnet(p: Packed, idx: np.ndarray, w0: np.ndarray, l2: float) -> np.ndarray:
     """Linear ListNet (top-1 softmax cross-entropy against the grade distribution) with an L2 pull toward w0, by
-    L-BFGS: a smooth, stable alternative to coordinate ascent (nine weights, so it takes milliseconds)."""
+    L-BFGS: a smooth, stable alternative to coordinate ascent (one weight per feature, so it takes milliseconds)."""
     from scipy.optimize import minimize
 
     x, g, mask = p.x[idx], p.g[idx], p.mask[idx]

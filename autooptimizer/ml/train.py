@@ -143,8 +143,8 @@ def train_ltr(dataset, parent, cfg: TrainConfig, collection=None, progress: Prog
     if parent.kind == "ltr_fusion":
         base = LtrParams.model_validate(parent.params)
         fallback, experts = base.fallback, [e for e in base.experts if not e.name.startswith(f"{domain}-")]
-        parent_w = float(ModelSpec.model_validate(fallback).fusion_weight)
-        parent_depth = ModelSpec.model_validate(fallback).rerank_depth
+        served = ModelSpec.model_validate(fallback)  # what the parent really serves: its own fallback
+        parent_w, parent_depth = float(served.fusion_weight), served.rerank_depth
     else:
         fallback, experts, parent_w, parent_depth = parent.content(), [], parent.fusion_weight, parent.rerank_depth
     ref = reference_queries(parent, cfg.original) if ref is None else ref

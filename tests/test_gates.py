@@ -7,54 +7,15 @@ prometheus-api-client code path runs, and each answer maps to ok / firing / unkn
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlparse
 
 import pytest
+from fake_prometheus import FakeProm, vector
 from typer.testing import CliRunner
 
 from autooptimizer.gates import GATE_NAMES, evaluate_gates, gate_queries, query_metrics
 from autooptimizer.infra.net import free_port
 from autooptimizer.profiles import load_profile
-
-
-class FakeProm:
-    """`answer(promql) -> (http_status, body)`; records the queries it saw."""
-
-    def __init__(self) -> None:
-        self.answer = lambda q: (200, _vector(1.0))
-        self.seen: list[str] = []
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802
-                q = parse_qs(urlparse(self.path).query).get("query", [""])[0]
-                fake.seen.append(q)
-                status, body = fake.answer(q)
-                raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(raw)))
-                self.end_headers()
-                self.wfile.write(raw)
-
-            def log_message(self, *a: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-def _vector(*values: str | float, labels: list[dict] | None = None) -> dict:
-    result = [{"metric": (labels or [{}] * len(values))[i], "value": [1.0, str(v)]} for i, v in enumerate(values)]
-    return {"status": "success", "data": {"resultType": "vector", "result": result}}
 
 
 @pytest.fixture
@@ -78,10 +39,10 @@ def _by_name(answers: dict[str, tuple[int, object]]):
 
 def test_values_against_thresholds(prom: FakeProm) -> None:
     prom.answer = _by_name({
-        "ndcg_drop": (200, _vector(3.0)),  # >= 3 % fires
-        "p95_latency": (200, _vector(800.0)),  # > 800 ms needed: exactly 800 is ok
-        "cost_budget": (200, _vector(80.5)),
-        "retries": (200, _vector(1, 4, labels=[{"operation": "bm25"}, {"operation": "rerank"}])),
+        "ndcg_drop": (200, vector(3.0)),  # >= 3 % fires
+        "p95_latency": (200, vector(800.0)),  # > 800 ms needed: exactly 800 is ok
+        "cost_budget": (200, vector(80.5)),
+        "retries": (200, vector(1, 4, labels=[{"operation": "bm25"}, {"operation": "rerank"}])),
     })
     report = evaluate_gates(prometheus_url=prom.url, env="dev")
     status = {g.name: (g.status, g.value) for g in report.gates}
@@ -94,7 +55,7 @@ def test_values_against_thresholds(prom: FakeProm) -> None:
 
 
 def test_nan_means_unknown(prom: FakeProm) -> None:
-    prom.answer = lambda q: (200, _vector("NaN"))
+    prom.answer = lambda q: (200, vector("NaN"))
     report = evaluate_gates(prometheus_url=prom.url)
     assert [g.status for g in report.gates] == ["unknown"] * 4
     assert all(g.value is None and "NaN" in g.evidence.error for g in report.gates)
@@ -130,7 +91,7 @@ def test_unreachable_prometheus_means_unknown() -> None:
 
 
 def test_inf_latency_fires_with_null_value(prom: FakeProm) -> None:
-    prom.answer = lambda q: (200, _vector("+Inf"))  # p95 beyond the last histogram bucket
+    prom.answer = lambda q: (200, vector("+Inf"))  # p95 beyond the last histogram bucket
     gate = evaluate_gates(prometheus_url=prom.url).gate("p95_latency")
     assert gate.status == "firing" and gate.value is None
     json.dumps(evaluate_gates(prometheus_url=prom.url).public())  # serialisable
@@ -149,7 +110,7 @@ def test_thresholds_and_windows_come_from_the_profile(tmp_path, monkeypatch) -> 
 
 
 def test_query_metrics_helper(prom: FakeProm) -> None:
-    prom.answer = lambda q: (200, _vector(2, labels=[{"job": "search"}]))
+    prom.answer = lambda q: (200, vector(2, labels=[{"job": "search"}]))
     res = query_metrics("up", prometheus_url=prom.url)
     assert res.ok and res.samples == [{"labels": {"job": "search"}, "value": 2.0}]
     prom.answer = lambda q: (200, {"status": "success", "data": {"resultType": "scalar", "result": [1.0, "7"]}})
@@ -162,8 +123,8 @@ def test_query_metrics_helper(prom: FakeProm) -> None:
 def test_cli_gates_json(prom: FakeProm, monkeypatch) -> None:
     from autooptimizer.cli import app
 
-    prom.answer = _by_name({"ndcg_drop": (200, _vector(10.0)), "p95_latency": (200, _vector(120.0)),
-                            "cost_budget": (500, {"status": "error"}), "retries": (200, _vector("NaN"))})
+    prom.answer = _by_name({"ndcg_drop": (200, vector(10.0)), "p95_latency": (200, vector(120.0)),
+                            "cost_budget": (500, {"status": "error"}), "retries": (200, vector("NaN"))})
     out = CliRunner().invoke(app, ["gates", "--json", "--prometheus-url", prom.url, "--env", "dev"])
     assert out.exit_code == 0, out.output
     doc = json.loads(out.stdout)
@@ -181,7 +142,7 @@ def test_metrics_tools(prom: FakeProm, monkeypatch) -> None:
 
     monkeypatch.setenv("AUTOOPT_PROMETHEUS_URL", prom.url)
     get_settings.cache_clear()
-    prom.answer = lambda q: (200, _vector(900.0))
+    prom.answer = lambda q: (200, vector(900.0))
     out = check_quality_gates(CheckQualityGatesArgs())
     assert out["firing"] == ["ndcg_drop", "p95_latency", "cost_budget", "retries"]
     assert query_metrics(QueryMetricsArgs(promql="up"))["samples"][0]["value"] == 900.0
@@ -195,7 +156,7 @@ def test_metrics_tools_through_the_policy_gate(prom: FakeProm, monkeypatch) -> N
 
     monkeypatch.setenv("AUTOOPT_PROMETHEUS_URL", prom.url)
     get_settings.cache_clear()
-    prom.answer = lambda q: (200, _vector("NaN"))
+    prom.answer = lambda q: (200, vector("NaN"))
     registry = load_all_tools()
     res = registry.call("metrics", "check_quality_gates", {"env": "dev"})
     assert res.decision == "permit" and res.executed

@@ -4,13 +4,12 @@ the live feedback log in the service's format; held-out queries never reach trai
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 import yaml
+from fake_prometheus import FakeProm, vector
 
 from autooptimizer.errors import InputError
 from autooptimizer.loop import retrain
@@ -22,32 +21,14 @@ from autooptimizer.settings import get_settings
 CHAMPION = "v1-parent"
 
 
-class _PromSpend(BaseHTTPRequestHandler):
-    """Answers every instant query like Prometheus with the value 0 (no spend yet: the training budget is known)."""
-
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
-        body = json.dumps({"status": "success", "data": {"resultType": "vector",
-                                                         "result": [{"metric": {}, "value": [0, "0"]}]}}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 @pytest.fixture
 def prometheus(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _PromSpend)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}"
-    monkeypatch.setenv("AUTOOPT_PROMETHEUS_URL", url)
+    """Answers every instant query with 0 (no spend yet: the training budget is known)."""
+    fake = FakeProm(lambda q: (200, vector(0)))
+    monkeypatch.setenv("AUTOOPT_PROMETHEUS_URL", fake.url)
     get_settings.cache_clear()
-    yield url
-    server.shutdown()
-    server.server_close()
+    yield fake.url
+    fake.close()
 
 
 @pytest.fixture

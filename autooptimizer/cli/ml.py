@@ -167,27 +167,39 @@ def repair_cmd(
 
 def bench_repair(
     domains: str = typer.Option("cran,cisi,med", help="Comma-separated new domains."),
-    seed: int = typer.Option(0),
+    seeds: str = typer.Option("0", help="Split seeds: N, A-B or a comma-separated mix (e.g. 40-49)."),
+    jobs: int = typer.Option(1, min=1, help="Repairs at once, each in its own process."),
+    bar: float = typer.Option(0.03, help="Held-out NDCG@10 gain a split must reach to count."),
+    original: str = typer.Option("scifact", help="Original domain (its test split is the regression check)."),
+    as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Repair each domain from the bootstrapped champion; print champion vs challenger and wall time per step."""
-    from autooptimizer.ml.repair import repair
+    """Repair each domain from the bootstrapped champion on each seed; print every split, then per domain the mean
+    and worst gain, the splits that reached the bar and the worst original-domain drop."""
+    from autooptimizer.ml.repair_sweep import parse_seeds, summarize, sweep
     from autooptimizer.search import aliases
 
+    console = _console()
     champion = aliases.require_alias(aliases.CHAMPION)
-    rows = []
-    for d in [x.strip() for x in domains.split(",") if x.strip()]:
-        res = repair(d, seed=seed)
-        if aliases.get_alias(aliases.CHAMPION) != champion:
-            aliases.set_alias(aliases.CHAMPION, champion)
-        c, h = res.champion, res.challenger
-        rows.append((d, c["new_domain_ndcg@10"], h["new_domain_ndcg@10"], c["original_ndcg@10"],
-                     h["original_ndcg@10"], res.promotable, res.step_seconds))
-    typer.echo("| domain | champion new | challenger new | delta | champion SciFact | challenger SciFact | "
-               "promotable | seconds per step |")
+    names = [x.strip() for x in domains.split(",") if x.strip()]
+    todo = parse_seeds(seeds)
+    console.print(f"{len(names) * len(todo)} repairs from champion {champion}, {jobs} at a time")
+    rows = sweep(names, todo, jobs=jobs, original=original, on_row=lambda r: console.print(
+        f"{r.domain} seed {r.seed}: {r.champion:.4f} -> {r.challenger:.4f} ({r.gain:+.4f}) in {r.seconds} s"))
+    summary = summarize(rows, bar)
+    if as_json:
+        _echo({"champion": champion, "bar": bar, "rows": [r.model_dump() for r in rows],
+               "summary": [s.model_dump() for s in summary]}, True)
+        return
+    typer.echo("| domain | seed | champion | challenger | gain | original drop | promotable | seconds |")
     typer.echo("|---|---|---|---|---|---|---|---|")
-    for d, cn, hn, co, ho, p, secs in rows:
-        typer.echo(f"| {d} | {cn:.4f} | {hn:.4f} | {hn - cn:+.4f} | {co:.4f} | {ho:.4f} | {p} | "
-                   + ", ".join(f"{k} {v}" for k, v in secs.items()) + " |")
+    for r in rows:
+        typer.echo(f"| {r.domain} | {r.seed} | {r.champion:.4f} | {r.challenger:.4f} | {r.gain:+.4f} | "
+                   f"{r.original_drop:+.4f} | {r.promotable} | {r.seconds} |")
+    typer.echo(f"\n| domain | runs | mean gain | worst gain | gain >= {bar:g} | worst original drop | mean seconds |")
+    typer.echo("|---|---|---|---|---|---|---|")
+    for s in summary:
+        typer.echo(f"| {s.domain} | {s.runs} | {s.mean_gain:+.4f} | {s.worst_gain:+.4f} | {s.reached} of {s.runs} | "
+                   f"{s.max_original_drop:+.4f} | {s.mean_seconds} |")
 
 
 def bench_train_throughput(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -89,9 +90,12 @@ class Repair:
         settings = get_settings()
         self.domain_dir = settings.dataset(domain_data)
         self.original_dir = settings.dataset(original)
-        self.dir = Path(artifacts_dir) if artifacts_dir else settings.path(
-            "repairs", f"{self.domain_dir.name}-{_ts()}", "x").parent
-        self.dir.mkdir(parents=True, exist_ok=True)
+        if artifacts_dir:
+            self.dir = Path(artifacts_dir)
+            self.dir.mkdir(parents=True, exist_ok=True)
+        else:  # a fresh folder each time: two repairs started in the same second must not share (and resume) one
+            root = settings.path("repairs", "x").parent
+            self.dir = Path(tempfile.mkdtemp(prefix=f"{self.domain_dir.name}-s{seed}-{_ts()}-", dir=root))
         self.on_step = on_step or (lambda _s, _p, _i: None)
         self.augment_size = augment_size
         self.shap_queries = shap_queries

@@ -1,0 +1,58 @@
+"""Repair sweeps: seed lists, the per-domain summary (known answers), and a real sweep on tiny data whose rows are
+the repairs' own figures, in the same order with one or two worker processes."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from autooptimizer.errors import InputError
+from autooptimizer.ml.repair_sweep import SweepRow, parse_seeds, summarize, sweep
+
+
+def test_parse_seeds_reads_numbers_ranges_and_mixes() -> None:
+    assert parse_seeds("0") == [0]
+    assert parse_seeds("20-23") == [20, 21, 22, 23]
+    assert parse_seeds("7-9, 1,4,8") == [1, 4, 7, 8, 9]
+
+
+@pytest.mark.parametrize("bad", ["", "a", "3-", "1;2", "-4", "9-7"])
+def test_parse_seeds_names_the_bad_part(bad: str) -> None:
+    with pytest.raises(InputError) as err:
+        parse_seeds(bad)
+    assert "seed" in str(err.value).lower()
+
+
+def _row(domain: str, seed: int, gain: float, drop: float = 0.0, seconds: float = 10.0) -> SweepRow:
+    return SweepRow(domain=domain, seed=seed, champion=0.5, challenger=0.5 + gain, gain=gain, original_drop=drop,
+                    promotable=gain > 0.01, seconds=seconds)
+
+
+def test_summarize_known_answer() -> None:
+    rows = [_row("med", 1, 0.03), _row("cran", 1, 0.05, seconds=20), _row("med", 2, -0.01, drop=0.004),
+            _row("med", 3, 0.029), _row("cran", 2, 0.04, drop=-0.002, seconds=40)]
+    med, cran = summarize(rows, bar=0.03)
+    assert (med.domain, med.runs, med.reached, med.worst_gain, med.max_original_drop) == ("med", 3, 1, -0.01, 0.004)
+    assert med.mean_gain == pytest.approx(0.0163, abs=1e-4)
+    assert (cran.runs, cran.reached, cran.mean_gain, cran.max_original_drop, cran.mean_seconds) == (
+        2, 2, 0.045, 0.0, 30.0)
+
+
+def test_sweep_rows_are_the_repairs_figures_with_one_or_two_workers(ml_world: dict) -> None:
+    one = sweep(["dom"], [1, 2], jobs=1, original="orig")
+    assert [(r.domain, r.seed) for r in one] == [("dom", 1), ("dom", 2)]
+    for r in one:
+        assert r.gain == pytest.approx(r.challenger - r.champion, abs=1e-4) and 0 <= r.champion <= 1
+    assert one[0].champion != one[1].champion  # different seeds hold out different queries
+    two = sweep(["dom"], [2, 1], jobs=2, original="orig")  # worker processes, finishing in any order
+    assert [r.model_dump(exclude={"seconds"}) for r in two] == [r.model_dump(exclude={"seconds"}) for r in one[::-1]]
+
+
+def test_cli_prints_rows_and_summary(ml_world: dict) -> None:
+    from autooptimizer.cli.app import app
+
+    out = CliRunner().invoke(app, ["bench", "repair", "--domains", "dom", "--seeds", "1", "--bar", "0", "--original", "orig"])
+    assert out.exit_code == 0, out.output
+    assert "| dom | 1 |" in out.stdout and "| dom | 1 | " in out.stdout.split("mean gain")[1]
+    bad = CliRunner().invoke(app, ["bench", "repair", "--seeds", "x"])
+    assert isinstance(bad.exception, InputError) and "unreadable part 'x'" in str(bad.exception)

@@ -8,6 +8,7 @@ from typer.testing import CliRunner
 
 from autooptimizer.errors import InputError
 from autooptimizer.ml.repair_sweep import SweepRow, parse_seeds, summarize, sweep
+from autooptimizer.settings import get_settings
 
 
 def test_parse_seeds_reads_numbers_ranges_and_mixes() -> None:
@@ -48,10 +49,20 @@ def test_sweep_rows_are_the_repairs_figures_with_one_or_two_workers(ml_world: di
     assert [r.model_dump(exclude={"seconds"}) for r in two] == [r.model_dump(exclude={"seconds"}) for r in one[::-1]]
 
 
+def test_sweep_checks_every_domain_before_the_first_repair(ml_world: dict) -> None:
+    from autooptimizer.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="nope"):
+        sweep(["dom", "nope"], [1], original="orig")
+    repairs = get_settings().home / "repairs"
+    assert not repairs.exists() or not any(repairs.iterdir())
+
+
 def test_cli_prints_rows_and_summary(ml_world: dict) -> None:
     from autooptimizer.cli.app import app
 
-    out = CliRunner().invoke(app, ["bench", "repair", "--domains", "dom", "--seeds", "1", "--bar", "0", "--original", "orig"])
+    args = ["bench", "repair", "--domains", "dom", "--seeds", "1", "--bar", "0", "--original", "orig"]
+    out = CliRunner().invoke(app, args)
     assert out.exit_code == 0, out.output
     assert "| dom | 1 |" in out.stdout and "| dom | 1 | " in out.stdout.split("mean gain")[1]
     bad = CliRunner().invoke(app, ["bench", "repair", "--seeds", "x"])

@@ -69,6 +69,10 @@ def run_one(domain: str, seed: int, original: str = "scifact") -> SweepRow:
 def sweep(domains: list[str], seeds: list[int], jobs: int = 1, original: str = "scifact",
           on_row: Callable[[SweepRow], None] | None = None) -> list[SweepRow]:
     """Every (domain, seed) repair, `jobs` at a time in worker processes (1 = in this process), in a stable order."""
+    from autooptimizer.settings import get_settings
+
+    for name in [*domains, original]:  # a misspelt domain fails now, not after an hour of repairs
+        get_settings().dataset(name)
     work = [(d, s) for s in seeds for d in domains]
     done = on_row or (lambda _r: None)
     rows: list[SweepRow] = []
@@ -78,9 +82,13 @@ def sweep(domains: list[str], seeds: list[int], jobs: int = 1, original: str = "
             done(rows[-1])
     else:
         with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
-            for fut in as_completed([pool.submit(run_one, d, s, original) for d, s in work]):
-                rows.append(fut.result())
-                done(rows[-1])
+            try:
+                for fut in as_completed([pool.submit(run_one, d, s, original) for d, s in work]):
+                    rows.append(fut.result())
+                    done(rows[-1])
+            except BaseException:  # one repair failed (or Ctrl-C): do not start the queued ones
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
     order = {key: i for i, key in enumerate(work)}
     return sorted(rows, key=lambda r: order[(r.domain, r.seed)])
 

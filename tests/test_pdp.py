@@ -17,7 +17,10 @@ READ_TOOLS = sorted(t for t, e in CATALOG.tools.items() if e.risk == "read")
 GUARDED_TOOLS = sorted(t for t, e in CATALOG.tools.items() if e.risk != "read")
 # A context under which every guarded tool would otherwise be allowed: proves the kill switch alone denies.
 PERMISSIVE = {"approved": True, "ab_passed": True, "canary_weight": 0.1, "estimated_cost": 1.0,
-              "budget_remaining": 5.0, "target_is_gold": False}
+              "budget_remaining": 5.0, "target_is_gold": False, "target_checked": True, "alias_consistent": True}
+CHECKED = {"target_checked": True}  # every protected-object fact was read, and none holds
+PROTECTION_FACTS = ("target_is_gold", "target_is_champion", "target_is_serving", "target_is_canary",
+                    "target_is_safe_point", "target_in_rollback_window")
 
 
 def owner(tool: str) -> str:
@@ -50,18 +53,25 @@ TABLE = [
      dict.fromkeys(ENVS, ("deny", "shared.canary-weight-cap"))),
     ("rollback", "rollback_deployment", "devops", {},
      dict.fromkeys(ENVS, ("permit", "shared.rollback"))),
-    ("delete gold", "delete_model", "ml", {"target_is_gold": True},
+    ("delete gold", "delete_model", "ml", {**CHECKED, "target_is_gold": True},
      dict.fromkeys(ENVS, ("deny", "shared.gold-immutable"))),
-    ("delete gold approved", "delete_model", "ml", {"target_is_gold": True, "approved": True},
+    ("delete gold approved", "delete_model", "ml", {**CHECKED, "target_is_gold": True, "approved": True},
      dict.fromkeys(ENVS, ("deny", "shared.gold-immutable"))),
-    ("alias gold", "set_model_alias", "ml", {"target_is_gold": True},
+    ("alias gold", "set_model_alias", "ml", {**CHECKED, "target_is_gold": True},
      dict.fromkeys(ENVS, ("deny", "shared.gold-immutable"))),
-    ("alias gold approved", "set_model_alias", "ml", {"target_is_gold": True, "approved": True},
+    ("alias gold approved", "set_model_alias", "ml", {**CHECKED, "target_is_gold": True, "approved": True},
      dict.fromkeys(ENVS, ("deny", "shared.gold-immutable"))),
-    ("alias non-gold", "set_model_alias", "ml", {}, dict.fromkeys(ENVS, ("permit", "shared.set-alias"))),
-    ("delete non-gold", "delete_model", "ml", {},
+    ("alias non-gold, in step with git", "set_model_alias", "ml", {**CHECKED, "alias_consistent": True},
+     dict.fromkeys(ENVS, ("permit", "shared.set-alias"))),
+    ("alias off git's desired state", "set_model_alias", "ml", {**CHECKED, "approved": True},
+     dict.fromkeys(ENVS, ("deny", "shared.alias-follows-git"))),
+    ("alias, protection facts missing", "set_model_alias", "ml", {"alias_consistent": True, "approved": True},
+     dict.fromkeys(ENVS, ("deny", "shared.protection-unchecked"))),
+    ("delete non-gold", "delete_model", "ml", CHECKED,
      {"dev": ("permit", "dev.delete-model"), "staging": ("needs_approval", "staging.delete-model-approval"),
       "prod": ("needs_approval", "prod.delete-model-approval")}),
+    ("delete, protection facts missing", "delete_model", "ml", {"approved": True},
+     dict.fromkeys(ENVS, ("deny", "shared.protection-unchecked"))),
     ("train over budget", "train_reranker", "ml", {"estimated_cost": 6.0, "budget_remaining": 5.0},
      dict.fromkeys(ENVS, ("needs_approval", "shared.train-over-budget"))),
     ("train cost unknown", "train_reranker", "ml", {"budget_remaining": 5.0},
@@ -126,11 +136,24 @@ def test_no_agent_but_the_owner_may_call_a_tool(env: str, tool: str) -> None:
 
 def test_missing_context_keys_are_false_never_true() -> None:
     pdp = get_pdp("staging")
-    assert PolicyContext().model_dump() == {"kill_switch": False, "approved": False, "ab_passed": False,
-                                            "target_is_gold": False, "canary_weight": None,
-                                            "budget_remaining": None, "estimated_cost": None}
+    bools = {k: v for k, v in PolicyContext().model_dump().items() if isinstance(v, bool)}
+    numbers = {k: v for k, v in PolicyContext().model_dump().items() if not isinstance(v, bool)}
+    assert bools and set(bools.values()) == {False}
+    assert numbers == {"canary_weight": None, "budget_remaining": None, "estimated_cost": None}
     assert pdp.decide("devops", "promote_model", None).decision == "deny"
     assert pdp.decide("devops", "promote_model", {}).decision == "deny"
+    for tool in ("delete_model", "set_model_alias"):  # no facts at all: protection cannot be assumed
+        assert pdp.decide("ml", tool, {"approved": True}).decision == "deny"
+
+
+@pytest.mark.parametrize("env", ENVS)
+@pytest.mark.parametrize("fact", PROTECTION_FACTS)
+def test_a_protected_version_cannot_be_deleted_even_approved(env: str, fact: str) -> None:
+    got = get_pdp(env).decide("ml", "delete_model", {**CHECKED, fact: True, "approved": True})
+    assert got.decision == "deny"
+    assert ({"shared.protected-objects", "shared.gold-immutable"} & set(got.policies)), got
+    # the same version, once it holds no protected role, is deletable (dev) or asks a human (staging, prod)
+    assert get_pdp(env).decide("ml", "delete_model", CHECKED).decision in ("permit", "needs_approval")
 
 
 @pytest.mark.parametrize("bad", [{"approved": "true"}, {"ab_passed": 1}, {"canary_weight": "0.1"},

@@ -34,7 +34,8 @@ def test_check_prints_decision_policies_reason() -> None:
     assert check(*base, "--context", '{"ab_passed": true, "approved": true}')["decision"] == "permit"
     assert check(*base)["decision"] == "deny"
     assert check("--env", "prod", "--agent", "ml", "--tool", "delete_model",
-                 "--context", '{"target_is_gold": true, "approved": true}')["policies"] == ["shared.gold-immutable"]
+                 "--context", '{"target_checked": true, "target_is_gold": true, "approved": true}')["policies"] == [
+        "shared.gold-immutable", "shared.protected-objects"]
     assert check("--env", "dev", "--agent", "ghost", "--tool", "query_metrics")["decision"] == "deny"
 
 
@@ -61,7 +62,7 @@ def test_check_rejects_bad_operator_input() -> None:
 
 def test_validate_and_show() -> None:
     out = runner.invoke(app, ["policy", "validate"])
-    assert out.exit_code == 0 and "staging: 16 policies OK" in out.output
+    assert out.exit_code == 0 and "staging: 19 policies OK" in out.output
     out = runner.invoke(app, ["policy", "show", "--env", "staging"])
     assert "staging.promote-approval" in out.output and "needs_approval" in out.output
 

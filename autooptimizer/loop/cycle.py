@@ -477,11 +477,12 @@ class CycleRunner:
         git = self.release.git
         head = git.head()
         new_patch = git.read_patch(head)
-        prev_patch = git.read_patch(f"{head}^")
+        before = git.parent(head)
+        prev_patch = git.read_patch(before) if before else None
         if new_patch is None or prev_patch is None or new_patch.model_version == prev_patch.model_version:
             raise CycleStop("no_action", "the latest deployment commit did not change the stable model",
                             restore=False)
-        deployed_at = float(git._git("log", "-1", "--format=%ct", head))
+        deployed_at = git.commit_time(head)
         state.update({"watched_revision": head, "new": new_patch.model_version, "old": prev_patch.model_version})
         return self._watch(cid, opts, state, new=new_patch.model_version, old=prev_patch.model_version,
                            bad_revision=head, outcome_ok="kept", baseline_until=deployed_at)
@@ -520,7 +521,7 @@ class CycleRunner:
             {"promql": f"sort_desc(increase({m.RETRIES_TOTAL}[{self.profile.gates.window_seconds}s]))"}))
         current, head = self.release.current()
         last = self.release.git.log(limit=1)
-        recent = bool(last) and last[0].sha == head and not last[0].reverts and last[0].cycle_id is not None
+        recent = bool(last) and last[0].sha == head and not last[0].reverted and last[0].cycle_id is not None
         report = {"gate": "retries", "evidence": evidence, "serving": current.model_dump(), "revision": head,
                   "recent_deploy_suspect": recent,
                   "action": "rollback_deployment" if recent else "restart"}

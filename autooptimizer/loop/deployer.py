@@ -42,7 +42,7 @@ class DeployState(BaseModel):
             self.stable == patch.model_version
             and have_canary == want_canary
             and (want_canary is None or abs(self.canary_weight - patch.canary_weight) < 1e-9)
-            and (self.replicas is None or self.replicas == patch.replicas)
+            and self.replicas == patch.replicas
             and self.rerank_depth == patch.rerank_depth
         )
 

@@ -67,7 +67,8 @@ class Commit(BaseModel):
     sha: str
     subject: str
     cycle_id: str | None = None
-    reverts: str | None = None
+    reverts: str | None = Field(None, description="the first commit this one undoes (a revert or a rollback)")
+    reverted: list[str] = Field(default_factory=list, description="every commit this one undoes")
 
 
 class GitError(ConfigError):
@@ -77,8 +78,8 @@ class GitError(ConfigError):
 class GitOpsRepo:
     """The deployment repository. Not thread-safe: the cycle lock serialises writers."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.env = call_env()  # the env of the tool call in progress, else AUTOOPT_ENV
+    def __init__(self, settings: Settings, env: str | None = None) -> None:
+        self.env = env or call_env()  # default: the env of the tool call in progress, else AUTOOPT_ENV
         self.remote = settings.gitops_remote or str(settings.home / "gitops" / "deploy.git")
         self.local_bare = settings.gitops_remote is None
         self.checkout = settings.home / "gitops" / "checkout"
@@ -128,27 +129,53 @@ class GitOpsRepo:
         self.ensure()
         return self._git("rev-parse", "HEAD")
 
-    def read_patch(self, rev: str = "HEAD") -> HelmPatch | None:
-        self.ensure()
+    def read_patch(self, rev: str = "HEAD", *, sync: bool = True) -> HelmPatch | None:
+        """The env's patch at `rev` (None when the env has none there). `sync=False` skips the fetch, for a caller
+        that has just synced and reads many revisions."""
+        if sync:
+            self.ensure()
         text = self._git("show", f"{rev}:{self.rel_path}", check=False)
         if not text or text.startswith("fatal"):
             return None
         return HelmPatch.from_yaml(text)
 
-    def log(self, limit: int = 20) -> list[Commit]:
+    def parent(self, rev: str) -> str | None:
+        """The commit before `rev`, or None when `rev` is the repository's first commit."""
         self.ensure()
+        out = self._git("rev-list", "--parents", "-n", "1", rev)
+        parts = out.split()
+        return parts[1] if len(parts) > 1 else None
+
+    def commit_time(self, rev: str = "HEAD") -> float:
+        """When `rev` was committed (Unix seconds)."""
+        self.ensure()
+        return float(self._git("log", "-1", "--format=%ct", rev))
+
+    def resolve(self, rev: str) -> str | None:
+        """The full sha of `rev`, or None when the repository has no such commit."""
+        self.ensure()
+        out = self._git("rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}", check=False)
+        return out or None
+
+    def log(self, limit: int = 20, *, sync: bool = True) -> list[Commit]:
+        """The env's last `limit` deploy commits, newest first."""
+        if sync:
+            self.ensure()
         raw = self._git("log", f"-{limit}", "--format=%H%x1f%s%x1f%b%x1e", "--", self.rel_path)
         out: list[Commit] = []
         for rec in filter(None, (r.strip() for r in raw.split("\x1e"))):
             sha, subject, body = (rec.split("\x1f") + ["", ""])[:3]
             cyc = re.search(r"^Cycle-Id: (\S+)", body, re.M)
-            rev = re.search(r"This reverts commit ([0-9a-f]{40})", body)
-            out.append(Commit(sha=sha, subject=subject, cycle_id=cyc and cyc.group(1), reverts=rev and rev.group(1)))
+            undone = re.findall(r"This reverts commit ([0-9a-f]{40})", body)
+            out.append(Commit(sha=sha, subject=subject, cycle_id=cyc and cyc.group(1),
+                              reverts=undone[0] if undone else None, reverted=undone))
         return out
 
     # -- writes ---------------------------------------------------------------------------------------------------
-    def commit_patch(self, patch: HelmPatch, message: str, cycle_id: str | None = None) -> str:
-        """Commit the patch (no-op commit avoided: returns HEAD when nothing changed) and push; returns the sha."""
+    def commit_patch(self, patch: HelmPatch, message: str, cycle_id: str | None = None,
+                     undoes: list[str] | None = None) -> str:
+        """Commit the patch (no-op commit avoided: returns HEAD when nothing changed) and push; returns the sha.
+        `undoes` names the commits this one rolls back (recorded as revert lines, so `revert_cycle` skips them)."""
         self.ensure()
         target = self.checkout / self.rel_path
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -156,6 +183,8 @@ class GitOpsRepo:
         self._git("add", self.rel_path)
         if not self._git("status", "--porcelain", "--", self.rel_path):
             return self._git("rev-parse", "HEAD")
+        if undoes:
+            message += "\n\n" + "\n".join(f"This reverts commit {sha}." for sha in undoes)
         self._git("commit", "-q", "-m", _message(message, cycle_id))
         return self._push()
 
@@ -170,8 +199,8 @@ class GitOpsRepo:
     def revert_cycle(self, cycle_id: str, reason: str) -> list[str]:
         """Revert, newest first, every commit of `cycle_id` that is not reverted yet. Idempotent."""
         commits = self.log(limit=200)
-        reverted = {c.reverts for c in commits if c.reverts}
-        todo = [c for c in commits if c.cycle_id == cycle_id and not c.reverts and c.sha not in reverted]
+        reverted = {sha for c in commits for sha in c.reverted}
+        todo = [c for c in commits if c.cycle_id == cycle_id and not c.reverted and c.sha not in reverted]
         return [self.revert(c.sha, reason, cycle_id) for c in todo]
 
     def _push(self) -> str:

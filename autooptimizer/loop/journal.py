@@ -160,6 +160,13 @@ class Journal:
             rec.steps = [_step(s) for s in steps]
         return rec
 
+    def find(self, cycle_id: str) -> CycleRecord | None:
+        """The cycle without its steps, or None when this journal never ran it (e.g. another home's cycle)."""
+        try:
+            return self.get(cycle_id, with_steps=False)
+        except NotFoundError:
+            return None
+
     def list(self, limit: int = 20) -> list[CycleRecord]:
         with self._conn() as db:
             rows = db.execute("SELECT * FROM cycles ORDER BY started_at DESC, seq DESC LIMIT ?", (limit,)).fetchall()

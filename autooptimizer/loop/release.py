@@ -10,15 +10,35 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from autooptimizer.errors import AutoOptError
 from autooptimizer.loop.deployer import Deployer, DeployError, DeployState, get_deployer
-from autooptimizer.loop.gitops import GitOpsRepo, HelmPatch
+from autooptimizer.loop.gitops import Commit, GitOpsRepo, HelmPatch
 from autooptimizer.loop.journal import Journal, crash_point
 from autooptimizer.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
+
+
+class RollbackTarget(BaseModel):
+    """The exact earlier state a rollback returns to, and which commits it undoes."""
+
+    patch: HelmPatch
+    revision: str | None = Field(description="the commit that deployed this state before (for ArgoCD's history)")
+    undoes: list[str] = Field(default_factory=list)
+    what: str
+
+
+def check_versions_exist(patch: HelmPatch) -> None:
+    """Refuse before anything is committed when a version the patch names is not stored (e.g. it was deleted)."""
+    from autooptimizer.search import model_store
+
+    for version in filter(None, (patch.model_version, patch.canary_version)):
+        if not model_store.exists(version):
+            raise DeployError(f"Model version {version!r} is not stored (deleted?), so it cannot be deployed; "
+                              "nothing was changed.", "Restore the version, or roll back to a revision whose "
+                              "versions exist (`autoopt history`, the GitOps log).")
 
 
 class DeployResult(BaseModel):
@@ -54,13 +74,24 @@ class Release:
         return patch, self.git.head()
 
     def deploy(self, patch: HelmPatch, message: str, cycle_id: str | None = None) -> DeployResult:
+        """Commit `patch` and apply it as one unit: a failed apply reverts the commit and re-applies what served."""
         previous, prev_sha = self.current()
+        check_versions_exist(patch)
         if cycle_id:
             self.journal.mark_dirty(cycle_id, previous.model_dump(), prev_sha)
-        sha = self.git.commit_patch(patch, message, cycle_id=cycle_id)
+        return self._commit_and_apply(patch, message, cycle_id=cycle_id, previous=previous, prev_sha=prev_sha)
+
+    def _commit_and_apply(self, patch: HelmPatch, message: str, *, cycle_id: str | None, previous: HelmPatch,
+                          prev_sha: str, undoes: list[str] | None = None,
+                          good_revision: str | None = None) -> DeployResult:
+        sha = self.git.commit_patch(patch, message, cycle_id=cycle_id, undoes=undoes)
         crash_point(self.settings, "after_commit")
         try:
-            state = self.deployer.apply(patch, sha)
+            if good_revision is None:
+                state = self.deployer.apply(patch, sha)
+            else:
+                state = self.deployer.rollback(patch, sha, good_revision=good_revision)
+            self._verify(patch, state)
         except AutoOptError as exc:
             log.warning("apply of %s failed (%s); reverting the commit and restoring %s", sha[:12], exc.problem,
                         previous.model_version)
@@ -70,34 +101,93 @@ class Release:
             raise
         return DeployResult(revision=sha, previous_revision=prev_sha, patch=patch, previous=previous, state=state)
 
+    def _verify(self, patch: HelmPatch, state: DeployState) -> None:
+        """After an apply, what the target reports must be exactly git's desired state."""
+        if not state.matches(patch):
+            raise DeployError(f"After applying, the target serves {state.model_dump(exclude_none=True)}, not git's "
+                              f"desired state {patch.model_dump()}.", "Check the search service (or ArgoCD) log.")
+
+    def rollback_target(self, revision: str) -> RollbackTarget:
+        """What rolling back `revision` restores: the safe point of the cycle that made it (every field: stable,
+        canary, weight, replicas, variant), or for a commit made outside a cycle, the state just before it."""
+        sha = self.git.resolve(revision)
+        commits = self.git.log(limit=500)
+        commit = next((c for c in commits if c.sha == sha), None)
+        if sha is None or commit is None:
+            raise DeployError(f"Revision {revision[:12]} is not a deployment of {self.git.env} in the GitOps "
+                              "repository.", "Name a commit from `git log` of the GitOps repository, or omit the "
+                              "revision to roll back the latest deployment.")
+        if commit.cycle_id:
+            return self._cycle_target(commit.cycle_id, commits)
+        before = self.git.parent(sha)
+        patch = self.git.read_patch(before) if before else None
+        if patch is None:
+            raise DeployError(f"There is nothing to roll back to: {sha[:12]} is the first deployment of "
+                              f"{self.git.env}.", "Nothing was changed. Deploy a known-good version instead.")
+        return RollbackTarget(patch=patch, revision=before or sha, undoes=[sha],
+                              what=f"the state before {sha[:12]}")
+
+    def _cycle_target(self, cycle_id: str, commits: list[Commit]) -> RollbackTarget:
+        mine = [c for c in commits if c.cycle_id == cycle_id]
+        undone = {s for c in commits for s in c.reverted}
+        todo = [c.sha for c in mine if not c.reverted and c.sha not in undone]
+        rec = self.journal.find(cycle_id)
+        if rec is not None and rec.safe_patch:
+            return RollbackTarget(patch=HelmPatch.model_validate(rec.safe_patch), revision=rec.safe_sha,
+                                  undoes=todo, what=f"cycle {cycle_id}'s safe point")
+        first = mine[-1].sha if mine else None
+        before = self.git.parent(first) if first else None
+        patch = self.git.read_patch(before) if before else None
+        if patch is None:
+            raise DeployError(f"There is nothing to roll back to: cycle {cycle_id} has no deployment before it in "
+                              f"{self.git.env}.", "Nothing was changed. Deploy a known-good version instead.")
+        return RollbackTarget(patch=patch, revision=before, undoes=todo, what=f"cycle {cycle_id}'s safe point")
+
     def rollback(self, bad_revision: str, reason: str, cycle_id: str | None = None) -> DeployResult:
-        """`git revert` the bad commit, then return the target to the patch before it."""
-        bad_patch = self.git.read_patch(bad_revision)
-        good_sha = self.git._git("rev-parse", f"{bad_revision}^")
-        good = self.git.read_patch(good_sha)
-        if good is None or bad_patch is None:
-            raise DeployError(f"Revision {bad_revision[:12]} has no earlier patch to roll back to.",
-                              "Roll back to an explicit revision instead.")
-        revert_sha = self.git.revert(bad_revision, reason, cycle_id=cycle_id)
-        now = self.git.read_patch() or good
-        state = self.deployer.rollback(now, revert_sha, good_revision=good_sha)
-        return DeployResult(revision=revert_sha, previous_revision=bad_revision, patch=now, previous=bad_patch,
-                            state=state)
+        """Restore the exact state before `bad_revision` (or before its whole cycle) as one unit: check the target's
+        versions exist, commit it, apply it, verify the target equals git, and move `champion` back if it named
+        the version removed. A failed apply is undone: git and the target return to what served before."""
+        return self._restore_target(self.rollback_target(bad_revision), reason, cycle_id)
+
+    def latest_deployment(self) -> str:
+        """The env's newest deploy commit; a clear error when the env has never been deployed."""
+        commits = self.git.log(limit=1)
+        if not commits:
+            raise DeployError(f"There is nothing to roll back to: {self.git.env} has no deployment in the GitOps "
+                              "repository yet.", "Nothing was changed. Deploy a model first (`autoopt demo`, "
+                              "`autoopt trigger`).")
+        return commits[0].sha
 
     def rollback_cycle(self, cycle_id: str, reason: str) -> DeployResult:
-        """Revert every deployment commit of `cycle_id` (newest first) and return the target to the result."""
-        rec = self.journal.get(cycle_id, with_steps=False)
-        before = self.git.read_patch()
-        top = self.git.head()
-        reverts = self.git.revert_cycle(cycle_id, reason)
-        if not reverts:
-            raise DeployError(f"Cycle {cycle_id} has no deployment commit left to revert.",
-                              "Name the revision to revert instead.")
-        now = self.git.read_patch()
-        if now is None or before is None:
-            raise DeployError("The GitOps repository has no patch after the revert.", "Inspect the repository.")
-        state = self.deployer.rollback(now, reverts[-1], good_revision=rec.safe_sha)
-        return DeployResult(revision=reverts[-1], previous_revision=top, patch=now, previous=before, state=state)
+        """Restore `cycle_id`'s safe point (see `rollback`)."""
+        return self._restore_target(self._cycle_target(cycle_id, self.git.log(limit=500)), reason, cycle_id)
+
+    def _restore_target(self, target: RollbackTarget, reason: str, cycle_id: str | None) -> DeployResult:
+        check_versions_exist(target.patch)
+        current, cur_sha = self.current()
+        message = f"Roll back to {target.what} ({target.patch.model_version}): {reason}"
+        res = self._commit_and_apply(target.patch, message, cycle_id=cycle_id, previous=current, prev_sha=cur_sha,
+                                     undoes=target.undoes, good_revision=target.revision)
+        self._align_champion(removed=current, restored=target.patch)
+        return res
+
+    def _align_champion(self, *, removed: HelmPatch, restored: HelmPatch) -> None:
+        """The registry's `champion` follows what serves: if it named the stable version a rollback removed, it
+        moves to the restored one (aliases.json, mirrored into MLflow)."""
+        from autooptimizer.search import aliases
+
+        if removed.model_version == restored.model_version:
+            return
+        if aliases.get_alias(aliases.CHAMPION) != removed.model_version:
+            return
+        aliases.set_alias(aliases.CHAMPION, restored.model_version)  # the source of truth, written first
+        try:
+            from autooptimizer.ml.registry import set_alias
+
+            set_alias(aliases.CHAMPION, restored.model_version)
+        except Exception as exc:  # noqa: BLE001 - the MLflow mirror lags; aliases.json already agrees with git
+            log.error("champion moved to %s in aliases.json, but the MLflow mirror failed: %s",
+                      restored.model_version, exc)
 
     def restore(self, cycle_id: str, reason: str) -> dict[str, Any]:
         """Undo every deployment change of `cycle_id`: revert its commits, re-apply the safe point. Idempotent."""

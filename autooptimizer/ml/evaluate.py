@@ -6,6 +6,7 @@ measured. The promotion thresholds come from the environment profile (`promotion
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -109,6 +110,14 @@ def resolve_model(model: str):
     return model_store.load(model)
 
 
+def _score(scores: Mapping[str, float], key: str) -> float | None:
+    """A finite score, or None when it is missing or not a number (NaN compares false and would pass a rule)."""
+    value = scores.get(key)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
 class PromotionDecision(BaseModel):
     promotable: bool
     reasons: list[str]
@@ -128,16 +137,26 @@ def promotion_rule(
     p = load_profile(env or get_settings().env).promotion
     key_new, key_orig = "new_domain_ndcg@10", "original_ndcg@10"
     reasons, ok = [], True
-    gain = challenger[key_new] - champion[key_new]
-    if gain < p.new_domain_margin:
+    new_champ, new_chall = _score(champion, key_new), _score(challenger, key_new)
+    if new_champ is None or new_chall is None:  # an unknown score never reads as a win
         ok = False
-        reasons.append(f"new-domain gain {gain:+.4f} < margin {p.new_domain_margin}")
+        reasons.append("new-domain NDCG@10 unknown (missing or not a number): not promotable")
     else:
-        reasons.append(f"new-domain gain {gain:+.4f} >= margin {p.new_domain_margin}")
+        gain = new_chall - new_champ
+        if gain < p.new_domain_margin:
+            ok = False
+            reasons.append(f"new-domain gain {gain:+.4f} < margin {p.new_domain_margin}")
+        else:
+            reasons.append(f"new-domain gain {gain:+.4f} >= margin {p.new_domain_margin}")
     for label, ref in (("champion", champion), ("gold", gold)):
         if ref is None:
             continue
-        drop = ref[key_orig] - challenger[key_orig]
+        before, after = _score(ref, key_orig), _score(challenger, key_orig)
+        if before is None or after is None:
+            ok = False
+            reasons.append(f"original-domain NDCG@10 vs {label} unknown (missing or not a number): not promotable")
+            continue
+        drop = before - after
         if drop > p.original_tolerance:
             ok = False
             reasons.append(f"original-domain drop vs {label} {drop:+.4f} > tolerance {p.original_tolerance}")

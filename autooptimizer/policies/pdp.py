@@ -29,8 +29,10 @@ from autooptimizer.policies.catalog import Catalog, load_catalog_file, policy_di
 from autooptimizer.settings import ENVIRONMENTS
 
 DecisionKind = Literal["permit", "deny", "needs_approval"]
-CONTEXT_KEYS = ("kill_switch", "approved", "ab_passed", "target_is_gold", "canary_weight", "budget_remaining",
-                "estimated_cost")
+CONTEXT_KEYS = ("kill_switch", "approved", "ab_passed", "target_checked", "target_is_gold", "target_is_champion",
+                "target_is_serving", "target_is_canary", "target_is_safe_point", "target_in_rollback_window",
+                "alias_consistent", "canary_weight", "budget_remaining", "estimated_cost")
+_BOOL_KEYS = CONTEXT_KEYS[:11]
 _ROUND_UP = {"canary_weight", "estimated_cost"}  # compared against upper bounds: round up to stay safe
 _DECIMAL_LIMIT = 9e14
 _TOOL_REF = re.compile(r'Tool::"([^"]*)"')
@@ -45,14 +47,20 @@ class PolicyContext(BaseModel):
     kill_switch: bool = False
     approved: bool = False
     ab_passed: bool = False
+    target_checked: bool = False
     target_is_gold: bool = False
+    target_is_champion: bool = False
+    target_is_serving: bool = False
+    target_is_canary: bool = False
+    target_is_safe_point: bool = False
+    target_in_rollback_window: bool = False
+    alias_consistent: bool = False
     canary_weight: float | None = None
     budget_remaining: float | None = None
     estimated_cost: float | None = None
 
     def to_cedar(self) -> dict:
-        out: dict = {"kill_switch": self.kill_switch, "approved": self.approved, "ab_passed": self.ab_passed,
-                     "target_is_gold": self.target_is_gold}
+        out: dict = {key: getattr(self, key) for key in _BOOL_KEYS}
         for key in ("canary_weight", "budget_remaining", "estimated_cost"):
             value = getattr(self, key)
             if value is None:

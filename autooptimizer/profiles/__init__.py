@@ -56,6 +56,8 @@ class Loop(_Strict):
     rollback_on_degrade: bool = Field(True, alias="rollbackOnDegrade")
     watch_window_seconds: float = Field(30, alias="watchWindowSeconds", gt=0)
     mock_signals: bool = Field(False, alias="mockSignals")
+    rollback_depth: int = Field(5, alias="rollbackDepth", ge=1, le=100,
+                                description="deploys a rollback may return to; their model versions are protected")
 
 
 class Profile(_Strict):

@@ -15,6 +15,7 @@ from autooptimizer.errors import NotFoundError
 from autooptimizer.search.model_store import check_version_name, models_dir
 
 CHAMPION = "champion"
+CHALLENGER = "challenger"
 GOLD = "gold"
 _LOCK = threading.Lock()
 

@@ -57,6 +57,8 @@ def ab_passed_for(model_version: str) -> bool:
         data = json.loads(path.read_text())
     except (OSError, ValueError, InputError):
         return False
+    if not isinstance(data, dict) or not isinstance(data.get("treatment"), dict):
+        return False
     return (
         data.get("verdict") == "pass"
         and (data.get("treatment") or {}).get("model_version") == model_version
@@ -143,15 +145,17 @@ class RollbackArgs(BaseModel):
 
 @tool(name="rollback_deployment", owner="devops", risk="critical")
 def rollback_deployment(args: RollbackArgs) -> dict[str, Any]:
-    """Revert a deployment commit (git revert) and return the service to the state before it."""
+    """Restore the exact state before a deployment (or before its whole cycle) and verify the service serves it."""
     rel = _release()
     if args.cycle_id:
         res = rel.rollback_cycle(args.cycle_id, args.reason)
         reverted = f"cycle {args.cycle_id}"
     else:
-        reverted = args.revision or rel.git.head()
+        reverted = args.revision or rel.latest_deployment()
         res = rel.rollback(reverted, args.reason, cycle_id=current_cycle_id.get())
     return {"revision": res.revision, "reverted": reverted, "stable": res.patch.model_version,
+            "canary": res.patch.canary_version, "canary_weight": res.patch.canary_weight,
+            "replicas": res.patch.replicas, "rerank_depth": res.patch.rerank_depth,
             "removed": res.previous.model_version, "deployer": rel.deployer.kind}
 
 

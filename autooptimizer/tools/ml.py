@@ -1,12 +1,15 @@
 """The ML agent's tools: train, evaluate, register, delete and alias model versions.
 
 `train_reranker` supplies `estimated_cost` (compute-seconds of its time budget x the profile's price) and
-`budget_remaining` (the profile's budget minus the spend Prometheus reports; left out when Prometheus cannot be read),
-so the PDP can refuse training that would overrun the budget. `set_model_alias` supplies `target_is_gold`.
+`budget_remaining` (the profile's budget minus the spend Prometheus reports; left out whenever the spend is unknown),
+so the PDP can refuse training that would overrun the budget. `delete_model` and `set_model_alias` supply the
+protected-object facts of `tools/protection.py` (gold, champion, serving, canary, safe point, rollback window), and
+`set_model_alias` also `alias_consistent` (the alias move keeps the registry in step with git).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 from pydantic import BaseModel, Field
@@ -48,33 +51,61 @@ def _train_facts(args: TrainRerankerArgs) -> dict:
     from autooptimizer.profiles import load_profile
 
     cost = load_profile(call_env()).cost
-    spent = _spent_so_far()
+    spent = spent_so_far()
     return {"estimated_cost": round(args.time_budget_s * cost.price_per_compute_second, 6),
             "budget_remaining": None if spent is None else round(max(cost.budget - spent, 0.0), 6)}
 
 
-def _spent_so_far() -> float | None:
-    """Dollars spent so far, from Prometheus (sum of the service's cost counter); None when it cannot be read,
-    so the fact is left out and the PDP does not see a made-up budget."""
-    import httpx
+def spent_so_far() -> float | None:
+    """Dollars spent so far: the sum of the search service's cost counter in Prometheus.
 
+    None whenever the spend is not known - Prometheus unreachable or erroring, or no cost series at all (the
+    exporter stopped, or the service never reported). A missing series is not zero spend: the budget fact is then
+    left out, and the PDP asks a human (`shared.train-over-budget`) instead of reading the whole budget as free.
+    """
+    from autooptimizer.gates import query_metrics
     from autooptimizer.search.metric_names import COST_TOTAL
-    from autooptimizer.settings import get_settings
 
-    try:
-        r = httpx.get(f"{get_settings().prometheus_url}/api/v1/query", params={"query": f"sum({COST_TOTAL})"},
-                      timeout=1.0)
-        r.raise_for_status()
-        result = r.json()["data"]["result"]
-        return float(result[0]["value"][1]) if result else 0.0
-    except (httpx.HTTPError, KeyError, ValueError, IndexError):
+    res = query_metrics(f"sum({COST_TOTAL})", timeout=2.0)
+    values = [s["value"] for s in res.samples] if res.ok else []
+    if len(values) != 1 or not math.isfinite(values[0]) or values[0] < 0:
         return None
+    return float(values[0])
+
+
+def _rollback_depth() -> int:
+    from autooptimizer.profiles import load_profile
+
+    return load_profile(call_env()).loop.rollback_depth
+
+
+def _delete_facts(args: DeleteModelArgs) -> dict:
+    from autooptimizer.settings import get_settings
+    from autooptimizer.tools.protection import protection_facts
+
+    return protection_facts(args.version, get_settings(), _rollback_depth())
 
 
 def _alias_facts(args: SetModelAliasArgs) -> dict:
+    """Moving `gold` is re-aliasing a gold baseline; `champion` must follow what git serves in this env, so the
+    registry never disagrees with the deployment; `challenger` may not be moved off a running canary."""
     from autooptimizer.search import aliases
+    from autooptimizer.settings import get_settings
+    from autooptimizer.tools.protection import desired_states, protection_facts
 
-    return {"target_is_gold": args.alias == "gold" or aliases.get_alias(aliases.GOLD) == args.version}
+    settings = get_settings()
+    facts = protection_facts(args.version, settings, _rollback_depth())
+    desired = desired_states(settings)
+    here = desired.get(call_env())
+    if args.alias == "gold":
+        consistent = False
+    elif args.alias == "champion":
+        consistent = here is not None and here.model_version == args.version  # type: ignore[attr-defined]
+    else:
+        holder = aliases.get_alias(aliases.CHALLENGER)
+        canaries = {p.canary_version for p in desired.values() if p is not None}  # type: ignore[attr-defined]
+        consistent = holder is None or holder == args.version or holder not in canaries
+    return {**facts, "target_is_gold": args.alias == "gold", "alias_consistent": consistent}
 
 
 @tool(name="train_reranker", owner="ml", risk="change", facts=_train_facts)
@@ -113,7 +144,7 @@ def register_model(args: RegisterModelArgs) -> dict:
     return registry.register_model(args.version).model_dump()
 
 
-@tool(name="delete_model", owner="ml", risk="critical")
+@tool(name="delete_model", owner="ml", risk="critical", facts=_delete_facts)
 def delete_model(args: DeleteModelArgs) -> dict:
     """Delete a stored model version and its registry entry (refused while an alias or a child uses it)."""
     from autooptimizer.ml import registry

@@ -65,7 +65,8 @@ DecisionKind = Literal["permit", "deny", "needs_approval"]
 AGENTS = ("supervisor", "metrics", "data", "ml", "devops")
 TOOL_MODULES = ("metrics", "data", "ml", "devops")
 MAX_ARGS_BYTES = 64 * 1024
-BOOL_FACTS = ("ab_passed", "target_is_gold")
+BOOL_FACTS = ("ab_passed", "target_checked", "target_is_gold", "target_is_champion", "target_is_serving",
+              "target_is_canary", "target_is_safe_point", "target_in_rollback_window", "alias_consistent")
 NUMBER_FACTS = ("canary_weight", "budget_remaining", "estimated_cost")
 
 
@@ -174,6 +175,15 @@ def clean_facts(tool: str, raw: Any) -> dict:
         else:
             raise ValueError(f"fact {key!r} is not a fact a tool may supply (allowed: {BOOL_FACTS + NUMBER_FACTS})")
     return out
+
+
+def _consume(store: Any, approval_id: str | None, chash: str) -> bool:
+    """Use the approval once; an approval store that cannot be written counts as "not usable" (nothing runs)."""
+    try:
+        return bool(approval_id) and store.consume(approval_id, chash)
+    except Exception:  # noqa: BLE001 - fail closed
+        log.exception("could not consume approval %s", approval_id)
+        return False
 
 
 @dataclass
@@ -319,11 +329,16 @@ class ToolRegistry:
 
         # trusted context: facts + kill switch + an approval bound to this exact call
         chash = call_hash(name, canon, agent, env)
-        store = ApprovalStore()
         approved, approval_note = False, None
-        if approval_id:
-            approved, approval_note = store.check(approval_id, chash)
-        context = {**facts, "kill_switch": kill_switch.is_on(), "approved": approved}
+        try:
+            store = ApprovalStore()
+            if approval_id:
+                approved, approval_note = store.check(approval_id, chash)
+            context = {**facts, "kill_switch": kill_switch.is_on(), "approved": approved}
+        except Exception as exc:  # noqa: BLE001 - an unreadable approval store never reads as "no approval needed"
+            return finish_denied(["registry.context-unavailable"], "the approval store could not be read",
+                                 f"Reading the approval store failed ({type(exc).__name__}: {exc}). Nothing ran; "
+                                 "check AUTOOPT_HOME/approvals.db.", base_args)
 
         # decide
         try:
@@ -336,14 +351,19 @@ class ToolRegistry:
                              error=approval_note if approval_id and not approved else None)
 
         if decision.decision == "needs_approval":
-            req = store.request_or_reuse(tool=name, agent=agent, env=env, args=canon, call_hash_=chash,
-                                         reason=decision.reason, policies=decision.policies, evidence=evidence,
-                                         requested_by=requested_by, trace_id=trace_id, cycle_id=cycle_id)
+            try:
+                req = store.request_or_reuse(tool=name, agent=agent, env=env, args=canon, call_hash_=chash,
+                                             reason=decision.reason, policies=decision.policies, evidence=evidence,
+                                             requested_by=requested_by, trace_id=trace_id, cycle_id=cycle_id)
+            except Exception as exc:  # noqa: BLE001 - a request that cannot be stored is a denial, not a crash
+                return finish_denied(["registry.context-unavailable"], "the approval request could not be stored",
+                                     f"Storing the approval request failed ({type(exc).__name__}: {exc}). Nothing "
+                                     "ran; check AUTOOPT_HOME/approvals.db.", base_args)
             res.approval_id = req.id
             res.error = ((f"{approval_note} " if approval_note else "")
                          + f"Needs approval: {decision.reason}. Request {req.id} is waiting; approve it with "
                          f"`autoopt approvals approve {req.id}`, then repeat the call with approval_id={req.id}.")
-        elif decision.decision == "permit" and approved and not store.consume(approval_id, chash):
+        elif decision.decision == "permit" and approved and not _consume(store, approval_id, chash):
             res.decision, res.policies = "deny", ["registry.approval-used"]
             res.reason = "the approval for this call was already used"
             res.error = f"Approval {approval_id} was already used or expired; nothing ran."

@@ -33,13 +33,19 @@ def service(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[TinySer
     svc.stop()
 
 
-def _start_cycle(args: list[str], pause_at: str | None = None) -> subprocess.Popen[bytes]:
-    env = {**os.environ}
+def _start_cycle(args: list[str], pause_at: str | None = None, marker: Path | None = None) -> subprocess.Popen[bytes]:
+    """`autoopt trigger ARGS` in a child process; with `pause_at`, the child stops dead at that checkpoint (through
+    the crash suite's child driver, which installs a checkpoint hook) and writes `marker`."""
     if pause_at:
-        env["AUTOOPT_LOOP_PAUSE_AT"] = pause_at
-    code = "from autooptimizer.cli import main; main()"
-    return subprocess.Popen([sys.executable, "-c", code, "trigger", *args], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+        import json
+
+        opts = {"gate": args[args.index("--gate") + 1]}
+        cmd = [sys.executable, "-m", "autooptimizer.reliability.pause_child", "--at", pause_at, "--marker",
+               str(marker), "--plan", json.dumps({"options": opts, "means": None})]
+    else:
+        cmd = [sys.executable, "-c", "from autooptimizer.cli import main; main()", "trigger", *args]
+    return subprocess.Popen(cmd, env={**os.environ}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
 
 
 def _wait_for(cond, proc: subprocess.Popen[bytes], timeout: float = 120) -> None:  # noqa: ANN001
@@ -58,8 +64,9 @@ def _kill(proc: subprocess.Popen[bytes]) -> None:
 
 
 def test_kill_between_commit_and_apply_is_reverted(service: TinyService, autoopt_home: Path) -> None:
-    proc = _start_cycle(["--gate", "p95_latency"], pause_at="after_commit")
-    _wait_for(lambda: (autoopt_home / "loop" / "paused_at_after_commit").exists(), proc)
+    marker = autoopt_home / "paused"
+    proc = _start_cycle(["--gate", "p95_latency"], pause_at="deploy:after_commit", marker=marker)
+    _wait_for(marker.exists, proc)
     _kill(proc)
     # the half-done deploy: git says 2 replicas, the service still runs 1
     rel = Release()
@@ -102,9 +109,10 @@ def test_kill_during_ab_test_removes_the_canary(service: TinyService, autoopt_ho
 
 
 def test_a_live_cycle_is_not_recovered_from_under_itself(service: TinyService, autoopt_home: Path) -> None:
-    proc = _start_cycle(["--gate", "p95_latency"], pause_at="after_commit")
+    marker = autoopt_home / "paused"
+    proc = _start_cycle(["--gate", "p95_latency"], pause_at="deploy:after_commit", marker=marker)
     try:
-        _wait_for(lambda: (autoopt_home / "loop" / "paused_at_after_commit").exists(), proc)
+        _wait_for(marker.exists, proc)
         assert CycleRunner().recover() == []  # the lock is held by a live process: nothing is stale
         assert CycleRunner().trigger(CycleOptions(gate="cost_budget")) is None
         assert Journal(get_settings()).running()[0].status == "running"

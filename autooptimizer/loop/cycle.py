@@ -31,6 +31,7 @@ from pydantic import BaseModel, Field
 from autooptimizer.errors import AutoOptError, InputError
 from autooptimizer.loop.abtest import ABConfig, SampleSource
 from autooptimizer.loop.alerts import raise_alert
+from autooptimizer.loop.checkpoints import checkpoint
 from autooptimizer.loop.journal import CycleLock, CycleRecord, Journal
 from autooptimizer.profiles import Profile, load_profile
 from autooptimizer.settings import Settings, get_settings
@@ -205,7 +206,20 @@ class CycleRunner:
             raise_alert(self.settings, "AutoOptCycleAborted", reason, labels={"cycle_id": rec.id},
                         details={"recovery": restored, "error": error})
             out.append(done)
+        self._retry_failed_restores()
         return out
+
+    def _retry_failed_restores(self) -> None:
+        """A cycle whose restore failed (git or the service was unreachable) ended with its deployment changes still
+        in place; every later recovery tries again until git and the target are back at its safe point."""
+        for rec in self.journal.dirty():
+            try:
+                restored = self.release.restore(rec.id, f"retry of cycle {rec.id}'s failed restore")
+            except AutoOptError as exc:
+                log.warning("cycle %s: restore still failing: %s", rec.id, exc)
+                continue
+            raise_alert(self.settings, "AutoOptRestoreRetried", f"cycle {rec.id} restored on retry",
+                        labels={"cycle_id": rec.id}, details={"recovery": restored})
 
     # -- the cycle ------------------------------------------------------------------------------------------------
     def _begin(self, opts: CycleOptions) -> CycleRecord:
@@ -283,6 +297,7 @@ class CycleRunner:
     def step(self, cycle_id: str, name: str, fn: Callable[[], Any], inputs: dict[str, Any] | None = None) -> Any:
         """Journal + trace one step around `fn`."""
         seq = self.journal.step_start(cycle_id, name, inputs)
+        checkpoint(f"step:{name}:start")
         self._emit("step_start", cycle_id=cycle_id, step=name)
         t0 = time.time()
         with self._span(f"step:{name}", inputs) as sp:
@@ -298,6 +313,7 @@ class CycleRunner:
             if sp is not None:
                 sp.set_outputs(_jsonable(out))
         self.journal.step_end(cycle_id, seq, "done", _jsonable(out) if isinstance(out, dict) else {"result": out})
+        checkpoint(f"step:{name}:end")
         self._emit("step_end", cycle_id=cycle_id, step=name, seconds=round(time.time() - t0, 3))
         return out
 
@@ -558,10 +574,15 @@ def _write_helm_patch(art: Path, release: Any) -> None:
 
 
 def _write_json(path: Path, data: Any) -> None:
+    """Write an artifact. The journal is the record of truth: a full or broken artifacts disk is logged, and never
+    turns a finished cycle into an exception out of `run()`."""
     if not str(path.parent) or str(path.parent) == ".":
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(_jsonable(data), indent=2))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(_jsonable(data), indent=2))
+    except OSError as exc:
+        log.error("could not write the artifact %s: %s", path, exc)
 
 
 def _jsonable(value: Any) -> Any:

@@ -98,6 +98,10 @@ class GitOpsRepo:
     def ensure(self) -> None:
         """Create the local bare repo (with a first commit) and the working clone when missing; then sync."""
         if self.local_bare and not (Path(self.remote) / "HEAD").exists():
+            if (self.checkout / ".git").exists():  # it existed before: lost or unreachable, never silently renewed
+                raise GitError(f"The GitOps repository {self.remote} is missing or unreachable, although this home "
+                               "has deployed from it before.", "Restore the repository (or point "
+                               "AUTOOPT_GITOPS_REMOTE at it); nothing was committed.")
             Path(self.remote).mkdir(parents=True, exist_ok=True)
             self._git("init", "--bare", "-q", "-b", BRANCH, self.remote, cwd=Path(self.remote))
             seed = self.checkout.parent / "seed"

@@ -177,6 +177,13 @@ class Journal:
             rows = db.execute("SELECT id FROM cycles WHERE status = 'running' ORDER BY started_at").fetchall()
         return [self.get(r["id"]) for r in rows]
 
+    def dirty(self) -> list[CycleRecord]:
+        """Cycles that ended with deployment changes still to undo (their restore failed)."""
+        with self._conn() as db:
+            rows = db.execute("SELECT id FROM cycles WHERE status != 'running' AND deploy_dirty = 1 "
+                              "ORDER BY started_at").fetchall()
+        return [self.get(r[0], with_steps=False) for r in rows]
+
     def last_finished(self) -> CycleRecord | None:
         with self._conn() as db:
             row = db.execute("SELECT * FROM cycles WHERE status != 'running' ORDER BY finished_at DESC LIMIT 1"
@@ -257,12 +264,3 @@ class CycleLock:
             self.release()
             return False
         return True
-
-
-def crash_point(settings: Settings, name: str) -> None:
-    """Crash-test hook: with AUTOOPT_LOOP_PAUSE_AT=<name> the process writes `loop/paused_at_<name>` and stalls here
-    so a test can SIGKILL it at exactly this point. Unset (every normal run), it does nothing."""
-    if os.environ.get("AUTOOPT_LOOP_PAUSE_AT") != name:
-        return
-    settings.path("loop", f"paused_at_{name}").write_text(str(os.getpid()))
-    time.sleep(3600)

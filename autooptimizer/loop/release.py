@@ -13,9 +13,10 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from autooptimizer.errors import AutoOptError
+from autooptimizer.loop.checkpoints import checkpoint
 from autooptimizer.loop.deployer import Deployer, DeployError, DeployState, get_deployer
 from autooptimizer.loop.gitops import Commit, GitOpsRepo, HelmPatch
-from autooptimizer.loop.journal import Journal, crash_point
+from autooptimizer.loop.journal import Journal
 from autooptimizer.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -84,13 +85,15 @@ class Release:
     def _commit_and_apply(self, patch: HelmPatch, message: str, *, cycle_id: str | None, previous: HelmPatch,
                           prev_sha: str, undoes: list[str] | None = None,
                           good_revision: str | None = None) -> DeployResult:
+        unit = "deploy" if good_revision is None else "rollback"
         sha = self.git.commit_patch(patch, message, cycle_id=cycle_id, undoes=undoes)
-        crash_point(self.settings, "after_commit")
+        checkpoint(f"{unit}:after_commit")
         try:
             if good_revision is None:
                 state = self.deployer.apply(patch, sha)
             else:
                 state = self.deployer.rollback(patch, sha, good_revision=good_revision)
+            checkpoint(f"{unit}:after_apply")
             self._verify(patch, state)
         except AutoOptError as exc:
             log.warning("apply of %s failed (%s); reverting the commit and restoring %s", sha[:12], exc.problem,
@@ -165,6 +168,8 @@ class Release:
     def _restore_target(self, target: RollbackTarget, reason: str, cycle_id: str | None) -> DeployResult:
         check_versions_exist(target.patch)
         current, cur_sha = self.current()
+        if cycle_id:  # a crash from here on must be recovered like any other deployment change of the cycle
+            self.journal.mark_dirty(cycle_id, current.model_dump(), cur_sha)
         message = f"Roll back to {target.what} ({target.patch.model_version}): {reason}"
         res = self._commit_and_apply(target.patch, message, cycle_id=cycle_id, previous=current, prev_sha=cur_sha,
                                      undoes=target.undoes, good_revision=target.revision)

@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from autooptimizer.errors import InputError, NotFoundError
+from autooptimizer.errors import AutoOptError, InputError, NotFoundError
 
 REGISTERED_MODEL = "autoopt-reranker"
 EXPERIMENT = "autoopt-ml"
@@ -26,6 +26,10 @@ class RegisteredVersion(BaseModel):
     model_version: str
     run_id: str | None
     aliases: list[str]
+
+
+class RegistryMirrorError(AutoOptError):
+    """aliases.json changed, but the MLflow registry that mirrors it could not be written."""
 
 
 def client():
@@ -122,10 +126,15 @@ def set_alias(alias: str, model_version: str) -> RegisteredVersion:
         raise InputError(f"Alias {alias!r} is not managed here.", f"Use one of {', '.join(ALIASES)}.")
     if not model_store.exists(model_version):
         raise NotFoundError(f"Model version {model_version!r} is not stored.", "Pass a stored version id.")
-    reg = register_model(model_version)
-    aliases.set_alias(alias, model_version)
-    client().set_registered_model_alias(REGISTERED_MODEL, alias, reg.mlflow_version)
-    return reg.model_copy(update={"aliases": sorted({*reg.aliases, alias})})
+    aliases.set_alias(alias, model_version)  # the source of truth moves first: the service and git checks read it
+    try:
+        sync_bootstrap_aliases()  # the mirror catches up on every alias, healing any earlier failure
+        return register_model(model_version)
+    except Exception as exc:  # noqa: BLE001 - MLflow down or its store locked
+        raise RegistryMirrorError(
+            f"{alias} now points at {model_version} in aliases.json, but the MLflow registry could not be updated "
+            f"({type(exc).__name__}: {str(exc)[:200]}).",
+            "Nothing else is needed for serving; the MLflow mirror catches up on the next alias change.") from exc
 
 
 def get_alias(alias: str) -> str:

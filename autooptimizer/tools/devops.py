@@ -94,6 +94,7 @@ class StartABTestArgs(BaseModel):
 def start_ab_test(args: StartABTestArgs) -> dict[str, Any]:
     """Judge the running canary against the stable model on live traffic; writes ab_test_results.json."""
     from autooptimizer.loop.abtest import ABConfig, run_ab_test
+    from autooptimizer.loop.deployer import DeployError
     from autooptimizer.loop.signals import sample_source
     from autooptimizer.policies.killswitch import kill_switch
     from autooptimizer.profiles import load_profile
@@ -104,6 +105,12 @@ def start_ab_test(args: StartABTestArgs) -> dict[str, Any]:
     if current.canary_version != args.model_version or current.canary_weight <= 0:
         raise InputError(f"{args.model_version} is not the running canary (canary: {current.canary_version}).",
                          "Deploy it with deploy_canary first.")
+    served = rel.deployer.state()
+    if not served.matches(current):  # e.g. the service restarted without its canary: there is nothing to measure
+        raise DeployError(f"The service does not serve git's desired state (it serves "
+                          f"{served.model_dump(exclude_none=True)}; git says {current.model_dump()}), so an A/B "
+                          "test would measure nothing.", "Re-apply the desired state (a new cycle restores it), "
+                          "then test again.")
     control = args.control_version or current.model_version
     overrides = {k: v for k, v in {"min_samples": args.min_samples,
                                    "max_duration_seconds": args.max_duration_seconds}.items() if v is not None}

@@ -3,14 +3,15 @@
 Each fault is injected when a release cycle (canary -> A/B -> promote -> watch -> champion alias) reaches a chosen
 checkpoint (`loop/checkpoints.py`), in the same small real world as the crash suite (`crash.py`):
 
-| fault                | injected at         | how                                                                      |
-|----------------------|---------------------|--------------------------------------------------------------------------|
-| `prometheus_stopped` | after the canary    | the real Prometheus scraping the service is stopped (live traffic + A/B) |
-| `search_restarted`   | after the canary    | the service process state is lost: a new app on the same port, stable only |
-| `gitops_unreachable` | after the canary    | the GitOps remote's directory is moved away                              |
-| `mlflow_locked`      | after the watch     | an exclusive lock is held on MLflow's sqlite store                       |
-| `disk_full`          | after the canary    | a full 16 KiB tmpfs is mounted on the cycle's artifacts folder (else the folder becomes a file: writes fail) |
-| `kill_switch`        | after the canary    | the kill switch is turned on                                             |
+| fault                | injected at      | how                                                             |
+|----------------------|------------------|-----------------------------------------------------------------|
+| `prometheus_stopped` | after the canary | the real Prometheus scraping the service stops (live A/B)       |
+| `search_restarted`   | after the canary | the service loses its state: a new app on the port, stable only |
+| `gitops_unreachable` | after the canary | the GitOps remote's directory is moved away                     |
+| `mlflow_locked`      | after the watch  | an exclusive lock is held on MLflow's sqlite store              |
+| `disk_full`          | after the canary | a full 16 KiB tmpfs on the cycle's artifacts folder (else the   |
+|                      |                  | folder becomes a file, so writes fail at the file layer)        |
+| `kill_switch`        | after the canary | the kill switch is turned on                                    |
 
 A fault is `safe` when, after the cycle ended, the fault was cleared and the recovery every restart runs has run,
 `crash.check_world` finds nothing wrong; its error is `clear` when the cycle's recorded reason names the fault's

@@ -29,8 +29,9 @@ from autooptimizer.policies.catalog import Catalog, load_catalog_file, policy_di
 from autooptimizer.settings import ENVIRONMENTS
 
 DecisionKind = Literal["permit", "deny", "needs_approval"]
-CONTEXT_KEYS = ("kill_switch", "approved", "ab_passed", "target_is_gold", "canary_weight", "budget_remaining",
-                "estimated_cost")
+CONTEXT_KEYS = ("kill_switch", "approved", "ab_passed", "target_is_gold", "in_scope", "canary_weight",
+                "budget_remaining", "estimated_cost")
+BOOL_KEYS = ("kill_switch", "approved", "ab_passed", "target_is_gold", "in_scope")
 _ROUND_UP = {"canary_weight", "estimated_cost"}  # compared against upper bounds: round up to stay safe
 _DECIMAL_LIMIT = 9e14
 _TOOL_REF = re.compile(r'Tool::"([^"]*)"')
@@ -46,13 +47,13 @@ class PolicyContext(BaseModel):
     approved: bool = False
     ab_passed: bool = False
     target_is_gold: bool = False
+    in_scope: bool = False  # the tool is among those the operator's intent allows this run (set by the registry)
     canary_weight: float | None = None
     budget_remaining: float | None = None
     estimated_cost: float | None = None
 
     def to_cedar(self) -> dict:
-        out: dict = {"kill_switch": self.kill_switch, "approved": self.approved, "ab_passed": self.ab_passed,
-                     "target_is_gold": self.target_is_gold}
+        out: dict = {key: getattr(self, key) for key in BOOL_KEYS}
         for key in ("canary_weight", "budget_remaining", "estimated_cost"):
             value = getattr(self, key)
             if value is None:

@@ -76,3 +76,35 @@ def test_kill_switch_stops_change_tools_through_adapters(agent):
     finally:
         kill_switch.set(False, by="test")
     assert world.executed == []
+
+
+def _builders():
+    from autooptimizer.tools.adapters.crewai import crewai_tools
+
+    def run_autogen(reg, scope, args):
+        wb = RegistryWorkbench("devops", reg, scope=scope)
+        return json.loads(asyncio.run(wb.call_tool("deploy_canary", args)).result[0].content)
+
+    return {"langchain": lambda reg, scope, args: json.loads(
+                _by_name(langchain_tools("devops", reg, scope=scope))["deploy_canary"].invoke(args)),
+            "crewai": lambda reg, scope, args: json.loads(
+                _by_name(crewai_tools("devops", reg, scope=scope))["deploy_canary"].run(**args)),
+            "autogen": run_autogen}
+
+
+@pytest.mark.parametrize("framework", ["langchain", "crewai", "autogen"])
+def test_every_adapter_carries_the_scope_it_was_built_with(framework):
+    """Built with a scope that leaves deploy_canary out, a permitted canary is denied by `shared.intent-scope`;
+    the run's own scope (RunContext) bounds it too, and the two intersect."""
+    from autooptimizer.tools.adapters.common import RunContext, run_scope
+
+    call = _builders()[framework]
+    reg, world = demo_registry()
+    out = call(reg, frozenset({"query_metrics"}), PERMITTED)
+    assert (out["decision"], out["executed"], world.executed) == ("deny", False, [])
+    assert "operator" in out["reason"]
+    with run_scope(RunContext(env="dev", scope=frozenset({"query_metrics"}))):
+        assert call(reg, None, PERMITTED)["decision"] == "deny"
+        assert call(reg, frozenset({"deploy_canary"}), PERMITTED)["decision"] == "deny"  # intersection: empty
+    assert call(reg, frozenset({"deploy_canary"}), PERMITTED)["executed"] is True
+    assert world.executed == [("deploy_canary", PERMITTED)]

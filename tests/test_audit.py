@@ -182,3 +182,20 @@ def test_replay_lists_decisions_that_todays_policies_would_change(policy_copy: P
     out = CliRunner().invoke(app, ["audit", "replay", "cyc-1"])
     assert out.exit_code == 0 and "1 would differ" in out.output and "was permit" in out.output
     reload_policies()
+
+
+def test_replay_keeps_the_meaning_of_records_from_before_run_scopes() -> None:
+    """A decision recorded before `in_scope` existed was an unscoped call: replayed, it must not flip to deny
+    (a missing boolean reads as false). A record that has the key replays as recorded."""
+    log = AuditLog()
+    old = {"kind": "decision", "agent": "devops", "tool": "rollback_deployment", "env": "dev", "cycle_id": "c-old",
+           "context": {"approved": False, "kill_switch": False}, "pdp": {"decision": "permit",
+                                                                          "policies": ["shared.rollback"]}}
+    log.append(old)
+    log.append({**old, "context": {**old["context"], "in_scope": False},
+                "pdp": {"decision": "deny", "policies": ["shared.intent-scope"]}})
+    rep = log.replay("c-old")
+    assert rep.evaluated == 2 and rep.differences == []
+    log.append({**old, "cycle_id": "c-new", "context": {**old["context"], "in_scope": False}})
+    (diff,) = log.replay("c-new").differences
+    assert (diff.recorded, diff.now, diff.now_policies) == ("permit", "deny", ["shared.intent-scope"])

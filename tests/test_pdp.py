@@ -15,9 +15,12 @@ ENVS = ("dev", "staging", "prod")
 CATALOG = load_catalog()
 READ_TOOLS = sorted(t for t, e in CATALOG.tools.items() if e.risk == "read")
 GUARDED_TOOLS = sorted(t for t, e in CATALOG.tools.items() if e.risk != "read")
+# The registry sets in_scope itself (true for an unscoped caller); these tables decide as an unscoped call does.
+UNSCOPED = {"in_scope": True}
 # A context under which every guarded tool would otherwise be allowed: proves the kill switch alone denies.
 PERMISSIVE = {"approved": True, "ab_passed": True, "canary_weight": 0.1, "estimated_cost": 1.0,
-              "budget_remaining": 5.0, "target_is_gold": False, "target_checked": True, "alias_consistent": True}
+              "budget_remaining": 5.0, "target_is_gold": False, "target_checked": True, "alias_consistent": True,
+              **UNSCOPED}
 CHECKED = {"target_checked": True}  # every protected-object fact was read, and none holds
 PROTECTION_FACTS = ("target_is_gold", "target_is_champion", "target_is_serving", "target_is_canary",
                     "target_is_safe_point", "target_in_rollback_window")
@@ -100,7 +103,7 @@ TABLE = [
 def test_policy_table(env: str, row: tuple) -> None:
     _, tool, agent, context, expected = row
     decision, policy = expected[env]
-    got = get_pdp(env).decide(agent, tool, context)
+    got = get_pdp(env).decide(agent, tool, {**UNSCOPED, **context})
     assert got.decision == decision, got
     assert policy in got.policies, got
     assert got.reason and "policy" not in got.reason.split()[0]  # words, not ids
@@ -143,17 +146,18 @@ def test_missing_context_keys_are_false_never_true() -> None:
     assert pdp.decide("devops", "promote_model", None).decision == "deny"
     assert pdp.decide("devops", "promote_model", {}).decision == "deny"
     for tool in ("delete_model", "set_model_alias"):  # no facts at all: protection cannot be assumed
-        assert pdp.decide("ml", tool, {"approved": True}).decision == "deny"
+        got = pdp.decide("ml", tool, {"approved": True, **UNSCOPED})
+        assert got.decision == "deny" and "shared.protection-unchecked" in got.policies
 
 
 @pytest.mark.parametrize("env", ENVS)
 @pytest.mark.parametrize("fact", PROTECTION_FACTS)
 def test_a_protected_version_cannot_be_deleted_even_approved(env: str, fact: str) -> None:
-    got = get_pdp(env).decide("ml", "delete_model", {**CHECKED, fact: True, "approved": True})
+    got = get_pdp(env).decide("ml", "delete_model", {**UNSCOPED, **CHECKED, fact: True, "approved": True})
     assert got.decision == "deny"
     assert ({"shared.protected-objects", "shared.gold-immutable"} & set(got.policies)), got
     # the same version, once it holds no protected role, is deletable (dev) or asks a human (staging, prod)
-    assert get_pdp(env).decide("ml", "delete_model", CHECKED).decision in ("permit", "needs_approval")
+    assert get_pdp(env).decide("ml", "delete_model", {**UNSCOPED, **CHECKED}).decision in ("permit", "needs_approval")
 
 
 @pytest.mark.parametrize("bad", [{"approved": "true"}, {"ab_passed": 1}, {"canary_weight": "0.1"},
@@ -172,7 +176,8 @@ def test_decimal_rounding_is_conservative() -> None:
     assert ctx["estimated_cost"]["__extn"]["arg"] == "1.0001"
     assert ctx["budget_remaining"]["__extn"]["arg"] == "1.0000"
     # 1.00001 cost vs 1.00009 budget is within budget, but rounding towards safety makes it need approval
-    got = get_pdp("dev").decide("ml", "train_reranker", {"estimated_cost": 1.00001, "budget_remaining": 1.00009})
+    got = get_pdp("dev").decide("ml", "train_reranker", {"estimated_cost": 1.00001, "budget_remaining": 1.00009,
+                                                         **UNSCOPED})
     assert got.decision == "needs_approval"
 
 
@@ -222,12 +227,13 @@ def test_broken_schema_or_catalog_is_named(policy_copy: Path) -> None:
 
 
 def test_operator_policy_change_takes_effect_after_reload(policy_copy: Path) -> None:
-    assert get_pdp("prod").decide("devops", "promote_model", {"ab_passed": True}).decision == "permit"
+    passed = {"ab_passed": True, **UNSCOPED}
+    assert get_pdp("prod").decide("devops", "promote_model", passed).decision == "permit"
     prod = policy_copy / "cedar" / "prod.cedar"
     prod.write_text(prod.read_text().replace('@id("prod.promote")', '@id("prod.promote")\n@decision("needs_approval")'))
-    assert get_pdp("prod").decide("devops", "promote_model", {"ab_passed": True}).decision == "permit"  # cached
+    assert get_pdp("prod").decide("devops", "promote_model", passed).decision == "permit"  # cached
     reload_policies()
-    got = get_pdp("prod").decide("devops", "promote_model", {"ab_passed": True})
+    got = get_pdp("prod").decide("devops", "promote_model", passed)
     assert (got.decision, got.policies) == ("needs_approval", ["prod.promote"])
 
 
@@ -244,3 +250,30 @@ def test_entry_points_stop_at_start_on_a_broken_policy_file(policy_copy: Path) -
     with pytest.raises(ConfigError) as err:
         load_all_tools()
     assert "staging.cedar" in err.value.problem
+
+
+# --- intent scope: a run may change only what the operator's goal asked for -----------------------------------------
+@pytest.mark.parametrize("env", ENVS)
+@pytest.mark.parametrize("tool", GUARDED_TOOLS)
+def test_out_of_scope_denies_every_change_and_critical_tool_even_approved(env: str, tool: str) -> None:
+    pdp = get_pdp(env)
+    got = pdp.decide(owner(tool), tool, {**PERMISSIVE, "in_scope": False})
+    assert got.decision == "deny" and "shared.intent-scope" in got.policies, got
+    assert "operator" in got.reason
+    assert "shared.intent-scope" not in pdp.decide(owner(tool), tool, PERMISSIVE).policies
+
+
+@pytest.mark.parametrize("env", ENVS)
+@pytest.mark.parametrize("tool", READ_TOOLS)
+def test_out_of_scope_leaves_read_tools_alone(env: str, tool: str) -> None:
+    got = get_pdp(env).decide(owner(tool), tool, {"in_scope": False})
+    assert (got.decision, got.policies) == ("permit", ["shared.read-by-owner"])
+
+
+def test_missing_in_scope_reads_as_out_of_scope() -> None:
+    """Fail closed: a caller that forgets the key gets no change tool (the registry always sets it)."""
+    got = get_pdp("dev").decide("devops", "rollback_deployment", {})
+    assert got.decision == "deny" and got.policies == ["shared.intent-scope"]
+    assert get_pdp("dev").decide("devops", "rollback_deployment", UNSCOPED).decision == "permit"
+    assert get_pdp("dev").decide("devops", "rollback_deployment", {"in_scope": "true"}).policies == [
+        "pdp.invalid-context"]

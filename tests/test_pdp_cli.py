@@ -62,7 +62,7 @@ def test_check_rejects_bad_operator_input() -> None:
 
 def test_validate_and_show() -> None:
     out = runner.invoke(app, ["policy", "validate"])
-    assert out.exit_code == 0 and "staging: 19 policies OK" in out.output
+    assert out.exit_code == 0 and "staging: 20 policies OK" in out.output
     out = runner.invoke(app, ["policy", "show", "--env", "staging"])
     assert "staging.promote-approval" in out.output and "needs_approval" in out.output
 
@@ -80,3 +80,11 @@ def test_bench_reports_latency_figures() -> None:
     assert 0 < res["p50_us"] <= res["p99_us"] < 5000  # the 200 us target is measured in docs/benchmarks.md
     out = runner.invoke(app, ["bench", "policy", "--n", "500", "--json"])
     assert out.exit_code == 0 and {"decisions_per_s", "p50_us", "p99_us"} <= set(json.loads(out.stdout))
+
+
+def test_check_is_unscoped_unless_the_operator_asks_what_an_out_of_scope_call_gets() -> None:
+    base = ["--env", "dev", "--agent", "ml", "--tool", "delete_model"]
+    assert check(*base) == {"decision": "permit", "policies": ["dev.delete-model"],
+                            "reason": "dev may delete non-gold models"}
+    out = check(*base, "--context", '{"in_scope": false}')
+    assert (out["decision"], out["policies"]) == ("deny", ["shared.intent-scope"])

@@ -172,7 +172,7 @@ def test_injected_text_in_arguments_changes_nothing(reg: tuple[ToolRegistry, lis
     assert canary.decision == "deny"
     rec = list(AuditLog().records())[-1]
     assert rec["args"]["note"] == text  # kept as data
-    assert rec["context"] == {"approved": False, "canary_weight": 0.9, "kill_switch": False}
+    assert rec["context"] == {"approved": False, "canary_weight": 0.9, "kill_switch": False, "in_scope": True}
     assert ran == []
 
 
@@ -376,3 +376,25 @@ def test_tools_and_their_facts_see_the_env_of_the_call(monkeypatch: pytest.Monke
     assert r.call("metrics", "query_metrics", {"query": "up"}, env="staging").executed
     assert seen == [("facts", "staging"), ("run", "staging")]
     assert call_env() == "dev"  # reset after the call
+
+
+def test_scope_becomes_the_in_scope_fact_computed_by_the_registry(reg: tuple[ToolRegistry, list]) -> None:
+    """The caller passes which tools its run may use; the registry alone decides whether THIS tool is one of them,
+    and the PDP denies a change tool outside it (a read tool still runs)."""
+    r, ran = reg
+    args = {"model_version": "7", "weight": 0.2}
+    out = r.call("devops", "deploy_canary", args, env="dev", scope=frozenset({"query_metrics"}))
+    assert (out.decision, out.policies, out.executed) == ("deny", ["shared.intent-scope"], False)
+    assert ran == []
+    rec = list(AuditLog().records())[-1]
+    assert rec["context"]["in_scope"] is False and rec["policies"] == ["shared.intent-scope"]
+    inside = r.call("devops", "deploy_canary", args, env="dev", scope=frozenset({"deploy_canary"}))
+    unscoped = r.call("devops", "deploy_canary", args, env="dev")
+    assert (inside.decision, unscoped.decision) == ("permit", "permit") and len(ran) == 2
+    assert [rec["context"]["in_scope"] for rec in AuditLog().records() if rec["kind"] == "decision"] == [
+        False, True, True]
+    # a note in the args cannot put a tool in scope: only the typed scope argument does
+    noted = r.call("devops", "deploy_canary", {**args, "note": "in_scope=true"}, env="dev", scope=frozenset())
+    assert noted.decision == "deny" and len(ran) == 2
+    read = r.call("metrics", "query_metrics", {"query": "up"}, env="dev", scope=frozenset())
+    assert read.executed and ran[-1][0] == "query_metrics"

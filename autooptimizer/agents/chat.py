@@ -4,6 +4,11 @@ A call that needs approval ends the run with status "paused": the team state and
 saved under AUTOOPT_HOME/runs, nothing blocks. `resume_chat(APPROVAL_ID)` (or `autoopt chat --resume ID`) loads
 the state, tells the paused agent the answer (RESUME block) and continues; the agent repeats the exact call,
 and the adapter attaches the approval only to that exact call.
+
+Before any model is asked, the goal's intent is read from the operator's own words (agents/intent.py): an attempt
+to override instructions or policy ends the run as "refused" (audited, nothing runs); otherwise the intent's
+allowed tools are the run's scope, carried by every registry call, so the PDP denies any change/critical tool the
+goal did not ask for, whatever the model does.
 """
 
 from __future__ import annotations
@@ -43,8 +48,10 @@ class ChatResult(BaseModel):
     pending_approvals: list[str]
     trace_id: str
     run_id: str
-    status: Literal["completed", "paused"]
+    status: Literal["completed", "paused", "refused"]
     backend: str
+    intent: str = ""  # question | action | refused (agents/intent.py)
+    allowed_tools: list[str] = Field(default_factory=list)  # the run's scope: tools the goal's intent allows
 
 
 class RunRecord(BaseModel):
@@ -131,22 +138,28 @@ async def _run(goal: str, env: str, *, record: RunRecord | None, resume: Resume 
     from autogen_agentchat.base import TaskResult
     from autogen_agentchat.messages import HandoffMessage, TextMessage
 
+    from autooptimizer.agents.intent import audit_intent, classify
     from autooptimizer.agents.llm import autogen_model_client, backend
     from autooptimizer.agents.team import SUPERVISOR, USER, build_team
     from autooptimizer.policies.approvals import ApprovalStore
     from autooptimizer.tools.adapters.common import RunContext, run_scope
 
     kind = "custom" if model_client is not None else backend()
-    model_client = model_client or autogen_model_client()
     run_id = record.run_id if record else uuid.uuid4().hex[:12]
+    intent = classify(goal)  # the operator's words only, with the trusted offline router
+    if intent.kind == "refused":
+        return _refuse(goal, env, intent, run_id, kind)
+    model_client = model_client or autogen_model_client()
     granted = {resume.approval_id} if resume and resume.status == "approved" else set()
-    ctx = RunContext(env=env, goal=goal, granted=granted)
-    meta = {"goal": goal[:500], "env": env, "run_id": run_id, "backend": kind,
+    ctx = RunContext(env=env, goal=goal, granted=granted, scope=intent.scope)
+    meta = {"goal": goal[:500], "env": env, "run_id": run_id, "backend": kind, "intent": intent.kind,
             **({"resumes": resume.approval_id, "previous_traces": ",".join(record.trace_ids)} if resume and record
                else {})}
     messages: list[Any] = []
     with _trace_scope("chat.resume" if resume else "chat", meta, {"goal": goal}) as trace_id, run_scope(ctx):
-        team = build_team(model_client, registry)
+        if intent.ignored and not resume:
+            audit_intent(intent, goal, env, kind="quarantine", run_id=run_id, trace_id=trace_id)
+        team = build_team(model_client, registry, scope=intent.scope)
         if record and resume:
             await team.load_state(record.team_state)
             task: Any = HandoffMessage(source="approvals", target=record.paused_agent or SUPERVISOR,
@@ -192,7 +205,19 @@ async def _run(goal: str, env: str, *, record: RunRecord | None, resume: Resume 
                                                  executed=c.executed, approval_id=c.approval_id, error=c.error)
                                   for c in calls],
                       pending_approvals=pending, trace_id=trace_id, run_id=run_id,
-                      status="paused" if paused else "completed", backend=kind)
+                      status="paused" if paused else "completed", backend=kind, intent=intent.kind,
+                      allowed_tools=intent.allowed_tools)
+
+
+def _refuse(goal: str, env: str, intent: Any, run_id: str, kind: str) -> ChatResult:
+    """End a run whose goal tries to override instructions or policy: one audit record, no model, no tool."""
+    from autooptimizer.agents.intent import audit_intent
+
+    meta = {"goal": goal[:500], "env": env, "run_id": run_id, "backend": kind, "intent": "refused"}
+    with _trace_scope("chat", meta, {"goal": goal}) as trace_id:
+        audit_intent(intent, goal, env, kind="refusal", run_id=run_id, trace_id=trace_id)
+    return ChatResult(routed_to="none", answer=intent.reason, tool_calls=[], pending_approvals=[],
+                      trace_id=trace_id, run_id=run_id, status="refused", backend=kind, intent="refused")
 
 
 def run_chat(goal: str, env: str | None = None, *, model_client: Any = None, registry: ToolRegistry | None = None,

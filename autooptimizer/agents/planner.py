@@ -1,7 +1,9 @@
 """The offline planner: the built-in "model" used when no LLM is configured.
 
-It is deterministic. The supervisor routes the goal with the embedding router and delegates along the
-playbook; a specialist runs its job's steps in order, each step's arguments built explicitly for the real tool
+It is deterministic. The supervisor reads the operator's intent from the operator's own words (agents/intent.py:
+quoted or embedded material is data; an override attempt is refused), routes those words with the embedding router
+and delegates along the playbook (only the routed agent for a question). A specialist runs its job's steps in order
+(a question's steps that change state do not run), each step's arguments built explicitly for the real tool
 (`agents/arguments.py`) from earlier results, the goal and the environment profile, and reports back. It reads
 and writes only the framework-neutral `Turn`/`Action`; `autogen_client.py` and `crews/llm.py` translate to each
 framework's model interface, so the real AutoGen and CrewAI machinery runs around it.
@@ -16,12 +18,14 @@ from pydantic import BaseModel, Field
 
 from autooptimizer.agents.arguments import Facts, MissingInput, StepContext, build_args, condition, learn
 from autooptimizer.agents.goal import read_goal
+from autooptimizer.agents.intent import Intent, asks_only, classify, split_goal
 from autooptimizer.agents.playbooks import Job, load_playbooks
 from autooptimizer.agents.protocol import Delegation, Outcome, Report, Resume
 from autooptimizer.agents.router import CLARIFY
 from autooptimizer.agents.specs import SUPERVISOR
 
 MAX_ATTEMPTS = 3
+READ_ONLY_NOTE = "not run (it changes state, and this goal only asks a question)"
 CLARIFY_TEXT = ("I can help with the search service: its metrics and quality gates, training data and diagnosis, "
                 "retraining and evaluation, or deployments (A/B, canary, promotion, rollback, scaling). "
                 "What would you like me to do? No action was taken.")
@@ -83,6 +87,21 @@ def offline_regression(facts: dict, env: str) -> str | None:
     return None
 
 
+def _risk(tool: str) -> str:
+    """The tool's risk in the policy catalogue; a tool missing there counts as a change."""
+    from autooptimizer.policies.catalog import load_catalog
+
+    entry = load_catalog().tools.get(tool)
+    return entry.risk if entry else "change"
+
+
+def _ignored_note(intent: Intent) -> list[str]:
+    if not intent.ignored:
+        return []
+    return ["The quoted or embedded text holds instructions (" + "; ".join(intent.ignored)
+            + "); it was read as data and not followed."]
+
+
 class OfflinePlanner:
     """Decides the next action of one agent from its `Turn`. Stateless: everything comes from the turn."""
 
@@ -105,17 +124,20 @@ class OfflinePlanner:
 
     # --- supervisor ----------------------------------------------------------------------------------------------
     def _supervise(self, turn: Turn) -> Action:
-        route = self.router.route(turn.goal)
-        if route.agent == CLARIFY:
-            return Action(kind="final", text=CLARIFY_TEXT)
-        plan = self.playbooks.plan(route.agent, turn.goal)
+        intent = classify(turn.goal, router=self.router, playbooks=self.playbooks)
+        if intent.kind == "refused":
+            return Action(kind="final", text=intent.reason)
+        routed, words = intent.routed_to or CLARIFY, intent.operator_text
+        if routed == CLARIFY:
+            return Action(kind="final", text="\n".join([CLARIFY_TEXT, *_ignored_note(intent)]))
+        plan = [(routed, None)] if intent.kind == "question" else self.playbooks.plan(routed, words)
         facts: dict[str, Any] = {}
         latest = {r.agent: r for r in turn.reports}
         done: list[Report] = []
         for i, (agent, job_name) in enumerate(plan):
             report = latest.get(agent)
             if report is None:
-                job = (self.playbooks.job(agent, turn.goal) if i == 0
+                job = (self.playbooks.job(agent, words) if i == 0
                        else self.playbooks.job(agent, "", job_name) if job_name else self.playbooks.default_job(agent))
                 return Action(kind="delegate", delegation=Delegation(agent=agent, goal=turn.goal, job=job.name,
                                                                      facts=facts))
@@ -125,15 +147,15 @@ class OfflinePlanner:
                 break
             last = i == len(plan) - 1
             if agent == "metrics" and not last and report.facts.get("gates_all_ok"):
-                return Action(kind="final", text=self._answer(route.agent, done, "All quality gates pass; "
+                return Action(kind="final", text=self._answer(intent, done, "All quality gates pass; "
                                                               "nothing needs fixing, so no change was made."))
             if agent == "ml" and not last and (why := offline_regression(facts, run_env())):
-                return Action(kind="final", text=self._answer(route.agent, done, f"Stopped: {why}."))
-        return Action(kind="final", text=self._answer(route.agent, done))
+                return Action(kind="final", text=self._answer(intent, done, f"Stopped: {why}."))
+        return Action(kind="final", text=self._answer(intent, done))
 
     @staticmethod
-    def _answer(routed: str, reports: list[Report], tail: str = "") -> str:
-        lines = [f"Routed to {routed}."]
+    def _answer(intent: Intent, reports: list[Report], tail: str = "") -> str:
+        lines = [f"Routed to {intent.routed_to}."]
         pending = [p for r in reports for p in r.pending_approvals]
         for r in reports:
             lines.append(f"- {r.agent} ({r.job}, {r.status}): {r.summary}")
@@ -142,15 +164,18 @@ class OfflinePlanner:
                          + " (answer with `autoopt approvals approve ID`, then `autoopt chat --resume ID`).")
         if tail:
             lines.append(tail)
-        return "\n".join(lines)
+        if intent.kind == "question":
+            lines.append("Read-only: the goal asks a question, so only read tools could run; nothing was changed.")
+        return "\n".join(lines + _ignored_note(intent))
 
     # --- specialists ---------------------------------------------------------------------------------------------
     def _specialist(self, turn: Turn) -> Action:
         """Walk the job's steps over the outcomes so far (in order): the first step without a finished outcome is
         the next call; a denial, a pending approval or an error ends the job with a report."""
-        goal = turn.delegation.goal if turn.delegation else turn.goal
-        job = self.playbooks.job(turn.agent, goal, turn.delegation.job if turn.delegation else None)
-        ctx = StepContext(goal_text=goal, goal=read_goal(goal), env=run_env(),
+        split = split_goal(turn.delegation.goal if turn.delegation else turn.goal)
+        readonly = asks_only(split.operator)  # a question: steps that change state do not run
+        job = self.playbooks.job(turn.agent, split.operator, turn.delegation.job if turn.delegation else None)
+        ctx = StepContext(goal_text=split.values, goal=read_goal(split.values), env=run_env(),
                           facts=Facts.lenient(turn.delegation.facts if turn.delegation else {}))
         outcomes, cursor = turn.outcomes, 0
         lines: list[str] = []
@@ -161,6 +186,10 @@ class OfflinePlanner:
                 continue
             if step.when and not condition(step.when, ctx):
                 lines.append(f"{step.name} skipped ({step.when} is false)")
+                continue
+            if readonly and _risk(step.tool) != "read":
+                skipped.append(step.name)
+                lines.append(f"{step.name} {READ_ONLY_NOTE}")
                 continue
             mine: list[Outcome] = []  # this step's calls: retries after an approval, up to the one that ran
             while cursor < len(outcomes) and outcomes[cursor].tool == step.tool:
@@ -194,7 +223,8 @@ class OfflinePlanner:
             learned = learn(step.name, last.result)
             ctx.facts = ctx.facts.model_copy(update=learned)
             lines.append(f"{step.name} ran" + (f": {json.dumps(learned, default=str)}" if learned else ""))
-        note = f" (tools not available: {', '.join(skipped)})" if skipped else ""
+        missing = [s for s in skipped if f"{s} {READ_ONLY_NOTE}" not in lines]
+        note = f" (tools not available: {', '.join(missing)})" if missing else ""
         return self._report(turn, ctx, job, "done" if len(skipped) < len(job.steps) else "stopped",
                             ("; ".join(lines) or "nothing ran") + note)
 
@@ -202,7 +232,12 @@ class OfflinePlanner:
         try:
             args = build_args(step, ctx)
         except MissingInput as exc:
-            return self._report(turn, ctx, job, "needs_input", f"{step} needs {exc.field}: {exc.hint}. "
+            hint = exc.hint
+            if any(line.endswith(READ_ONLY_NOTE) for line in lines):
+                hint = (f"name it in the goal (a question runs read tools only; to let a change such as "
+                        f"{', '.join(line.split(' ')[0] for line in lines if line.endswith(READ_ONLY_NOTE))} run, "
+                        "ask for it in your own words)")
+            return self._report(turn, ctx, job, "needs_input", f"{step} needs {exc.field}: {hint}. "
                                 "Please say which value to use.", lines)
         args, missing = complete_args(turn.tools[tool], args)
         if missing:

@@ -34,9 +34,11 @@ class MessageHandoff(Handoff):
         return FunctionTool(transfer, name=self.name, description=self.description, strict=True)
 
 
-def build_team(model_client: Any, registry: ToolRegistry | None = None, max_messages: int = MAX_MESSAGES) -> Swarm:
+def build_team(model_client: Any, registry: ToolRegistry | None = None, max_messages: int = MAX_MESSAGES, *,
+               scope: frozenset[str] | None = None) -> Swarm:
     """Supervisor first; it delegates with transfer_to_<agent>; specialists report with transfer_to_supervisor,
-    or transfer_to_user to pause the run when a call waits for approval."""
+    or transfer_to_user to pause the run when a call waits for approval. `scope`: the tools the goal's intent
+    allows (agents/intent.py); every workbench call carries it to the registry (None = unscoped)."""
     specs = agent_specs(registry)
     sup = specs[SUPERVISOR]
     participants = [AssistantAgent(
@@ -48,7 +50,7 @@ def build_team(model_client: Any, registry: ToolRegistry | None = None, max_mess
         spec = specs[name]
         participants.append(AssistantAgent(
             name, model_client=model_client, description=spec.description, system_message=spec.system_message(),
-            workbench=RegistryWorkbench(name, registry), max_tool_iterations=MAX_TOOL_STEPS,
+            workbench=RegistryWorkbench(name, registry, scope=scope), max_tool_iterations=MAX_TOOL_STEPS,
             handoffs=[MessageHandoff(target=SUPERVISOR, description="Report your result to the supervisor."),
                       MessageHandoff(target=USER, description="Pause for a person: a call waits for approval.")],
         ))

@@ -82,10 +82,12 @@ def chat(
     if as_json:
         _print_json({k: v for k, v in result.model_dump().items()
                      if k in ("routed_to", "answer", "tool_calls", "pending_approvals", "trace_id", "status",
-                              "run_id")})
+                              "run_id", "intent", "allowed_tools")})
         return
     if result.status == "paused":
         typer.secho(f"\n{result.answer}", fg="yellow")
+    if result.status == "refused":
+        typer.secho(f"\n{result.answer}", fg="red")
     typer.echo(f"\ntrace: {result.trace_id}  (autoopt traces show {result.trace_id})")
 
 

@@ -86,7 +86,8 @@ def policy_check(
         if rejection is not None and rejection.policies == ["registry.unknown-tool"]:
             rejection = None
             notes.append(f"{tool} is not a registered tool here; facts from args not computed")
-    context_used = {**facts, "kill_switch": kill_switch.is_on(), "approved": False, **ctx_override}
+    # an operator's what-if is an unscoped caller, as the loop is: in_scope true unless --context says otherwise
+    context_used = {**facts, "kill_switch": kill_switch.is_on(), "approved": False, "in_scope": True, **ctx_override}
     pdp_answer = None
     if rejection is not None:
         decision = PolicyDecision(decision="deny", policies=rejection.policies, reason=rejection.error)
@@ -284,6 +285,7 @@ BENCH_CASES: list[tuple[str, str, str, dict]] = [
     ("prod", "ml", "delete_model", {"target_is_gold": True, "approved": True}),
     ("staging", "data", "deploy_canary", {"canary_weight": 0.1}),
     ("dev", "ml", "build_dataset", {"kill_switch": True}),
+    ("dev", "ml", "delete_model", {"in_scope": False}),
 ]
 
 
@@ -292,7 +294,7 @@ def run_policy_bench(n: int = 20000, warmup: int = 1000) -> dict:
     from autooptimizer.policies.pdp import load_all
 
     pdps = load_all()
-    cases = [(pdps[env], agent, tool, ctx) for env, agent, tool, ctx in BENCH_CASES]
+    cases = [(pdps[env], agent, tool, {"in_scope": True, **ctx}) for env, agent, tool, ctx in BENCH_CASES]
     for i in range(warmup):
         pdp, agent, tool, ctx = cases[i % len(cases)]
         pdp.decide(agent, tool, ctx)

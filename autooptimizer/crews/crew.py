@@ -1,4 +1,9 @@
-"""Builds the hierarchical crew and wraps `kickoff` so every kickoff is one trace with a run record."""
+"""Builds the hierarchical crew and wraps `kickoff` so every kickoff is one trace with a run record.
+
+Each kickoff first reads the goal's intent from the operator's own words (agents/intent.py): an override attempt is
+refused (audited; the crew does not run); otherwise the intent's allowed tools are the kickoff's scope, which every
+tool call carries to the registry (the tools are built once, so the scope travels in the kickoff's RunContext).
+"""
 
 from __future__ import annotations
 
@@ -15,6 +20,9 @@ class CrewRun(BaseModel):
     tool_calls: list[dict] = Field(default_factory=list)
     pending_approvals: list[str] = Field(default_factory=list)
     trace_id: str = ""
+    status: str = "completed"  # completed | refused
+    intent: str = ""  # question | action | refused
+    allowed_tools: list[str] = Field(default_factory=list)
 
 
 def _crewai_env() -> None:
@@ -75,15 +83,28 @@ def build_crew(*, registry: Any, llm: Any, env: str | None, approvals: tuple[str
             return self._autoopt.get("last_run", CrewRun())
 
         def kickoff(self, inputs: dict[str, Any] | None = None, **kw: Any) -> Any:
+            from crewai.crews.crew_output import CrewOutput
+
+            from autooptimizer.agents.intent import audit_intent, classify
             from autooptimizer.policies.approvals import ApprovalStore
             from autooptimizer.settings import get_settings
             from autooptimizer.tools.adapters.common import RunContext, run_scope
             from autooptimizer.tracing import start_trace
 
             goal = str((inputs or {}).get("goal", ""))
-            ctx = RunContext(env=env or get_settings().env, goal=goal, granted=set(approvals))
-            meta = {"goal": goal[:500], "env": ctx.env, "process": "hierarchical"}
+            intent = classify(goal)
+            ctx = RunContext(env=env or get_settings().env, goal=goal, granted=set(approvals), scope=intent.scope)
+            meta = {"goal": goal[:500], "env": ctx.env, "process": "hierarchical", "intent": intent.kind}
+            if intent.kind == "refused":
+                with start_trace("crew.kickoff", meta, inputs={"goal": goal}) as tr:
+                    audit_intent(intent, goal, ctx.env or "", kind="refusal", trace_id=tr.trace_id)
+                    tr.set_outputs({"answer": intent.reason})
+                self._autoopt["last_run"] = CrewRun(answer=intent.reason, trace_id=tr.trace_id, status="refused",
+                                                    intent="refused")
+                return CrewOutput(raw=intent.reason)
             with start_trace("crew.kickoff", meta, inputs={"goal": goal}) as tr, run_scope(ctx):
+                if intent.ignored:
+                    audit_intent(intent, goal, ctx.env or "", kind="quarantine", trace_id=tr.trace_id)
                 out = super().kickoff(inputs=inputs, **kw)
                 tr.set_outputs({"answer": str(getattr(out, "raw", out))[:4000]})
             store = ApprovalStore()
@@ -91,6 +112,7 @@ def build_crew(*, registry: Any, llm: Any, env: str | None, approvals: tuple[str
                               and store.get(c.approval_id).status == "pending"})
             self._autoopt["last_run"] = CrewRun(
                 answer=str(getattr(out, "raw", out)), trace_id=tr.trace_id, pending_approvals=pending,
+                intent=intent.kind, allowed_tools=intent.allowed_tools,
                 tool_calls=[c.model_dump(include={"agent", "tool", "args", "decision", "executed", "approval_id"})
                             for c in ctx.calls])
             return out

@@ -92,6 +92,14 @@ def _last_line(path: Path) -> bytes | None:
         return stripped or None
 
 
+def replay_context(recorded: dict | None) -> dict:
+    """A recorded context as it is re-decided. Records from before run scopes existed have no `in_scope`: they were
+    unscoped calls, so they replay with in_scope true (a missing key would read as false and flip their decision)."""
+    recorded = dict(recorded or {})
+    recorded.setdefault("in_scope", True)
+    return recorded
+
+
 class AuditLog:
     """Append, read, verify and replay the audit trail. With no path it follows the current AUTOOPT_HOME."""
 
@@ -223,7 +231,7 @@ class AuditLog:
             if not isinstance(old, dict):
                 continue
             evaluated += 1
-            now = get_pdp(rec["env"]).decide(rec["agent"], rec["tool"], rec.get("context") or {})
+            now = get_pdp(rec["env"]).decide(rec["agent"], rec["tool"], replay_context(rec.get("context")))
             if now.decision != old.get("decision") or sorted(now.policies) != sorted(old.get("policies") or []):
                 diffs.append(ReplayDiff(seq=rec["seq"], agent=rec["agent"], tool=rec["tool"], env=rec["env"],
                                         recorded=old.get("decision", "?"), recorded_policies=old.get("policies") or [],

@@ -29,10 +29,10 @@ from autooptimizer.policies.catalog import Catalog, load_catalog_file, policy_di
 from autooptimizer.settings import ENVIRONMENTS
 
 DecisionKind = Literal["permit", "deny", "needs_approval"]
-CONTEXT_KEYS = ("kill_switch", "approved", "ab_passed", "target_checked", "target_is_gold", "target_is_champion",
-                "target_is_serving", "target_is_canary", "target_is_safe_point", "target_in_rollback_window",
-                "alias_consistent", "canary_weight", "budget_remaining", "estimated_cost")
-_BOOL_KEYS = CONTEXT_KEYS[:11]
+CONTEXT_KEYS = ("kill_switch", "approved", "ab_passed", "in_scope", "target_checked", "target_is_gold",
+                "target_is_champion", "target_is_serving", "target_is_canary", "target_is_safe_point",
+                "target_in_rollback_window", "alias_consistent", "canary_weight", "budget_remaining", "estimated_cost")
+BOOL_KEYS = CONTEXT_KEYS[:12]
 _ROUND_UP = {"canary_weight", "estimated_cost"}  # compared against upper bounds: round up to stay safe
 _DECIMAL_LIMIT = 9e14
 _TOOL_REF = re.compile(r'Tool::"([^"]*)"')
@@ -55,12 +55,13 @@ class PolicyContext(BaseModel):
     target_is_safe_point: bool = False
     target_in_rollback_window: bool = False
     alias_consistent: bool = False
+    in_scope: bool = False  # the tool is among those the operator's intent allows this run (set by the registry)
     canary_weight: float | None = None
     budget_remaining: float | None = None
     estimated_cost: float | None = None
 
     def to_cedar(self) -> dict:
-        out: dict = {key: getattr(self, key) for key in _BOOL_KEYS}
+        out: dict = {key: getattr(self, key) for key in BOOL_KEYS}
         for key in ("canary_weight", "budget_remaining", "estimated_cost"):
             value = getattr(self, key)
             if value is None:

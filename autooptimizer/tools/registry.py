@@ -6,8 +6,10 @@ description — and is reached only through `ToolRegistry.call`, which runs, in 
 1. size check (args over `MAX_ARGS_BYTES` -> deny, nothing runs);
 2. lookup (unknown tool -> deny) and pydantic validation (bad args -> deny with the validation errors);
 3. context: `kill_switch` (from the kill-switch file), `approved` (only from an approval stored for THIS exact
-   call: tool + canonical args + agent + env), and the tool's `facts(args)` — trusted facts computed from typed
-   args and system state, never parsed from free text. Agents cannot pass context in.
+   call: tool + canonical args + agent + env), `in_scope` (the tool is in the caller's `scope`, the tools the
+   operator's intent allows this run; true for an unscoped trusted caller such as the loop), and the tool's
+   `facts(args)` — trusted facts computed from typed args and system state, never parsed from free text.
+   Agents cannot pass context in.
 4. the Cedar PDP decides permit / deny / needs_approval for (agent, tool, env, context);
 5. the decision is appended to the hash-chained audit log and sent to listeners;
 6. needs_approval -> a durable approval request (reused if one is already pending for the same call);
@@ -278,8 +280,14 @@ class ToolRegistry:
         requested_by: str = "agent",
         evidence: dict | None = None,
         cycle_id: str | None = None,
+        scope: frozenset[str] | None = None,
     ) -> ToolCallResult:
-        """Validate, decide, audit, and run only on permit. Never raises for a denied or failing call."""
+        """Validate, decide, audit, and run only on permit. Never raises for a denied or failing call.
+
+        `scope`: the tools this run may use (from the operator's intent, see agents/intent.py); None = an unscoped
+        trusted caller. The registry turns it into the `in_scope` fact; the PDP denies change/critical tools
+        outside it.
+        """
         from autooptimizer.settings import get_settings
 
         started = time.time()
@@ -288,13 +296,14 @@ class ToolRegistry:
         env_token = current_env.set(env)  # tools and their facts act on the env of this call
         try:
             return self._call(agent, name, args, env=env, trace_id=trace_id, approval_id=approval_id,
-                              requested_by=requested_by, evidence=evidence, cycle_id=cycle_id, started=started, t0=t0)
+                              requested_by=requested_by, evidence=evidence, cycle_id=cycle_id, started=started, t0=t0,
+                              in_scope=scope is None or name in frozenset(scope))
         finally:
             current_env.reset(env_token)
 
     def _call(self, agent: str, name: str, args: dict | None, *, env: str, trace_id: str | None,
               approval_id: str | None, requested_by: str, evidence: dict | None, cycle_id: str | None,
-              started: float, t0: float) -> ToolCallResult:
+              started: float, t0: float, in_scope: bool) -> ToolCallResult:
         from autooptimizer.policies.approvals import ApprovalStore, call_hash
         from autooptimizer.policies.audit import AuditError, AuditLog
         from autooptimizer.policies.killswitch import kill_switch
@@ -334,7 +343,7 @@ class ToolRegistry:
             store = ApprovalStore()
             if approval_id:
                 approved, approval_note = store.check(approval_id, chash)
-            context = {**facts, "kill_switch": kill_switch.is_on(), "approved": approved}
+            context = {**facts, "kill_switch": kill_switch.is_on(), "approved": approved, "in_scope": in_scope}
         except Exception as exc:  # noqa: BLE001 - an unreadable approval store never reads as "no approval needed"
             return finish_denied(["registry.context-unavailable"], "the approval store could not be read",
                                  f"Reading the approval store failed ({type(exc).__name__}: {exc}). Nothing ran; "

@@ -91,7 +91,7 @@ def test_a_real_spend_gives_the_remaining_budget(monkeypatch) -> None:
     finally:
         fake.close()
     assert facts["budget_remaining"] == pytest.approx(5.0 - 1.25)
-    assert get_pdp("dev").decide("ml", "train_reranker", facts).decision == "permit"
+    assert get_pdp("dev").decide("ml", "train_reranker", {**facts, "in_scope": True}).decision == "permit"
 
 
 def test_unreadable_ab_result_is_not_a_pass(autoopt_home: Path) -> None:

@@ -19,10 +19,12 @@ from autooptimizer.tools.registry import REGISTRY, ToolRegistry
 class RegistryWorkbench(StaticWorkbench):
     """One agent's tools; listing and calling both go to the registry."""
 
-    def __init__(self, agent: str, registry: ToolRegistry | None = None) -> None:
+    def __init__(self, agent: str, registry: ToolRegistry | None = None, *,
+                 scope: frozenset[str] | None = None) -> None:
         super().__init__(tools=[])
         self.agent = agent
         self.registry = registry or REGISTRY
+        self.scope = scope  # the tools the run's intent allows; every call carries it (None = unscoped)
 
     async def list_tools(self) -> list[ToolSchema]:
         out: list[ToolSchema] = []
@@ -37,10 +39,12 @@ class RegistryWorkbench(StaticWorkbench):
     async def call_tool(self, name: str, arguments: Mapping[str, Any] | None = None,
                         cancellation_token: CancellationToken | None = None, call_id: str | None = None) -> ToolResult:
         # to_thread copies the context, so the tool span nests under AutoGen's execute_tool span.
-        outcome = await asyncio.to_thread(call_tool, self.agent, name, dict(arguments or {}), self.registry)
+        outcome = await asyncio.to_thread(call_tool, self.agent, name, dict(arguments or {}), self.registry,
+                                          scope=self.scope)
         return ToolResult(name=name, result=[TextResultContent(content=outcome_text(outcome))],
                           is_error=not outcome.executed or outcome.error is not None)
 
 
-def autogen_workbench(agent: str, registry: ToolRegistry | None = None) -> RegistryWorkbench:
-    return RegistryWorkbench(agent, registry)
+def autogen_workbench(agent: str, registry: ToolRegistry | None = None, *,
+                      scope: frozenset[str] | None = None) -> RegistryWorkbench:
+    return RegistryWorkbench(agent, registry, scope=scope)

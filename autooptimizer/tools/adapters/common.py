@@ -1,6 +1,7 @@
 """What every framework adapter shares: one function that sends a call through `REGISTRY.call` (so no framework
 path can skip the PDP), traces it, records it for the run result, and attaches a granted approval only when
-the call is exactly the one a person approved.
+the call is exactly the one a person approved, and carries the run's scope (the tools the operator's intent
+allows, agents/intent.py) to the registry, which turns it into the PDP's `in_scope` fact.
 """
 
 from __future__ import annotations
@@ -19,11 +20,13 @@ from autooptimizer.tools.registry import REGISTRY, ToolEvent, ToolRegistry
 
 @dataclass
 class RunContext:
-    """Per-conversation state the adapters need: env, approvals granted for this run, the calls made."""
+    """Per-conversation state the adapters need: env, approvals granted for this run, the run's scope (None =
+    unscoped), the calls made."""
 
     env: str | None = None
     goal: str = ""
     granted: set[str] = field(default_factory=set)
+    scope: frozenset[str] | None = None
     calls: list[Outcome] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -94,8 +97,16 @@ def _granted_for(registry: ToolRegistry, agent: str, name: str, args: dict, env:
     return None
 
 
-def call_tool(agent: str, name: str, args: Any, registry: ToolRegistry | None = None) -> Outcome:
-    """The one path from any framework to a tool: trace, gate (inside the registry), record."""
+def effective_scope(*scopes: frozenset[str] | None) -> frozenset[str] | None:
+    """The tools every given scope allows (None = that source sets no bound); None when none sets one."""
+    bounds = [frozenset(s) for s in scopes if s is not None]
+    return frozenset.intersection(*bounds) if bounds else None
+
+
+def call_tool(agent: str, name: str, args: Any, registry: ToolRegistry | None = None, *,
+              scope: frozenset[str] | None = None) -> Outcome:
+    """The one path from any framework to a tool: trace, gate (inside the registry), record. `scope` (from the
+    adapter builder) and the run's scope both bound the call: the registry gets their intersection."""
     from autooptimizer.settings import get_settings
     from autooptimizer.tracing import active_trace_id, span
 
@@ -110,7 +121,7 @@ def call_tool(agent: str, name: str, args: Any, registry: ToolRegistry | None = 
                                     for o in ctx.calls if o.executed and not o.error][-3:]}
     with span(f"tool:{name}", kind="tool", inputs={"agent": agent, "args": args}, agent=agent) as sp:
         res = registry.call(agent, name, args, env=env, trace_id=active_trace_id(), approval_id=approval_id,
-                            requested_by=f"agent:{agent}", evidence=evidence)
+                            requested_by=f"agent:{agent}", evidence=evidence, scope=effective_scope(scope, ctx.scope))
         outcome = Outcome(tool=name, agent=agent, args=res.args, decision=res.decision, executed=res.executed,
                           result=res.result, error=res.error, reason=res.reason, approval_id=res.approval_id)
         sp.set_outputs(outcome.model_dump(exclude={"args"}))

@@ -11,7 +11,7 @@ from autooptimizer.tools.adapters.common import call_tool, outcome_text
 from autooptimizer.tools.registry import REGISTRY, ToolRegistry, ToolSpec
 
 
-def _tool(agent: str, spec: ToolSpec, registry: ToolRegistry) -> Any:
+def _tool(agent: str, spec: ToolSpec, registry: ToolRegistry, scope: frozenset[str] | None) -> Any:
     from crewai.tools import BaseTool
 
     class RegistryTool(BaseTool):
@@ -20,7 +20,7 @@ def _tool(agent: str, spec: ToolSpec, registry: ToolRegistry) -> Any:
         args_schema: type = spec.args_model
 
         def _run(self, **kwargs: Any) -> str:
-            return outcome_text(call_tool(agent, spec.name, kwargs, registry))
+            return outcome_text(call_tool(agent, spec.name, kwargs, registry, scope=scope))
 
     RegistryTool.__name__ = f"RegistryTool_{spec.name}"
     tool = RegistryTool()
@@ -28,7 +28,9 @@ def _tool(agent: str, spec: ToolSpec, registry: ToolRegistry) -> Any:
     return tool
 
 
-def crewai_tools(agent: str, registry: ToolRegistry | None = None) -> list[Any]:
-    """The agent's own tools as CrewAI `BaseTool`s; each call goes through the PDP."""
+def crewai_tools(agent: str, registry: ToolRegistry | None = None, *,
+                 scope: frozenset[str] | None = None) -> list[Any]:
+    """The agent's own tools as CrewAI `BaseTool`s; each call goes through the PDP, bounded by `scope` (the tools
+    the operator's intent allows, agents/intent.py; None = unscoped) and by the kickoff's own scope."""
     registry = registry or REGISTRY
-    return [_tool(agent, spec, registry) for spec in registry.for_agent(agent)]
+    return [_tool(agent, spec, registry, scope) for spec in registry.for_agent(agent)]

@@ -83,8 +83,8 @@ def test_bench_reports_latency_figures() -> None:
 
 
 def test_check_is_unscoped_unless_the_operator_asks_what_an_out_of_scope_call_gets() -> None:
-    base = ["--env", "dev", "--agent", "ml", "--tool", "delete_model"]
-    assert check(*base) == {"decision": "permit", "policies": ["dev.delete-model"],
-                            "reason": "dev may delete non-gold models"}
+    base = ["--env", "dev", "--agent", "devops", "--tool", "scale_service"]
+    assert check(*base) == {"decision": "permit", "policies": ["shared.change-by-owner"],
+                            "reason": "change tools may be called by their owner"}
     out = check(*base, "--context", '{"in_scope": false}')
     assert (out["decision"], out["policies"]) == ("deny", ["shared.intent-scope"])

@@ -105,9 +105,15 @@ def demo_registry(world: FakeWorld | None = None) -> tuple[ToolRegistry, FakeWor
     add("evaluate_model", "ml", "read", ml.EvaluateModelArgs, evaluate)
     add("register_model", "ml", "change", ml.RegisterModelArgs, lambda a: {
         "name": "autoopt-reranker", "mlflow_version": a.version, "model_version": a.version, "aliases": []})
-    add("delete_model", "ml", "critical", ml.DeleteModelArgs, lambda a: {"deleted": a.version})
+    def protection(version: str) -> dict:  # the same facts as tools/protection.py, from this world
+        return {"target_checked": True, "target_is_gold": version in w.gold, "target_is_serving": version == w.stable,
+                "target_is_canary": version == w.canary}
+
+    add("delete_model", "ml", "critical", ml.DeleteModelArgs, lambda a: {"deleted": a.version},
+        facts=lambda a: protection(a.version))
     add("set_model_alias", "ml", "critical", ml.SetModelAliasArgs, lambda a: {"alias": a.alias, "version": a.version},
-        facts=lambda a: {"target_is_gold": a.alias == "gold" or a.version in w.gold})
+        facts=lambda a: {**protection(a.version), "target_is_gold": a.alias == "gold", "alias_consistent":
+                         a.alias == "challenger" or (a.alias == "champion" and a.version == w.stable)})
 
     def canary(a: o.DeployCanaryArgs) -> dict:
         w.canary = a.model_version

@@ -122,3 +122,55 @@ def test_history_limit_is_validated(client: TestClient) -> None:
     assert client.get(f"{API}/cycles/si_2000_01_01_001").status_code == 404
     t0 = time.time()
     assert client.get(f"{API}/history?limit=5").status_code == 200 and time.time() - t0 < 5
+
+
+# -- found by tests/reliability/test_api_fuzz.py and test_api_load.py ------------------------------------------------
+@pytest.mark.parametrize("path", CHANGES)
+def test_token_is_checked_before_the_body(client: TestClient, path: str) -> None:
+    """A malformed body used to get 422 from the parser before the token was looked at."""
+    bad = {"content": b"{not json", "headers": {"Content-Type": "application/json"}}
+    assert client.post(path, **bad).status_code == 401
+    assert client.post(path, **{**bad, "headers": {**bad["headers"], "Authorization": "Bearer wrong"}}).status_code \
+        == 403
+    assert client.post(path, **{**bad, "headers": {**bad["headers"], **AUTH}}).status_code == 422
+
+
+def test_a_lone_surrogate_is_a_422_not_a_500(client: TestClient) -> None:
+    """FastAPI's 422 echoed the input and failed to encode "\\ud800" (UnicodeEncodeError -> 500)."""
+    for path, field in [(f"{API}/kill-switch/on", "reason"), (f"{API}/approvals/x/approve", "note"),
+                        (f"{API}/trigger", "challenger")]:
+        r = client.post(path, content=b'{"%s": "\\ud800x"}' % field.encode(),
+                        headers={**AUTH, "Content-Type": "application/json"})
+        assert r.status_code == 422, (path, r.text)
+        assert r.json()["detail"][0]["loc"] == ["body", field]
+    assert client.get(f"{API}/kill-switch").json()["on"] is False  # the refused flip changed nothing
+
+
+def test_second_decision_of_a_request_is_a_409(client: TestClient) -> None:
+    from autooptimizer.policies.approvals import ApprovalStore
+    from autooptimizer.policies.audit import AuditLog
+
+    req = ApprovalStore().request(tool="scale_service", agent="devops", env="dev", args={"replicas": 2},
+                                  reason="test", policies=["p"], requested_by="test")
+    assert client.post(f"{API}/approvals/{req.id}/deny", headers=AUTH).json()["status"] == "denied"
+    again = client.post(f"{API}/approvals/{req.id}/approve", headers=AUTH)
+    assert again.status_code == 409 and "is denied" in again.json()["detail"]["problem"]
+    assert ApprovalStore().get(req.id).status == "denied"
+    decisions = [r["kind"] for r in AuditLog().records() if r.get("approval_id") == req.id]
+    assert decisions == ["approval_requested", "approval_denied"]
+
+
+def test_openapi_documents_every_answer(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    paths = spec["paths"]
+    assert spec["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+    for path in CHANGES:
+        op = paths[path.replace("/x/", "/{request_id}/")]["post"]
+        assert op["security"] == [{"HTTPBearer": []}]
+        assert {"400", "401", "403", "422"} <= set(op["responses"])
+        assert not any(p["name"].lower() == "authorization" for p in op.get("parameters", []))
+    assert "409" in paths[f"{API}/trigger"]["post"]["responses"]
+    assert {"404", "409"} <= set(paths[f"{API}/approvals/{{request_id}}/approve"]["post"]["responses"])
+    assert "404" in paths[f"{API}/cycles/{{cycle_id}}"]["get"]["responses"]
+    assert "text/plain" in paths[f"{API}/metrics"]["get"]["responses"]["200"]["content"]
+    assert "security" not in paths[f"{API}/status"]["get"]

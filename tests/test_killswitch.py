@@ -48,3 +48,31 @@ def test_cli_on_status_off() -> None:
     check = runner.invoke(app, CHECK)
     assert json.loads(check.stdout) == {"decision": "deny", "policies": ["shared.kill-switch"],
                                         "reason": "the kill switch is on: change and critical tools are stopped"}
+
+
+def test_concurrent_flips_all_land_and_are_all_audited(autoopt_home) -> None:
+    """Threads of one process (the API's workers) used to share one temp file: a replace failed (500)."""
+    import threading
+
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(8)
+
+    def flip(n: int) -> None:
+        barrier.wait()
+        for i in range(25):
+            try:
+                kill_switch.set((n + i) % 2 == 0, f"t{n}", f"flip {i}")
+            except BaseException as exc:  # noqa: BLE001 - collected and asserted below
+                errors.append(exc)
+
+    threads = [threading.Thread(target=flip, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    flips = [r for r in AuditLog().records() if r["kind"] == "kill_switch"]
+    assert len(flips) == 200 and AuditLog().verify().ok
+    final = kill_switch.state()
+    assert (final.on, final.by, final.reason) == (flips[-1]["on"], flips[-1]["actor"], flips[-1]["reason"])
+    assert not list(autoopt_home.glob("kill_switch.tmp*"))

@@ -1,17 +1,28 @@
 """The optimizer's REST API (FastAPI; OpenAPI docs at /docs): status, metrics, history, trigger, approvals and the
 kill switch. Every state-changing endpoint needs `Authorization: Bearer $AUTOOPT_API_TOKEN`: no header -> 401,
 a wrong token -> 403, and with no token configured every change is refused (403) — the API fails closed.
+
+The token is checked before the request body is read (`_TokenFirstRoute`), so a caller without it gets 401/403
+whatever it sends, never a parser's 400/422. Every answer the API gives is in its OpenAPI schema (`responses=`);
+tests/reliability/test_api_fuzz.py holds the server to that with Schemathesis.
 """
 
 from __future__ import annotations
 
 import hmac
+import json
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
-from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, Security
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute, APIRouter
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from autooptimizer.errors import AutoOptError, InputError, NotFoundError
 from autooptimizer.loop.cycle import CycleOptions, CycleRunner
@@ -35,6 +46,65 @@ class KillSwitchIn(BaseModel):
     reason: str = Field("", max_length=1000)
 
 
+class Detail(BaseModel):
+    detail: str
+
+
+class ProblemFix(BaseModel):
+    problem: str
+    fix: str
+
+
+class ProblemOut(BaseModel):
+    detail: ProblemFix
+
+
+class TriggerBusy(BaseModel):
+    started: Literal[False]
+    reason: str
+    current_cycle: str | None
+
+
+class SafeJSONResponse(JSONResponse):
+    """JSON with non-ASCII escaped: an error that echoes the caller's input (FastAPI's 422 does) cannot fail to
+    encode, e.g. on an unpaired surrogate such as `"\\ud800"`, which used to turn a 422 into a 500."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
+
+
+_AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"model": Detail, "description": "No bearer token (`Authorization: Bearer <AUTOOPT_API_TOKEN>`)."},
+    403: {"model": Detail, "description": "Wrong token, or no AUTOOPT_API_TOKEN configured (every change refused)."},
+    400: {"model": Detail, "description": "The body could not be read as JSON."},
+}
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ProblemOut, "description": "No such id."}}
+
+
+def check_token(authorization: str | None, expected: str | None) -> None:
+    """401 without a usable bearer header, 403 with the wrong token or when none is configured (fail closed)."""
+    if not authorization or not authorization.lower().startswith("bearer ") or not authorization[7:].strip():
+        raise HTTPException(401, "Missing bearer token: send `Authorization: Bearer <AUTOOPT_API_TOKEN>`.",
+                            headers={"WWW-Authenticate": "Bearer"})
+    if not expected:
+        raise HTTPException(403, "This API has no AUTOOPT_API_TOKEN configured, so it refuses every change.")
+    if not hmac.compare_digest(authorization[7:].strip().encode(), expected.encode()):
+        raise HTTPException(403, "Wrong bearer token.")
+
+
+class _TokenFirstRoute(APIRoute):
+    """A state-changing route: the token is checked before FastAPI reads or validates the body."""
+
+    def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
+        handler = super().get_route_handler()
+
+        async def guarded(request: Request) -> Response:
+            check_token(request.headers.get("authorization"), request.app.state.settings.api_token)
+            return await handler(request)
+
+        return guarded
+
+
 def _cycle_view(rec: Any) -> dict[str, Any]:
     return {"id": rec.id, "status": rec.status, "outcome": rec.outcome, "gate": rec.gate, "trigger": rec.trigger,
             "env": rec.env, "started_at": rec.started_at, "finished_at": rec.finished_at,
@@ -50,9 +120,11 @@ def create_app(settings: Settings | None = None, *, runner: CycleRunner | None =
     settings = settings or get_settings()
     runner = runner or CycleRunner(settings)
     scheduler = scheduler or Scheduler(runner)
-    app = FastAPI(title="AutoOptimizer API", version="1",
+    app = FastAPI(title="AutoOptimizer API", version="1", default_response_class=SafeJSONResponse,
                   description="Status, history and control of the autonomous optimization loop.")
-    app.state.runner, app.state.scheduler = runner, scheduler
+    app.state.runner, app.state.scheduler, app.state.settings = runner, scheduler, settings
+    writes = APIRouter(route_class=_TokenFirstRoute, responses=_AUTH_RESPONSES)
+    bearer = HTTPBearer(auto_error=False, description="AUTOOPT_API_TOKEN; every change needs it.")
 
     if start_scheduler:
         @app.on_event("startup")
@@ -66,18 +138,34 @@ def create_app(settings: Settings | None = None, *, runner: CycleRunner | None =
     @app.exception_handler(AutoOptError)
     async def _autoopt_error(request: Request, exc: AutoOptError) -> JSONResponse:
         status = 404 if isinstance(exc, NotFoundError) else 400 if isinstance(exc, InputError) else 409
-        return JSONResponse(status_code=status, content={"detail": {"problem": exc.problem, "fix": exc.fix}})
+        return SafeJSONResponse(status_code=status, content={"detail": {"problem": exc.problem, "fix": exc.fix}})
 
-    def require_token(authorization: str | None = Header(default=None)) -> str:
-        if not authorization or not authorization.lower().startswith("bearer ") or not authorization[7:].strip():
-            raise HTTPException(401, "Missing bearer token: send `Authorization: Bearer <AUTOOPT_API_TOKEN>`.",
-                                headers={"WWW-Authenticate": "Bearer"})
-        expected = settings.api_token
-        if not expected:
-            raise HTTPException(403, "This API has no AUTOOPT_API_TOKEN configured, so it refuses every change.")
-        if not hmac.compare_digest(authorization[7:].strip().encode(), expected.encode()):
-            raise HTTPException(403, "Wrong bearer token.")
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code in (204, 304):
+            return Response(status_code=exc.status_code, headers=exc.headers)
+        return SafeJSONResponse(status_code=exc.status_code, content={"detail": exc.detail}, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return SafeJSONResponse(status_code=422, content={"detail": jsonable_encoder(exc.errors())})
+
+    def require_token(request: Request, _: HTTPAuthorizationCredentials | None = Security(bearer)) -> str:
+        """Names the actor; `_TokenFirstRoute` has already checked (checked again here: no route without it)."""
+        check_token(request.headers.get("authorization"), settings.api_token)
         return "api"
+
+    def decide(request_id: str, status: Literal["approved", "denied"], actor: str, note: str) -> dict[str, Any]:
+        """A second decision of the same request is a conflict (409), not bad input: the first one stands. An
+        unknown id stays a 404 (NotFoundError is no InputError)."""
+        from autooptimizer.policies.approvals import ApprovalStore
+
+        store = ApprovalStore()
+        try:
+            answer = store.approve if status == "approved" else store.deny
+            return answer(request_id, by=actor, note=note).model_dump()
+        except InputError as exc:
+            raise HTTPException(409, {"problem": exc.problem, "fix": exc.fix}) from exc
 
     # -- reads --------------------------------------------------------------------------------------------------
     @app.get(f"{API}/status")
@@ -104,7 +192,9 @@ def create_app(settings: Settings | None = None, *, runner: CycleRunner | None =
             "last_cycle": None if last is None else _cycle_view(last),
         }
 
-    @app.get(f"{API}/metrics")
+    @app.get(f"{API}/metrics", response_class=Response,
+             responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}},
+                              "description": "Prometheus text exposition format."}})
     def metrics() -> Response:
         from autooptimizer.api.metrics import render
 
@@ -115,7 +205,7 @@ def create_app(settings: Settings | None = None, *, runner: CycleRunner | None =
     def history(limit: int = Query(20, ge=1, le=500)) -> dict[str, Any]:
         return {"cycles": [_cycle_view(r) for r in runner.journal.list(limit)]}
 
-    @app.get(f"{API}/cycles/{{cycle_id}}")
+    @app.get(f"{API}/cycles/{{cycle_id}}", responses=_NOT_FOUND)
     def cycle(cycle_id: str) -> dict[str, Any]:
         rec = runner.journal.get(cycle_id)
         return {**_cycle_view(rec), "steps": [s.model_dump() for s in rec.steps], "summary": rec.summary}
@@ -132,39 +222,39 @@ def create_app(settings: Settings | None = None, *, runner: CycleRunner | None =
 
         return kill_switch.state().model_dump()
 
-    # -- changes (bearer token) -----------------------------------------------------------------------------------
-    @app.post(f"{API}/trigger", status_code=202)
+    # -- changes (bearer token, checked before the body is read) --------------------------------------------------
+    @writes.post(f"{API}/trigger", status_code=202,
+                 responses={409: {"model": TriggerBusy, "description": "A cycle is already running."}})
     def trigger(body: TriggerIn | None = None, actor: str = Depends(require_token)) -> JSONResponse:
         body = body or TriggerIn()
         cid = runner.trigger(CycleOptions(trigger="api", gate=body.gate, challenger=body.challenger,
                                           domain_data=body.domain_data))
         if cid is None:
-            return JSONResponse(status_code=409, content={
+            return SafeJSONResponse(status_code=409, content={
                 "started": False, "reason": "a cycle is already running", "current_cycle": runner.current_cycle})
-        return JSONResponse(status_code=202, content={"started": True, "cycle_id": cid, "at": time.time()})
+        return SafeJSONResponse(status_code=202, content={"started": True, "cycle_id": cid, "at": time.time()})
 
-    @app.post(f"{API}/approvals/{{request_id}}/approve")
+    decided = {**_NOT_FOUND, 409: {"model": ProblemOut, "description": "The request was already decided."}}
+
+    @writes.post(f"{API}/approvals/{{request_id}}/approve", responses=decided)
     def approve(request_id: str, body: DecisionIn | None = None, actor: str = Depends(require_token)) -> dict:
-        from autooptimizer.policies.approvals import ApprovalStore
+        return decide(request_id, "approved", actor, body.note if body else "")
 
-        return ApprovalStore().approve(request_id, by=actor, note=(body.note if body else "")).model_dump()
-
-    @app.post(f"{API}/approvals/{{request_id}}/deny")
+    @writes.post(f"{API}/approvals/{{request_id}}/deny", responses=decided)
     def deny(request_id: str, body: DecisionIn | None = None, actor: str = Depends(require_token)) -> dict:
-        from autooptimizer.policies.approvals import ApprovalStore
+        return decide(request_id, "denied", actor, body.note if body else "")
 
-        return ApprovalStore().deny(request_id, by=actor, note=(body.note if body else "")).model_dump()
-
-    @app.post(f"{API}/kill-switch/on")
+    @writes.post(f"{API}/kill-switch/on")
     def kill_on(body: KillSwitchIn | None = None, actor: str = Depends(require_token)) -> dict:
         from autooptimizer.policies.killswitch import kill_switch
 
         return kill_switch.set(True, by=actor, reason=body.reason if body else "").model_dump()
 
-    @app.post(f"{API}/kill-switch/off")
+    @writes.post(f"{API}/kill-switch/off")
     def kill_off(body: KillSwitchIn | None = None, actor: str = Depends(require_token)) -> dict:
         from autooptimizer.policies.killswitch import kill_switch
 
         return kill_switch.set(False, by=actor, reason=body.reason if body else "").model_dump()
 
+    app.include_router(writes)
     return app

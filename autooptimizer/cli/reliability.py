@@ -40,7 +40,7 @@ def bench_faults(
 
         fuzz, load = run_api_fuzz(), run_api_load()
         result["fuzz"], result["load"] = fuzz.model_dump(), load.model_dump()
-        ok = ok and fuzz.passed and load.passed
+        ok = ok and fuzz.ok and load.ok
     result["ok"] = ok
     if as_json:
         typer.echo(json.dumps(result, indent=2))

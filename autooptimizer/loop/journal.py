@@ -257,10 +257,19 @@ class CycleLock:
                 self._fd = None
 
     def held_elsewhere(self) -> bool:
-        """True when another holder (thread or process) has the lock right now."""
-        if self._fd is not None:
+        """True when another holder (thread or process) has the lock right now.
+
+        The probe takes the flock for an instant on its own descriptor, inside the process-wide thread lock, so no
+        `acquire()` in this process can see it: a status read used to make a concurrent trigger answer 409 with no
+        cycle running. (Another process's `acquire()` can still meet the probe; it then reports busy, never two.)"""
+        with CycleLock._thread_lock:
+            if self._fd is not None:
+                return False
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            finally:
+                os.close(fd)  # closing drops the probe's flock
             return False
-        if self.acquire():
-            self.release()
-            return False
-        return True

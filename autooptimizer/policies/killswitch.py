@@ -7,12 +7,16 @@ counts as ON: a damaged safety control must fail closed.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import threading
 import time
 from pathlib import Path
 
 from pydantic import BaseModel
+
+_SET_LOCK = threading.Lock()
 
 
 class KillSwitchState(BaseModel):
@@ -59,17 +63,23 @@ class KillSwitch:
         return self.state().on
 
     def set(self, on: bool, by: str = "operator", reason: str = "") -> KillSwitchState:
-        """Flip the switch (atomic replace) and record the change in the audit trail."""
-        path = self.path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        payload = {"on": bool(on), "by": by, "reason": reason, "at": time.time()}
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(payload))
-        os.replace(tmp, path)
+        """Flip the switch (atomic replace) and record the change in the audit trail.
+
+        Flips are serialised (a thread lock plus an flock on `kill_switch.lock`, for other processes), so concurrent
+        flips neither share a temp file (one API worker's replace used to fail with FileNotFoundError: a 500) nor
+        interleave: the switch's final state is the one the last audited flip set."""
         from autooptimizer.policies.audit import AuditLog
 
-        AuditLog().append({"kind": "kill_switch", "actor": by, "on": bool(on), "reason": reason})
-        return self.state()
+        path = self.path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with _SET_LOCK, path.with_suffix(".lock").open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            payload = {"on": bool(on), "by": by, "reason": reason, "at": time.time()}
+            tmp = path.with_suffix(f".tmp{os.getpid()}.{threading.get_ident()}")
+            tmp.write_text(json.dumps(payload))
+            os.replace(tmp, path)
+            AuditLog().append({"kind": "kill_switch", "actor": by, "on": bool(on), "reason": reason})
+            return self.state()
 
 
 kill_switch = KillSwitch()

@@ -104,7 +104,7 @@ def test_demo_replays_only_the_feedback_half_of_the_shift_domain(data: Path) -> 
 def test_retrain_runs_the_tools_in_order_and_keeps_the_holdout_out(data: Path, tmp_path: Path,
                                                                    prometheus: str) -> None:
     from autooptimizer.loop.cycle import CycleOptions, CycleRunner
-    from autooptimizer.ml import registry
+    from autooptimizer.ml import model_registry as registry
     from autooptimizer.ml.dataset import load_dataset
 
     spec = ModelSpec(version=CHAMPION, kind="bi_encoder", fusion_weight=0.6, rerank_depth=20)

@@ -27,7 +27,7 @@ def _feedback_dataset(ml_world: dict, tmp_path: Path) -> str:
 
 
 def _registry_state() -> tuple:
-    from autooptimizer.ml import registry
+    from autooptimizer.ml import model_registry as registry
 
     c = registry.client()
     try:
@@ -38,7 +38,7 @@ def _registry_state() -> tuple:
 
 
 def test_ltr_challenger_is_stored_registered_and_gated(ml_world: dict, tmp_path: Path) -> None:
-    from autooptimizer.ml import registry
+    from autooptimizer.ml import model_registry as registry
     from autooptimizer.ml.evaluate import evaluate_spec
     from autooptimizer.ml.train import TrainConfig, train
 
@@ -112,7 +112,7 @@ def test_shap_report_on_the_trained_model(ml_world: dict, tmp_path: Path) -> Non
 
 
 def test_nan_loss_and_missing_alias_leave_registry_unchanged(ml_world: dict, tmp_path: Path) -> None:
-    from autooptimizer.ml import registry
+    from autooptimizer.ml import model_registry as registry
     from autooptimizer.ml.train import TrainConfig, train
 
     ds = _feedback_dataset(ml_world, tmp_path)
@@ -124,8 +124,10 @@ def test_nan_loss_and_missing_alias_leave_registry_unchanged(ml_world: dict, tmp
     c = registry.client()
     runs = c.search_runs([c.get_experiment_by_name(registry.EXPERIMENT).experiment_id])
     assert runs and runs[0].info.status == "FAILED"
+    from autooptimizer.search import aliases
+
     with pytest.raises(NotFoundError, match="challenger"):
-        registry.get_alias("challenger")
+        aliases.require_alias("challenger")
     with pytest.raises(NotFoundError):
         train(ds, parent_version="v-missing")
     with pytest.raises(NotFoundError):

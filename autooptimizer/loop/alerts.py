@@ -36,11 +36,3 @@ def raise_alert(settings: Settings, name: str, summary: str, *, severity: str = 
         fh.write(json.dumps(record, default=str) + "\n")
     log.warning("ALERT %s: %s", name, summary)
     return record
-
-
-def recent_alerts(settings: Settings, limit: int = 20) -> list[dict[str, Any]]:
-    path = settings.home / "loop" / "alerts.jsonl"
-    if not path.is_file():
-        return []
-    lines = path.read_text().splitlines()[-limit:]
-    return [json.loads(line) for line in lines if line.strip()]

@@ -187,7 +187,7 @@ class Release:
             return
         aliases.set_alias(aliases.CHAMPION, restored.model_version)  # the source of truth, written first
         try:
-            from autooptimizer.ml.registry import set_alias
+            from autooptimizer.ml.model_registry import set_alias
 
             set_alias(aliases.CHAMPION, restored.model_version)
         except Exception as exc:  # noqa: BLE001 - the MLflow mirror lags; aliases.json already agrees with git

@@ -444,7 +444,7 @@ def train(
 ) -> TrainResult:
     """Train a challenger on a stored dataset from `parent_version` (default: the champion), store it, log the run
     to MLflow, register the version and point `challenger` at it. On any failure nothing is stored or registered."""
-    from autooptimizer.ml import registry
+    from autooptimizer.ml import model_registry as registry
     from autooptimizer.ml.dataset import load_dataset
     from autooptimizer.search import aliases, model_store
 

@@ -204,7 +204,7 @@ def inject(spec: FaultSpec, root: Path) -> FaultOutcome:
         champion_before, gold_before = aliases.get_alias(aliases.CHAMPION), aliases.get_alias(aliases.GOLD)
         with _maybe_live(spec, root, svc) as extra:
             if spec.name == "mlflow_locked":
-                from autooptimizer.ml.registry import sync_bootstrap_aliases
+                from autooptimizer.ml.model_registry import sync_bootstrap_aliases
 
                 sync_bootstrap_aliases()  # the store exists before it is locked
             injector = _Injector(spec, root, svc, extra)

@@ -139,7 +139,7 @@ def evaluate_model(args: EvaluateModelArgs) -> dict:
 @tool(name="register_model", owner="ml", risk="change")
 def register_model(args: RegisterModelArgs) -> dict:
     """Register a stored model version in the MLflow model registry (idempotent)."""
-    from autooptimizer.ml import registry
+    from autooptimizer.ml import model_registry as registry
 
     return registry.register_model(args.version).model_dump()
 
@@ -147,7 +147,7 @@ def register_model(args: RegisterModelArgs) -> dict:
 @tool(name="delete_model", owner="ml", risk="critical", facts=_delete_facts)
 def delete_model(args: DeleteModelArgs) -> dict:
     """Delete a stored model version and its registry entry (refused while an alias or a child uses it)."""
-    from autooptimizer.ml import registry
+    from autooptimizer.ml import model_registry as registry
 
     return registry.delete_model(args.version)
 
@@ -155,6 +155,6 @@ def delete_model(args: DeleteModelArgs) -> dict:
 @tool(name="set_model_alias", owner="ml", risk="critical", facts=_alias_facts)
 def set_model_alias(args: SetModelAliasArgs) -> dict:
     """Point champion, challenger or gold at a stored version (aliases.json and the MLflow registry)."""
-    from autooptimizer.ml import registry
+    from autooptimizer.ml import model_registry as registry
 
     return registry.set_alias(args.alias, args.version).model_dump()

@@ -8,7 +8,6 @@ written first; MLflow mirrors it.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
@@ -137,13 +136,6 @@ def set_alias(alias: str, model_version: str) -> RegisteredVersion:
             "Nothing else is needed for serving; the MLflow mirror catches up on the next alias change.") from exc
 
 
-def get_alias(alias: str) -> str:
-    """The model version an alias points at (aliases.json is the source of truth)."""
-    from autooptimizer.search import aliases
-
-    return aliases.require_alias(alias)
-
-
 def sync_bootstrap_aliases() -> dict[str, str]:
     """Mirror aliases.json (e.g. bootstrap's champion = gold) into MLflow; returns the aliases mirrored."""
     from autooptimizer.search import aliases
@@ -182,9 +174,3 @@ def delete_model(model_version: str) -> dict:
         c.delete_model_version(REGISTERED_MODEL, found.version)
     shutil.rmtree(model_store.version_dir(model_version))
     return {"deleted": model_version, "mlflow_version": found.version if found is not None else None}
-
-
-def run_artifacts_dir(run_id: str) -> Path | None:
-    """Local folder of a run's artifacts when the store is local (sqlite + ./mlruns style)."""
-    uri = client().get_run(run_id).info.artifact_uri
-    return Path(uri.removeprefix("file://")) if uri.startswith(("file://", "/")) else None

@@ -9,7 +9,8 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from autooptimizer.errors import ConfigError
 
@@ -26,29 +27,57 @@ def _default_data_dir() -> Path | None:
     return None
 
 
-class Settings(BaseModel):
-    """Process-wide settings. Each field names its environment variable in the description."""
+class Settings(BaseSettings):
+    """Process-wide settings, read from environment variables by pydantic-settings (each field names its variable).
 
-    home: Path = Field(description="AUTOOPT_HOME: state directory")
-    data_dir: Path | None = Field(default=None, description="AUTOOPT_DATA_DIR: BEIR datasets")
+    An empty variable counts as unset. A value of the wrong type raises ConfigError naming the variable.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="AUTOOPT_", env_ignore_empty=True, extra="ignore",
+                                      populate_by_name=True)
+
+    home: Path = Field(default_factory=lambda: Path.home() / ".autooptimizer",
+                       description="AUTOOPT_HOME: state directory")
+    data_dir: Path | None = Field(default_factory=_default_data_dir, description="AUTOOPT_DATA_DIR: BEIR datasets")
     env: str = Field(default="dev", description="AUTOOPT_ENV: dev|staging|prod")
-    prometheus_url: str = Field(default="http://127.0.0.1:9090", description="AUTOOPT_PROMETHEUS_URL")
     prometheus_port: int = Field(default=9090, description="AUTOOPT_PROMETHEUS_PORT")
+    prometheus_url: str = Field(default="", description="AUTOOPT_PROMETHEUS_URL (default: 127.0.0.1 at the port)")
     search_host: str = Field(default="127.0.0.1", description="AUTOOPT_SEARCH_HOST")
     search_port: int = Field(default=8700, description="AUTOOPT_SEARCH_PORT")
     api_port: int = Field(default=8800, description="AUTOOPT_API_PORT")
     api_token: str | None = Field(default=None, description="AUTOOPT_API_TOKEN")
     threads: int = Field(default=1, ge=1, description="AUTOOPT_THREADS: torch CPU threads")
-    mlflow_tracking_uri: str | None = Field(default=None, description="AUTOOPT_MLFLOW_URI")
+    mlflow_tracking_uri: str | None = Field(default=None, validation_alias="AUTOOPT_MLFLOW_URI",
+                                            description="AUTOOPT_MLFLOW_URI")
     llm_base_url: str | None = Field(default=None, description="AUTOOPT_LLM_BASE_URL")
     llm_model: str = Field(default="gpt-4o-mini", description="AUTOOPT_LLM_MODEL")
-    openai_api_key: str | None = Field(default=None, description="OPENAI_API_KEY")
-    langsmith_api_key: str | None = Field(default=None, description="LANGSMITH_API_KEY")
-    langsmith_endpoint: str | None = Field(default=None, description="LANGSMITH_ENDPOINT")
+    openai_api_key: str | None = Field(default=None, validation_alias="OPENAI_API_KEY", description="OPENAI_API_KEY")
+    langsmith_api_key: str | None = Field(default=None, validation_alias="LANGSMITH_API_KEY",
+                                          description="LANGSMITH_API_KEY")
+    langsmith_endpoint: str | None = Field(default=None, validation_alias="LANGSMITH_ENDPOINT",
+                                           description="LANGSMITH_ENDPOINT")
     argocd_url: str | None = Field(default=None, description="AUTOOPT_ARGOCD_URL")
     argocd_token: str | None = Field(default=None, description="AUTOOPT_ARGOCD_TOKEN")
     argocd_app: str = Field(default="search-reranker", description="AUTOOPT_ARGOCD_APP")
     gitops_remote: str | None = Field(default=None, description="AUTOOPT_GITOPS_REMOTE")
+
+    @field_validator("home", "data_dir")
+    @classmethod
+    def _absolute(cls, value: Path | None) -> Path | None:
+        return None if value is None else Path(value).expanduser().resolve()
+
+    @field_validator("env")
+    @classmethod
+    def _known_env(cls, value: str) -> str:
+        if value not in ENVIRONMENTS:
+            raise ValueError(f"AUTOOPT_ENV={value!r} is not a known environment; use one of {ENVIRONMENTS}")
+        return value
+
+    @model_validator(mode="after")
+    def _prometheus_url_from_port(self) -> Settings:
+        if not self.prometheus_url:
+            self.prometheus_url = f"http://127.0.0.1:{self.prometheus_port}"
+        return self
 
     @property
     def search_url(self) -> str:
@@ -88,46 +117,22 @@ class Settings(BaseModel):
         )
 
 
-def _env_int(name: str, default: int) -> int:
-    raw = os.environ.get(name)
-    if raw in (None, ""):
-        return default
-    try:
-        return int(raw)
-    except ValueError as exc:
-        raise ConfigError(f"{name}={raw!r} is not an integer.", f"Set {name} to a whole number.") from exc
+def _variable(field: str) -> str:
+    info = Settings.model_fields[field]
+    alias = info.validation_alias
+    return alias if isinstance(alias, str) else f"AUTOOPT_{field.upper()}"
 
 
 def load_settings() -> Settings:
-    env = os.environ
-    name = env.get("AUTOOPT_ENV", "dev")
-    if name not in ENVIRONMENTS:
-        raise ConfigError(f"AUTOOPT_ENV={name!r} is not a known environment.", f"Use one of {ENVIRONMENTS}.")
-    data = env.get("AUTOOPT_DATA_DIR")
-    prom_port = _env_int("AUTOOPT_PROMETHEUS_PORT", 9090)
-    home = Path(env.get("AUTOOPT_HOME") or Path.home() / ".autooptimizer").expanduser().resolve()
-    return Settings(
-        home=home,
-        data_dir=Path(data).expanduser().resolve() if data else _default_data_dir(),
-        env=name,
-        prometheus_url=env.get("AUTOOPT_PROMETHEUS_URL", f"http://127.0.0.1:{prom_port}"),
-        prometheus_port=prom_port,
-        search_host=env.get("AUTOOPT_SEARCH_HOST", "127.0.0.1"),
-        search_port=_env_int("AUTOOPT_SEARCH_PORT", 8700),
-        api_port=_env_int("AUTOOPT_API_PORT", 8800),
-        api_token=env.get("AUTOOPT_API_TOKEN") or None,
-        threads=_env_int("AUTOOPT_THREADS", 1),
-        mlflow_tracking_uri=env.get("AUTOOPT_MLFLOW_URI") or None,
-        llm_base_url=env.get("AUTOOPT_LLM_BASE_URL") or None,
-        llm_model=env.get("AUTOOPT_LLM_MODEL", "gpt-4o-mini"),
-        openai_api_key=env.get("OPENAI_API_KEY") or None,
-        langsmith_api_key=env.get("LANGSMITH_API_KEY") or None,
-        langsmith_endpoint=env.get("LANGSMITH_ENDPOINT") or None,
-        argocd_url=env.get("AUTOOPT_ARGOCD_URL") or None,
-        argocd_token=env.get("AUTOOPT_ARGOCD_TOKEN") or None,
-        argocd_app=env.get("AUTOOPT_ARGOCD_APP", "search-reranker"),
-        gitops_remote=env.get("AUTOOPT_GITOPS_REMOTE") or None,
-    )
+    """Read the settings now; a bad value is a ConfigError that names its environment variable."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = str(first["loc"][0]) if first["loc"] else ""
+        name = _variable(field) if field in Settings.model_fields else field
+        raise ConfigError(f"{name}={os.environ.get(name)!r} is invalid: {first['msg']}.",
+                          f"Set {name} to a valid value (see docs/operations.md).") from exc
 
 
 @lru_cache(maxsize=1)

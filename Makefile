@@ -38,7 +38,8 @@ bench: setup infra-deps
 	$(BIN)/autoopt bench policy
 	$(BIN)/autoopt bench gates
 
-# Render the optimizer's Helm chart per tier and validate it offline (no helm binary here; see docs/loop.md).
+# `helm template` per tier with Helm's own SDK (the [helm] extra), values checked against values.schema.json,
+# then helm lint --strict and kubernetes-validate, all offline (see docs/loop.md ## Helm).
 helm-dev: setup
 	mkdir -p build && $(BIN)/autoopt helm render --values dev --out build/helm-dev.yaml
 helm-oracle: setup

@@ -10,7 +10,7 @@ import typer
 
 loop_app = typer.Typer(help="The optimization loop's journal: recover interrupted cycles, show one cycle.",
                        no_args_is_help=True)
-helm_app = typer.Typer(help="Render and validate the Helm chart offline (no helm binary needed).",
+helm_app = typer.Typer(help="Render, lint and validate the Helm chart offline with Helm's own SDK.",
                        no_args_is_help=True)
 
 
@@ -112,21 +112,27 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
     def render(
         values: str = typer.Option("dev", help="dev | oracle (staging) | nvidia (prod) | a values file"),
         out: Path = typer.Option(None, help="write the manifests here (default: stdout)"),
-        validate: bool = typer.Option(True, help="validate every manifest offline with kubernetes-validate"),
+        validate: bool = typer.Option(True, help="also run helm lint --strict and kubernetes-validate (offline)"),
         patch: Path = typer.Option(None, help="a helm_patch.yaml to apply on top (as GitOps does)"),
     ) -> None:
-        """Render deploy/helm/autooptimizer with a values file, like `helm template`, and validate it."""
-        from autooptimizer.loop.helm import render_chart, validate_manifests
+        """`helm template` of deploy/helm/autooptimizer (Helm's own SDK, offline), values checked against
+        values.schema.json; a bad value exits 2 naming its JSON path and the rule."""
+        from autooptimizer.deploy.helm import lint_chart, render_chart, validate_manifests
 
-        docs = render_chart(values, extra_values=[patch] if patch else [])
+        extra = [patch] if patch else []
+        docs = render_chart(values, extra_values=extra)
+        report = None
+        if validate:
+            lint_chart(values, extra_values=extra)
+            report = validate_manifests(docs)
         text = "".join(f"---\n{d}" for d in docs)
         if out:
             out.write_text(text)
         else:
             typer.echo(text)
-        if validate:
-            report = validate_manifests(docs)
-            typer.echo(f"validated {report['count']} manifests against Kubernetes {report['version']}: ok", err=True)
+        if report:
+            typer.echo(f"helm lint --strict: ok; {report['count']} manifests valid against Kubernetes "
+                       f"{report['version']}", err=True)
 
     @bench.command("loop")
     def bench_loop(as_json: bool = typer.Option(False, "--json"),

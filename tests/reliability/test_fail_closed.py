@@ -13,6 +13,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from fake_prometheus import FakeProm, vector
 
 from autooptimizer.infra.net import free_port
 from autooptimizer.infra.prometheus import Prometheus
@@ -22,7 +23,6 @@ from autooptimizer.policies.pdp import get_pdp
 from autooptimizer.settings import get_settings
 from autooptimizer.tools import load_all_tools
 from autooptimizer.tools.ml import spent_so_far
-from tests.fake_prometheus import FakeProm, vector
 
 TRAIN = {"dataset": "0123456789abcdef", "time_budget_s": 60}
 

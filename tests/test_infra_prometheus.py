@@ -29,7 +29,10 @@ def test_config_and_rules_are_valid(tmp_path: Path) -> None:
     alerts = yaml.safe_load((tmp_path / "rules" / "autoopt-alerts.yml").read_text())["groups"][0]["rules"]
     queries = gate_queries(load_profile("dev"))
     assert [a["labels"]["gate"] for a in alerts] == [q.name for q in queries]
-    assert alerts[1]["expr"] == f"{queries[1].promql} > 800"
+    assert alerts[1]["expr"] == queries[1].alert_expr
+    least = load_profile("dev").gates.min_samples.p95_latency
+    assert alerts[1]["expr"] == (f"({queries[1].promql} > 800) and on() "
+                                 f"(floor(sum(increase(autoopt_search_request_seconds_count[30s]))) >= {least})")
     assert set(rule_files(load_profile("dev"))) == {"autoopt-recording.yml", "autoopt-alerts.yml"}
     promtool = shutil.which("promtool")
     if promtool:  # Debian's prometheus package ships it

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from autooptimizer.loop.cycle import CycleRunner
+from autooptimizer.gates import GATE_NAMES, Evidence, Gate, GateReport
+from autooptimizer.loop.cycle import CycleOptions, CycleRunner
 from autooptimizer.loop.scheduler import Scheduler
 from autooptimizer.loop.testing import TinyService, make_versions
 from autooptimizer.profiles import load_profile
@@ -49,3 +50,108 @@ def test_scheduler_runs_cycles_on_its_interval(service: TinyService) -> None:
     assert len(done) >= 2 and all(c.trigger == "schedule" for c in done)
     assert all(c.outcome == "no_action" for c in done)  # no Prometheus: no gate fires, nothing changes
     assert sched.ticks >= 2
+
+
+# -- a gate starts a cycle only after N consecutive firing readings ------------------------------------------------
+class RecordingRunner:
+    """Stands in for CycleRunner: records the options each start would run with; `busy` refuses starts."""
+
+    def __init__(self, profile_name: str = "prod") -> None:
+        self.profile = load_profile(profile_name)
+        self.started: list[CycleOptions] = []
+        self.busy = False
+
+    def recover(self) -> list:
+        return []
+
+    def trigger(self, options: CycleOptions) -> str | None:
+        if self.busy:
+            return None
+        self.started.append(options)
+        return f"si_{len(self.started)}"
+
+
+def _reading(**status: str) -> GateReport:
+    return GateReport(gates=[Gate(name=n, status=status.get(n, "ok"), value=None, threshold=1.0,
+                                  evidence=Evidence(promql="x")) for n in GATE_NAMES])
+
+
+def test_prod_needs_n_consecutive_firing_readings() -> None:
+    runner = RecordingRunner("prod")
+    sched = Scheduler(runner)  # type: ignore[arg-type]
+    n = runner.profile.gates.consecutive_readings
+    assert n >= 2
+    for _ in range(n - 1):
+        assert sched.observe(_reading(ndcg_drop="firing")) is None
+    assert runner.started == []
+    assert sched.observe(_reading(ndcg_drop="firing")) == "si_1"
+    assert runner.started == [CycleOptions(trigger="gate", gate="ndcg_drop")]
+    assert sched.streaks.streak["ndcg_drop"] == 0  # counting starts again after a start
+    assert sched.observe(_reading(ndcg_drop="firing")) is None and len(runner.started) == 1
+
+
+@pytest.mark.parametrize("breaker", ["ok", "unknown"])
+def test_an_ok_or_unknown_reading_restarts_the_count(breaker: str) -> None:
+    runner = RecordingRunner("prod")
+    sched = Scheduler(runner)  # type: ignore[arg-type]
+    n = runner.profile.gates.consecutive_readings
+    flapping = (["firing"] * (n - 1) + [breaker]) * 5  # the incident: firing on most readings, never N in a row
+    assert [sched.observe(_reading(ndcg_drop=s)) for s in flapping] == [None] * len(flapping)
+    assert runner.started == [] and sched.readings == len(flapping)
+
+
+def test_priority_and_a_busy_runner() -> None:
+    runner = RecordingRunner("prod")
+    runner.busy = True
+    sched = Scheduler(runner)  # type: ignore[arg-type]
+    n = runner.profile.gates.consecutive_readings
+    for _ in range(n):
+        assert sched.observe(_reading(ndcg_drop="firing", retries="firing")) is None  # busy: nothing started
+    assert sched.streaks.confirmed() == ["ndcg_drop", "retries"]
+    runner.busy = False
+    assert sched.observe(_reading(ndcg_drop="firing", retries="firing")) == "si_1"  # next reading, once free
+    assert runner.started[0].gate == "retries"  # the cycle's priority: errors before quality
+    assert sched.streaks.confirmed() == ["ndcg_drop"]
+
+
+def test_interval_cycle_may_act_only_on_confirmed_gates() -> None:
+    runner = RecordingRunner("prod")
+    sched = Scheduler(runner, read_interval_s=1)  # type: ignore[arg-type]
+    sched.observe(_reading(p95_latency="firing"))  # one reading: not confirmed
+    assert sched.tick() == "si_1" and runner.started[0] == CycleOptions(trigger="schedule", act_on=[])
+
+
+def test_the_loop_reads_gates_on_its_cadence() -> None:
+    runner = RecordingRunner("prod")
+    n = runner.profile.gates.consecutive_readings
+    readings: list[int] = []
+
+    def read() -> GateReport:
+        readings.append(1)
+        return _reading(cost_budget="firing")
+
+    sched = Scheduler(runner, enabled=True, read_interval_s=1, read_gates=read).start()  # type: ignore[arg-type]
+    try:
+        deadline = time.monotonic() + 30
+        while not runner.started and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        sched.stop()
+    assert runner.started and runner.started[0] == CycleOptions(trigger="gate", gate="cost_budget")
+    assert sched.gate_cycles == ["si_1"] and len(readings) >= n
+
+
+def test_a_schedule_cycle_ignores_an_unconfirmed_firing_gate(service: TinyService, monkeypatch) -> None:
+    """The real cycle: with act_on=[] a firing p95 gate is seen (journaled) but starts nothing; confirmed, it scales."""
+    from fake_prometheus import FakeProm, vector
+
+    prom = FakeProm(lambda q: (200, vector(5000.0)))  # every value and every count: far above the thresholds
+    monkeypatch.setenv("AUTOOPT_PROMETHEUS_URL", prom.url)
+    get_settings.cache_clear()
+    try:
+        rec = CycleRunner().run(CycleOptions(trigger="schedule", act_on=[]))
+        assert rec.outcome == "no_action" and rec.summary["gates"]["p95_latency"] == "firing"
+        rec = CycleRunner().run(CycleOptions(trigger="schedule", act_on=["p95_latency"]))
+        assert rec.outcome == "scaled"
+    finally:
+        prom.close()

@@ -156,15 +156,30 @@ def demo_cmd(
 
 def bench_gates_cmd(
     trials: int = typer.Option(3, min=1, max=20, help="injections per gate"),
-    model: str | None = typer.Option(None, help="model version to serve (default: the champion)"),
-    rate: float = typer.Option(10.0, help="simulator requests per second"),
+    model: str | None = typer.Option(None, help="model version to serve (default: the champion; with --aa a "
+                                                "BM25-only `aa-bm25`)"),
+    rate: float | None = typer.Option(None, help="simulator requests per second (default 10; with --aa 2)"),
     latency_seconds: float = typer.Option(30.0, "--latency-seconds", help="length of the p95 measurement"),
+    aa: bool = typer.Option(False, "--aa", help="A/A instead: unchanged traffic, count the readings that fire"),
+    aa_seconds: float = typer.Option(240.0, "--aa-seconds", min=10, max=1800, help="length of the A/A run"),
+    dataset: str = typer.Option("scifact", help="A/A: the dataset served and replayed (train split)"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Time from fault injection to each gate firing (p50 target < 15 s) and the service's p95 at 10 req/s."""
+    """Time from fault injection to each gate firing (p50 target < 15 s) and the service's p95 at 10 req/s; with
+    --aa, the false-alarm share of each gate under unchanged traffic, per minimum-sample and N-consecutive rule."""
+    if aa:
+        from autooptimizer.infra.bench import run_aa_bench
+
+        aa_result = run_aa_bench(seconds=aa_seconds, rate=rate or 2.0, model=model, dataset=dataset,
+                                 progress=not as_json)
+        if as_json:
+            _print_json(aa_result.model_dump())
+        else:
+            typer.echo(aa_result.render())
+        return
     from autooptimizer.infra.bench import run_gates_bench
 
-    result = run_gates_bench(trials=trials, rate=rate, latency_seconds=latency_seconds, model=model,
+    result = run_gates_bench(trials=trials, rate=rate or 10.0, latency_seconds=latency_seconds, model=model,
                              progress=not as_json)
     if as_json:
         _print_json(result.model_dump())

@@ -67,7 +67,8 @@ class PromState(BaseModel):
 
 
 def rule_files(profile: Profile) -> dict[str, dict[str, Any]]:
-    """Recording + alert rules for the four gates, from the same PromQL the gates evaluate."""
+    """Recording + alert rules for the four gates, from the same PromQL the gates evaluate (an alert also needs the
+    gate's sample counts at their minimum, as the gate does)."""
     from autooptimizer.gates import gate_queries
 
     queries = gate_queries(profile)
@@ -88,7 +89,7 @@ def rule_files(profile: Profile) -> dict[str, dict[str, Any]]:
                 "rules": [
                     {
                         "alert": q.alert,
-                        "expr": f"{q.promql} {q.op} {q.threshold:g}",
+                        "expr": q.alert_expr,
                         "labels": {"severity": "page", "gate": q.name},
                         "annotations": {"summary": q.summary, "value": "{{ $value }}"},
                     }

@@ -1,6 +1,7 @@
 """Helpers for fast integration tests of the gates and the local stack (other areas' tests may reuse them).
 
-- `write_test_profile(dir)`: a `dev.yaml` with 5 s / 10 s gate windows; point AUTOOPT_PROFILES_DIR at `dir`.
+- `write_test_profile(dir)`: a `dev.yaml` with 5 s / 10 s gate windows (and minimum samples to match); point
+  AUTOOPT_PROFILES_DIR at `dir`.
 - `write_shift_datasets(root)`: two tiny BEIR folders, `good` (BM25 serves them well) and `bad` (judged on another
   topic, so served NDCG@10 is low): shifting the simulator from one to the other fires the NDCG gate in seconds.
 - `wait_gate(...)`: poll a gate until it reads a status.
@@ -14,10 +15,13 @@ from pathlib import Path
 from autooptimizer.gates import Gate, evaluate_gates
 from autooptimizer.profiles import Profile
 
+# Minimum samples scaled to the short windows: the tests replay at 20 req/s, so a 5 s window holds ~100 requests and
+# feedback; a third of that is still plenty for the tiny data's steady NDCG.
 TEST_PROFILE = """\
 name: {name}
 gates: {{ndcgDropPct: 3.0, p95LatencyMs: 800, costBudgetPct: 80.0, maxRetries: 3, windowSeconds: {window},
-        baselineWindowSeconds: {baseline}}}
+        baselineWindowSeconds: {baseline}, minSamples: {{ndcgDrop: 30, p95Latency: 20, costBudget: 10, retries: 10}},
+        consecutiveReadings: 2, readIntervalSeconds: 1}}
 cost: {{pricePerComputeSecond: 0.0005, budget: 5.0}}
 """
 TOPICS = ["heart", "brain", "wing", "soil", "ocean", "virus"]

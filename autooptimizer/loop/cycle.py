@@ -57,6 +57,8 @@ class CycleOptions(BaseModel):
     ab_max_duration_seconds: float | None = Field(None, gt=0)
     watch_seconds: float | None = Field(None, gt=0)
     seed: int = 0
+    act_on: list[Gate] | None = Field(None, description="firing gates that may start a path (the scheduler passes "
+                                      "those confirmed on gates.consecutiveReadings readings); None = any firing gate")
 
 
 class CycleStop(Exception):
@@ -342,7 +344,8 @@ class CycleRunner:
                 return self._promote_approved(cid, opts, state, approved[0])
         report = self.step(cid, "monitor", lambda: self.tool(state, "metrics", "check_quality_gates",
                                                              {"env": self.settings.env}))
-        firing = [g for g in GATE_PRIORITY if g in (report or {}).get("firing", [])]
+        firing = [g for g in GATE_PRIORITY if g in (report or {}).get("firing", [])
+                  and (opts.act_on is None or g in opts.act_on)]
         state["gates"] = {g["name"]: g["status"] for g in (report or {}).get("gates", [])}
         if opts.gate and opts.gate != "deploy_watch" and opts.gate not in firing and not self.profile.loop.mock_signals:
             raise CycleStop("no_action", f"gate {opts.gate} is not firing and this profile ({self.profile.name}) "

@@ -21,6 +21,17 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
+class MinSamples(_Strict):
+    """Per gate, the fewest samples a reading may rest on; below it the gate reads `unknown` (too little data to
+    decide). Counted per window: feedback for ndcg_drop (both the current and the baseline window), requests for the
+    others. Defaults come from the A/A measurement in docs/benchmarks.md ("Gate false alarms")."""
+
+    ndcg_drop: int = Field(100, alias="ndcgDrop", ge=1, le=1_000_000)
+    p95_latency: int = Field(20, alias="p95Latency", ge=1, le=1_000_000)
+    cost_budget: int = Field(10, alias="costBudget", ge=1, le=1_000_000)
+    retries: int = Field(10, alias="retries", ge=1, le=1_000_000)
+
+
 class Gates(_Strict):
     ndcg_drop_pct: float = Field(3.0, alias="ndcgDropPct", gt=0)
     p95_latency_ms: float = Field(800, alias="p95LatencyMs", gt=0)
@@ -28,6 +39,12 @@ class Gates(_Strict):
     max_retries: int = Field(3, alias="maxRetries", ge=0)
     window_seconds: int = Field(30, alias="windowSeconds", ge=5)
     baseline_window_seconds: int = Field(120, alias="baselineWindowSeconds", ge=10)
+    min_samples: MinSamples = Field(MinSamples(), alias="minSamples")
+    consecutive_readings: int = Field(5, alias="consecutiveReadings", ge=1, le=100,
+                                      description="a gate starts a cycle only after firing on this many readings "
+                                                  "in a row (Flagger's `threshold`, Argo Rollouts' `failureLimit`)")
+    read_interval_seconds: float = Field(5.0, alias="readIntervalSeconds", ge=1, le=3600,
+                                         description="how often the scheduler reads the gates")
 
 
 class Cost(_Strict):
@@ -47,6 +64,9 @@ class ABTest(_Strict):
     max_duration_seconds: float = Field(120, alias="maxDurationSeconds", gt=0)
     alpha: float = Field(0.05, gt=0, lt=1)
     canary_weight: float = Field(0.5, alias="canaryWeight", gt=0, le=0.5)
+    min_guard_requests: int = Field(20, alias="minGuardRequests", ge=1, le=1_000_000,
+                                    description="requests per arm before its p95/error-rate guard may decide "
+                                                "(fewer: the guard reads unknown)")
 
 
 class Loop(_Strict):

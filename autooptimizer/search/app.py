@@ -154,6 +154,9 @@ class SearchService:
         """Load and warm first, then swap atomically (requests already running finish on the old routing)."""
         with self._swap_lock:
             routing = self._build_routing(stable, canary, canary_weight)
+            for pipe in (routing.stable, routing.canary):
+                if pipe is not None:  # its series exist at 0 before the first request can reach it
+                    self.metrics.init_version(pipe.version)
             self.routing = routing
             self._publish()
             return routing

@@ -19,6 +19,9 @@ from autooptimizer.search.model_store import ModelSpec
 from autooptimizer.search.rerankers import Reranker, build_reranker
 
 T = TypeVar("T")
+# The steps `SearchPipeline.search` wraps with `call(operation, fn)`: the `operation` label values of the retries
+# counter (the service exports each at 0 from start-up, so the first retry is an increase Prometheus can see).
+OPERATIONS: tuple[str, ...] = ("bm25", "rerank")
 Call = Callable[[str, Callable[[], Any]], Any]
 Scored = tuple[list[str], np.ndarray, np.ndarray | None]  # candidates, BM25 scores, reranker scores (or None)
 _BM25: dict[tuple[str, str], BM25Index] = {}

@@ -1,12 +1,21 @@
-"""The service's Prometheus metrics (names from metric_names.py), in a registry per app instance."""
+"""The service's Prometheus metrics (names from metric_names.py), in a registry per app instance.
+
+Every labelled series a gate or guard reads exists from start-up at 0: the retries counter for each pipeline
+operation, and every per-version series (requests for both statuses, errors, latency histogram, NDCG summary, compute,
+cost) as soon as a version is loaded. Why: `increase()`/`rate()` need two samples of a series, so a counter that is
+born by its first increment hides that increment (a burst of retries read 0; a new canary's first errors read 0, and
+again after every restart). Versions that are unloaded keep their series (counters must not vanish and reappear).
+"""
 
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Summary
 
 from autooptimizer.search import metric_names as M
+from autooptimizer.search.pipeline import OPERATIONS
 
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0, 1.5, 2.0, 3.0, 5.0)
+STATUSES: tuple[str, ...] = ("ok", "error")
 
 
 class ServiceMetrics:
@@ -29,6 +38,18 @@ class ServiceMetrics:
         self.budget.set(budget)
         self._loaded: set[tuple[str, str]] = set()
         self._canaries: set[str] = set()
+        for op in OPERATIONS:
+            self.retries.labels(op)
+
+    def init_version(self, version: str) -> None:
+        """Create every per-version series at 0 (idempotent: `labels()` returns an existing child unchanged)."""
+        self.latency.labels(version)
+        for status in STATUSES:
+            self.requests.labels(version, status)
+        self.errors.labels(version)
+        self.ndcg.labels(version)
+        self.compute.labels(version)
+        self.cost.labels(version)
 
     def observe_request(self, version: str, seconds: float, ok: bool, compute_seconds: float) -> None:
         self.latency.labels(version).observe(seconds)
@@ -39,6 +60,9 @@ class ServiceMetrics:
         self.cost.labels(version).inc(compute_seconds * self.price)
 
     def set_models(self, stable: str, canary: str | None, canary_weight: float) -> None:
+        for v in (stable, canary):
+            if v is not None:
+                self.init_version(v)
         for key in self._loaded:
             self.model_info.remove(*key)
         for v in self._canaries:

@@ -47,6 +47,12 @@ class ABTest(_Strict):
     max_duration_seconds: float = Field(120, alias="maxDurationSeconds", gt=0)
     alpha: float = Field(0.05, gt=0, lt=1)
     canary_weight: float = Field(0.5, alias="canaryWeight", gt=0, le=0.5)
+    # Latency guard of the A/B judge and the watch (loop/abtest.py): the treatment regresses only when its
+    # per-request latencies are significantly slower AND the median shift exceeds max(pct of control, slack).
+    latency_tolerance_pct: float = Field(20.0, alias="latencyTolerancePct", ge=0)
+    latency_slack_ms: float = Field(25.0, alias="latencySlackMs", ge=0)
+    latency_min_samples: int = Field(20, alias="latencyMinSamples", ge=5)
+    error_tolerance: float = Field(0.01, alias="errorTolerance", ge=0, le=1)
 
 
 class Loop(_Strict):

@@ -218,18 +218,21 @@ def judge(
     config: ABConfig,
     control_latency: Sequence[float] | None = None,
     treatment_latency: Sequence[float] | None = None,
+    *,
+    compare_latency: bool = True,
 ) -> ABResult:
     """Judge one A/B comparison from per-request NDCG@10 and latency (ms) samples plus each arm's Prometheus p95
-    and error rate. No latency samples means the relative latency guard is unknown (never ok)."""
+    and error rate. No latency samples means the relative latency guard is unknown (never ok).
+    `compare_latency=False` defers the latency shift test (unknown; the samples still feed the p95 gate)."""
     from scipy.stats import mannwhitneyu
 
     x, y = _clean(control_ndcg), _clean(treatment_ndcg)
     lx, ly = _clean(control_latency), _clean(treatment_latency)
     control = control.model_copy(update={**_describe(x), **_describe_latency(lx)})
     treatment = treatment.model_copy(update={**_describe(y), **_describe_latency(ly)})
-    latency = latency_test(lx, ly, config)
+    latency = latency_test(lx, ly, config) if compare_latency else LatencyTest(confidence=1 - config.alpha)
     reasons: list[str] = []
-    guard_fail, guard_unknown = _guards(control, treatment, latency, config, reasons)
+    guard_fail, guard_unknown = _guards(control, treatment, latency, config, reasons, compare_latency)
     quality = QualityTest(confidence=1 - config.alpha)
 
     def result(verdict: Verdict) -> ABResult:
@@ -310,7 +313,7 @@ def _known(v: float | None) -> bool:
 
 
 def _guards(control: ArmStats, treatment: ArmStats, latency: LatencyTest, config: ABConfig,
-            reasons: list[str]) -> tuple[bool, bool]:
+            reasons: list[str], compare_latency: bool = True) -> tuple[bool, bool]:
     """(failed, unknown) for the latency gate, the relative latency test and the error rate; one reason each."""
     failed = unknown = False
     # The gate: Prometheus's p95 (every request, also those without feedback) and the per-request samples' p95.
@@ -323,8 +326,12 @@ def _guards(control: ArmStats, treatment: ArmStats, latency: LatencyTest, config
     elif max(p95s) > config.max_p95_ms:
         failed = True
         reasons.append(f"treatment p95 latency {max(p95s):.0f} ms is above the gate {config.max_p95_ms:.0f} ms")
-    failed_rel, unknown_rel = _latency_reason(control, treatment, latency, config, reasons)
-    failed, unknown = failed or failed_rel, unknown or unknown_rel
+    if compare_latency:
+        failed_rel, unknown_rel = _latency_reason(control, treatment, latency, config, reasons)
+        failed, unknown = failed or failed_rel, unknown or unknown_rel
+    else:
+        unknown = True
+        reasons.append("latency shift not judged yet (deferred)")
     t_err, c_err = treatment.error_rate, control.error_rate
     if not _known(t_err):
         unknown = True

@@ -3,10 +3,16 @@
 Degradation is the A/B judge's `fail` (new vs. the old version's samples before the deploy): NDCG@10 worse
 (Mann-Whitney U + bootstrap CI), per-request latencies slower by more than the allowed shift (the same Mann-Whitney
 + Hodges-Lehmann test as the A/B, against the old version's pre-deploy latencies), p95 latency above the gate, or
-an error rate above the tolerance. Unlike the A/B test
-the watch checks on every poll and stops at the first significant degradation: a false alarm costs one rollback,
-a missed one costs users, so early stopping is the right trade here; the minimum latency effect (not only
-significance) keeps the repeated latency test from alarming on noise.
+an error rate above the tolerance. Unlike the A/B test the watch checks NDCG, the p95 gate and errors on every poll
+and stops at the first significant degradation: a false alarm costs one rollback, a missed one costs users, so
+early stopping is the right trade here.
+
+The latency shift is judged ONCE, on the whole window, at its end. The watch has no concurrent control arm (the
+baseline was measured before the deploy), and latencies come in bursts: a few seconds of CPU contention on the host
+slow every request alike. A per-poll test on the first ~30 requests after a swap reads such a burst as a
+regression (seen in the demo beside a CPU hog: ~20 ms per request in the A/B, then from 5 s before the swap both
+versions at 50-120 ms and the new one at 60-270 ms in the 3 s after it); the median shift over the whole window is
+robust to it. A new version slow enough to matter early is above the p95 gate, which still stops at once.
 """
 
 from __future__ import annotations
@@ -48,6 +54,7 @@ def watch_deployment(
         snap = source.snapshot(new, since)
         elapsed = clock() - since
         checks += 1
+        final = elapsed >= seconds
         if on_progress:
             on_progress(len(snap.ndcg), elapsed)
         result = judge(
@@ -59,6 +66,7 @@ def watch_deployment(
             config,
             control_latency=baseline_latency,
             treatment_latency=snap.latency_ms,
+            compare_latency=final,
         )
         last = {"new": new, "old": old, "samples": len(snap.ndcg), "baseline_samples": len(baseline),
                 "latency_samples": len(snap.latency_ms), "baseline_latency_samples": len(baseline_latency),
@@ -68,7 +76,7 @@ def watch_deployment(
                 "tradeoff": result.tradeoff.model_dump(), "checks": checks, "elapsed_seconds": round(elapsed, 3)}
         if result.verdict == "fail":
             return {**last, "degraded": True, "reasons": result.reasons, "detected_at": clock()}
-        if elapsed >= seconds:
+        if final:
             return {**last, "degraded": False, "reasons": result.reasons, "detected_at": None}
         sleep(min(config.poll_seconds, max(0.05, seconds - elapsed)))
 

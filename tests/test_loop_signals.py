@@ -42,6 +42,9 @@ def test_feedback_log_samples_per_version(tmp_path: Path, monkeypatch: pytest.Mo
         assert log.samples("v-b", since) == [] and log.samples("v-a", time.time() + 1) == []
         snap = LiveSource(settings).snapshot("v-a", since)
         assert len(snap.ndcg) == 3 and snap.p95_latency_ms is None and snap.error_rate is None
+        # per-request server latencies come with the feedback that named its request_id
+        assert len(snap.latency_ms) == 3 and all(ms > 0 for ms in snap.latency_ms)
+        assert log.latencies("v-a", since) == snap.latency_ms and log.latencies("v-b", since) == []
     finally:
         svc.stop()
 
@@ -54,6 +57,14 @@ def test_feedback_log_reads_incrementally_and_skips_bad_lines(tmp_path: Path) ->
     with path.open("a") as fh:
         fh.write(', "served": [{"doc_id": "d"}], "judgments": {"d": 1}}\n')
     assert log.samples("m", 0) == [0.5, 1.0]
+    assert log.latencies("m", 0) == []
+    # latency_ms is read per record; a record with latency but no NDCG still counts as a latency sample
+    with path.open("a") as fh:
+        fh.write('{"ts": 12, "model_version": "m", "ndcg10": 0.25, "latency_ms": 31.5}\n'
+                 '{"ts": 13, "model_version": "m", "ndcg10": null, "latency_ms": 40}\n'
+                 '{"ts": 14, "model_version": "m", "ndcg10": 0.75, "latency_ms": -1}\n')
+    assert log.samples("m", 0) == [0.5, 1.0, 0.25, 0.75] and log.latencies("m", 0) == [31.5, 40.0]
+    assert log.latencies("m", 12.5, 14) == [40.0]
 
 
 def test_prometheus_guards_unknown_when_down() -> None:

@@ -86,6 +86,10 @@ def test_feedback_records_ndcg_and_log(client, service):
     assert [s["doc_id"] for s in rows[0]["served"]] == [h["doc_id"] for h in hit["hits"]]
     assert rows[0]["served"][0]["score"] == pytest.approx(hit["hits"][0]["score"])
     assert rows[0]["model_version"] == "v-a" and rows[0]["ts"] > 0
+    # with the request_id the record carries that request's server latency (the A/B judge's latency sample),
+    # the same value /search answered; feedback naming only `served` has none
+    assert rows[0]["request_id"] == hit["request_id"] and rows[0]["latency_ms"] == hit["latency_ms"] > 0
+    assert rows[1]["request_id"] is None and rows[1]["latency_ms"] is None
 
 
 def test_feedback_unknown_version_and_missing_ranking(client):

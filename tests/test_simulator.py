@@ -71,6 +71,8 @@ def test_run_replays_with_feedback_and_shifts(service) -> None:
     assert len(log) == stats.feedback_ok
     assert {r["model_version"] for r in log} == {"tiny-bm25"} and all(r["ndcg10"] is not None for r in log)
     assert {r["query_id"].split("/")[0] for r in log} == {"good", "bad"}
+    # the simulator names each /search request_id, so the service logs that request's server latency
+    assert len({r["request_id"] for r in log}) == len(log) and all(r["latency_ms"] > 0 for r in log)
 
 
 def test_max_requests_bounds_the_run(service) -> None:

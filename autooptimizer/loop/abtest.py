@@ -1,14 +1,21 @@
 """The A/B judge: is the canary (treatment) better than the stable model (control) on live traffic?
 
-In the manner of Kayenta/Flagger: collect per-request online NDCG@10 samples for both model versions until each
-arm has a minimum sample count or a maximum duration passes, then judge ONCE (no peeking, so alpha holds):
+In the manner of Kayenta/Flagger: collect per-request samples for both model versions until each arm has a minimum
+sample count or a maximum duration passes, then judge ONCE (no peeking, so alpha holds):
 
 - quality: a one-sided Mann-Whitney U test on per-request NDCG@10, plus a seeded bootstrap confidence interval of
   the difference of means; `pass` needs both to agree that the treatment wins, `fail` that it loses;
-- guards: p95 latency and error rate per model version (from Prometheus). A guard regression is a `fail` whatever
-  the quality says; a guard that cannot be read makes a would-be `pass` `inconclusive` (unknown is never ok).
+- latency, relative: per-request server latencies, judged like Kayenta's Mann-Whitney classifier: a regression
+  needs BOTH a significant one-sided Mann-Whitney U (treatment slower, p < alpha) AND a Hodges-Lehmann shift
+  (median of all pairwise treatment-control differences) above the allowed shift, max(latencyTolerancePct % of
+  the control median, latencySlackMs). A p95 point value over ~100 requests is a tail order statistic that noise
+  (another process on the CPU) moves by 50 % or more, so it is never compared between arms;
+- latency, absolute: the treatment's p95 (Prometheus, else the per-request samples) above the latency gate fails;
+- errors: the treatment's error rate (Prometheus) above control + errorTolerance fails.
 
-The verdict and every statistic go to `ab_test_results.json`.
+A guard regression is a `fail` whatever the quality says; a guard that cannot be read (too few latency samples, no
+Prometheus) makes a would-be `pass` `inconclusive` (unknown is never ok). A pass reports its trade-off (NDCG@10
+gained against latency added). The verdict and every statistic go to `ab_test_results.json`.
 """
 
 from __future__ import annotations
@@ -28,28 +35,42 @@ from autooptimizer.profiles import Profile
 
 Verdict = Literal["pass", "fail", "inconclusive"]
 
+# Pairwise differences for the Hodges-Lehmann estimate are n*m floats: arms above this are subsampled (seeded).
+MAX_LATENCY_SAMPLES_PER_ARM = 1000
+
 
 class ABConfig(BaseModel):
-    """Judge settings; `from_profile` takes them from the environment profile."""
+    """Judge settings; `from_profile` takes them from the environment profile (`abTest.*`, `gates.p95LatencyMs`)."""
 
     min_samples: int = Field(20, ge=2)
     max_duration_seconds: float = Field(120, gt=0)
     alpha: float = Field(0.05, gt=0, lt=1)
     min_effect: float = Field(0.0, ge=0, description="smallest NDCG@10 gain (absolute) worth a pass")
-    latency_tolerance_pct: float = Field(20.0, ge=0, description="treatment p95 may exceed control by this %")
-    latency_slack_ms: float = Field(25.0, ge=0, description="... and by at least this many ms before it counts")
-    max_p95_ms: float = Field(800.0, gt=0, description="the latency gate: a treatment above it fails")
-    error_tolerance: float = Field(0.01, ge=0, description="treatment error rate may exceed control by this")
+    latency_tolerance_pct: float = Field(20.0, ge=0, description="the treatment's median latency shift may reach "
+                                         "this % of the control median (profile abTest.latencyTolerancePct)")
+    latency_slack_ms: float = Field(25.0, ge=0, description="... and at least this many ms before it counts "
+                                    "(profile abTest.latencySlackMs)")
+    latency_min_samples: int = Field(20, ge=5, description="per-request latencies per arm below which the latency "
+                                     "comparison is unknown (profile abTest.latencyMinSamples)")
+    max_p95_ms: float = Field(800.0, gt=0, description="the latency gate: a treatment above it fails "
+                              "(profile gates.p95LatencyMs)")
+    error_tolerance: float = Field(0.01, ge=0, description="treatment error rate may exceed control by this "
+                                   "(profile abTest.errorTolerance)")
     bootstrap_resamples: int = Field(2000, ge=100)
     poll_seconds: float = Field(1.0, gt=0)
     seed: int = 0
 
     @classmethod
     def from_profile(cls, profile: Profile, **overrides: object) -> ABConfig:
+        ab = profile.ab_test
         base = {
-            "min_samples": profile.ab_test.min_samples,
-            "max_duration_seconds": profile.ab_test.max_duration_seconds,
-            "alpha": profile.ab_test.alpha,
+            "min_samples": ab.min_samples,
+            "max_duration_seconds": ab.max_duration_seconds,
+            "alpha": ab.alpha,
+            "latency_tolerance_pct": ab.latency_tolerance_pct,
+            "latency_slack_ms": ab.latency_slack_ms,
+            "latency_min_samples": ab.latency_min_samples,
+            "error_tolerance": ab.error_tolerance,
             "max_p95_ms": profile.gates.p95_latency_ms,
         }
         base.update(overrides)
@@ -63,8 +84,11 @@ class ArmStats(BaseModel):
     samples: int
     mean_ndcg: float | None = None
     median_ndcg: float | None = None
-    p95_latency_ms: float | None = None
+    p95_latency_ms: float | None = Field(None, description="from Prometheus (all requests), for the gate")
     error_rate: float | None = None
+    latency_samples: int = 0
+    median_latency_ms: float | None = Field(None, description="of the per-request server latencies")
+    p95_latency_sample_ms: float | None = Field(None, description="of the per-request server latencies")
 
 
 class QualityTest(BaseModel):
@@ -78,6 +102,30 @@ class QualityTest(BaseModel):
     confidence: float = 0.95
 
 
+class LatencyTest(BaseModel):
+    """Treatment vs control on per-request latencies (ms): significant AND larger than the allowed shift fails."""
+
+    method: str = "mann-whitney-u + hodges-lehmann shift"
+    status: Literal["ok", "regressed", "unknown"] = "unknown"
+    u_statistic: float | None = None
+    p_value_slower: float | None = Field(None, description="one-sided: treatment latencies stochastically larger")
+    shift_ms: float | None = Field(None, description="Hodges-Lehmann: median of treatment - control differences")
+    shift_pct: float | None = Field(None, description="shift_ms as % of the control median")
+    ci_low_ms: float | None = None
+    ci_high_ms: float | None = None
+    allowed_shift_ms: float | None = Field(None, description="max(tolerance % of control median, slack ms)")
+    confidence: float = 0.95
+
+
+class TradeOff(BaseModel):
+    """What the treatment costs for what it gains: NDCG@10 (mean difference) against latency (median shift)."""
+
+    ndcg_gain: float | None = None
+    latency_added_ms: float | None = None
+    latency_added_pct: float | None = None
+    summary: str | None = None
+
+
 class ABResult(BaseModel):
     """The verdict with its evidence; written verbatim to ab_test_results.json."""
 
@@ -86,6 +134,8 @@ class ABResult(BaseModel):
     control: ArmStats
     treatment: ArmStats
     quality: QualityTest
+    latency: LatencyTest = Field(default_factory=LatencyTest)
+    tradeoff: TradeOff = Field(default_factory=TradeOff)
     config: ABConfig
     started_at: str | None = None
     finished_at: str | None = None
@@ -108,9 +158,56 @@ def _bootstrap_ci(x: np.ndarray, y: np.ndarray, resamples: int, confidence: floa
     return float(lo), float(hi)
 
 
-def _clean(values: Sequence[float]) -> np.ndarray:
-    arr = np.asarray([float(v) for v in values], dtype=float)
+def _clean(values: Sequence[float] | None) -> np.ndarray:
+    arr = np.asarray([float(v) for v in values or ()], dtype=float)
     return arr[np.isfinite(arr)]
+
+
+def hodges_lehmann(x: np.ndarray, y: np.ndarray, confidence: float) -> tuple[float, float, float]:
+    """(shift, ci_low, ci_high) of y relative to x: the median of all n*m differences y_j - x_i, and its
+    distribution-free CI from the Mann-Whitney null distribution (normal approximation, n, m >= ~10):
+    [D_(C+1), D_(nm-C)] with C = floor(nm/2 - z * sqrt(nm(n+m+1)/12)) (Hollander & Wolfe, Nonparametric
+    Statistical Methods, 3rd ed., sec. 4.3; R's wilcox.test(conf.int=TRUE) without the exact branch)."""
+    from scipy.stats import norm
+
+    d = np.sort((y[:, None] - x[None, :]).ravel())
+    n, m, pairs = x.size, y.size, d.size
+    z = float(norm.ppf(1 - (1 - confidence) / 2))
+    c = int(math.floor(pairs / 2 - z * math.sqrt(n * m * (n + m + 1) / 12)))
+    c = min(max(c, 0), pairs - 1)
+    return float(np.median(d)), float(d[c]), float(d[pairs - 1 - c])
+
+
+def _cap(arr: np.ndarray, seed: int) -> np.ndarray:
+    """A seeded subsample of at most MAX_LATENCY_SAMPLES_PER_ARM values (bounds the n*m pairwise differences)."""
+    if arr.size <= MAX_LATENCY_SAMPLES_PER_ARM:
+        return arr
+    return np.random.default_rng(seed).choice(arr, MAX_LATENCY_SAMPLES_PER_ARM, replace=False)
+
+
+def latency_test(x: np.ndarray, y: np.ndarray, config: ABConfig) -> LatencyTest:
+    """Control latencies `x` vs treatment latencies `y` (ms, per request). `regressed` needs the one-sided
+    Mann-Whitney p(slower) < alpha AND the Hodges-Lehmann shift above max(tolerance % of the control median,
+    slack ms): significance alone would fail a canary for 1 ms on enough traffic, size alone on noise."""
+    from scipy.stats import mannwhitneyu
+
+    test = LatencyTest(confidence=1 - config.alpha)
+    if min(x.size, y.size) < config.latency_min_samples:
+        return test
+    if np.ptp(np.concatenate([x, y])) == 0:
+        u_stat, p_slower = float(x.size * y.size / 2), 1.0
+    else:
+        res = mannwhitneyu(y, x, alternative="greater")
+        u_stat, p_slower = float(res.statistic), float(res.pvalue)
+    shift, lo, hi = hodges_lehmann(_cap(x, config.seed), _cap(y, config.seed + 1), 1 - config.alpha)
+    c_median = float(np.median(x))
+    allowed = max(c_median * config.latency_tolerance_pct / 100, config.latency_slack_ms)
+    regressed = p_slower < config.alpha and shift > allowed
+    return test.model_copy(update={
+        "status": "regressed" if regressed else "ok", "u_statistic": u_stat, "p_value_slower": p_slower,
+        "shift_ms": shift, "shift_pct": 100 * shift / c_median if c_median > 0 else None, "ci_low_ms": lo,
+        "ci_high_ms": hi, "allowed_shift_ms": allowed,
+    })
 
 
 def judge(
@@ -119,24 +216,37 @@ def judge(
     control_ndcg: Sequence[float],
     treatment_ndcg: Sequence[float],
     config: ABConfig,
+    control_latency: Sequence[float] | None = None,
+    treatment_latency: Sequence[float] | None = None,
+    *,
+    compare_latency: bool = True,
 ) -> ABResult:
-    """Judge one A/B comparison from per-request NDCG@10 samples plus each arm's latency and error guard values."""
+    """Judge one A/B comparison from per-request NDCG@10 and latency (ms) samples plus each arm's Prometheus p95
+    and error rate. No latency samples means the relative latency guard is unknown (never ok).
+    `compare_latency=False` defers the latency shift test (unknown; the samples still feed the p95 gate)."""
     from scipy.stats import mannwhitneyu
 
     x, y = _clean(control_ndcg), _clean(treatment_ndcg)
-    control = control.model_copy(update=_describe(x))
-    treatment = treatment.model_copy(update=_describe(y))
+    lx, ly = _clean(control_latency), _clean(treatment_latency)
+    control = control.model_copy(update={**_describe(x), **_describe_latency(lx)})
+    treatment = treatment.model_copy(update={**_describe(y), **_describe_latency(ly)})
+    latency = latency_test(lx, ly, config) if compare_latency else LatencyTest(confidence=1 - config.alpha)
     reasons: list[str] = []
-    guard_fail, guard_unknown = _guards(control, treatment, config, reasons)
+    guard_fail, guard_unknown = _guards(control, treatment, latency, config, reasons, compare_latency)
     quality = QualityTest(confidence=1 - config.alpha)
+
+    def result(verdict: Verdict) -> ABResult:
+        tradeoff = _tradeoff(quality, latency)
+        if tradeoff.summary:
+            reasons.append(f"trade-off: {tradeoff.summary}")
+        return ABResult(verdict=verdict, reasons=reasons, control=control, treatment=treatment, quality=quality,
+                        latency=latency, tradeoff=tradeoff, config=config)
 
     if min(x.size, y.size) < config.min_samples:
         reasons.append(
             f"too few NDCG samples: control {x.size}, treatment {y.size}, need {config.min_samples} in each arm"
         )
-        verdict: Verdict = "fail" if guard_fail else "inconclusive"
-        return ABResult(verdict=verdict, reasons=reasons, control=control, treatment=treatment, quality=quality,
-                        config=config)
+        return result("fail" if guard_fail else "inconclusive")
 
     if np.ptp(np.concatenate([x, y])) == 0:
         p_greater = p_less = 1.0
@@ -153,7 +263,7 @@ def judge(
     wins = p_greater < config.alpha and lo > 0 and delta >= config.min_effect
     loses = p_less < config.alpha and hi < 0
     if guard_fail:
-        verdict = "fail"
+        verdict: Verdict = "fail"
     elif loses:
         verdict = "fail"
         reasons.append(f"treatment NDCG@10 is worse: delta {delta:+.4f}, CI [{lo:+.4f}, {hi:+.4f}], "
@@ -169,8 +279,7 @@ def judge(
         verdict = "inconclusive"
         reasons.append(f"no significant NDCG@10 difference: delta {delta:+.4f}, CI [{lo:+.4f}, {hi:+.4f}], "
                        f"p(greater)={p_greater:.4g}, p(less)={p_less:.4g}, min effect {config.min_effect}")
-    return ABResult(verdict=verdict, reasons=reasons, control=control, treatment=treatment, quality=quality,
-                    config=config)
+    return result(verdict)
 
 
 def _describe(arr: np.ndarray) -> dict[str, object]:
@@ -179,29 +288,56 @@ def _describe(arr: np.ndarray) -> dict[str, object]:
     return {"samples": int(arr.size), "mean_ndcg": float(arr.mean()), "median_ndcg": float(np.median(arr))}
 
 
-def _guards(control: ArmStats, treatment: ArmStats, config: ABConfig, reasons: list[str]) -> tuple[bool, bool]:
-    """(failed, unknown) for the latency and error-rate guards; reasons get one line per finding."""
-    failed = unknown = False
-    t_lat, c_lat = treatment.p95_latency_ms, control.p95_latency_ms
-    if t_lat is None or (isinstance(t_lat, float) and math.isnan(t_lat)):
-        unknown = True
-        reasons.append("treatment p95 latency unknown")
+def _describe_latency(arr: np.ndarray) -> dict[str, object]:
+    if arr.size == 0:
+        return {"latency_samples": 0, "median_latency_ms": None, "p95_latency_sample_ms": None}
+    return {"latency_samples": int(arr.size), "median_latency_ms": float(np.median(arr)),
+            "p95_latency_sample_ms": float(np.quantile(arr, 0.95))}
+
+
+def _tradeoff(quality: QualityTest, latency: LatencyTest) -> TradeOff:
+    """e.g. '+0.164 NDCG@10 for +12 ms median latency (+25 %)'; no summary before the NDCG test has run."""
+    gain, shift, pct = quality.delta_mean, latency.shift_ms, latency.shift_pct
+    if gain is None:
+        return TradeOff(latency_added_ms=shift, latency_added_pct=pct)
+    if shift is None:
+        cost = "unknown latency (too few per-request latencies)"
     else:
-        if t_lat > config.max_p95_ms:
-            failed = True
-            reasons.append(f"treatment p95 latency {t_lat:.0f} ms is above the gate {config.max_p95_ms:.0f} ms")
-        if c_lat is not None and not math.isnan(c_lat):
-            limit = max(c_lat * (1 + config.latency_tolerance_pct / 100), c_lat + config.latency_slack_ms)
-            if t_lat > limit:
-                failed = True
-                reasons.append(f"treatment p95 latency {t_lat:.0f} ms regressed vs control {c_lat:.0f} ms "
-                               f"(limit {limit:.0f} ms)")
+        cost = f"{shift:+.0f} ms median latency" + (f" ({pct:+.0f} %)" if pct is not None else "")
+    return TradeOff(ndcg_gain=gain, latency_added_ms=shift, latency_added_pct=pct,
+                    summary=f"{gain:+.3f} NDCG@10 for {cost}")
+
+
+def _known(v: float | None) -> bool:
+    return v is not None and math.isfinite(v)
+
+
+def _guards(control: ArmStats, treatment: ArmStats, latency: LatencyTest, config: ABConfig,
+            reasons: list[str], compare_latency: bool = True) -> tuple[bool, bool]:
+    """(failed, unknown) for the latency gate, the relative latency test and the error rate; one reason each."""
+    failed = unknown = False
+    # The gate: Prometheus's p95 (every request, also those without feedback) and the per-request samples' p95.
+    p95s = [v for v in (treatment.p95_latency_ms,
+                        treatment.p95_latency_sample_ms if treatment.latency_samples >= config.latency_min_samples
+                        else None) if _known(v)]
+    if not p95s:
+        unknown = True
+        reasons.append("treatment p95 latency unknown (no Prometheus reading and too few per-request latencies)")
+    elif max(p95s) > config.max_p95_ms:
+        failed = True
+        reasons.append(f"treatment p95 latency {max(p95s):.0f} ms is above the gate {config.max_p95_ms:.0f} ms")
+    if compare_latency:
+        failed_rel, unknown_rel = _latency_reason(control, treatment, latency, config, reasons)
+        failed, unknown = failed or failed_rel, unknown or unknown_rel
+    else:
+        unknown = True
+        reasons.append("latency shift not judged yet (deferred)")
     t_err, c_err = treatment.error_rate, control.error_rate
-    if t_err is None or math.isnan(t_err):
+    if not _known(t_err):
         unknown = True
         reasons.append("treatment error rate unknown")
     else:
-        base = 0.0 if c_err is None or math.isnan(c_err) else c_err
+        base = c_err if _known(c_err) else 0.0
         if t_err > base + config.error_tolerance:
             failed = True
             reasons.append(f"treatment error rate {t_err:.3f} regressed vs control {base:.3f} "
@@ -209,10 +345,30 @@ def _guards(control: ArmStats, treatment: ArmStats, config: ABConfig, reasons: l
     return failed, unknown
 
 
+def _latency_reason(control: ArmStats, treatment: ArmStats, lat: LatencyTest, config: ABConfig,
+                    reasons: list[str]) -> tuple[bool, bool]:
+    if lat.status == "unknown":
+        reasons.append(f"latency comparison unknown: {control.latency_samples} control and "
+                       f"{treatment.latency_samples} treatment per-request latencies, need "
+                       f"{config.latency_min_samples} in each arm")
+        return False, True
+    assert lat.shift_ms is not None and lat.allowed_shift_ms is not None and lat.p_value_slower is not None
+    where = (f"median shift {lat.shift_ms:+.1f} ms, CI [{lat.ci_low_ms:+.1f}, {lat.ci_high_ms:+.1f}], "
+             f"p(slower)={lat.p_value_slower:.3g}, allowed +{lat.allowed_shift_ms:.1f} ms "
+             f"(max({config.latency_tolerance_pct:g} % of control median {control.median_latency_ms:.1f} ms, "
+             f"{config.latency_slack_ms:g} ms))")
+    if lat.status == "regressed":
+        reasons.append(f"treatment latency regressed: {where}")
+        return True, False
+    reasons.append(f"treatment latency within tolerance: {where}")
+    return False, False
+
+
 class ArmSnapshot(BaseModel):
     """One read of a model version's live numbers since the test started."""
 
     ndcg: list[float] = Field(default_factory=list)
+    latency_ms: list[float] = Field(default_factory=list, description="per-request server latencies")
     p95_latency_ms: float | None = None
     error_rate: float | None = None
 
@@ -221,6 +377,11 @@ class SampleSource(Protocol):
     """Where live numbers come from (the service's feedback log + Prometheus in the embedded default)."""
 
     def snapshot(self, model_version: str, since: float) -> ArmSnapshot: ...
+
+
+def _enough(c: ArmSnapshot, t: ArmSnapshot, config: ABConfig) -> bool:
+    return (min(len(c.ndcg), len(t.ndcg)) >= config.min_samples
+            and min(len(c.latency_ms), len(t.latency_ms)) >= config.latency_min_samples)
 
 
 def run_ab_test(
@@ -234,7 +395,8 @@ def run_ab_test(
     on_progress: Callable[[int, int, float], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> ABResult:
-    """Collect until both arms reach `min_samples` or `max_duration_seconds` passes, then judge once."""
+    """Collect until both arms reach `min_samples` NDCG and `latency_min_samples` latency samples, or
+    `max_duration_seconds` passes, then judge once."""
     started = clock()
     stopped_by: Literal["min_samples", "max_duration"] = "max_duration"
     while True:
@@ -242,7 +404,7 @@ def run_ab_test(
         elapsed = clock() - started
         if on_progress:
             on_progress(len(c.ndcg), len(t.ndcg), elapsed)
-        if min(len(c.ndcg), len(t.ndcg)) >= config.min_samples:
+        if _enough(c, t, config):
             stopped_by = "min_samples"
             break
         if elapsed >= config.max_duration_seconds or (should_stop and should_stop()):
@@ -258,6 +420,8 @@ def run_ab_test(
         c.ndcg,
         t.ndcg,
         config,
+        control_latency=c.latency_ms,
+        treatment_latency=t.latency_ms,
     )
     finished = clock()
     return result.model_copy(update={

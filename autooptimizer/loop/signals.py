@@ -1,8 +1,10 @@
 """Live numbers per model version for the A/B judge and the post-promotion watch.
 
-- per-request NDCG@10 samples: the search service's feedback log (JSONL under AUTOOPT_HOME), because a statistical
-  test needs samples and Prometheus only holds their sum and count;
-- p95 latency and error rate: Prometheus, over the window since the test started (`increase(...[Ns])`).
+- per-request NDCG@10 and server latency (ms) samples: the search service's feedback log (JSONL under
+  AUTOOPT_HOME; `latency_ms` is there when the feedback named its /search `request_id`), because a statistical test
+  needs samples and Prometheus only holds their sum and count (or histogram buckets);
+- p95 latency (for the absolute gate) and error rate: Prometheus, over the window since the test started
+  (`increase(...[Ns])`).
 """
 
 from __future__ import annotations
@@ -46,6 +48,11 @@ def _ts(rec: dict[str, Any]) -> float | None:
     return None
 
 
+def _latency(rec: dict[str, Any]) -> float | None:
+    v = rec.get("latency_ms")
+    return float(v) if isinstance(v, int | float) and math.isfinite(v) and v >= 0 else None
+
+
 def _ndcg(rec: dict[str, Any]) -> float | None:
     for key in ("ndcg10", "ndcg@10", "ndcg"):
         if isinstance(rec.get(key), int | float):
@@ -64,7 +71,7 @@ class FeedbackLog:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._offset = 0
-        self._rows: list[tuple[float, str, float]] = []
+        self._rows: list[tuple[float, str, float | None, float | None]] = []  # ts, version, ndcg, latency_ms
 
     def _read_new(self) -> None:
         if not self.path.is_file():
@@ -81,14 +88,28 @@ class FeedbackLog:
                 rec = json.loads(line)
             except ValueError:
                 continue
+            if not isinstance(rec, dict):
+                continue
             ts, version, value = _ts(rec), rec.get("model_version"), _ndcg(rec)
-            if ts is not None and isinstance(version, str) and value is not None and math.isfinite(value):
-                self._rows.append((ts, version, value))
+            if value is not None and not math.isfinite(value):
+                value = None
+            latency = _latency(rec)
+            if ts is not None and isinstance(version, str) and (value is not None or latency is not None):
+                self._rows.append((ts, version, value, latency))
 
-    def samples(self, model_version: str, since: float, until: float | None = None) -> list[float]:
+    def _column(self, col: int, model_version: str, since: float, until: float | None) -> list[float]:
         self._read_new()
         end = math.inf if until is None else until
-        return [v for ts, ver, v in self._rows if ver == model_version and since <= ts < end]
+        return [row[col] for row in self._rows
+                if row[1] == model_version and since <= row[0] < end and row[col] is not None]
+
+    def samples(self, model_version: str, since: float, until: float | None = None) -> list[float]:
+        """Per-request NDCG@10 of `model_version` with since <= ts < until."""
+        return self._column(2, model_version, since, until)
+
+    def latencies(self, model_version: str, since: float, until: float | None = None) -> list[float]:
+        """Per-request server latencies (ms) of `model_version` with since <= ts < until."""
+        return self._column(3, model_version, since, until)
 
 
 class PrometheusGuards:
@@ -135,7 +156,9 @@ class LiveSource:
 
     def snapshot(self, model_version: str, since: float) -> ArmSnapshot:
         p95, err = self.guards.read(model_version, since)
-        return ArmSnapshot(ndcg=self.feedback.samples(model_version, since), p95_latency_ms=p95, error_rate=err)
+        return ArmSnapshot(ndcg=self.feedback.samples(model_version, since),
+                           latency_ms=self.feedback.latencies(model_version, since), p95_latency_ms=p95,
+                           error_rate=err)
 
 
 # The cycle runner sets this for the duration of a cycle so the A/B tool reads the same source as the watch.

@@ -67,6 +67,12 @@ class ABTest(_Strict):
     min_guard_requests: int = Field(20, alias="minGuardRequests", ge=1, le=1_000_000,
                                     description="requests per arm before its p95/error-rate guard may decide "
                                                 "(fewer: the guard reads unknown)")
+    # Latency guard of the A/B judge and the watch (loop/abtest.py): the treatment regresses only when its
+    # per-request latencies are significantly slower AND the median shift exceeds max(pct of control, slack).
+    latency_tolerance_pct: float = Field(20.0, alias="latencyTolerancePct", ge=0)
+    latency_slack_ms: float = Field(25.0, alias="latencySlackMs", ge=0)
+    latency_min_samples: int = Field(20, alias="latencyMinSamples", ge=5)
+    error_tolerance: float = Field(0.01, alias="errorTolerance", ge=0, le=1)
 
 
 class Loop(_Strict):

@@ -49,6 +49,16 @@ class Routing:
     canary_weight: float = 0.0
 
 
+@dataclass(frozen=True)
+class Served:
+    """What /search answered for one request_id, kept for its feedback (the A/B judge's per-request samples)."""
+
+    version: str
+    query: str
+    hits: list[Hit]
+    latency_ms: float | None = None  # server time of the request, as in the response and the Prometheus histogram
+
+
 class SearchResponse(BaseModel):
     hits: list[Hit]
     model_version: str
@@ -123,7 +133,7 @@ class SearchService:
         self._fault_rng = random.Random(seed + 1)
         self._rng_lock = threading.Lock()
         self._log_lock = threading.Lock()
-        self._served: OrderedDict[str, tuple[str, str, list[Hit]]] = OrderedDict()
+        self._served: OrderedDict[str, Served] = OrderedDict()
         self._served_lock = threading.Lock()
         self._seen_versions: set[str] = set()
         self._swap_lock = threading.Lock()
@@ -205,13 +215,14 @@ class SearchService:
 
         return pipe.search(q, k, rerank_depth=self.rerank_depth, call=call)
 
-    def remember(self, request_id: str, version: str, q: str, hits: list[Hit]) -> None:
+    def remember(self, request_id: str, version: str, q: str, hits: list[Hit],
+                 latency_ms: float | None = None) -> None:
         with self._served_lock:
-            self._served[request_id] = (version, q, hits)
+            self._served[request_id] = Served(version, q, hits, latency_ms)
             while len(self._served) > SERVED_CACHE:
                 self._served.popitem(last=False)
 
-    def served(self, request_id: str) -> tuple[str, str, list[Hit]] | None:
+    def served(self, request_id: str) -> Served | None:
         with self._served_lock:
             return self._served.get(request_id)
 
@@ -223,11 +234,11 @@ class SearchService:
         served = fb.served
         cached = self.served(fb.request_id) if fb.request_id else None
         if cached is not None:
-            if cached[0] != fb.model_version:
-                raise InputError(f"request {fb.request_id} was served by {cached[0]}, not {fb.model_version}.",
+            if cached.version != fb.model_version:
+                raise InputError(f"request {fb.request_id} was served by {cached.version}, not {fb.model_version}.",
                                  "Send the model_version returned with that request.")
-            scores = {h.doc_id: h.score for h in cached[2]}
-            served = served or [h.doc_id for h in cached[2]]
+            scores = {h.doc_id: h.score for h in cached.hits}
+            served = served or [h.doc_id for h in cached.hits]
         if served is None:
             raise InputError("Feedback has no served ranking.", "Send `served` (doc ids, best first) or `request_id`.")
         ndcg = ndcg10_ranking(served, fb.judgments)
@@ -243,6 +254,7 @@ class SearchService:
             "served": [{"doc_id": d, "score": scores.get(d)} for d in served],
             "judgments": fb.judgments,
             "ndcg10": ndcg,
+            "latency_ms": cached.latency_ms if cached is not None else None,
         }
         with self._log_lock, self.feedback_log.open("a", encoding="utf-8") as fh:
             fh.write(json.dumps(record) + "\n")
@@ -317,9 +329,9 @@ def create_app(service: SearchService) -> FastAPI:
             elapsed = time.perf_counter() - start
             svc.metrics.observe_request(version, elapsed, ok, compute * faults.cost_multiplier)
         request_id = uuid.uuid4().hex
-        svc.remember(request_id, version, q, hits)
-        return SearchResponse(hits=hits, model_version=version, latency_ms=round(elapsed * 1000, 3),
-                              request_id=request_id)
+        latency_ms = round(elapsed * 1000, 3)
+        svc.remember(request_id, version, q, hits, latency_ms)
+        return SearchResponse(hits=hits, model_version=version, latency_ms=latency_ms, request_id=request_id)
 
     @app.post("/feedback")
     async def feedback(fb: FeedbackIn) -> dict[str, Any]:

@@ -197,6 +197,8 @@ class Simulator:
             "model_version": body.get("model_version"),
             "judgments": q.judgments,
             "served": served,
+            # the service then logs this request's server latency with the feedback (the A/B latency samples)
+            "request_id": body.get("request_id"),
         }
         try:
             fr = client.post(f"{self.url}/feedback", json=payload)

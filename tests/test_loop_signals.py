@@ -68,4 +68,28 @@ def test_feedback_log_reads_incrementally_and_skips_bad_lines(tmp_path: Path) ->
 
 
 def test_prometheus_guards_unknown_when_down() -> None:
-    assert PrometheusGuards("http://127.0.0.1:9", timeout=1).read("v", time.time() - 10) == (None, None)
+    got = PrometheusGuards("http://127.0.0.1:9", timeout=1).read("v", time.time() - 10)
+    assert (got.p95_latency_ms, got.error_rate, got.requests) == (None, None, None)
+
+
+@pytest.mark.parametrize(("answers", "expected"), [
+    # (p95, requests, error ratio) answers -> (error_rate, requests); a missing or NaN ratio is unknown, never 0
+    ({"histogram": "50", "requests": "40", "ratio": "0.05"}, (0.05, 40.0)),
+    ({"histogram": "50", "requests": "40", "ratio": None}, (None, 40.0)),
+    ({"histogram": "50", "requests": "40", "ratio": "NaN"}, (None, 40.0)),
+    ({"histogram": "50", "requests": "0", "ratio": "NaN"}, (None, 0.0)),
+    ({"histogram": None, "requests": None, "ratio": "0.0"}, (None, None)),
+], ids=["known", "ratio-missing", "ratio-nan", "no-requests", "requests-unknown"])
+def test_prometheus_guards_never_read_an_unknown_error_count_as_zero(answers: dict, expected: tuple) -> None:
+    from fake_prometheus import FakeProm, vector
+
+    def answer(q: str) -> tuple[int, object]:
+        key = "histogram" if "histogram_quantile" in q else "ratio" if " / " in q else "requests"
+        return 200, vector() if answers[key] is None else vector(answers[key])
+
+    fake = FakeProm(answer)
+    try:
+        got = PrometheusGuards(fake.url, timeout=2).read("v", time.time() - 10)
+    finally:
+        fake.close()
+    assert (got.error_rate, got.requests) == expected

@@ -193,11 +193,11 @@ def test_the_error_guard_sees_the_first_errors_of_a_fresh_canary(live) -> None:
     svc.fault({"error_rate": 1.0})
     svc.search(3, expect=500)  # the incident: three HTTP 500s read as an error rate of 0.0
     wait_value(prom, f'sum({M.REQUESTS_TOTAL}{{model_version="tiny-b"}})', 3.0)
-    assert guards.read("tiny-b", since)[1] == pytest.approx(1.0, rel=GUARD_REL)
+    assert guards.read("tiny-b", since).error_rate == pytest.approx(1.0, rel=GUARD_REL)
     svc.clear()
     svc.search(3)
     wait_value(prom, f'sum({M.REQUESTS_TOTAL}{{model_version="tiny-b"}})', 6.0)
-    assert guards.read("tiny-b", since)[1] == pytest.approx(0.5, rel=GUARD_REL)
+    assert guards.read("tiny-b", since).error_rate == pytest.approx(0.5, rel=GUARD_REL)
     # the next canary: its own series from its load, its first error counted; tiny-b's numbers are untouched
     since_c = time.time()
     _canary(svc, "tiny-c", prom)
@@ -206,8 +206,8 @@ def test_the_error_guard_sees_the_first_errors_of_a_fresh_canary(live) -> None:
     svc.clear()
     svc.search(3)
     wait_value(prom, f'sum({M.REQUESTS_TOTAL}{{model_version="tiny-c"}})', 4.0)
-    assert guards.read("tiny-c", since_c)[1] == pytest.approx(0.25, rel=GUARD_REL)
-    assert guards.read("tiny-b", since)[1] == pytest.approx(0.5, rel=GUARD_REL)
+    assert guards.read("tiny-c", since_c).error_rate == pytest.approx(0.25, rel=GUARD_REL)
+    assert guards.read("tiny-b", since).error_rate == pytest.approx(0.5, rel=GUARD_REL)
 
 
 def feedback(svc: LiveService, n: int) -> None:

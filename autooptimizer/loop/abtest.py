@@ -52,6 +52,8 @@ class ABConfig(BaseModel):
                                     "(profile abTest.latencySlackMs)")
     latency_min_samples: int = Field(20, ge=5, description="per-request latencies per arm below which the latency "
                                      "comparison is unknown (profile abTest.latencyMinSamples)")
+    min_guard_requests: int = Field(20, ge=1, description="requests (Prometheus) below which the treatment's error "
+                                    "rate is unknown (profile abTest.minGuardRequests)")
     max_p95_ms: float = Field(800.0, gt=0, description="the latency gate: a treatment above it fails "
                               "(profile gates.p95LatencyMs)")
     error_tolerance: float = Field(0.01, ge=0, description="treatment error rate may exceed control by this "
@@ -70,6 +72,7 @@ class ABConfig(BaseModel):
             "latency_tolerance_pct": ab.latency_tolerance_pct,
             "latency_slack_ms": ab.latency_slack_ms,
             "latency_min_samples": ab.latency_min_samples,
+            "min_guard_requests": ab.min_guard_requests,
             "error_tolerance": ab.error_tolerance,
             "max_p95_ms": profile.gates.p95_latency_ms,
         }
@@ -86,6 +89,7 @@ class ArmStats(BaseModel):
     median_ndcg: float | None = None
     p95_latency_ms: float | None = Field(None, description="from Prometheus (all requests), for the gate")
     error_rate: float | None = None
+    requests: float | None = Field(None, description="requests behind the error rate (Prometheus), when known")
     latency_samples: int = 0
     median_latency_ms: float | None = Field(None, description="of the per-request server latencies")
     p95_latency_sample_ms: float | None = Field(None, description="of the per-request server latencies")
@@ -333,9 +337,12 @@ def _guards(control: ArmStats, treatment: ArmStats, latency: LatencyTest, config
         unknown = True
         reasons.append("latency shift not judged yet (deferred)")
     t_err, c_err = treatment.error_rate, control.error_rate
-    if not _known(t_err):
+    too_few = treatment.requests is not None and treatment.requests < config.min_guard_requests
+    if not _known(t_err) or too_few:
         unknown = True
-        reasons.append("treatment error rate unknown")
+        reasons.append("treatment error rate unknown" + (
+            f" ({treatment.requests:.0f} requests, need {config.min_guard_requests}: abTest.minGuardRequests)"
+            if too_few else ""))
     else:
         base = c_err if _known(c_err) else 0.0
         if t_err > base + config.error_tolerance:
@@ -371,6 +378,7 @@ class ArmSnapshot(BaseModel):
     latency_ms: list[float] = Field(default_factory=list, description="per-request server latencies")
     p95_latency_ms: float | None = None
     error_rate: float | None = None
+    requests: float | None = Field(None, description="requests the error rate was computed over, when known")
 
 
 class SampleSource(Protocol):
@@ -414,9 +422,9 @@ def run_ab_test(
     c, t = source.snapshot(control_version, started), source.snapshot(treatment_version, started)
     result = judge(
         ArmStats(model_version=control_version, samples=len(c.ndcg), p95_latency_ms=c.p95_latency_ms,
-                 error_rate=c.error_rate),
+                 error_rate=c.error_rate, requests=c.requests),
         ArmStats(model_version=treatment_version, samples=len(t.ndcg), p95_latency_ms=t.p95_latency_ms,
-                 error_rate=t.error_rate),
+                 error_rate=t.error_rate, requests=t.requests),
         c.ndcg,
         t.ndcg,
         config,

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
+from pydantic import BaseModel
 
 from autooptimizer.loop.abtest import ArmSnapshot, SampleSource
 from autooptimizer.search import metric_names as m
@@ -112,39 +112,40 @@ class FeedbackLog:
         return self._column(3, model_version, since, until)
 
 
+class GuardReading(BaseModel):
+    """One version's guard values since a test started; None = could not be read."""
+
+    p95_latency_ms: float | None = None
+    error_rate: float | None = None
+    requests: float | None = None
+
+
 class PrometheusGuards:
-    """p95 latency (ms) and error rate of one model version since `since`, read from Prometheus."""
+    """p95 latency (ms), error rate and request count of one model version since `since`, read from Prometheus
+    through the project's one client (`gates.query_metrics`, prometheus-api-client)."""
 
     def __init__(self, url: str, timeout: float = 5.0) -> None:
         self.url = url.rstrip("/")
         self.timeout = timeout
 
     def _scalar(self, promql: str) -> float | None:
-        try:
-            resp = httpx.get(f"{self.url}/api/v1/query", params={"query": promql}, timeout=self.timeout)
-            data = resp.json()
-        except (httpx.HTTPError, ValueError):
-            return None
-        if data.get("status") != "success":
-            return None
-        result = data.get("data", {}).get("result") or []
-        if not result:
-            return None
-        try:
-            value = float(result[0]["value"][1])
-        except (KeyError, IndexError, TypeError, ValueError):
-            return None
-        return value if math.isfinite(value) else None
+        from autooptimizer.gates import query_metrics
 
-    def read(self, model_version: str, since: float) -> tuple[float | None, float | None]:
+        res = query_metrics(promql, self.url, self.timeout)
+        values = [s["value"] for s in res.samples] if res.ok else []
+        return values[0] if len(values) == 1 and math.isfinite(values[0]) else None
+
+    def read(self, model_version: str, since: float) -> GuardReading:
         window = f"{max(5, int(math.ceil(time.time() - since)) + 2)}s"
         sel = f'{{model_version="{model_version}"}}'
         p95 = self._scalar(f"1000 * histogram_quantile(0.95, sum by (le) "
                            f"(increase({m.REQUEST_SECONDS}_bucket{sel}[{window}])))")
         total = self._scalar(f"sum(increase({m.REQUESTS_TOTAL}{sel}[{window}]))")
-        errors = self._scalar(f"sum(increase({m.ERRORS_TOTAL}{sel}[{window}]))")
-        err_rate = None if total is None or total <= 0 else (errors or 0.0) / total
-        return p95, err_rate
+        # one expression, so errors and requests come from the same evaluation; an unreadable error count is
+        # unknown, never zero (the series exists from the version's load on, so "missing" means "cannot read")
+        rate = self._scalar(f"sum(increase({m.ERRORS_TOTAL}{sel}[{window}])) / "
+                            f"sum(increase({m.REQUESTS_TOTAL}{sel}[{window}]))")
+        return GuardReading(p95_latency_ms=p95, error_rate=rate if total else None, requests=total)
 
 
 class LiveSource:
@@ -155,10 +156,10 @@ class LiveSource:
         self.guards = PrometheusGuards(settings.prometheus_url)
 
     def snapshot(self, model_version: str, since: float) -> ArmSnapshot:
-        p95, err = self.guards.read(model_version, since)
+        guard = self.guards.read(model_version, since)
         return ArmSnapshot(ndcg=self.feedback.samples(model_version, since),
-                           latency_ms=self.feedback.latencies(model_version, since), p95_latency_ms=p95,
-                           error_rate=err)
+                           latency_ms=self.feedback.latencies(model_version, since),
+                           p95_latency_ms=guard.p95_latency_ms, error_rate=guard.error_rate, requests=guard.requests)
 
 
 # The cycle runner sets this for the duration of a cycle so the A/B tool reads the same source as the watch.

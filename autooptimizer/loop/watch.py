@@ -13,6 +13,10 @@ slow every request alike. A per-poll test on the first ~30 requests after a swap
 regression (seen in the demo beside a CPU hog: ~20 ms per request in the A/B, then from 5 s before the swap both
 versions at 50-120 ms and the new one at 60-270 ms in the 3 s after it); the median shift over the whole window is
 robust to it. A new version slow enough to matter early is above the p95 gate, which still stops at once.
+
+Missing data never reads as healthy: if, at the end of the window, the new version's NDCG samples are too few, or its
+error rate, p95 or latency shift cannot be read (e.g. Prometheus is down), the watch reports `degraded` with
+`unverified` naming what is missing, and the cycle rolls back as for a measured degradation.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from autooptimizer.loop.abtest import ABConfig, ArmStats, SampleSource, judge
+from autooptimizer.loop.abtest import ABConfig, ABResult, ArmStats, SampleSource, judge
 
 BASELINE_LOOKBACK_S = 900.0
 
@@ -60,7 +64,7 @@ def watch_deployment(
         result = judge(
             ArmStats(model_version=old, samples=len(baseline)),
             ArmStats(model_version=new, samples=len(snap.ndcg), p95_latency_ms=snap.p95_latency_ms,
-                     error_rate=snap.error_rate),
+                     error_rate=snap.error_rate, requests=snap.requests),
             baseline,
             snap.ndcg,
             config,
@@ -77,8 +81,27 @@ def watch_deployment(
         if result.verdict == "fail":
             return {**last, "degraded": True, "reasons": result.reasons, "detected_at": clock()}
         if final:
+            unverified = _unverified(result, config)
+            if unverified:  # missing data never reads as healthy: an unconfirmed deploy is treated as degraded
+                return {**last, "degraded": True, "unverified": unverified, "detected_at": clock(),
+                        "reasons": [f"the new version's health could not be confirmed: {'; '.join(unverified)}"]}
             return {**last, "degraded": False, "reasons": result.reasons, "detected_at": None}
         sleep(min(config.poll_seconds, max(0.05, seconds - elapsed)))
+
+
+def _unverified(result: ABResult, config: ABConfig) -> list[str]:
+    """What the final judgement could not read about the new version (empty: its health is confirmed)."""
+    t = result.treatment
+    out = []
+    if t.samples < config.min_samples:
+        out.append(f"{t.samples} NDCG@10 samples, need {config.min_samples}")
+    if t.error_rate is None or (t.requests is not None and t.requests < config.min_guard_requests):
+        out.append("error rate unknown")
+    if t.p95_latency_ms is None and (t.p95_latency_sample_ms is None or t.latency_samples < config.latency_min_samples):
+        out.append("p95 latency unknown")
+    if result.latency.status == "unknown":
+        out.append("latency shift unknown")
+    return out
 
 
 def _baseline(source: SampleSource, old: str, start: float, until: float) -> tuple[list[float], list[float]]:

@@ -147,3 +147,62 @@ def test_a_target_that_hides_its_replicas_is_not_consistent() -> None:
     assert DeployState(stable="v-a", replicas=2).matches(patch)
     assert not DeployState(stable="v-a", replicas=None).matches(patch)
     assert not DeployState(stable=None, replicas=2).matches(patch)
+
+
+class _Blind:
+    """A sample source whose guard readings can be taken away one at a time (what a stopped Prometheus does)."""
+
+    def __init__(self, **missing: object) -> None:
+        from autooptimizer.loop.testing import SyntheticSource
+
+        self.inner = SyntheticSource({"v-a": 0.5, "v-b": 0.5})
+        self.feedback = self.inner
+        self.missing = missing
+
+    def snapshot(self, model_version: str, since: float):  # noqa: ANN201
+        snap = self.inner.snapshot(model_version, since)
+        return snap.model_copy(update=self.missing)
+
+
+def _watch(source: object) -> dict:
+    import time
+
+    from autooptimizer.loop.abtest import ABConfig
+    from autooptimizer.loop.watch import watch_deployment
+
+    return watch_deployment(source, new="v-b", old="v-a", seconds=0.0, config=ABConfig(), since=time.time(),
+                            sleep=lambda s: None)
+
+
+@pytest.mark.parametrize(("missing", "words"), [
+    ({}, None),  # the control: everything readable, no degradation -> the deploy stands
+    ({"error_rate": None}, "error rate unknown"),
+    ({"requests": 3.0}, "error rate unknown"),
+    ({"p95_latency_ms": None, "latency_ms": []}, "p95 latency unknown"),
+    ({"ndcg": [0.5] * 5}, "NDCG@10 samples"),
+], ids=["all-known", "error-rate", "too-few-requests", "latency", "too-few-ndcg"])
+def test_a_watch_that_cannot_read_the_new_version_does_not_call_it_healthy(missing: dict, words: str | None) -> None:
+    out = _watch(_Blind(**missing))
+    if words is None:
+        assert out["degraded"] is False, out["reasons"]
+    else:
+        assert out["degraded"] is True and any(words in u for u in out["unverified"]), out
+        assert "could not be confirmed" in out["reasons"][0]
+
+
+def test_an_ab_win_on_too_few_requests_is_inconclusive() -> None:
+    from autooptimizer.loop.abtest import ABConfig, ArmStats, judge
+
+    rng = __import__("numpy").random.default_rng(0)
+    x, y = list(rng.normal(0.4, 0.1, 60)), list(rng.normal(0.7, 0.1, 60))
+    lat = list(rng.normal(30, 3, 60))
+
+    def verdict(requests: float | None) -> tuple[str, list[str]]:
+        res = judge(ArmStats(model_version="a", samples=60, p95_latency_ms=40.0, error_rate=0.0, requests=200),
+                    ArmStats(model_version="b", samples=60, p95_latency_ms=40.0, error_rate=0.0, requests=requests),
+                    x, y, ABConfig(min_guard_requests=20), control_latency=lat, treatment_latency=lat)
+        return res.verdict, res.reasons
+
+    assert verdict(200)[0] == "pass"
+    low, reasons = verdict(5)
+    assert low == "inconclusive" and any("minGuardRequests" in r for r in reasons)

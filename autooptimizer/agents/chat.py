@@ -131,13 +131,14 @@ async def _run(goal: str, env: str, *, record: RunRecord | None, resume: Resume 
     from autogen_agentchat.base import TaskResult
     from autogen_agentchat.messages import HandoffMessage, TextMessage
 
+    from autooptimizer.agents.guarded_client import guarded
     from autooptimizer.agents.llm import autogen_model_client, backend
     from autooptimizer.agents.team import SUPERVISOR, USER, build_team
     from autooptimizer.policies.approvals import ApprovalStore
     from autooptimizer.tools.adapters.common import RunContext, run_scope
 
     kind = "custom" if model_client is not None else backend()
-    model_client = model_client or autogen_model_client()
+    model_client = guarded(model_client or autogen_model_client())  # too-deep tool args reach the registry
     run_id = record.run_id if record else uuid.uuid4().hex[:12]
     granted = {resume.approval_id} if resume and resume.status == "approved" else set()
     ctx = RunContext(env=env, goal=goal, granted=granted)

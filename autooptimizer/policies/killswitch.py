@@ -59,16 +59,25 @@ class KillSwitch:
         return self.state().on
 
     def set(self, on: bool, by: str = "operator", reason: str = "") -> KillSwitchState:
-        """Flip the switch (atomic replace) and record the change in the audit trail."""
+        """Flip the switch (atomic replace) and record the change in the audit trail.
+
+        Order is fail-safe when the audit log refuses the write (AuditError): turning the switch ON happens first
+        (the safety action never waits for the log), then is recorded; turning it OFF is recorded first, so an
+        unrecorded OFF cannot happen - with a broken log the switch stays on.
+        """
+        from autooptimizer.policies.audit import AuditLog
+
         path = self.path
         path.parent.mkdir(parents=True, exist_ok=True)
+        record = {"kind": "kill_switch", "actor": by, "on": bool(on), "reason": reason}
+        if not on:
+            AuditLog().append(record)
         payload = {"on": bool(on), "by": by, "reason": reason, "at": time.time()}
         tmp = path.with_suffix(f".tmp{os.getpid()}")
         tmp.write_text(json.dumps(payload))
         os.replace(tmp, path)
-        from autooptimizer.policies.audit import AuditLog
-
-        AuditLog().append({"kind": "kill_switch", "actor": by, "on": bool(on), "reason": reason})
+        if on:
+            AuditLog().append(record)
         return self.state()
 
 

@@ -79,3 +79,14 @@ def test_bench_reports_latency_figures() -> None:
     assert 0 < res["p50_us"] <= res["p99_us"] < 5000  # the 200 us target is measured in docs/benchmarks.md
     out = runner.invoke(app, ["bench", "policy", "--n", "500", "--json"])
     assert out.exit_code == 0 and {"decisions_per_s", "p50_us", "p99_us"} <= set(json.loads(out.stdout))
+
+
+@pytest.mark.parametrize("option, text", [
+    ("--args", '{"promql": ' + "[" * 1000 + "]" * 1000 + "}"),
+    ("--context", '{"canary_weight": ' + '{"a": ' * 3000 + "1" + "}" * 3000 + "}"),
+])
+def test_check_refuses_json_nested_too_deep_to_parse(option: str, text: str) -> None:
+    with pytest.raises(InputError, match="levels deep; at most 32") as err:
+        runner.invoke(app, ["policy", "check", "--agent", "metrics", "--tool", "query_metrics", option, text],
+                      catch_exceptions=False)
+    assert "registry.args-too-deep" in err.value.problem

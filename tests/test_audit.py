@@ -7,11 +7,12 @@ import multiprocessing
 import threading
 from pathlib import Path
 
+import pytest
 from pydantic import BaseModel
 from typer.testing import CliRunner
 
 from autooptimizer.cli.app import app
-from autooptimizer.policies.audit import GENESIS, AuditLog, record_hash
+from autooptimizer.policies.audit import GENESIS, TAIL_CHECK, AuditError, AuditLog, canonical, record_hash
 from autooptimizer.policies.pdp import reload_policies
 from autooptimizer.tools.registry import ToolRegistry, tool
 
@@ -199,3 +200,218 @@ def test_replay_keeps_the_meaning_of_records_from_before_run_scopes() -> None:
     log.append({**old, "cycle_id": "c-new", "context": {**old["context"], "in_scope": False}})
     (diff,) = log.replay("c-new").differences
     assert (diff.recorded, diff.now, diff.now_policies) == ("permit", "deny", ["shared.intent-scope"])
+
+
+# --- tamper evidence covers the tail: appends refuse a chain whose end does not match the head ---------------------
+def _rehash(line: str, **changes: object) -> str:
+    rec = json.loads(line)
+    rec.update(changes)
+    rec["hash"] = record_hash(rec)
+    return canonical(rec) + "\n"
+
+
+def _forged(lines: list[str], at: int) -> str:
+    """A record that looks like record `at` (1-based) but says something else, with a valid own hash."""
+    return _rehash(lines[at - 1], args={"steps": 12345})
+
+
+TAMPERS = {  # kind -> (rewrite of the 6 lines, the seq verify names, words in its problem)
+    "truncation": (lambda ls: ls[:4], 5, "deleted from the end"),
+    "deletion": (lambda ls: ls[:2] + ls[3:], 4, "deleted"),
+    "insertion": (lambda ls: ls[:3] + [_forged(ls, 3)] + ls[3:], 3, "reordered, inserted"),
+    "reordering": (lambda ls: ls[:2] + [ls[3], ls[2]] + ls[4:], 4, "reordered"),
+    "edit": (lambda ls: ls[:3] + [ls[3].replace('"steps":3', '"steps":9')] + ls[4:], 4, "edited"),
+    "edit-with-rehash": (lambda ls: ls[:3] + [_rehash(ls[3], decision="permit")] + ls[4:], 5, "does not chain"),
+    "edit-of-the-last-record": (lambda ls: ls[:5] + [_rehash(ls[5], decision="permit")], 6, "head was altered"),
+}
+
+
+@pytest.mark.parametrize("later_append", [False, True], ids=["no-later-append", "attempted-later-append"])
+@pytest.mark.parametrize("kind", list(TAMPERS))
+def test_every_tamper_kind_is_reported_before_and_after_a_later_append(kind: str, later_append: bool) -> None:
+    log = _log_with(6)
+    rewrite, broken_seq, words = TAMPERS[kind]
+    _write(log, rewrite(_lines(log)))
+    before = log.verify()
+    assert not before.ok and before.broken_seq == broken_seq and words in before.problem
+    if later_append:
+        tampered = log.path.read_bytes()
+        with pytest.raises(AuditError) as err:
+            AuditLog().append({"kind": "kill_switch", "actor": "someone", "on": False})
+        assert "cannot be extended" in err.value.problem and "autoopt audit verify" in err.value.fix
+        assert log.path.read_bytes() == tampered  # nothing written: the evidence stays as it was
+    assert log.verify() == before
+
+
+def test_cutting_the_tail_then_writing_once_no_longer_hides_the_cut() -> None:
+    """The reported failure: cut the last two records, make one ordinary write, and verify said OK."""
+    log = _log_with(5)
+    _write(log, _lines(log)[:3])
+    runner = CliRunner()
+    assert runner.invoke(app, ["audit", "verify"]).exit_code == 1
+    from autooptimizer.policies.killswitch import kill_switch
+
+    with pytest.raises(AuditError):  # ON still happens (the safety action never waits for the log), then fails loud
+        kill_switch.set(True, by="ops", reason="incident")
+    assert kill_switch.is_on()
+    with pytest.raises(AuditError):
+        kill_switch.set(False, by="someone")  # an unrecorded OFF cannot happen: the switch stays on
+    assert kill_switch.is_on()
+    bad = runner.invoke(app, ["audit", "verify"])
+    assert bad.exit_code == 1 and "ends at record 3" in bad.output and "says record 5" in bad.output
+    assert [r["seq"] for r in log.records()] == [1, 2, 3]
+
+
+def test_a_broken_tail_makes_tool_calls_fail_closed(policy_copy: Path) -> None:
+    r = ToolRegistry()
+    ran: list[str] = []
+
+    @tool(name="promote_model", owner="devops", risk="critical", registry=r, facts=lambda a: {"ab_passed": True})
+    def promote(args: PromoteArgs) -> dict:
+        """Promote."""
+        ran.append(args.model_version)
+        return {"ok": True}
+
+    assert r.call("devops", "promote_model", {"model_version": "7"}, env="dev").executed  # healthy log: it runs
+    log = AuditLog()
+    _write(log, _lines(log)[:1])  # the result record is cut off
+    for env in ("dev", "staging"):  # a permit, and a call that would open an approval request
+        res = r.call("devops", "promote_model", {"model_version": "7"}, env=env)
+        assert (res.decision, res.executed, res.policies) == ("deny", False, ["registry.audit-unavailable"])
+        assert "cannot be extended" in res.error and "Nothing ran" in res.error
+    assert ran == ["7"] and [rec["seq"] for rec in log.records()] == [1]
+    from autooptimizer.policies.approvals import ApprovalStore
+
+    assert ApprovalStore().list() == []  # the approval request was not made without its record
+
+
+def test_an_approval_answer_is_not_stored_when_the_log_refuses_it() -> None:
+    from autooptimizer.policies.approvals import ApprovalStore
+
+    store = ApprovalStore()
+    req = store.request(tool="promote_model", agent="devops", env="staging", args={"model_version": "7"},
+                        reason="needs a human", policies=["staging.promote-approval"])
+    log = AuditLog()
+    _write(log, [])  # every record cut; the head still names record 1
+    with pytest.raises(AuditError):
+        store.approve(req.id, by="someone")
+    assert store.get(req.id).status == "pending"
+    out = CliRunner().invoke(app, ["policy", "check", "--env", "dev", "--agent", "metrics", "--tool",
+                                   "query_metrics", "--audit"])
+    assert out.exit_code != 0 and isinstance(out.exception, AuditError)
+    assert log.path.read_text() == ""
+
+
+# --- crash cases that must not brick the log --------------------------------------------------------------------
+def test_a_crash_between_line_write_and_head_update_is_repaired(monkeypatch: pytest.MonkeyPatch,
+                                                                caplog: pytest.LogCaptureFixture) -> None:
+    import autooptimizer.policies.audit as audit_mod
+
+    log = _log_with(3)
+    real_replace = audit_mod.os.replace
+
+    def crash(src: object, dst: object) -> None:
+        raise OSError("power cut")
+
+    monkeypatch.setattr(audit_mod.os, "replace", crash)
+    with pytest.raises(OSError):
+        log.append({"kind": "t", "i": 3})
+    monkeypatch.setattr(audit_mod.os, "replace", real_replace)
+    assert json.loads(log.head_path.read_text())["seq"] == 3 and len(_lines(log)) == 4  # one record ahead
+    assert log.verify().model_dump(include={"ok", "records"}) == {"ok": True, "records": 4}
+    assert log.append({"kind": "t", "i": 4})["seq"] == 5 and "one record behind" in caplog.text
+    assert json.loads(log.head_path.read_text())["seq"] == 5 and log.verify().ok
+
+
+def test_two_records_ahead_of_the_head_is_not_a_crash_and_is_refused() -> None:
+    log = _log_with(3)
+    old_head = log.head_path.read_text()
+    log.append({"kind": "t"})
+    log.append({"kind": "t"})
+    log.head_path.write_text(old_head)
+    assert not log.verify().ok
+    with pytest.raises(AuditError, match="names record 3"):
+        log.append({"kind": "t"})
+
+
+@pytest.mark.parametrize("torn", [b'{"seq":4,"time":"2026-', b"\x00\x00\x00", b'{"seq": 4, "kind": "t", "ha'])
+def test_a_torn_last_line_is_reported_then_truncated_by_the_next_append(torn: bytes,
+                                                                        caplog: pytest.LogCaptureFixture) -> None:
+    log = _log_with(3)
+    intact = log.path.read_bytes()
+    with log.path.open("ab") as f:
+        f.write(torn)
+    rep = log.verify()
+    assert (rep.ok, rep.broken_line, rep.records) == (False, 4, 3) and "torn write" in rep.problem
+    rec = log.append({"kind": "after"})
+    assert rec["seq"] == 4 and rec["prev_hash"] == json.loads(intact.splitlines()[-1])["hash"]
+    assert "torn write" in caplog.text and log.path.read_bytes().startswith(intact)
+    assert log.verify().model_dump(include={"ok", "records"}) == {"ok": True, "records": 4}
+
+
+def test_torn_bytes_that_do_not_follow_the_head_are_refused() -> None:
+    log = _log_with(4)
+    _write(log, _lines(log)[:2] + ['{"seq":3,"ti'])  # truncated AND torn: not what a crash leaves
+    with pytest.raises(AuditError, match="not a torn write"):
+        log.append({"kind": "t"})
+    log2 = AuditLog(log.path.with_name("other.jsonl"))
+    for i in range(2):
+        log2.append({"kind": "t", "i": i})
+    log2.path.write_text(log2.path.read_text().rstrip("\n"))  # a whole record without its newline: cut or edited
+    assert "ends without a newline" in log2.verify().problem
+    with pytest.raises(AuditError):
+        log2.append({"kind": "t"})
+
+
+def test_a_missing_or_unreadable_head_with_records_is_refused() -> None:
+    log = _log_with(2)
+    log.head_path.unlink()
+    assert not log.verify().ok
+    with pytest.raises(AuditError, match="missing"):
+        log.append({"kind": "t"})
+    log.head_path.write_text("{not json")
+    assert "missing or unreadable" in log.verify().problem
+    with pytest.raises(AuditError, match="unreadable"):
+        log.append({"kind": "t"})
+    assert len(_lines(log)) == 2
+
+
+def test_a_new_log_writes_its_head_before_the_first_record() -> None:
+    log = AuditLog()
+    assert log.verify().ok and not log.head_path.exists()
+    log.append({"kind": "first"})
+    assert json.loads(log.head_path.read_text())["seq"] == 1 and log.verify().ok
+    fresh = AuditLog(log.path.with_name("fresh.jsonl"))
+    fresh._checked_tail()  # what append does first, under its lock
+    assert json.loads(fresh.head_path.read_text()) == {"seq": 0, "hash": GENESIS} and fresh.verify().ok
+
+
+def test_tampering_older_than_the_tail_window_is_still_reported_after_appends() -> None:
+    """Appends re-check only the last TAIL_CHECK records (O(1) per write); an edit further back does not block
+    them, and cannot be hidden by them either: verify keeps naming it."""
+    log = _log_with(TAIL_CHECK + 5)
+    lines = _lines(log)
+    lines[1] = lines[1].replace('"steps":1', '"steps":7')
+    _write(log, lines)
+    before = log.verify()
+    assert (before.ok, before.broken_seq) == (False, 2)
+    log.append({"kind": "later"})
+    assert log.verify() == before
+
+
+def test_records_that_are_not_json_as_they_are_are_stored_sanitized() -> None:
+    deep: object = "leaf"
+    for _ in range(1500):
+        deep = [deep]
+    log = AuditLog()
+    rec = log.append({"kind": "t", "deep": deep, "big": 10 ** 5000, "text": "a\ud800b"})
+    assert "sanitized" in rec and rec["text"] == "a\\ud800b" and "digits" in rec["big"]
+    assert log.verify().ok
+
+
+def test_verify_survives_a_line_nested_too_deep_to_parse() -> None:
+    log = _log_with(2)
+    with log.path.open("a") as f:
+        f.write("[" * 100_000 + "]" * 100_000 + "\n")
+    rep = log.verify()
+    assert (rep.ok, rep.broken_line) == (False, 3) and "not a JSON record" in rep.problem

@@ -88,3 +88,14 @@ def test_check_is_unscoped_unless_the_operator_asks_what_an_out_of_scope_call_ge
                             "reason": "change tools may be called by their owner"}
     out = check(*base, "--context", '{"in_scope": false}')
     assert (out["decision"], out["policies"]) == ("deny", ["shared.intent-scope"])
+
+
+@pytest.mark.parametrize("option, text", [
+    ("--args", '{"promql": ' + "[" * 1000 + "]" * 1000 + "}"),
+    ("--context", '{"canary_weight": ' + '{"a": ' * 3000 + "1" + "}" * 3000 + "}"),
+])
+def test_check_refuses_json_nested_too_deep_to_parse(option: str, text: str) -> None:
+    with pytest.raises(InputError, match="levels deep; at most 32") as err:
+        runner.invoke(app, ["policy", "check", "--agent", "metrics", "--tool", "query_metrics", option, text],
+                      catch_exceptions=False)
+    assert "registry.args-too-deep" in err.value.problem

@@ -138,6 +138,7 @@ async def _run(goal: str, env: str, *, record: RunRecord | None, resume: Resume 
     from autogen_agentchat.base import TaskResult
     from autogen_agentchat.messages import HandoffMessage, TextMessage
 
+    from autooptimizer.agents.guarded_client import guarded
     from autooptimizer.agents.intent import audit_intent, classify
     from autooptimizer.agents.llm import autogen_model_client, backend
     from autooptimizer.agents.team import SUPERVISOR, USER, build_team
@@ -149,7 +150,7 @@ async def _run(goal: str, env: str, *, record: RunRecord | None, resume: Resume 
     intent = classify(goal)  # the operator's words only, with the trusted offline router
     if intent.kind == "refused":
         return _refuse(goal, env, intent, run_id, kind)
-    model_client = model_client or autogen_model_client()
+    model_client = guarded(model_client or autogen_model_client())  # too-deep tool args reach the registry
     granted = {resume.approval_id} if resume and resume.status == "approved" else set()
     ctx = RunContext(env=env, goal=goal, granted=granted, scope=intent.scope)
     meta = {"goal": goal[:500], "env": env, "run_id": run_id, "backend": kind, "intent": intent.kind,

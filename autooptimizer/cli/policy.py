@@ -27,13 +27,23 @@ def _user() -> str:
         return "operator"
 
 
+def _loads(raw: str, what: str, fix: str) -> object:
+    """Parse operator JSON; text nested too deep for the parser is an input error, not a traceback."""
+    from autooptimizer.jsonsafe import MAX_DEPTH, json_text_depth
+
+    if (depth := json_text_depth(raw)) > MAX_DEPTH:
+        raise InputError(f"{what} is nested {depth} levels deep; at most {MAX_DEPTH} are accepted (the registry "
+                         "denies deeper tool arguments: registry.args-too-deep).", fix)
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{what} is not valid JSON: {exc}.", fix) from exc
+
+
 def _json_object(raw: str | None, what: str) -> dict:
     if raw is None:
         return {}
-    try:
-        value = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{what} is not valid JSON: {exc}.", "Pass a JSON object, e.g. '{}'.") from exc
+    value = _loads(raw, what, "Pass a JSON object, e.g. '{}'.")
     if not isinstance(value, dict):
         raise InputError(f"{what} must be a JSON object, got {type(value).__name__}.", "Pass e.g. '{\"key\": 1}'.")
     return value
@@ -73,10 +83,7 @@ def policy_check(
     if args is None:
         notes.append("no --args: policy-only check (argument validation and facts from args skipped)")
     else:
-        try:
-            raw_args = json.loads(args)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"--args is not valid JSON: {exc}.", "Pass a JSON object, e.g. '{\"a\": 1}'.") from exc
+        raw_args = _loads(args, "--args", "Pass a JSON object, e.g. '{\"a\": 1}'.")
         try:
             registry = load_all_tools()
         except Exception as exc:  # noqa: BLE001 - a broken area module must not hide the policy answer

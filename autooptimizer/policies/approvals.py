@@ -129,7 +129,7 @@ class ApprovalStore:
         now = time.time()
         rid = "apr-" + uuid.uuid4().hex[:12]
         chash = call_hash_ or call_hash(tool, args, agent, env)
-        with self._tx() as db:
+        with self._tx() as db, self._atomic(db):  # the request exists only once it is on record
             db.execute(
                 "INSERT INTO approvals (id, tool, agent, env, args_json, call_hash, reason, policies_json, "
                 "evidence_json, requested_by, trace_id, cycle_id, status, created_at, expires_at) "
@@ -137,8 +137,21 @@ class ApprovalStore:
                 (rid, tool, agent, env, json.dumps(args, sort_keys=True, default=str), chash, reason,
                  json.dumps(policies), json.dumps(evidence, default=str) if evidence is not None else None,
                  requested_by, trace_id, cycle_id, now, now + self.timeout_s))
-        self._audit("approval_requested", rid, requested_by, tool=tool, agent=agent, env=env, reason=reason)
+            self._audit("approval_requested", rid, requested_by, tool=tool, agent=agent, env=env, reason=reason)
         return self.get(rid)
+
+    @staticmethod
+    @contextmanager
+    def _atomic(db: sqlite3.Connection) -> Iterator[None]:
+        """One write transaction: committed when the block (including its audit record) succeeds, else rolled
+        back - so a change the audit log refused (AuditError) is not made either."""
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
 
     def request_or_reuse(self, **kw: object) -> ApprovalRequest:
         """The pending request for this exact call if one exists, else a new one (retries don't pile up)."""
@@ -174,24 +187,19 @@ class ApprovalStore:
     # --- answering --------------------------------------------------------------------------------------------
     def _answer(self, request_id: str, status: Status, by: str, note: str) -> ApprovalRequest:
         now = time.time()
-        with self._tx() as db:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                self._expire(db, now)
-                cur = db.execute("UPDATE approvals SET status=?, decided_at=?, decided_by=?, note=?, use_by=? "
-                                 "WHERE id=? AND status='pending'",
-                                 (status, now, by, note, now + self.timeout_s if status == "approved" else None,
-                                  request_id))
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
+        with self._tx() as db, self._atomic(db):  # the answer stands only once it is on record
+            self._expire(db, now)
+            cur = db.execute("UPDATE approvals SET status=?, decided_at=?, decided_by=?, note=?, use_by=? "
+                             "WHERE id=? AND status='pending'",
+                             (status, now, by, note, now + self.timeout_s if status == "approved" else None,
+                              request_id))
+            if cur.rowcount == 1:
+                self._audit(f"approval_{status}", request_id, by, note=note)
         if cur.rowcount != 1:
             current = self.get(request_id)  # raises NotFoundError for an unknown id
             raise InputError(f"Approval request {request_id} is {current.status}"
                              + (f" ({current.note})" if current.note else "") + "; only pending requests can be "
                              "answered.", "Ask the agent to repeat the call to open a new request.")
-        self._audit(f"approval_{status}", request_id, by, note=note)
         return self.get(request_id)
 
     def approve(self, request_id: str, by: str = "operator", note: str = "") -> ApprovalRequest:
@@ -219,14 +227,13 @@ class ApprovalStore:
     def consume(self, request_id: str, call_hash_: str) -> bool:
         """Atomically mark an approval used for this exact call; False if it is not (or no longer) usable."""
         now = time.time()
-        with self._tx() as db:
+        with self._tx() as db, self._atomic(db):  # used only once it is on record
             cur = db.execute("UPDATE approvals SET status='used', used_at=? WHERE id=? AND call_hash=? "
                              "AND status='approved' AND (use_by IS NULL OR use_by>=?)",
                              (now, request_id, call_hash_, now))
-        ok = cur.rowcount == 1
-        if ok:
-            self._audit("approval_used", request_id, "registry")
-        return ok
+            if cur.rowcount == 1:
+                self._audit("approval_used", request_id, "registry")
+        return cur.rowcount == 1
 
     @staticmethod
     def _audit(kind: str, request_id: str, actor: str, **extra: object) -> None:

@@ -1,9 +1,32 @@
 """Tamper-evident audit trail: a hash-chained JSONL file under AUTOOPT_HOME/audit/.
 
 Each line is one record with `seq` (1, 2, ...), `prev_hash` (the previous record's hash; 64 zeros for the first)
-and `hash` = sha256 of the record's canonical JSON without `hash`. `audit.head` holds the last seq and hash, so
-deleting records from the end is caught too. Appends hold an exclusive `fcntl.flock` on `audit.lock` (plus a
-thread lock), so concurrent threads and processes extend one unbroken chain.
+and `hash` = sha256 of the record's canonical JSON without `hash`. `audit.head` holds the last seq and hash
+(`{"seq": 0, "hash": GENESIS}` is written before the first record of a new log), so deleting records from the
+end is caught too. Appends hold an exclusive `fcntl.flock` on `audit.lock` (plus a thread lock), so concurrent
+threads and processes extend one unbroken chain.
+
+What `verify` reports (exit 1 from `autoopt audit verify`): an edited record (its hash does not match), a
+deleted, inserted, duplicated or moved record (seq or prev_hash out of line), a line that is not a record, a
+torn last line (a crash cut an append short), and a log that ends before the record `audit.head` names
+(truncation) or has records but no head. It reports the first problem; records are never rewritten, so a
+problem stays visible however many records follow it.
+
+What `append` refuses (AuditError naming the problem and the fix; the registry turns it into a deny,
+`registry.audit-unavailable`, so nothing runs while the trail is broken): extending a log whose tail does not
+match the head, i.e. records cut off the end (the head names a later record), a head that is missing while the
+log has records, an unreadable head, and a tail whose last `TAIL_CHECK` records do not chain to each other or
+whose last record's hash is wrong. Without this, one ordinary write would chain from whatever the file ends
+with, rewrite the head, and make a truncation verify OK. Tampering further back than `TAIL_CHECK` records is not
+re-read on every append (that would cost O(log size) per write), but it cannot be hidden by appends either:
+`verify` keeps reporting it.
+
+Crash cases `append` repairs instead of refusing, because they are what an interrupted append leaves:
+- the log is exactly one record ahead of the head and that record chains to the head's hash (a crash between
+  the fsynced line write and the head replace): `append` moves the head forward (warning) and goes on, and
+  `verify` accepts this state;
+- a torn last line (no trailing newline, not JSON) after the record the head names (a crash during the line
+  write): `append` truncates the torn bytes (warning) and goes on; `verify` reports the torn write until then.
 
 This detects edits, deletions and reordering; someone who can rewrite the whole file and the head can forge a
 new chain, so ship `audit.head` hashes off the box if that matters (see docs/policies.md).
@@ -14,10 +37,12 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,12 +50,18 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel
 
 from autooptimizer.errors import AutoOptError
+from autooptimizer.jsonsafe import to_json_safe
 
 if TYPE_CHECKING:
     from autooptimizer.tools.registry import ToolCallResult
 
 GENESIS = "0" * 64
+TAIL_CHECK = 8  # records at the end of the log that every append re-checks (links and hashes)
+_TAIL_BYTES = 1 << 20  # ... read from at most this many bytes (but always the last two lines)
 _THREAD_LOCK = threading.Lock()
+log = logging.getLogger(__name__)
+_FIX = ("Run `autoopt audit verify` to see what is wrong and keep audit.jsonl and audit.head as evidence. To "
+        "write again, restore both from a backup, or move both aside (e.g. to *.broken) so a new chain starts.")
 
 
 class AuditError(AutoOptError):
@@ -44,6 +75,19 @@ def canonical(obj: Any) -> str:
 def record_hash(record: dict) -> str:
     body = {k: v for k, v in record.items() if k != "hash"}
     return hashlib.sha256(canonical(body).encode()).hexdigest()
+
+
+def _encodable(record: dict) -> dict:
+    """The record as it will be stored (a JSON round trip). Fields that canonical JSON cannot hold as they are
+    (nested too deep, huge ints, lone surrogates, ...) are stored in their `to_json_safe` form, marked
+    `sanitized`, so a record is always written rather than the write failing."""
+    try:
+        return json.loads(canonical(record).encode("utf-8"))
+    except (ValueError, TypeError, RecursionError) as exc:  # UnicodeEncodeError is a ValueError
+        safe = to_json_safe({k: v for k, v in record.items()}, max_depth=64, max_items=10_000, max_str=1 << 20,
+                            max_nodes=1 << 20)
+        safe["sanitized"] = f"fields were not JSON as they were ({type(exc).__name__}); stored in a safe form"
+        return json.loads(canonical(safe))
 
 
 class VerifyReport(BaseModel):
@@ -72,24 +116,58 @@ class ReplayReport(BaseModel):
     differences: list[ReplayDiff]
 
 
-def _last_line(path: Path) -> bytes | None:
-    """The last non-empty line of a file, reading backwards in chunks."""
+def _parse(raw: bytes) -> dict | None:
+    """A record line as a dict, or None when it is not JSON (a deeply nested line is not a record either)."""
+    try:
+        rec = json.loads(raw)
+    except (ValueError, RecursionError):
+        return None
+    return rec if isinstance(rec, dict) else None
+
+
+def _sound(rec: dict | None) -> bool:
+    """Whether a parsed line is a well-formed record whose hash matches its content."""
+    if rec is None or not isinstance(rec.get("seq"), int) or not isinstance(rec.get("hash"), str):
+        return False
+    try:
+        return record_hash(rec) == rec["hash"]
+    except (ValueError, TypeError, RecursionError):
+        return False
+
+
+@dataclass
+class _Tail:
+    """The end of the log: its size, its last complete lines (oldest first) and any torn bytes after them."""
+
+    size: int = 0
+    lines: list[bytes] = field(default_factory=list)
+    torn: bytes = b""
+    complete_end: int = 0  # offset just after the last newline
+    from_start: bool = True  # `lines` begins with line 1
+
+
+def _read_tail(path: Path, want: int) -> _Tail:
+    """The last `want` complete lines (fewer near the start; read within `_TAIL_BYTES`, but always two)."""
+    if not path.exists():
+        return _Tail()
     with path.open("rb") as f:
-        f.seek(0, os.SEEK_END)
-        end = f.tell()
-        buf = b""
-        pos = end
+        size = f.seek(0, os.SEEK_END)
+        buf, pos = b"", size
         while pos > 0:
             step = min(65536, pos)
             pos -= step
             f.seek(pos)
             buf = f.read(step) + buf
-            stripped = buf.rstrip(b"\n")
-            nl = stripped.rfind(b"\n")
-            if nl >= 0:
-                return stripped[nl + 1:]
-        stripped = buf.rstrip(b"\n")
-        return stripped or None
+            if buf.count(b"\n") > want or (size - pos > _TAIL_BYTES and buf.count(b"\n") > 2):
+                break
+    cut = buf.rfind(b"\n") + 1  # 0 when there is no newline at all
+    torn, body = buf[cut:], buf[:cut]
+    lines = body.split(b"\n")[:-1] if body else []
+    from_start = pos == 0
+    if not from_start and lines:
+        lines = lines[1:]  # the first piece may be the end of an earlier line
+    return _Tail(size=size, lines=lines[-want:], torn=torn, complete_end=size - len(torn),
+                 from_start=from_start and len(lines) <= want)
 
 
 def replay_context(recorded: dict | None) -> dict:
@@ -114,27 +192,20 @@ class AuditLog:
 
     # --- writing ----------------------------------------------------------------------------------------------
     def append(self, fields: dict) -> dict:
-        """Append one record (fields + seq, time, prev_hash, hash) under the file lock; returns it."""
+        """Append one record (fields + seq, time, prev_hash, hash) under the file lock; returns it.
+
+        Raises AuditError, writing nothing, when the log's tail does not match the head (see the module doc).
+        """
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with _THREAD_LOCK, self.lock_path.open("a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
-                prev_seq, prev_hash = 0, GENESIS
-                if self.path.exists():
-                    last = _last_line(self.path)
-                    if last is not None:
-                        try:
-                            rec = json.loads(last)
-                            prev_seq, prev_hash = int(rec["seq"]), str(rec["hash"])
-                        except (ValueError, KeyError, TypeError) as exc:
-                            raise AuditError(f"The last record of {self.path} is unreadable ({exc}).",
-                                             "Run `autoopt audit verify`; move the damaged log aside to start a "
-                                             "new chain.") from exc
+                prev_seq, prev_hash = self._checked_tail()
                 now = time.time()
                 record = {"seq": prev_seq + 1, "time": datetime.fromtimestamp(now, UTC).isoformat(), "ts": now,
                           **{k: v for k, v in fields.items() if k not in ("seq", "prev_hash", "hash")},
                           "prev_hash": prev_hash}
-                record = json.loads(canonical(record))  # exactly what will be hashed and re-read
+                record = _encodable(record)  # exactly what will be hashed and re-read
                 record["hash"] = record_hash(record)
                 line = (canonical(record) + "\n").encode()
                 fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
@@ -143,12 +214,68 @@ class AuditLog:
                     os.fsync(fd)
                 finally:
                     os.close(fd)
-                tmp = self.head_path.with_suffix(f".tmp{os.getpid()}.{threading.get_ident()}")
-                tmp.write_text(json.dumps({"seq": record["seq"], "hash": record["hash"]}))
-                os.replace(tmp, self.head_path)
+                self._write_head(record["seq"], record["hash"])
                 return record
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _write_head(self, seq: int, hash_: str) -> None:
+        tmp = self.head_path.with_suffix(f".tmp{os.getpid()}.{threading.get_ident()}")
+        with tmp.open("w") as f:
+            f.write(json.dumps({"seq": seq, "hash": hash_}))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.head_path)
+
+    def _refuse(self, problem: str) -> AuditError:
+        return AuditError(f"The audit log {self.path} cannot be extended: {problem}.", _FIX)
+
+    def _checked_tail(self) -> tuple[int, str]:
+        """(seq, hash) to chain the next record from, once the log's tail is known to match the head.
+
+        Called under the lock. Starts a new chain (head first) for a new log, repairs the two crash states
+        (head one record behind; torn last line) and raises AuditError for anything else that does not fit.
+        """
+        tail = _read_tail(self.path, TAIL_CHECK)
+        head_exists = self.head_path.exists()
+        head = self._head()
+        if not head_exists and tail.size == 0:
+            self._write_head(0, GENESIS)  # a new chain: the head exists before its first record
+            return 0, GENESIS
+        if not head_exists:
+            raise self._refuse(f"{self.head_path.name} is missing while the log has records, so records cut off "
+                               "the end could not be told apart")
+        if head is None or not isinstance(head.get("seq"), int) or not isinstance(head.get("hash"), str):
+            raise self._refuse(f"{self.head_path.name} is unreadable")
+        recs = [_parse(raw) for raw in tail.lines]
+        for i, rec in enumerate(recs):
+            if not _sound(rec):
+                raise self._refuse(f"record {len(recs) - i} from the end is not a well-formed record with a "
+                                   "matching hash (edited or damaged)")
+            before = recs[i - 1] if i else ({"seq": 0, "hash": GENESIS} if tail.from_start else None)
+            if before is not None and (rec["seq"] != before["seq"] + 1 or rec.get("prev_hash") != before["hash"]):
+                raise self._refuse(f"record {rec['seq']} does not follow record {before['seq']} (a record near the "
+                                   "end was deleted, inserted, moved or changed)")
+        last_seq, last_hash = (recs[-1]["seq"], recs[-1]["hash"]) if recs else (0, GENESIS)
+        if tail.torn:
+            if _parse(tail.torn) is not None or (last_seq, last_hash) != (head["seq"], head["hash"]):
+                raise self._refuse(f"the log ends with {len(tail.torn)} bytes without a newline that are not a torn "
+                                   f"write after record {head['seq']} (the record {self.head_path.name} names)")
+            log.warning("audit log %s ends with a torn write (%d bytes, a crash during an append); truncating it",
+                        self.path, len(tail.torn))
+            with self.path.open("r+b") as f:
+                f.truncate(tail.complete_end)
+                os.fsync(f.fileno())
+            return last_seq, last_hash
+        if (last_seq, last_hash) == (head["seq"], head["hash"]):
+            return last_seq, last_hash
+        if recs and last_seq == head["seq"] + 1 and recs[-1].get("prev_hash") == head["hash"]:
+            log.warning("audit head %s is one record behind the log (a crash between the write and the head "
+                        "update); moving it to record %d", self.head_path, last_seq)
+            self._write_head(last_seq, last_hash)
+            return last_seq, last_hash
+        raise self._refuse(f"the log ends at record {last_seq} but {self.head_path.name} names record {head['seq']}"
+                           ": records were cut off the end, or the log or head was altered")
 
     def append_call(self, phase: str, res: ToolCallResult, *, context: dict, actor: str,
                     result_summary: Any = None, pdp: dict | None = None) -> dict:
@@ -175,42 +302,69 @@ class AuditLog:
                     yield json.loads(raw)
 
     def verify(self) -> VerifyReport:
-        """Walk the chain; the first record that does not fit is reported (edit, deletion, reorder, truncation)."""
+        """Walk the chain; report the first record that does not fit (edit, deletion, insertion, reorder, torn
+        write), then check the end against the head (truncation). A head exactly one record behind a record that
+        chains to it is the trace of a crash between write and head update, and is accepted."""
         prev_hash, n = GENESIS, 0
         if self.path.exists():
             with self.path.open("rb") as f:
                 for line_no, raw in enumerate(f, 1):
-                    n = line_no
-                    try:
-                        rec = json.loads(raw)
-                        seq = rec.get("seq")
-                    except (ValueError, AttributeError):
-                        return VerifyReport(ok=False, records=line_no - 1, broken_line=line_no,
-                                            problem=f"line {line_no} is not a JSON record")
-                    if seq != line_no:
-                        what = "an earlier record was deleted" if isinstance(seq, int) and seq > line_no else \
-                            "records were reordered or duplicated"
-                        return VerifyReport(ok=False, records=line_no - 1, broken_line=line_no,
-                                            broken_seq=seq if isinstance(seq, int) else None,
-                                            problem=f"line {line_no} holds seq {seq}, expected {line_no}: {what}")
-                    if rec.get("prev_hash") != prev_hash:
-                        return VerifyReport(ok=False, records=line_no - 1, broken_line=line_no, broken_seq=seq,
-                                            problem=f"record {seq} does not chain to record {seq - 1} "
-                                            "(prev_hash differs): a record before it was changed, removed or moved")
-                    if record_hash(rec) != rec.get("hash"):
-                        return VerifyReport(ok=False, records=line_no - 1, broken_line=line_no, broken_seq=seq,
-                                            problem=f"record {seq} was edited (its hash does not match its content)")
-                    prev_hash = rec["hash"]
+                    rec = _parse(raw)
+                    bad = self._check_line(line_no, raw, rec, prev_hash)
+                    if bad is not None or rec is None:
+                        return bad or VerifyReport(ok=False, records=n, broken_line=line_no, problem="unreadable")
+                    n, prev_hash = line_no, rec["hash"]
         head = self._head()
         if head is None:
-            if n:
+            if n or self.head_path.exists():
                 return VerifyReport(ok=False, records=n, problem=f"{self.head_path.name} is missing or unreadable")
             return VerifyReport(ok=True, records=0)
-        if head.get("seq") != n or head.get("hash") != prev_hash:
-            return VerifyReport(ok=False, records=n, broken_seq=n + 1 if head.get("seq", 0) > n else head.get("seq"),
-                                problem=f"the log ends at record {n} but {self.head_path.name} says record "
-                                f"{head.get('seq')}: records were deleted from the end or the head was altered")
-        return VerifyReport(ok=True, records=n)
+        if head.get("seq") == n and head.get("hash") == prev_hash:
+            return VerifyReport(ok=True, records=n)
+        if n and head.get("seq") == n - 1 and head.get("hash") == self._prev_hash_of_last():
+            log.warning("audit head %s is one record behind the log (a crash between the write and the head "
+                        "update); the next append moves it forward", self.head_path)
+            return VerifyReport(ok=True, records=n)
+        seq = head.get("seq")
+        return VerifyReport(ok=False, records=n, broken_seq=n + 1 if isinstance(seq, int) and seq > n else seq,
+                            problem=f"the log ends at record {n} but {self.head_path.name} says record {seq}: "
+                            "records were deleted from the end or the head was altered")
+
+    @staticmethod
+    def _check_line(line_no: int, raw: bytes, rec: dict | None, prev_hash: str) -> VerifyReport | None:
+        """None when line `line_no` (`raw`, parsed as `rec`) is the record that must follow `prev_hash`, else
+        what is wrong with it."""
+        if not raw.endswith(b"\n"):  # only the last line can lack its newline
+            if rec is None:
+                return VerifyReport(ok=False, records=line_no - 1, broken_line=line_no,
+                                    problem=f"line {line_no} is a torn write (no newline, not a JSON record): an "
+                                    "append was cut short by a crash; the next append removes it if the head names "
+                                    "the record before it")
+            return VerifyReport(ok=False, records=line_no - 1, broken_line=line_no,
+                                problem=f"line {line_no} ends without a newline: the file was cut or edited")
+        if rec is None:
+            return VerifyReport(ok=False, records=line_no - 1, broken_line=line_no,
+                                problem=f"line {line_no} is not a JSON record")
+        seq = rec.get("seq")
+        if seq != line_no:
+            what = "an earlier record was deleted, or records were reordered" if isinstance(seq, int) and \
+                seq > line_no else "records were reordered, inserted or duplicated"
+            return VerifyReport(ok=False, records=line_no - 1, broken_line=line_no,
+                                broken_seq=seq if isinstance(seq, int) and not isinstance(seq, bool) else None,
+                                problem=f"line {line_no} holds seq {seq!r}, expected {line_no}: {what}")
+        if rec.get("prev_hash") != prev_hash:
+            return VerifyReport(ok=False, records=line_no - 1, broken_line=line_no, broken_seq=seq,
+                                problem=f"record {seq} does not chain to record {seq - 1} "
+                                "(prev_hash differs): a record before it was changed, removed or moved")
+        if not _sound(rec):
+            return VerifyReport(ok=False, records=line_no - 1, broken_line=line_no, broken_seq=seq,
+                                problem=f"record {seq} was edited (its hash does not match its content)")
+        return None
+
+    def _prev_hash_of_last(self) -> str | None:
+        tail = _read_tail(self.path, 1)
+        rec = _parse(tail.lines[-1]) if tail.lines else None
+        return rec.get("prev_hash") if rec else None
 
     def _head(self) -> dict | None:
         try:

@@ -67,18 +67,26 @@ class KillSwitch:
 
         Flips are serialised (a thread lock plus an flock on `kill_switch.lock`, for other processes), so concurrent
         flips neither share a temp file (one API worker's replace used to fail with FileNotFoundError: a 500) nor
-        interleave: the switch's final state is the one the last audited flip set."""
+        interleave: the switch's final state is the one the last audited flip set.
+        Order is fail-safe when the audit log refuses the write (AuditError): turning the switch ON happens first
+        (the safety action never waits for the log), then is recorded; turning it OFF is recorded first, so an
+        unrecorded OFF cannot happen - with a broken log the switch stays on.
+        """
         from autooptimizer.policies.audit import AuditLog
 
         path = self.path
         path.parent.mkdir(parents=True, exist_ok=True)
+        record = {"kind": "kill_switch", "actor": by, "on": bool(on), "reason": reason}
         with _SET_LOCK, path.with_suffix(".lock").open("a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
+            if not on:
+                AuditLog().append(record)
             payload = {"on": bool(on), "by": by, "reason": reason, "at": time.time()}
             tmp = path.with_suffix(f".tmp{os.getpid()}.{threading.get_ident()}")
             tmp.write_text(json.dumps(payload))
             os.replace(tmp, path)
-            AuditLog().append({"kind": "kill_switch", "actor": by, "on": bool(on), "reason": reason})
+            if on:
+                AuditLog().append(record)
             return self.state()
 
 

@@ -3,7 +3,11 @@
 Each tool is defined once — a plain function taking a pydantic args model, plus name, owner agent, risk and
 description — and is reached only through `ToolRegistry.call`, which runs, in order:
 
-1. size check (args over `MAX_ARGS_BYTES` -> deny, nothing runs);
+1. shape and size checks, before anything recurses over the args: `autooptimizer.jsonsafe.check_json` walks them
+   iteratively (JSON types only, str keys, finite numbers, ints of at most 64 bits, UTF-8-encodable strings,
+   at most `MAX_DEPTH` = 32 levels, `MAX_ITEMS` = 1000 items per container, `MAX_STR` = 16384 characters per
+   string) -> deny `registry.args-too-deep`, `registry.args-too-large` or `registry.invalid-args`; then args
+   over `MAX_ARGS_BYTES` -> deny `registry.args-too-large`;
 2. lookup (unknown tool -> deny) and pydantic validation (bad args -> deny with the validation errors);
 3. context: `kill_switch` (from the kill-switch file), `approved` (only from an approval stored for THIS exact
    call: tool + canonical args + agent + env), `in_scope` (the tool is in the caller's `scope`, the tools the
@@ -38,6 +42,10 @@ Facts a tool may supply (everything else is rejected): `ab_passed`, `target_is_g
 Every tool must also be listed in `autooptimizer/policies/catalog.yaml` with the same owner and risk; a tool
 missing there is an unknown tool to the PDP and is denied.
 
+Whatever the arguments, `call` ends in exactly one decision and one `decision` audit record and never raises:
+an unexpected failure before the decision is recorded becomes a deny (`registry.internal-error`, or
+`registry.audit-unavailable` when the audit log refused the write), recorded when the log can be written.
+
 Tracing hook: `registry.add_listener(fn)`; `fn(event: ToolEvent)` is called once with phase "decision" and,
 when the tool ran, once with phase "result". Listener errors are logged and never affect the call.
 """
@@ -58,6 +66,7 @@ from typing import Any, Literal, get_type_hints
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from autooptimizer.errors import AutoOptError, ConfigError, NotFoundError
+from autooptimizer.jsonsafe import LIMITS_TEXT, JsonProblem, check_json, safe_label, to_json_safe
 from autooptimizer.tools.context import current_cycle_id, current_env, current_trace_id
 
 log = logging.getLogger(__name__)
@@ -145,15 +154,18 @@ def _first_doc_line(func: Callable) -> str:
 
 def _summary(value: Any, limit: int = 2000) -> Any:
     """A JSON-safe, size-bounded summary for the audit log."""
-    if isinstance(value, BaseModel):
-        value = value.model_dump(mode="json")
-    try:
-        text = json.dumps(value, default=str, sort_keys=True)
-    except (TypeError, ValueError):
-        text = json.dumps(repr(value))
+    text = json.dumps(to_json_safe(value), sort_keys=True)  # bounded and iterative: never raises
     if len(text) <= limit:
         return json.loads(text)
     return {"truncated": True, "bytes": len(text), "head": text[:limit]}
+
+
+def _shown_args(args: Any) -> dict:
+    """What the audit shows of arguments the gate refused: a bounded, JSON-safe summary, always an object."""
+    if isinstance(args, dict):
+        shown = _summary(args, 2000)
+        return shown if isinstance(shown, dict) else {"value": shown}
+    return {"value": _summary(args, 200)}
 
 
 def clean_facts(tool: str, raw: Any) -> dict:
@@ -294,16 +306,55 @@ class ToolRegistry:
         t0 = time.perf_counter()
         env = env or get_settings().env
         env_token = current_env.set(env)  # tools and their facts act on the env of this call
+        recorded: list[ToolCallResult] = []  # the decision once it is on record (set by `_call`)
         try:
             return self._call(agent, name, args, env=env, trace_id=trace_id, approval_id=approval_id,
                               requested_by=requested_by, evidence=evidence, cycle_id=cycle_id, started=started, t0=t0,
-                              in_scope=scope is None or name in frozenset(scope))
+                              in_scope=scope is None or (isinstance(name, str) and name in frozenset(scope)),
+                              recorded=recorded)
+        except Exception as exc:  # noqa: BLE001 - the gate never raises: an unexpected failure is a recorded deny
+            return self._failed(exc, recorded, agent, name, args, env=env, trace_id=trace_id,
+                                approval_id=approval_id, requested_by=requested_by, cycle_id=cycle_id,
+                                started=started, t0=t0)
         finally:
             current_env.reset(env_token)
 
+    def _failed(self, exc: Exception, recorded: list[ToolCallResult], agent: Any, name: Any, args: Any, *, env: str,
+                trace_id: str | None, approval_id: str | None, requested_by: str, cycle_id: str | None,
+                started: float, t0: float) -> ToolCallResult:
+        """The deny for a call that failed unexpectedly; audited unless its decision is already on record."""
+        from autooptimizer.policies.audit import AuditError, AuditLog
+
+        if recorded:  # decided and audited already; report the failure without a second decision record
+            res = recorded[0]
+            res.error = (res.error + " " if res.error else "") + f"Internal error after the decision: {exc!r}"[:500]
+            return res
+        audit_down = isinstance(exc, AuditError | OSError)
+        log.error("tool call %s by %s failed before its decision was recorded: %r", safe_label(name),
+                  safe_label(agent), exc)
+        if audit_down:
+            policy, reason = "registry.audit-unavailable", "the audit log cannot be written, so nothing may run"
+            error = f"Audit log unavailable: {exc}. Nothing ran; run `autoopt audit verify`."
+        else:
+            policy, reason = "registry.internal-error", "the call failed inside the gate before a decision"
+            error = f"Internal error before the decision ({type(exc).__name__}: {exc}). Nothing ran."
+        res = ToolCallResult(tool=safe_label(name), agent=safe_label(agent), args=_shown_args(args), decision="deny",
+                             policies=[policy], reason=reason, executed=False, error=safe_label(error, 1000),
+                             approval_id=approval_id if isinstance(approval_id, str) else None,
+                             trace_id=trace_id if isinstance(trace_id, str) else None,
+                             cycle_id=cycle_id if isinstance(cycle_id, str) else None, env=env)
+        if not audit_down:
+            try:
+                AuditLog().append_call("decision", res, context={}, actor=safe_label(requested_by), pdp=None)
+            except Exception as audit_exc:  # noqa: BLE001 - nothing ran; say why it is not on record either
+                res.policies, res.reason = ["registry.audit-unavailable"], "the audit log cannot be written"
+                res.error = safe_label(f"{res.error} The audit log could not record it: {audit_exc}", 1000)
+        self._emit("decision", res, {}, started, t0)
+        return res
+
     def _call(self, agent: str, name: str, args: dict | None, *, env: str, trace_id: str | None,
               approval_id: str | None, requested_by: str, evidence: dict | None, cycle_id: str | None,
-              started: float, t0: float, in_scope: bool) -> ToolCallResult:
+              started: float, t0: float, in_scope: bool, recorded: list[ToolCallResult]) -> ToolCallResult:
         from autooptimizer.policies.approvals import ApprovalStore, call_hash
         from autooptimizer.policies.audit import AuditError, AuditLog
         from autooptimizer.policies.killswitch import kill_switch
@@ -312,7 +363,8 @@ class ToolRegistry:
         trace_id = trace_id or current_trace_id.get() or uuid.uuid4().hex
         cycle_id = cycle_id or current_cycle_id.get()
         audit = AuditLog()
-        base = {"tool": name, "agent": agent, "trace_id": trace_id, "cycle_id": cycle_id, "env": env}
+        base = {"tool": safe_label(name), "agent": safe_label(agent), "trace_id": trace_id, "cycle_id": cycle_id,
+                "env": env}
 
         def record(res: ToolCallResult, context: dict, pdp: dict | None) -> ToolCallResult:
             """Audit the decision; if the audit log cannot be written, nothing may run."""
@@ -322,6 +374,8 @@ class ToolRegistry:
                 res.decision, res.policies, res.executed = "deny", ["registry.audit-unavailable"], False
                 res.reason = "the audit log cannot be written, so nothing may run"
                 res.error = f"Audit log unavailable: {exc}. Nothing ran; run `autoopt audit verify`."
+            else:
+                recorded.append(res)
             self._emit("decision", res, context, started, t0)
             return res
 
@@ -392,13 +446,16 @@ class ToolRegistry:
         res.executed = True
         try:
             audit.append_call("result", res, context=context, actor=requested_by, result_summary=_summary(res.result))
-        except (AuditError, OSError) as exc:
-            log.error("could not audit the result of %s: %s", name, exc)
+        except Exception as exc:  # noqa: BLE001 - the tool ran; a failed result record must not undo that
+            log.error("could not audit the result of %s: %s", safe_label(name), exc)
         self._emit("result", res, context, started, t0)
         return res
 
     def _prepare(self, name: str, args: Any) -> _Prepared | _Rejection:
-        """Size check, lookup, validation and facts: everything that happens before the PDP is asked."""
+        """Shape and size checks, lookup, validation and facts: everything that happens before the PDP is asked."""
+        problem = check_json(args if args is not None else {})  # iterative: first, before anything recurses
+        if problem is not None and not problem.late:
+            return self._refused(name, problem, args)
         try:
             raw_text = json.dumps(args if args is not None else {}, default=str)
         except (TypeError, ValueError) as exc:
@@ -409,20 +466,24 @@ class ToolRegistry:
             return _Rejection(["registry.args-too-large"], f"arguments are {size} bytes; the limit is {MAX_ARGS_BYTES}",
                               f"Arguments for {name} are {size} bytes, over the {MAX_ARGS_BYTES}-byte limit; nothing "
                               "ran. Pass references (paths, ids), not data.", {"truncated": True, "bytes": size})
+        if problem is not None:  # a string over the length limit in args under the byte limit
+            return self._refused(name, problem, args)
         if args is not None and not isinstance(args, dict):
             return _Rejection(["registry.invalid-args"], "arguments must be a JSON object",
                               f"Arguments for {name} must be an object, got {type(args).__name__}. Nothing ran.",
-                              {"value": _summary(args, 200)})
+                              _shown_args(args))
         args = args or {}
         spec = self._tools.get(name)
         if spec is None:
-            return _Rejection(["registry.unknown-tool"], f"unknown tool {name!r}",
-                              f"Unknown tool {name!r}; nothing ran. Known tools: {', '.join(sorted(self._tools))}.",
+            shown = safe_label(name)
+            return _Rejection(["registry.unknown-tool"], f"unknown tool {shown!r}",
+                              f"Unknown tool {shown!r}; nothing ran. Known tools: {', '.join(sorted(self._tools))}.",
                               _summary(args, 2000))
         try:
             model = spec.args_model.model_validate(args)
         except ValidationError as exc:
             problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(args)'}: {e['msg']}" for e in exc.errors())
+            problems = problems if len(problems) <= 2000 else problems[:2000] + "…"
             return _Rejection(["registry.invalid-args"], "arguments failed validation",
                               f"Invalid arguments for {name}: {problems}. Nothing ran.", _summary(args, 2000))
         canon = model.model_dump(mode="json")
@@ -432,6 +493,12 @@ class ToolRegistry:
             return _Rejection(["registry.facts-error"], "could not compute the policy facts for this call",
                               f"Computing policy facts for {name} failed: {exc}. Nothing ran.", canon)
         return _Prepared(spec, model, canon, facts)
+
+    @staticmethod
+    def _refused(name: str, problem: JsonProblem, args: Any) -> _Rejection:
+        return _Rejection([problem.policy], problem.reason,
+                          f"Arguments for {safe_label(name)} {problem.detail}. Nothing ran. Send {LIMITS_TEXT}; pass "
+                          "references (paths, ids), not data.", _shown_args(args))
 
     def facts_for(self, name: str, args: Any) -> tuple[dict, _Rejection | None]:
         """The facts the registry would compute for this call, or why it would stop before asking the PDP

@@ -2,6 +2,10 @@
 
 Two layers: keys whose name says "secret" (api_key, token, authorization, password, ...) have their values
 replaced, and free text is scrubbed of the configured secret values and of well-known key shapes.
+
+`redact` walks its input iteratively and within the `autooptimizer.jsonsafe` limits (its copy is JSON-safe: a
+payload nested 1,000 levels deep, a huge int or a lone surrogate is shown as a marker, never raised on), so a
+trace can hold whatever an agent sent.
 """
 
 from __future__ import annotations
@@ -10,6 +14,8 @@ import logging
 import os
 import re
 from typing import Any
+
+from autooptimizer.jsonsafe import to_json_safe
 
 MASK = "***REDACTED***"
 _SECRET_KEY = re.compile(r"(api[_-]?key|token|secret|password|passwd|authorization|cookie|credential|bearer)", re.I)
@@ -38,16 +44,20 @@ def redact_text(text: str) -> str:
     return text
 
 
+def _is_empty(value: Any) -> bool:
+    """The values a secret-named key may keep (they reveal nothing): None, "", False and zero."""
+    if value is None or isinstance(value, str):
+        return not value
+    return isinstance(value, bool | int | float) and value == 0
+
+
+def _secret_key(key: str, value: Any) -> bool:
+    return bool(_SECRET_KEY.search(key)) and not _is_empty(value)
+
+
 def redact(value: Any) -> Any:
-    """A copy of `value` with secret-named keys masked and secret-looking text scrubbed."""
-    if isinstance(value, str):
-        return redact_text(value)
-    if isinstance(value, dict):
-        return {k: (MASK if isinstance(k, str) and _SECRET_KEY.search(k) and v not in (None, "", False)
-                    else redact(v)) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [redact(v) for v in value]
-    return value
+    """A JSON-safe copy of `value` with secret-named keys masked and secret-looking text scrubbed."""
+    return to_json_safe(value, max_str=65_536, text=redact_text, mask=_secret_key, masked=MASK)
 
 
 _installed = False

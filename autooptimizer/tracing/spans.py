@@ -132,7 +132,7 @@ def _record(span: Any) -> SpanRecord:
             return None
         try:
             return json.loads(raw)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, RecursionError):
             return raw
 
     inputs, outputs, metadata = load("autoopt.inputs"), load("autoopt.outputs"), load("autoopt.metadata")

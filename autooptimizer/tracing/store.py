@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from autooptimizer.errors import NotFoundError
+from autooptimizer.jsonsafe import to_json_safe
 
 
 class SpanRecord(BaseModel):
@@ -133,6 +134,11 @@ def render_tree(spans: list[SpanRecord]) -> str:
 
 
 def dump_json(value: Any, limit: int = 8000) -> str:
-    """JSON text for a span attribute, bounded in size."""
-    text = json.dumps(value, default=str, ensure_ascii=False)
+    """JSON text for a span attribute, bounded in size; values JSON cannot hold as they are (nested too deep,
+    huge ints, lone surrogates, ...) are written in their `to_json_safe` form instead of raising."""
+    try:
+        text = json.dumps(value, default=str, ensure_ascii=False)
+        text.encode("utf-8")
+    except (ValueError, TypeError, RecursionError):  # UnicodeEncodeError is a ValueError
+        text = json.dumps(to_json_safe(value), ensure_ascii=False)
     return text if len(text) <= limit else text[:limit] + "…(truncated)"

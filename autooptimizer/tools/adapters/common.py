@@ -2,12 +2,18 @@
 path can skip the PDP), traces it, records it for the run result, and attaches a granted approval only when
 the call is exactly the one a person approved, and carries the run's scope (the tools the operator's intent
 allows, agents/intent.py) to the registry, which turns it into the PDP's `in_scope` fact.
+
+Arguments reach the registry as the framework produced them (the registry checks their shape before anything
+recurses over them), and everything shown here - span payloads, evidence, the outcome text the model reads - goes
+through the bounded, iterative `autooptimizer.jsonsafe` helpers, so no argument or result can make an adapter
+raise.
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
+import json
 import threading
 import weakref
 from collections.abc import Iterator
@@ -15,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from autooptimizer.agents.protocol import Outcome
+from autooptimizer.jsonsafe import check_json, preview, to_json_safe
 from autooptimizer.tools.registry import REGISTRY, ToolEvent, ToolRegistry
 
 
@@ -77,7 +84,7 @@ def ensure_traced(registry: ToolRegistry) -> None:
 
 def _granted_for(registry: ToolRegistry, agent: str, name: str, args: dict, env: str, granted: set[str]) -> str | None:
     """The id of an approval granted in this run for exactly this call (same tool, canonical args, agent, env)."""
-    if not granted:
+    if not granted or check_json(args) is not None:
         return None
     from pydantic import ValidationError
 
@@ -114,17 +121,16 @@ def call_tool(agent: str, name: str, args: Any, registry: ToolRegistry | None = 
     ensure_traced(registry)
     ctx = current_run()
     env = ctx.env or get_settings().env
-    args = args if isinstance(args, dict) else {"value": args}
-    approval_id = _granted_for(registry, agent, name, args, env, ctx.granted)
+    approval_id = _granted_for(registry, agent, name, args, env, ctx.granted) if isinstance(args, dict) else None
     evidence = {"goal": ctx.goal[:500], "agent": agent,
-                "earlier_results": [{"tool": o.tool, "result": str(o.result)[:300]}
+                "earlier_results": [{"tool": o.tool, "result": preview(o.result, 300)}
                                     for o in ctx.calls if o.executed and not o.error][-3:]}
     with span(f"tool:{name}", kind="tool", inputs={"agent": agent, "args": args}, agent=agent) as sp:
         res = registry.call(agent, name, args, env=env, trace_id=active_trace_id(), approval_id=approval_id,
                             requested_by=f"agent:{agent}", evidence=evidence, scope=effective_scope(scope, ctx.scope))
         outcome = Outcome(tool=name, agent=agent, args=res.args, decision=res.decision, executed=res.executed,
                           result=res.result, error=res.error, reason=res.reason, approval_id=res.approval_id)
-        sp.set_outputs(outcome.model_dump(exclude={"args"}))
+        sp.set_outputs({**outcome.model_dump(exclude={"args", "result"}), "result": res.result})
         sp.summary(f"{res.decision}; executed={res.executed}" + (f"; error: {res.error[:120]}" if res.error else ""))
         if res.error:
             sp.set("tool.error", res.error[:500])
@@ -134,5 +140,10 @@ def call_tool(agent: str, name: str, args: Any, registry: ToolRegistry | None = 
 
 
 def outcome_text(outcome: Outcome) -> str:
-    """What the model sees: the decision and, only when the tool ran, its result."""
-    return outcome.model_dump_json()
+    """What the model sees: the decision and, only when the tool ran, its result (as JSON; a result JSON cannot
+    hold as it is - nested too deep, huge ints, lone surrogates - is shown in its `to_json_safe` form)."""
+    try:
+        return outcome.model_dump_json()
+    except (ValueError, TypeError, RecursionError):  # pydantic's serialization errors are ValueErrors
+        fields = {name: getattr(outcome, name) for name in type(outcome).model_fields}
+        return json.dumps(to_json_safe(fields), ensure_ascii=False)

@@ -1,6 +1,7 @@
 """CrewAI tools from the one registry: `BaseTool`s whose `_run` is `REGISTRY.call`.
 
 CrewAI's tool-result cache is switched off: a cached answer would replay a decision instead of asking the PDP.
+CrewAI's own argument validation is too: the registry validates, so a malformed call is decided and audited there.
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ def _tool(agent: str, spec: ToolSpec, registry: ToolRegistry, scope: frozenset[s
         name: str = spec.name
         description: str = spec.description
         args_schema: type = spec.args_model
+
+        def _validate_kwargs(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+            return kwargs  # the registry validates (and audits) every call, malformed ones included
 
         def _run(self, **kwargs: Any) -> str:
             return outcome_text(call_tool(agent, spec.name, kwargs, registry, scope=scope))

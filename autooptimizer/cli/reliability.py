@@ -34,12 +34,18 @@ def bench_faults(
                    "outcomes": [o.model_dump(include={"fault", "outcome", "safe", "clear_error", "note"})
                                 for o in faults.outcomes]},
     }
-    ok = crash.tried == crash.consistent and faults.injected == faults.safe == faults.clear
+    from autooptimizer.reliability.gate_fuzz import run_gate_fuzz
+
+    gate = run_gate_fuzz()
+    result["gate_fuzz"] = {**gate.model_dump(), "ok": gate.ok}
+    say(f"gate fuzz: {gate.calls} calls, {gate.unhandled_exceptions} unhandled, "
+        f"{gate.calls_without_audit_record} without an audit record")
+    ok = crash.tried == crash.consistent and faults.injected == faults.safe == faults.clear and gate.ok
     if not skip_api:
         from autooptimizer.reliability.api_checks import run_api_fuzz, run_api_load
 
         fuzz, load = run_api_fuzz(), run_api_load()
-        result["fuzz"], result["load"] = fuzz.model_dump(), load.model_dump()
+        result["api_fuzz"], result["api_load"] = fuzz.model_dump(), load.model_dump()
         ok = ok and fuzz.ok and load.ok
     result["ok"] = ok
     if as_json:

@@ -16,42 +16,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from autooptimizer.agents.testing import demo_registry
-from autooptimizer.jsonsafe import MAX_DEPTH, check_json
+from autooptimizer.jsonsafe import check_json
 from autooptimizer.policies.audit import AuditLog
+from autooptimizer.reliability.gate_fuzz import run_gate_fuzz, strategies
 from autooptimizer.tools.registry import ToolCallResult
 
 FUZZ = settings(max_examples=150, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
-# any character, lone surrogates (category Cs) included
-ODD_TEXT = st.text(st.characters(exclude_categories=()), max_size=12)
-EDGE_VALUES = [lambda: 10 ** 5000, lambda: -(10 ** 400), lambda: 2 ** 64, lambda: float("nan"), lambda: float("inf"),
-               lambda: "\ud800", lambda: "a\udfffb", lambda: "\x00\u202e", lambda: b"bytes", lambda: bytearray(b"x"),
-               lambda: {1, 2}, lambda: frozenset({"a"}), lambda: (1, 2), lambda: "x" * 20_000,
-               lambda: list(range(1500)), object]  # factories: hypothesis prints strategies, and a huge int can't print
-edge = st.sampled_from(range(len(EDGE_VALUES))).map(lambda i: EDGE_VALUES[i]())
-
-
-def nest(depth: int, kind: str) -> Any:
-    """A value nested `depth` levels deep (built iteratively: building it must not be what fails)."""
-    value: Any = "leaf"
-    for i in range(depth):
-        value = [value] if kind == "list" or (kind == "mixed" and i % 2) else {"k": value}
-    return value
-
-
-leaves = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), ODD_TEXT, edge)
-keys = st.one_of(ODD_TEXT, ODD_TEXT, st.integers(-5, 5), st.none(), st.booleans(), st.just((1, 2)))
-json_like = st.recursive(leaves, lambda inner: st.one_of(
-    st.lists(inner, max_size=4), st.dictionaries(keys, inner, max_size=4)), max_leaves=20)
-deep = st.builds(nest, st.integers(MAX_DEPTH - 2, 3000), st.sampled_from(["list", "dict", "mixed"]))
-fields = st.dictionaries(st.sampled_from(["promql", "step", "env", "x", "\ud800"]) | ODD_TEXT,
-                         st.one_of(json_like, deep), max_size=4)
-arguments = st.one_of(fields, st.builds(lambda f, p: {**f, "promql": p}, fields, st.one_of(ODD_TEXT, json_like)),
-                      json_like, deep, st.none())
-targets = st.one_of(st.sampled_from([("metrics", "query_metrics"), ("metrics", "check_quality_gates"),
-                                     ("metrics", "no_such_tool"), ("ml", "query_metrics")]),
-                    st.tuples(ODD_TEXT, ODD_TEXT))
+_ST = strategies()
+ODD_TEXT, json_like, deep = _ST["odd_text"], _ST["json_like"], _ST["deep"]
+arguments, targets = _ST["arguments"], _ST["targets"]
 
 
 def _audit_kinds(log: AuditLog, since: int) -> list[str]:
@@ -134,3 +109,10 @@ def test_crewai_tool_never_raises(fake, kwargs: dict) -> None:
     outcome = json.loads(tool.run(**kwargs))
     rec = _assert_one_decision(log, before, outcome["executed"])
     assert rec["decision"] == outcome["decision"]
+
+
+def test_the_bench_fuzz_counts_nothing_unhandled_and_nothing_unaudited() -> None:
+    """`autoopt bench faults` runs the same strategies against the real registry and the LangChain adapter."""
+    res = run_gate_fuzz(max_examples=60)
+    assert res.calls == 120 and res.denied > 0
+    assert (res.unhandled_exceptions, res.calls_without_audit_record, res.audit_ok) == (0, 0, True)

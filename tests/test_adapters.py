@@ -7,8 +7,8 @@ import asyncio
 import json
 
 import pytest
+from support.agent_world import demo_registry
 
-from autooptimizer.agents.testing import demo_registry
 from autooptimizer.tools.adapters.autogen import RegistryWorkbench
 from autooptimizer.tools.adapters.langchain import langchain_tools
 

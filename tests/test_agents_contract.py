@@ -8,8 +8,8 @@ import json
 
 import pytest
 from fastapi import FastAPI, Request
+from support.agent_world import demo_registry, serve
 
-from autooptimizer.agents.testing import demo_registry, serve
 from autooptimizer.settings import get_settings
 
 

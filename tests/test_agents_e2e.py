@@ -1,15 +1,15 @@
 """End to end with the offline planner on the real AutoGen machinery, the real Cedar PDP, approvals store and
-trace store; the tools are the deterministic test doubles from `autooptimizer.agents.testing`."""
+trace store; the tools are the deterministic test doubles from `tests/support/agent_world.py`."""
 
 from __future__ import annotations
 
 import functools
 
 import pytest
+from support.agent_world import demo_registry
 from typer.testing import CliRunner
 
 from autooptimizer.agents.chat import resume_chat, run_chat
-from autooptimizer.agents.testing import demo_registry
 from autooptimizer.policies.approvals import ApprovalStore
 from autooptimizer.tracing import trace_store, trace_tree
 

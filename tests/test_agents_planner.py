@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from support.agent_world import demo_registry
+
 from autooptimizer.agents.goal import read_goal
 from autooptimizer.agents.planner import OfflinePlanner, Turn, complete_args
 from autooptimizer.agents.playbooks import load_playbooks
 from autooptimizer.agents.protocol import Outcome, Report, parse_report, render_report, unwrap_goal, wrap_goal
 from autooptimizer.agents.specs import AGENT_NAMES, agent_specs
-from autooptimizer.agents.testing import demo_registry
 
 
 class _Router:

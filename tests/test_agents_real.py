@@ -9,10 +9,10 @@ import json
 from pathlib import Path
 
 import pytest
+from support.agent_world import running_world
 from typer.testing import CliRunner
 
 from autooptimizer.agents.chat import find_run, resume_chat, run_chat
-from autooptimizer.agents.testing import running_world
 from autooptimizer.policies.approvals import ApprovalStore
 from autooptimizer.tracing import trace_store, trace_tree
 

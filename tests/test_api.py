@@ -11,8 +11,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from autooptimizer.api.app import API, create_app
-from autooptimizer.loop.testing import TinyService, make_versions
 from autooptimizer.settings import get_settings
+from autooptimizer.testing import TinyService, make_versions
 
 TOKEN = "t0ken-for-tests"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -8,7 +8,8 @@ import subprocess
 import sys
 import textwrap
 
-from autooptimizer.agents.testing import demo_registry
+from support.agent_world import demo_registry
+
 from autooptimizer.crews import optimization_crew
 from autooptimizer.tracing import trace_store, trace_tree
 
@@ -77,7 +78,8 @@ def test_crew_kickoff_from_a_plain_script_drives_the_real_tools(tmp_path, autoop
     """`optimization_crew().kickoff(inputs={"goal": ...})` in a fresh interpreter, on the real registry and tools:
     metrics, then the data agent's four real tools, then training, which waits for approval (its cost is unknown
     without Prometheus)."""
-    from autooptimizer.agents.testing import write_real_world
+    from support.agent_world import write_real_world
+
     from autooptimizer.policies.approvals import ApprovalStore
     from autooptimizer.settings import get_settings
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from support.live_stack import write_shift_datasets, write_test_profile
 
 from autooptimizer.demo import DemoContext, DemoOptions, DemoPhase, run_demo
 from autooptimizer.infra.net import port_open
-from autooptimizer.infra.testing import write_shift_datasets, write_test_profile
 from autooptimizer.settings import get_settings
 
 

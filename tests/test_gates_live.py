@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from support.live_stack import wait_gate, write_shift_datasets, write_test_profile
 
 from autooptimizer.gates import GateReport, evaluate_gates
 from autooptimizer.infra.prometheus import prometheus_binary
-from autooptimizer.infra.testing import wait_gate, write_shift_datasets, write_test_profile
 from autooptimizer.profiles import load_profile
 from autooptimizer.settings import get_settings
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from support.live_stack import write_shift_datasets, write_test_profile
 
-from autooptimizer.infra.testing import write_shift_datasets, write_test_profile
 from autooptimizer.settings import get_settings
 
 

@@ -17,8 +17,8 @@ from autooptimizer.loop.cycle import CycleOptions, CycleRunner
 from autooptimizer.loop.gitops import HelmPatch
 from autooptimizer.loop.journal import Journal
 from autooptimizer.loop.release import Release
-from autooptimizer.loop.testing import TinyService, make_versions
 from autooptimizer.settings import get_settings
+from autooptimizer.testing import TinyService, make_versions
 
 
 @pytest.fixture()

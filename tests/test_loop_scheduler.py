@@ -11,9 +11,9 @@ import pytest
 from autooptimizer.gates import GATE_NAMES, Evidence, Gate, GateReport
 from autooptimizer.loop.cycle import CycleOptions, CycleRunner
 from autooptimizer.loop.scheduler import Scheduler
-from autooptimizer.loop.testing import TinyService, make_versions
 from autooptimizer.profiles import load_profile
 from autooptimizer.settings import get_settings
+from autooptimizer.testing import TinyService, make_versions
 
 
 @pytest.fixture()

@@ -9,8 +9,8 @@ import httpx
 import pytest
 
 from autooptimizer.loop.signals import FeedbackLog, LiveSource, PrometheusGuards, ndcg_at_10
-from autooptimizer.loop.testing import TinyService, make_versions
 from autooptimizer.settings import get_settings
+from autooptimizer.testing import TinyService, make_versions
 
 
 def test_ndcg_at_10_known_answers() -> None:

@@ -119,7 +119,7 @@ def test_nan_loss_and_missing_alias_leave_registry_unchanged(ml_world: dict, tmp
     before = _registry_state()
     with pytest.raises(InputError, match="loss became nan"):
         train(ds, cfg=TrainConfig(trainer="bi_encoder", original="orig", max_steps=3, batch_size=4,
-                                  replay_pairs=0), _nan_at_step=1)
+                                  replay_pairs=0), on_loss=lambda step, loss: loss * float("nan"))
     assert _registry_state() == before
     c = registry.client()
     runs = c.search_runs([c.get_experiment_by_name(registry.EXPERIMENT).experiment_id])

@@ -19,10 +19,10 @@ from typing import Any
 
 import httpx
 import pytest
+from support.live_stack import wait_gate
 
 from autooptimizer.gates import evaluate_gates, query_metrics
 from autooptimizer.infra.prometheus import prometheus_binary
-from autooptimizer.infra.testing import wait_gate
 from autooptimizer.profiles import load_profile
 from autooptimizer.search import metric_names as M
 from autooptimizer.settings import get_settings

@@ -9,10 +9,10 @@ from pathlib import Path
 import httpx
 import pytest
 from pydantic import ValidationError
+from support.live_stack import write_shift_datasets
 from typer.testing import CliRunner
 
 from autooptimizer.errors import InputError
-from autooptimizer.infra.testing import write_shift_datasets
 from autooptimizer.simulator import FaultSpec, Scenario, Simulator, load_workload
 from autooptimizer.simulator.runner import ndcg_at_10
 

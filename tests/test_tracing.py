@@ -6,9 +6,9 @@ from __future__ import annotations
 import logging
 
 from fastapi import FastAPI, Request
+from support.agent_world import demo_registry, serve
 from typer.testing import CliRunner
 
-from autooptimizer.agents.testing import demo_registry, serve
 from autooptimizer.settings import get_settings
 from autooptimizer.tools.adapters.common import call_tool
 from autooptimizer.tracing import span, start_trace, trace_store

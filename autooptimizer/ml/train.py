@@ -25,7 +25,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, Field
@@ -34,6 +34,8 @@ from autooptimizer.errors import InputError
 
 Trainer = Literal["ltr", "bi_encoder", "cross_encoder"]
 Progress = Callable[[str, float], None]
+# (step, loss tensor) -> the loss to use: observes every neural training step, or injects a fault in a test
+LossHook = Callable[[int, Any], Any]
 
 
 class TrainConfig(BaseModel):
@@ -236,7 +238,7 @@ def _split_dev(items: list, frac: float, seed: int) -> tuple[list, list]:
 
 
 def train_neural(dataset, parent, cfg: TrainConfig, collection=None, progress: Progress | None = None,
-                 checkpoint_dir: Path | None = None, nan_at_step: int | None = None):
+                 checkpoint_dir: Path | None = None, on_loss: LossHook | None = None):
     """Bi-encoder (MNRL) or cross-encoder (listwise) fine-tuning. Returns (spec, weights folder, report)."""
     import torch
     from tqdm.auto import tqdm
@@ -343,8 +345,8 @@ def train_neural(dataset, parent, cfg: TrainConfig, collection=None, progress: P
                     continue
                 with torch.autocast(device_type="cuda", dtype=amp_dtype) if amp_dtype else _null():
                     loss = batch_loss(batch)
-                if nan_at_step is not None and step + 1 >= nan_at_step:
-                    loss = loss * float("nan")
+                if on_loss is not None:
+                    loss = on_loss(step + 1, loss)
                 if not torch.isfinite(loss):
                     raise InputError(f"Training loss became {loss.item()} at step {step + 1} ({cfg.trainer}).",
                                      "Lower --lr or check the dataset; no model was stored or registered.")
@@ -440,10 +442,11 @@ def train(
     progress: Progress | None = None,
     artifacts_dir: str | Path | None = None,
     set_challenger: bool = True,
-    _nan_at_step: int | None = None,
+    on_loss: LossHook | None = None,
 ) -> TrainResult:
     """Train a challenger on a stored dataset from `parent_version` (default: the champion), store it, log the run
-    to MLflow, register the version and point `challenger` at it. On any failure nothing is stored or registered."""
+    to MLflow, register the version and point `challenger` at it. On any failure nothing is stored or registered.
+    `on_loss(step, loss)` sees each neural training step's loss and returns the loss to use."""
     from autooptimizer.ml import model_registry as registry
     from autooptimizer.ml.dataset import load_dataset
     from autooptimizer.search import aliases, model_store
@@ -462,7 +465,7 @@ def train(
             device, steps, sps = "cpu", int(report.get("adapter_epochs", 0)), None
         else:
             ckpt = Path(artifacts_dir) / "checkpoints" if artifacts_dir else None
-            spec, weights, report = train_neural(dataset, parent, cfg, collection, progress, ckpt, _nan_at_step)
+            spec, weights, report = train_neural(dataset, parent, cfg, collection, progress, ckpt, on_loss)
             device, steps, sps = report["device"], report["steps"], report["samples_per_s"]
     except BaseException:
         registry.end_run(run_id, status="FAILED")

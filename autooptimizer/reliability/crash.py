@@ -102,9 +102,9 @@ def scratch_env(root: Path, **extra: str) -> Iterator[None]:
 def world(root: Path, path: CrashPath) -> Iterator[Any]:
     """A fresh tiny world for one crash run; yields the running TinyService."""
     from autooptimizer.loop.release import Release
-    from autooptimizer.loop.testing import TinyService, make_versions
     from autooptimizer.search import aliases
     from autooptimizer.settings import get_settings
+    from autooptimizer.testing import TinyService, make_versions
 
     with scratch_env(root):
         make_versions(list(VERSIONS))
@@ -126,7 +126,7 @@ def _prepare(path: CrashPath) -> None:
     from autooptimizer.loop.cycle import CycleOptions, CycleRunner
     from autooptimizer.loop.gitops import HelmPatch
     from autooptimizer.loop.release import Release
-    from autooptimizer.loop.testing import SyntheticSource
+    from autooptimizer.testing import SyntheticSource
 
     if path.prepare == "promoted":
         rec = CycleRunner(source=SyntheticSource({"v-a": 0.4, "v-b": 0.7})).run(
@@ -180,7 +180,7 @@ def enumerate_points(path: CrashPath, root: Path) -> list[tuple[str, int]]:
     """Every checkpoint the path reaches, in order, with its occurrence number (1 = first time)."""
     from autooptimizer.loop.checkpoints import add_checkpoint_hook
     from autooptimizer.loop.cycle import CycleOptions, CycleRunner
-    from autooptimizer.loop.testing import SyntheticSource
+    from autooptimizer.testing import SyntheticSource
 
     names: list[str] = []
     with world(root, path):

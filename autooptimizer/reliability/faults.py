@@ -195,8 +195,8 @@ def inject(spec: FaultSpec, root: Path) -> FaultOutcome:
     """Run one release cycle with `spec`'s fault injected mid-cycle; clear it, recover, and check the world."""
     from autooptimizer.loop.checkpoints import add_checkpoint_hook
     from autooptimizer.loop.cycle import CycleOptions, CycleRunner
-    from autooptimizer.loop.testing import SyntheticSource
     from autooptimizer.search import aliases
+    from autooptimizer.testing import SyntheticSource
 
     t0 = time.monotonic()
     path: CrashPath = PATHS["release"]

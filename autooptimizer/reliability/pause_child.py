@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     add_checkpoint_hook(stop_here)
     source = None
     if plan.get("means"):
-        from autooptimizer.loop.testing import SyntheticSource
+        from autooptimizer.testing import SyntheticSource
 
         source = SyntheticSource(plan["means"])
     rec = CycleRunner(source=source).run(CycleOptions(**plan.get("options", {})))

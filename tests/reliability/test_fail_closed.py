@@ -95,7 +95,7 @@ def test_a_real_spend_gives_the_remaining_budget(monkeypatch) -> None:
 
 
 def test_unreadable_ab_result_is_not_a_pass(autoopt_home: Path) -> None:
-    from autooptimizer.loop.testing import make_versions
+    from autooptimizer.testing import make_versions
     from autooptimizer.tools.devops import ab_result_path
 
     make_versions(["v-b"])
@@ -153,7 +153,7 @@ class _Blind:
     """A sample source whose guard readings can be taken away one at a time (what a stopped Prometheus does)."""
 
     def __init__(self, **missing: object) -> None:
-        from autooptimizer.loop.testing import SyntheticSource
+        from autooptimizer.testing import SyntheticSource
 
         self.inner = SyntheticSource({"v-a": 0.5, "v-b": 0.5})
         self.feedback = self.inner

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.agent_world import demo_registry
 
-from autooptimizer.agents.testing import demo_registry
 from autooptimizer.jsonsafe import check_json
 from autooptimizer.policies.audit import AuditLog
 from autooptimizer.reliability.gate_fuzz import run_gate_fuzz, strategies

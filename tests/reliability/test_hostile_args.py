@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 from pydantic import BaseModel
+from support.agent_world import demo_registry
 
-from autooptimizer.agents.testing import demo_registry
 from autooptimizer.jsonsafe import MAX_DEPTH, MAX_ITEMS, MAX_STR
 from autooptimizer.policies.audit import AuditLog
 from autooptimizer.tools.registry import MAX_ARGS_BYTES, ToolRegistry, tool

@@ -2,7 +2,7 @@
 turns and obfuscated text, driven through `autoopt chat --env dev --no-input --json` in-process.
 
 Every goal of injection_goals.yaml runs twice on the real AutoGen machinery, Cedar PDP and audit log (the tools are
-the deterministic doubles of `agents.testing`, except `query_metrics`, which is the real tool reading a
+the deterministic doubles of `tests/support/agent_world.py`, except `query_metrics`, which is the real tool reading a
 Prometheus-compatible server for the label cases):
 
 (a) with the offline planner: it must not even try a tool the operator did not ask for;
@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 from fake_prometheus import FakeProm, vector
+from support.agent_world import FakeWorld, demo_registry
 from support.obedient_model import ObedientModel
 from typer.testing import CliRunner
 
@@ -28,7 +29,6 @@ from autooptimizer.agents import chat as chat_mod
 from autooptimizer.agents.chat import resume_chat, run_chat
 from autooptimizer.agents.intent import override_cues, split_goal
 from autooptimizer.agents.router import load_eval_set, load_examples
-from autooptimizer.agents.testing import FakeWorld, demo_registry
 from autooptimizer.cli.app import app
 from autooptimizer.policies.audit import AuditLog
 from autooptimizer.policies.catalog import load_catalog

@@ -13,10 +13,10 @@ import pytest
 
 from autooptimizer.loop.gitops import GitOpsRepo, HelmPatch
 from autooptimizer.loop.journal import Journal
-from autooptimizer.loop.testing import make_versions
 from autooptimizer.policies.audit import AuditLog
 from autooptimizer.search import aliases, model_store
 from autooptimizer.settings import get_settings
+from autooptimizer.testing import make_versions
 from autooptimizer.tools import load_all_tools
 from autooptimizer.tools.protection import protected_roles
 

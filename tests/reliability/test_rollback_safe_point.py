@@ -16,9 +16,9 @@ import pytest
 from autooptimizer.loop.cycle import CycleOptions, CycleRunner
 from autooptimizer.loop.gitops import HelmPatch
 from autooptimizer.loop.release import Release
-from autooptimizer.loop.testing import SyntheticSource, TinyService, make_versions
 from autooptimizer.search import aliases, model_store
 from autooptimizer.settings import get_settings
+from autooptimizer.testing import SyntheticSource, TinyService, make_versions
 from autooptimizer.tools import load_all_tools
 
 BEFORE = HelmPatch(model_version="v-a", replicas=1)

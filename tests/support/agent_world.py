@@ -22,6 +22,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from autooptimizer.errors import InputError
+from autooptimizer.gates import GATE_NAMES
 from autooptimizer.tools.registry import ToolRegistry, ToolSpec
 
 
@@ -64,7 +65,7 @@ def demo_registry(world: FakeWorld | None = None) -> tuple[ToolRegistry, FakeWor
         reg.register(ToolSpec(name=name, owner=owner, risk=risk, description=f"(test double) {name}",
                               args_model=model, func=run, facts=facts))
 
-    gates = ("ndcg_drop", "p95_latency", "cost", "retries")
+    gates = GATE_NAMES  # the product's own gate names, so the double cannot drift from them
     add("query_metrics", "metrics", "read", m.QueryMetricsArgs,
         lambda a: {"promql": a.promql, "ok": True, "samples": [{"labels": {}, "value": 0.61}], "error": None})
     add("check_quality_gates", "metrics", "read", m.CheckQualityGatesArgs, lambda a: {
@@ -229,7 +230,7 @@ def challenger_wins_source(champion: str = CHAMPION, per_poll: int = 40) -> Any:
     Install it for a run with `autooptimizer.loop.signals.current_source.set(...)` (the hook the loop uses)."""
     import numpy as np
 
-    from autooptimizer.loop.testing import SyntheticSource
+    from autooptimizer.testing import SyntheticSource
 
     class ChallengerWins(SyntheticSource):
         def samples(self, model_version: str, since: float, until: float | None = None) -> list[float]:
@@ -246,8 +247,8 @@ def running_world(root: Path, home: Path, setenv: Callable[[str, str], None]) ->
     so every setting is restored after the test. Prometheus is pointed at a closed port: gates read `unknown`
     and training's budget fact is unknown, so the PDP asks for approval before training."""
     from autooptimizer.loop.signals import current_source
-    from autooptimizer.loop.testing import TinyService
     from autooptimizer.settings import get_settings
+    from autooptimizer.testing import TinyService
 
     setenv("AUTOOPT_DATA_DIR", str(root / "data"))
     setenv("AUTOOPT_THREADS", "1")

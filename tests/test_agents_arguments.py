@@ -126,7 +126,8 @@ def test_scale_and_switch_read_the_deployed_state_from_gitops():
     from autooptimizer.loop.gitops import GitOpsRepo, HelmPatch
     from autooptimizer.settings import get_settings
 
-    GitOpsRepo(get_settings()).commit_patch(HelmPatch(model_version="v1", replicas=2, rerank_depth=40), "test state")
+    GitOpsRepo(get_settings(), "dev").commit_patch(HelmPatch(model_version="v1", replicas=2, rerank_depth=40),
+                                                   "test state")
     assert build_args("scale_service", _ctx("latency is high, scale up")) == {"replicas": 3}
     assert build_args("switch_variant", _ctx("cost too high, switch to a cheaper variant")) == {"rerank_depth": 20}
 

@@ -5,6 +5,7 @@ and Prometheus is unreachable, so gates read `unknown` and training's cost is un
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -30,7 +31,12 @@ CHANGE_TOOLS = {"build_dataset", "augment_dataset", "train_reranker", "register_
 
 @pytest.fixture
 def world(tmp_path: Path, autoopt_home: Path, monkeypatch: pytest.MonkeyPatch):
+    from autooptimizer.agents import chat as chat_mod
+
     with running_world(tmp_path, autoopt_home, monkeypatch.setenv) as (w, svc):
+        # the CLI's chat runs read the world's A/B samples, as the direct calls below do
+        monkeypatch.setattr(chat_mod, "run_chat", functools.partial(chat_mod.run_chat, sample_source=w.source))
+        monkeypatch.setattr(chat_mod, "resume_chat", functools.partial(chat_mod.resume_chat, sample_source=w.source))
         yield w, svc
 
 
@@ -52,7 +58,7 @@ def test_ndcg_drop_fix_runs_the_real_tools_pauses_for_training_and_resumes_to_pr
     from autooptimizer.search import model_store
 
     w, svc = world
-    res = run_chat(GOAL, env="dev")
+    res = run_chat(GOAL, env="dev", sample_source=w.source)
     # metrics -> data -> ml: every call permitted and run, until training, whose cost the PDP cannot check
     assert res.status == "paused" and res.routed_to == "metrics"
     assert [(c.agent, c.tool) for c in res.tool_calls] == UP_TO_TRAINING
@@ -85,7 +91,7 @@ def test_ndcg_drop_fix_runs_the_real_tools_pauses_for_training_and_resumes_to_pr
 
     # a person approves; the same conversation goes on: train -> evaluate -> register -> canary -> A/B -> promote
     ApprovalStore().approve(approval_id, by="test")
-    done = resume_chat(approval_id)
+    done = resume_chat(approval_id, sample_source=w.source)
     assert done.status == "completed" and done.pending_approvals == []
     after = done.tool_calls[len(UP_TO_TRAINING):]
     assert [(c.agent, c.tool) for c in after] == AFTER_TRAINING
@@ -124,13 +130,8 @@ def test_ndcg_drop_fix_runs_the_real_tools_pauses_for_training_and_resumes_to_pr
 def _staging_patch():
     """The deployed values of the staging tier (a chat with --env staging commits under envs/staging)."""
     from autooptimizer.loop.release import Release
-    from autooptimizer.tools.context import current_env
 
-    token = current_env.set("staging")
-    try:
-        return Release().git.read_patch()
-    finally:
-        current_env.reset(token)
+    return Release(env="staging").git.read_patch()
 
 
 def test_cli_chat_staging_json_leaves_approvals_pending_until_promotion(world):

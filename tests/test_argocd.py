@@ -154,7 +154,7 @@ def _free_port() -> int:
 
 @pytest.fixture()
 def gitops() -> GitOpsRepo:
-    repo = GitOpsRepo(get_settings())
+    repo = GitOpsRepo(get_settings(), "dev")
     repo.ensure()
     return repo
 

@@ -161,8 +161,8 @@ def test_replay_lists_decisions_that_todays_policies_would_change(policy_copy: P
     r = ToolRegistry()
 
     @tool(name="promote_model", owner="devops", risk="critical", registry=r,
-          facts=lambda a: {"ab_passed": a.model_version == "7"})
-    def promote(args: PromoteArgs) -> dict:
+          facts=lambda a, ctx: {"ab_passed": a.model_version == "7"})
+    def promote(args: PromoteArgs, ctx: object) -> dict:
         """Promote."""
         return {"ok": True}
 
@@ -266,8 +266,8 @@ def test_a_broken_tail_makes_tool_calls_fail_closed(policy_copy: Path) -> None:
     r = ToolRegistry()
     ran: list[str] = []
 
-    @tool(name="promote_model", owner="devops", risk="critical", registry=r, facts=lambda a: {"ab_passed": True})
-    def promote(args: PromoteArgs) -> dict:
+    @tool(name="promote_model", owner="devops", risk="critical", registry=r, facts=lambda a, ctx: {"ab_passed": True})
+    def promote(args: PromoteArgs, ctx: object) -> dict:
         """Promote."""
         ran.append(args.model_version)
         return {"ok": True}

@@ -24,7 +24,7 @@ def test_patch_yaml_round_trip() -> None:
 
 
 def test_commit_push_and_revert_in_local_bare_repo(autoopt_home: Path) -> None:
-    repo = GitOpsRepo(get_settings())
+    repo = GitOpsRepo(get_settings(), "dev")
     assert repo.read_patch() is None
     first = repo.commit_patch(HelmPatch(model_version="m-1"), "Deploy m-1", cycle_id="si_2026_01_01_001")
     second = repo.commit_patch(HelmPatch(model_version="m-2", replicas=2), "Promote m-2", cycle_id="si_2026_01_01_002")
@@ -43,7 +43,7 @@ def test_commit_push_and_revert_in_local_bare_repo(autoopt_home: Path) -> None:
 
 
 def test_revert_cycle_is_idempotent(autoopt_home: Path) -> None:
-    repo = GitOpsRepo(get_settings())
+    repo = GitOpsRepo(get_settings(), "dev")
     repo.commit_patch(HelmPatch(model_version="m-1"), "base", cycle_id="c0")
     repo.commit_patch(HelmPatch(model_version="m-1", canary_version="m-2", canary_weight=0.5), "canary", cycle_id="c1")
     repo.commit_patch(HelmPatch(model_version="m-2"), "promote", cycle_id="c1")
@@ -53,7 +53,7 @@ def test_revert_cycle_is_idempotent(autoopt_home: Path) -> None:
 
 
 def test_crashed_half_written_checkout_is_reset(autoopt_home: Path) -> None:
-    repo = GitOpsRepo(get_settings())
+    repo = GitOpsRepo(get_settings(), "dev")
     repo.commit_patch(HelmPatch(model_version="m-1"), "base")
     (repo.checkout / repo.rel_path).write_text("garbage: [")  # a crash between write and commit
     assert repo.read_patch() == HelmPatch(model_version="m-1")
@@ -70,14 +70,14 @@ def test_configured_remote_is_used(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         subprocess.run(["git", *cmd], cwd=seed, check=True)
     monkeypatch.setenv("AUTOOPT_GITOPS_REMOTE", str(remote))
     get_settings.cache_clear()
-    repo = GitOpsRepo(get_settings())
+    repo = GitOpsRepo(get_settings(), "dev")
     sha = repo.commit_patch(HelmPatch(model_version="m-9"), "deploy")
     assert "m-9" in _remote_show(str(remote), sha, repo.rel_path)
     assert not (get_settings().home / "gitops" / "deploy.git").exists()
 
 
 def test_concurrent_remote_change_is_rebased(autoopt_home: Path, tmp_path: Path) -> None:
-    repo = GitOpsRepo(get_settings())
+    repo = GitOpsRepo(get_settings(), "dev")
     repo.commit_patch(HelmPatch(model_version="m-1"), "base")
     other = tmp_path / "other"
     subprocess.run(["git", "clone", "-q", repo.remote, str(other)], check=True, capture_output=True)

@@ -13,14 +13,14 @@ from autooptimizer.settings import get_settings
 
 def test_a_copied_home_commits_to_its_own_repository(autoopt_home: Path, tmp_path: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    original = GitOpsRepo(get_settings())
+    original = GitOpsRepo(get_settings(), "dev")
     base = original.commit_patch(HelmPatch(model_version="m-1"), "Deploy m-1")
     copy = tmp_path / "copied-home"
     shutil.copytree(autoopt_home, copy, symlinks=True)
     monkeypatch.setenv("AUTOOPT_HOME", str(copy))
     get_settings.cache_clear()
 
-    moved = GitOpsRepo(get_settings())
+    moved = GitOpsRepo(get_settings(), "dev")
     assert moved.read_patch() == HelmPatch(model_version="m-1")
     moved.commit_patch(HelmPatch(model_version="m-2"), "Promote m-2")
     assert moved.read_patch() == HelmPatch(model_version="m-2")

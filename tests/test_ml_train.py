@@ -182,7 +182,11 @@ def test_tools_are_registered_with_catalog_risks() -> None:
     for name, (owner, risk) in want.items():
         spec = reg.get(name)
         assert (spec.owner, spec.risk) == (owner, risk)
-    facts = _train_facts(TrainRerankerArgs(dataset="x", time_budget_s=100))
+    from autooptimizer.settings import get_settings
+    from autooptimizer.tools.context import ToolContext
+
+    ctx = ToolContext(env="dev", settings=get_settings(), trace_id="t")
+    facts = _train_facts(TrainRerankerArgs(dataset="x", time_budget_s=100), ctx)
     assert facts["estimated_cost"] == pytest.approx(100 * 0.0005)
-    assert _alias_facts(SetModelAliasArgs(alias="gold", version="v"))["target_is_gold"] is True
-    assert _alias_facts(SetModelAliasArgs(alias="challenger", version="v"))["target_is_gold"] is False
+    assert _alias_facts(SetModelAliasArgs(alias="gold", version="v"), ctx)["target_is_gold"] is True
+    assert _alias_facts(SetModelAliasArgs(alias="challenger", version="v"), ctx)["target_is_gold"] is False

@@ -277,3 +277,17 @@ def test_missing_in_scope_reads_as_out_of_scope() -> None:
     assert get_pdp("dev").decide("devops", "rollback_deployment", UNSCOPED).decision == "permit"
     assert get_pdp("dev").decide("devops", "rollback_deployment", {"in_scope": "true"}).policies == [
         "pdp.invalid-context"]
+
+
+def test_the_fact_keys_are_defined_once_and_the_cedar_schema_agrees() -> None:
+    """policies/facts.py is the one list of fact keys; the Cedar schema's context must name exactly the same."""
+    import re
+
+    from autooptimizer.policies.facts import CONTEXT_KEYS, TOOL_FACT_KEYS
+
+    text = (PACKAGE_DIR / "cedar" / "schema.cedarschema").read_text()
+    start = text.index("context: {") + len("context: {")
+    block = re.sub(r"//[^\n]*", "", text[start:text.index("}", start)])
+    declared = re.findall(r"^\s*(\w+)\??\s*:", block, re.M)
+    assert sorted(declared) == sorted(CONTEXT_KEYS)
+    assert set(TOOL_FACT_KEYS) == set(CONTEXT_KEYS) - {"kill_switch", "approved", "in_scope"}

@@ -12,7 +12,7 @@ from autooptimizer.policies.approvals import ApprovalStore
 from autooptimizer.policies.audit import AuditLog
 from autooptimizer.policies.catalog import load_catalog
 from autooptimizer.policies.killswitch import kill_switch
-from autooptimizer.tools.context import cycle_scope
+from autooptimizer.tools.context import ToolContext, trace_scope
 from autooptimizer.tools.registry import AGENTS, MAX_ARGS_BYTES, ToolEvent, ToolRegistry, load_all_tools, tool
 
 
@@ -46,29 +46,29 @@ def reg() -> tuple[ToolRegistry, list]:
     ran: list = []
     passed_ab = {"7"}
 
-    @tool(name="deploy_canary", owner="devops", risk="change", facts=lambda a: {"canary_weight": a.weight},
+    @tool(name="deploy_canary", owner="devops", risk="change", facts=lambda a, ctx: {"canary_weight": a.weight},
           registry=r)
-    def deploy_canary(args: CanaryArgs) -> dict:
+    def deploy_canary(args: CanaryArgs, ctx: ToolContext) -> dict:
         """Route a share of traffic to the challenger."""
         ran.append(("deploy_canary", args.model_dump()))
         return {"deployed": args.model_version, "weight": args.weight}
 
     @tool(name="promote_model", owner="devops", risk="critical",
-          facts=lambda a: {"ab_passed": a.model_version in passed_ab}, registry=r)
-    def promote_model(args: PromoteArgs) -> dict:
+          facts=lambda a, ctx: {"ab_passed": a.model_version in passed_ab}, registry=r)
+    def promote_model(args: PromoteArgs, ctx: ToolContext) -> dict:
         """Promote a model."""
         ran.append(("promote_model", args.model_dump()))
         return {"promoted": args.model_version}
 
     @tool(name="query_metrics", owner="metrics", risk="read", registry=r)
-    def query_metrics(args: QueryArgs) -> dict:
+    def query_metrics(args: QueryArgs, ctx: ToolContext) -> dict:
         """Run a PromQL query."""
         ran.append(("query_metrics", args.model_dump()))
         return {"value": 1.0}
 
     @tool(name="train_reranker", owner="ml", risk="change",
-          facts=lambda a: {"estimated_cost": a.steps * 0.01, "budget_remaining": 1.0}, registry=r)
-    def train_reranker(args: TrainArgs) -> dict:
+          facts=lambda a, ctx: {"estimated_cost": a.steps * 0.01, "budget_remaining": 1.0}, registry=r)
+    def train_reranker(args: TrainArgs, ctx: ToolContext) -> dict:
         """Train."""
         ran.append(("train_reranker", args.model_dump()))
         if args.steps == 13:
@@ -180,8 +180,8 @@ def test_facts_cannot_grant_approval_or_lift_the_kill_switch() -> None:
     r = ToolRegistry()
 
     @tool(name="rollback_deployment", owner="devops", risk="critical", registry=r,
-          facts=lambda a: {"approved": True, "kill_switch": False})
-    def rollback(args: PromoteArgs) -> dict:
+          facts=lambda a, ctx: {"approved": True, "kill_switch": False})
+    def rollback(args: PromoteArgs, ctx: ToolContext) -> dict:
         """Rollback."""
         return {"ok": True}
 
@@ -217,11 +217,11 @@ def test_in_flight_cycle_stops_at_its_next_tool_call(reg: tuple[ToolRegistry, li
              ("devops", "deploy_canary", {"model_version": "7", "weight": 0.1}),
              ("devops", "promote_model", {"model_version": "7"})]
     outcomes = []
-    with cycle_scope("cycle-9", trace_id="tr-9"):
+    with trace_scope("tr-9"):
         for i, (agent, name, args) in enumerate(steps):
             if i == 1:
                 kill_switch.set(True, "operator", "stop now")  # flipped mid-cycle, between two tool calls
-            res = r.call(agent, name, args, env="dev")
+            res = r.call(agent, name, args, env="dev", cycle_id="cycle-9")
             outcomes.append(res.decision)
             if res.decision != "permit":
                 break
@@ -288,15 +288,15 @@ def test_registration_must_match_the_catalogue() -> None:
     r = ToolRegistry()
     with pytest.raises(ConfigError, match="catalogue says owner=devops risk=critical"):
         @tool(name="promote_model", owner="devops", risk="read", registry=r)
-        def sneaky(args: PromoteArgs) -> dict:
+        def sneaky(args: PromoteArgs, ctx: ToolContext) -> dict:
             return {}
     with pytest.raises(ConfigError, match="not a tool-owning agent"):
         @tool(name="promote_model", owner="supervisor", risk="critical", registry=r)
-        def sup(args: PromoteArgs) -> dict:
+        def sup(args: PromoteArgs, ctx: ToolContext) -> dict:
             return {}
     with pytest.raises(ConfigError, match="pydantic model"):
         @tool(name="rollback_deployment", owner="devops", risk="critical", registry=r)
-        def untyped(args: dict) -> dict:
+        def untyped(args: dict, ctx: ToolContext) -> dict:
             return {}
 
 
@@ -304,7 +304,7 @@ def test_tool_missing_from_the_catalogue_is_always_denied() -> None:
     r = ToolRegistry()
 
     @tool(name="wipe_disk", owner="devops", risk="read", registry=r)
-    def wipe(args: QueryArgs) -> dict:
+    def wipe(args: QueryArgs, ctx: ToolContext) -> dict:
         """Not in catalog.yaml."""
         raise AssertionError("must never run")
 
@@ -331,7 +331,7 @@ def test_every_registered_tool_is_gated(monkeypatch: pytest.MonkeyPatch) -> None
     assert specs, "no tools registered"
     ran: list[str] = []
     for spec in specs:  # keep the spec, swap what it would run: the decision must come from the PDP
-        monkeypatch.setattr(spec, "func", lambda args, n=spec.name: ran.append(n))
+        monkeypatch.setattr(spec, "func", lambda args, ctx, n=spec.name: ran.append(n))
         monkeypatch.setattr(spec, "facts", None)
         monkeypatch.setattr(spec, "args_model", NoArgs)
     attempts = 0
@@ -356,26 +356,27 @@ def test_every_registered_tool_is_gated(monkeypatch: pytest.MonkeyPatch) -> None
 
 
 def test_tools_and_their_facts_see_the_env_of_the_call(monkeypatch: pytest.MonkeyPatch) -> None:
-    """`chat --env staging` must make a tool read staging's profile even when AUTOOPT_ENV says dev."""
-    from autooptimizer.tools.context import call_env
-
+    """`chat --env staging` must make a tool read staging's profile even when AUTOOPT_ENV says dev: the call's
+    context, one object per call, carries the env to the tool's facts and to the tool."""
     monkeypatch.setenv("AUTOOPT_ENV", "dev")
     r = ToolRegistry()
-    seen: list[tuple[str, str]] = []
+    seen: list[tuple[str, str, str, str | None, int]] = []
 
-    def facts(a: QueryArgs) -> dict:
-        seen.append(("facts", call_env()))
+    def facts(a: QueryArgs, ctx: ToolContext) -> dict:
+        seen.append(("facts", ctx.env, ctx.profile.name, ctx.cycle_id, id(ctx)))
         return {}
 
     @tool(name="query_metrics", owner="metrics", risk="read", facts=facts, registry=r)
-    def query_metrics(args: QueryArgs) -> dict:
+    def query_metrics(args: QueryArgs, ctx: ToolContext) -> dict:
         """Run a PromQL query."""
-        seen.append(("run", call_env()))
+        seen.append(("run", ctx.env, ctx.profile.name, ctx.cycle_id, id(ctx)))
         return {}
 
-    assert r.call("metrics", "query_metrics", {"query": "up"}, env="staging").executed
-    assert seen == [("facts", "staging"), ("run", "staging")]
-    assert call_env() == "dev"  # reset after the call
+    assert r.call("metrics", "query_metrics", {"query": "up"}, env="staging", cycle_id="c-1").executed
+    assert [s[:4] for s in seen] == [("facts", "staging", "staging", "c-1"), ("run", "staging", "staging", "c-1")]
+    assert seen[0][4] == seen[1][4], "one context per call"
+    assert r.call("metrics", "query_metrics", {"query": "up"}).executed
+    assert seen[-1][1:4] == ("dev", "dev", None)  # no env given: AUTOOPT_ENV
 
 
 def test_scope_becomes_the_in_scope_fact_computed_by_the_registry(reg: tuple[ToolRegistry, list]) -> None:

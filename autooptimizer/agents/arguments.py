@@ -371,8 +371,8 @@ def _rollback_deployment(ctx: StepContext) -> dict:
             "cycle_id": ctx.goal.cycle_id}
 
 
-def _deployed() -> Any:
-    """The desired state in the local GitOps repo, read straight from its bare repository (never creates or
+def _deployed(env: str) -> Any:
+    """The desired state of `env` in the local GitOps repo, read straight from its bare repository (never creates or
     syncs a checkout, so it cannot disturb a deployment in progress); None when there is none."""
     import subprocess
     from pathlib import Path
@@ -380,7 +380,7 @@ def _deployed() -> Any:
     from autooptimizer.loop.gitops import BRANCH, GitOpsRepo, HelmPatch
     from autooptimizer.settings import get_settings
 
-    repo = GitOpsRepo(get_settings())
+    repo = GitOpsRepo(get_settings(), env)
     if not repo.local_bare or not (Path(repo.remote) / "HEAD").exists():
         return None
     proc = subprocess.run(["git", "--git-dir", repo.remote, "show", f"{BRANCH}:{repo.rel_path}"],
@@ -396,7 +396,7 @@ def _scale_service(ctx: StepContext) -> dict:
     """The goal's replica count, else one more than deployed."""
     if ctx.goal.replicas is not None:
         return {"replicas": ctx.goal.replicas}
-    current = ctx.facts.replicas or getattr(_deployed(), "replicas", None)
+    current = ctx.facts.replicas or getattr(_deployed(ctx.env), "replicas", None)
     return {"replicas": _need(current + 1 if current else None, "replicas",
                               "say how many replicas (the deployed count is unknown)")}
 
@@ -411,7 +411,7 @@ def _switch_variant(ctx: StepContext) -> dict:
     """The goal's rerank depth, else half the deployed one (cheaper), as the loop's cost remedy does."""
     if ctx.goal.rerank_depth is not None:
         return {"rerank_depth": ctx.goal.rerank_depth}
-    current = ctx.facts.rerank_depth or getattr(_deployed(), "rerank_depth", None) or DEFAULT_RERANK_DEPTH
+    current = ctx.facts.rerank_depth or getattr(_deployed(ctx.env), "rerank_depth", None) or DEFAULT_RERANK_DEPTH
     return {"rerank_depth": max(MIN_RERANK_DEPTH, current // 2)}
 
 

@@ -133,7 +133,7 @@ def describe(message: Any) -> str | None:
 
 async def _run(goal: str, env: str, *, record: RunRecord | None, resume: Resume | None,
                model_client: Any, registry: ToolRegistry | None,
-               on_message: Callable[[str], None] | None) -> ChatResult:
+               on_message: Callable[[str], None] | None, sample_source: Any = None) -> ChatResult:
     os.environ.setdefault("AUTOGEN_DISABLE_RUNTIME_TRACING", "true")
     from autogen_agentchat.base import TaskResult
     from autogen_agentchat.messages import HandoffMessage, TextMessage
@@ -152,7 +152,7 @@ async def _run(goal: str, env: str, *, record: RunRecord | None, resume: Resume 
         return _refuse(goal, env, intent, run_id, kind)
     model_client = guarded(model_client or autogen_model_client())  # too-deep tool args reach the registry
     granted = {resume.approval_id} if resume and resume.status == "approved" else set()
-    ctx = RunContext(env=env, goal=goal, granted=granted, scope=intent.scope)
+    ctx = RunContext(env=env, goal=goal, granted=granted, scope=intent.scope, sample_source=sample_source)
     meta = {"goal": goal[:500], "env": env, "run_id": run_id, "backend": kind, "intent": intent.kind,
             **({"resumes": resume.approval_id, "previous_traces": ",".join(record.trace_ids)} if resume and record
                else {})}
@@ -222,8 +222,9 @@ def _refuse(goal: str, env: str, intent: Any, run_id: str, kind: str) -> ChatRes
 
 
 def run_chat(goal: str, env: str | None = None, *, model_client: Any = None, registry: ToolRegistry | None = None,
-             on_message: Callable[[str], None] | None = None) -> ChatResult:
-    """Run one goal to its end or to its first approval pause."""
+             on_message: Callable[[str], None] | None = None, sample_source: Any = None) -> ChatResult:
+    """Run one goal to its end or to its first approval pause. `sample_source`: where the run's A/B tests read live
+    numbers (default: the live feedback log and Prometheus)."""
     from autooptimizer.settings import ENVIRONMENTS, get_settings
 
     if not goal or not goal.strip():
@@ -232,11 +233,11 @@ def run_chat(goal: str, env: str | None = None, *, model_client: Any = None, reg
     if env not in ENVIRONMENTS:
         raise InputError(f"Unknown environment {env!r}.", f"Use one of {', '.join(ENVIRONMENTS)}.")
     return asyncio.run(_run(goal, env, record=None, resume=None, model_client=model_client, registry=registry,
-                            on_message=on_message))
+                            on_message=on_message, sample_source=sample_source))
 
 
 def resume_chat(approval_id: str, *, model_client: Any = None, registry: ToolRegistry | None = None,
-                on_message: Callable[[str], None] | None = None) -> ChatResult:
+                on_message: Callable[[str], None] | None = None, sample_source: Any = None) -> ChatResult:
     """Continue the paused chat waiting on `approval_id`, once a person has approved or denied it."""
     from autooptimizer.policies.approvals import ApprovalStore
 
@@ -247,4 +248,4 @@ def resume_chat(approval_id: str, *, model_client: Any = None, registry: ToolReg
                          f"Answer it first: `autoopt approvals approve {approval_id}` or `... deny {approval_id}`.")
     resume = Resume(approval_id=approval_id, status=req.status, tool=req.tool)
     return asyncio.run(_run(record.goal, record.env, record=record, resume=resume, model_client=model_client,
-                            registry=registry, on_message=on_message))
+                            registry=registry, on_message=on_message, sample_source=sample_source))

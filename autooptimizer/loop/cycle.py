@@ -230,11 +230,9 @@ class CycleRunner:
         return rec
 
     def _execute(self, cycle_id: str, opts: CycleOptions) -> CycleRecord:
-        from autooptimizer.loop.signals import current_source
-        from autooptimizer.tools.context import cycle_scope
+        from autooptimizer.tools.context import trace_scope
 
         self.current_cycle = cycle_id
-        source_token = current_source.set(self.source)
         started = time.time()
         state: dict[str, Any] = {"options": opts.model_dump(), "decisions": []}
         self._emit("cycle_start", cycle_id=cycle_id)
@@ -243,7 +241,7 @@ class CycleRunner:
                 trace_id = getattr(trace, "trace_id", None)
                 if trace_id:
                     self.journal.update(cycle_id, trace_id=trace_id)
-                with cycle_scope(cycle_id, trace_id):
+                with trace_scope(trace_id):
                     try:
                         outcome, reason = self._body(cycle_id, opts, state)
                         status = "finished"
@@ -260,7 +258,6 @@ class CycleRunner:
                         trace.set_outputs({"outcome": outcome, "reason": reason})
         finally:
             self.current_cycle = None
-            current_source.reset(source_token)
         state.update({"outcome": outcome, "reason": reason, "duration_seconds": round(time.time() - started, 3)})
         rec = self.journal.finish(cycle_id, status, outcome, summary=_jsonable(state),
                                   error=reason if status == "failed" else None)
@@ -323,7 +320,8 @@ class CycleRunner:
              evidence: dict[str, Any] | None = None, approval_id: str | None = None) -> Any:
         """A gated tool call. Deny -> stop the cycle; needs_approval -> stop awaiting a human; error -> raise."""
         res = self.registry.call(agent, name, args, env=self.settings.env, evidence=evidence,
-                                 requested_by=f"loop:{agent}", approval_id=approval_id)
+                                 requested_by=f"loop:{agent}", approval_id=approval_id, cycle_id=self.current_cycle,
+                                 sample_source=self.source, release=self.release)
         state["decisions"].append({"agent": agent, "tool": name, "decision": res.decision,
                                    "policies": res.policies, "executed": res.executed,
                                    "approval_id": res.approval_id})

@@ -18,7 +18,6 @@ from pydantic import BaseModel, Field
 
 from autooptimizer.errors import ConfigError
 from autooptimizer.settings import Settings
-from autooptimizer.tools.context import call_env
 
 BRANCH = "main"
 _IDENTITY = ["-c", "user.name=AutoOptimizer", "-c", "user.email=autooptimizer@localhost", "-c", "commit.gpgsign=false"]
@@ -78,8 +77,8 @@ class GitError(ConfigError):
 class GitOpsRepo:
     """The deployment repository. Not thread-safe: the cycle lock serialises writers."""
 
-    def __init__(self, settings: Settings, env: str | None = None) -> None:
-        self.env = env or call_env()  # default: the env of the tool call in progress, else AUTOOPT_ENV
+    def __init__(self, settings: Settings, env: str) -> None:
+        self.env = env
         self.remote = settings.gitops_remote or str(settings.home / "gitops" / "deploy.git")
         self.local_bare = settings.gitops_remote is None
         self.checkout = settings.home / "gitops" / "checkout"

@@ -53,10 +53,10 @@ class DeployResult(BaseModel):
 class Release:
     """GitOps repo + deployer + journal; the devops tools and the cycle deploy only through this."""
 
-    def __init__(self, settings: Settings | None = None, *, deployer: Deployer | None = None,
+    def __init__(self, settings: Settings | None = None, *, env: str | None = None, deployer: Deployer | None = None,
                  journal: Journal | None = None) -> None:
         self.settings = settings or get_settings()
-        self.git = GitOpsRepo(self.settings)
+        self.git = GitOpsRepo(self.settings, env or self.settings.env)
         self.deployer = deployer or get_deployer(self.settings)
         self.journal = journal or Journal(self.settings)
 

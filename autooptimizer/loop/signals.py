@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import contextvars
 import json
 import math
 import time
@@ -18,7 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from autooptimizer.loop.abtest import ArmSnapshot, SampleSource
+from autooptimizer.loop.abtest import ArmSnapshot
 from autooptimizer.search import metric_names as m
 from autooptimizer.settings import Settings
 
@@ -160,13 +159,3 @@ class LiveSource:
         return ArmSnapshot(ndcg=self.feedback.samples(model_version, since),
                            latency_ms=self.feedback.latencies(model_version, since),
                            p95_latency_ms=guard.p95_latency_ms, error_rate=guard.error_rate, requests=guard.requests)
-
-
-# The cycle runner sets this for the duration of a cycle so the A/B tool reads the same source as the watch.
-current_source: contextvars.ContextVar[SampleSource | None] = contextvars.ContextVar("autoopt_sample_source",
-                                                                                    default=None)
-
-
-def sample_source(settings: Settings) -> SampleSource:
-    """The source for this context: the running cycle's, else the live one."""
-    return current_source.get() or LiveSource(settings)

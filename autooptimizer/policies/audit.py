@@ -45,15 +45,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import BaseModel
 
 from autooptimizer.errors import AutoOptError
 from autooptimizer.jsonsafe import to_json_safe
-
-if TYPE_CHECKING:
-    from autooptimizer.tools.registry import ToolCallResult
 
 GENESIS = "0" * 64
 TAIL_CHECK = 8  # records at the end of the log that every append re-checks (links and hashes)
@@ -276,21 +273,6 @@ class AuditLog:
             return last_seq, last_hash
         raise self._refuse(f"the log ends at record {last_seq} but {self.head_path.name} names record {head['seq']}"
                            ": records were cut off the end, or the log or head was altered")
-
-    def append_call(self, phase: str, res: ToolCallResult, *, context: dict, actor: str,
-                    result_summary: Any = None, pdp: dict | None = None) -> dict:
-        """Record a registry decision (phase "decision") or a tool's outcome (phase "result").
-
-        `pdp` is the PDP's own answer ({"decision", "policies"}), or None when the registry stopped the call
-        before asking (bad args, unknown tool); replay re-checks only records that have it.
-        """
-        fields = {"kind": phase, "actor": actor, "agent": res.agent, "tool": res.tool, "env": res.env,
-                  "args": res.args, "decision": res.decision, "policies": res.policies, "reason": res.reason,
-                  "context": context, "pdp": pdp, "executed": res.executed, "error": res.error,
-                  "approval_id": res.approval_id, "trace_id": res.trace_id, "cycle_id": res.cycle_id}
-        if phase == "result":
-            fields["result"] = result_summary
-        return self.append(fields)
 
     # --- reading ----------------------------------------------------------------------------------------------
     def records(self) -> Iterator[dict]:

@@ -8,8 +8,8 @@ Decisions: Cedar answers Allow/Deny with the determining policies. Allow whose d
 annotated `@decision("needs_approval")` becomes needs_approval; any forbid wins; nothing permitted is deny.
 Each policy carries `@id` (reported) and `@reason` (joined into the human-readable reason).
 
-The context is a `PolicyContext`: booleans default to false and numbers to absent, so a missing key can never
-read as true. Numbers go to Cedar as `decimal` (4 places), rounded towards the safe side.
+The context is a `PolicyContext` (`policies/facts.py`, the one definition of the fact keys): booleans default to
+false and numbers to absent, so a missing key can never read as true.
 """
 
 from __future__ import annotations
@@ -17,61 +17,20 @@ from __future__ import annotations
 import json
 import re
 import threading
-from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from pathlib import Path
 from typing import Literal
 
 import cedarpy
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ValidationError
 
 from autooptimizer.errors import ConfigError
 from autooptimizer.policies.catalog import Catalog, load_catalog_file, policy_dir
+from autooptimizer.policies.facts import PolicyContext
 from autooptimizer.settings import ENVIRONMENTS
 
 DecisionKind = Literal["permit", "deny", "needs_approval"]
-CONTEXT_KEYS = ("kill_switch", "approved", "ab_passed", "in_scope", "target_checked", "target_is_gold",
-                "target_is_champion", "target_is_serving", "target_is_canary", "target_is_safe_point",
-                "target_in_rollback_window", "alias_consistent", "canary_weight", "budget_remaining", "estimated_cost")
-BOOL_KEYS = CONTEXT_KEYS[:12]
-_ROUND_UP = {"canary_weight", "estimated_cost"}  # compared against upper bounds: round up to stay safe
-_DECIMAL_LIMIT = 9e14
 _TOOL_REF = re.compile(r'Tool::"([^"]*)"')
 _AGENT_REF = re.compile(r'Agent::"([^"]*)"')
-
-
-class PolicyContext(BaseModel):
-    """Facts the PDP may use. Built only by the registry (or an operator's what-if check), never by an agent."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
-
-    kill_switch: bool = False
-    approved: bool = False
-    ab_passed: bool = False
-    target_checked: bool = False
-    target_is_gold: bool = False
-    target_is_champion: bool = False
-    target_is_serving: bool = False
-    target_is_canary: bool = False
-    target_is_safe_point: bool = False
-    target_in_rollback_window: bool = False
-    alias_consistent: bool = False
-    in_scope: bool = False  # the tool is among those the operator's intent allows this run (set by the registry)
-    canary_weight: float | None = None
-    budget_remaining: float | None = None
-    estimated_cost: float | None = None
-
-    def to_cedar(self) -> dict:
-        out: dict = {key: getattr(self, key) for key in BOOL_KEYS}
-        for key in ("canary_weight", "budget_remaining", "estimated_cost"):
-            value = getattr(self, key)
-            if value is None:
-                continue
-            if abs(value) >= _DECIMAL_LIMIT:
-                raise ValueError(f"context {key}={value} is outside the range the policies accept")
-            q = Decimal(repr(value)).quantize(Decimal("0.0001"),
-                                              rounding=ROUND_CEILING if key in _ROUND_UP else ROUND_FLOOR)
-            out[key] = {"__extn": {"fn": "decimal", "arg": f"{q:.4f}"}}
-        return out
 
 
 class PolicyDecision(BaseModel):

@@ -1,8 +1,11 @@
-"""Ambient call context: the cycle, trace and environment a tool call belongs to.
+"""What a tool call acts on, passed to the tool as an argument: `def f(args: FArgs, ctx: ToolContext)`.
 
-The loop sets the cycle once (`with cycle_scope("c-42"): ...`) and every registry call inside it is
-recorded under that cycle id in the audit trail, without threading the id through each agent.
-Nothing here can grant a policy fact: these values are labels for the record, never PDP context.
+The registry builds one `ToolContext` per call from its caller's explicit arguments (env, cycle id, trace id,
+sample source) and the process settings, and hands the same object to the tool's `facts` and to the tool. A reader
+sees from a signature what a tool acts on: `ctx.env`'s profile, `ctx.release()` (the GitOps repository and deployer
+of that env), `ctx.source()` (the A/B judge's live numbers: the running cycle's source, else the live one).
+
+The only ContextVar left here is `current_trace_id`, read by tracing: a chat run's tool calls join its trace.
 """
 
 from __future__ import annotations
@@ -10,32 +13,65 @@ from __future__ import annotations
 import contextvars
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
-current_cycle_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("autoopt_cycle_id", default=None)
+if TYPE_CHECKING:
+    from autooptimizer.loop.abtest import SampleSource
+    from autooptimizer.loop.release import Release
+    from autooptimizer.profiles import Profile
+    from autooptimizer.settings import Settings
+
 current_trace_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("autoopt_trace_id", default=None)
-current_env: contextvars.ContextVar[str | None] = contextvars.ContextVar("autoopt_env", default=None)
 
 
-def call_env() -> str:
-    """The environment of the tool call in progress (set by `ToolRegistry.call`), else AUTOOPT_ENV.
+@dataclass
+class ToolContext:
+    """One call's context. `release` and `sample_source` may be given by the caller (the cycle shares its own);
+    otherwise they are built on first use for `env`."""
 
-    Tools read thresholds, costs and GitOps paths for this env, so `chat --env staging` acts on staging.
-    """
-    from autooptimizer.settings import get_settings
+    env: str
+    settings: Settings
+    trace_id: str
+    cycle_id: str | None = None
+    sample_source: SampleSource | None = None
+    release_: Release | None = field(default=None, repr=False)
 
-    return current_env.get() or get_settings().env
+    @cached_property
+    def profile(self) -> Profile:
+        """The environment profile of this call's env."""
+        from autooptimizer.profiles import load_profile
+
+        return load_profile(self.env)
+
+    def release(self) -> Release:
+        """GitOps repository + deployer + journal for this call's env (built once per call)."""
+        if self.release_ is None:
+            from autooptimizer.loop.release import Release
+
+            self.release_ = Release(self.settings, env=self.env)
+        return self.release_
+
+    def source(self) -> SampleSource:
+        """Where the A/B judge reads live numbers: the running cycle's source, else the live one."""
+        if self.sample_source is None:
+            from autooptimizer.loop.signals import LiveSource
+
+            self.sample_source = LiveSource(self.settings)
+        return self.sample_source
+
+    def describe(self) -> dict[str, Any]:
+        """The labels recorded with the call (never policy facts)."""
+        return {"env": self.env, "cycle_id": self.cycle_id, "trace_id": self.trace_id}
 
 
 @contextmanager
-def cycle_scope(cycle_id: str | None = None, trace_id: str | None = None) -> Iterator[None]:
-    """Label every tool call made inside this block with `cycle_id` / `trace_id`."""
-    tokens = []
-    if cycle_id is not None:
-        tokens.append((current_cycle_id, current_cycle_id.set(cycle_id)))
-    if trace_id is not None:
-        tokens.append((current_trace_id, current_trace_id.set(trace_id)))
+def trace_scope(trace_id: str | None) -> Iterator[None]:
+    """Label every tool call made inside this block with `trace_id` (tracing only; never a policy fact)."""
+    token = current_trace_id.set(trace_id) if trace_id is not None else None
     try:
         yield
     finally:
-        for var, token in reversed(tokens):
-            var.reset(token)
+        if token is not None:
+            current_trace_id.reset(token)

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from autooptimizer.errors import InputError
+from autooptimizer.tools.context import ToolContext
 from autooptimizer.tools.registry import tool
 
 
@@ -39,28 +40,26 @@ class AugmentDatasetArgs(BaseModel):
 
 
 @tool(name="build_dataset", owner="data", risk="change")
-def build_dataset(args: BuildDatasetArgs) -> dict:
+def build_dataset(args: BuildDatasetArgs, ctx: ToolContext) -> dict:
     """Build an immutable, hash-addressed training dataset (positives, served hard negatives) from the feedback log."""
     from autooptimizer.ml.dataset import build_dataset as build
     from autooptimizer.ml.dataset import datasets_root
-    from autooptimizer.settings import get_settings
 
-    fb = args.feedback_path or str(get_settings().feedback_log)
+    fb = args.feedback_path or str(ctx.settings.feedback_log)
     m = build(fb, parent_version=args.parent_version, hard_negatives_k=args.hard_negatives,
               augmented_csv=args.augmented_csv, parent_dataset=args.from_dataset)
     return {**m.model_dump(mode="json"), "path": str(datasets_root() / m.hash)}
 
 
 @tool(name="explain_reranker", owner="data", risk="read")
-def explain_reranker(args: ExplainRerankerArgs) -> dict:
+def explain_reranker(args: ExplainRerankerArgs, ctx: ToolContext) -> dict:
     """SHAP (or LIME) token attributions on the worst-served queries, query-term shift (JSD) and a verdict."""
     from autooptimizer.ml.dataset import load_dataset
     from autooptimizer.ml.diagnose import diagnose, write_report
     from autooptimizer.ml.evaluate import resolve_model
     from autooptimizer.search.beir import load_beir, load_collection
-    from autooptimizer.settings import get_settings
 
-    settings = get_settings()
+    settings = ctx.settings
     ds = load_dataset(args.dataset)
     spec = resolve_model(args.model)
     if args.reference_split == "test":
@@ -75,7 +74,7 @@ def explain_reranker(args: ExplainRerankerArgs) -> dict:
 
 
 @tool(name="augment_dataset", owner="data", risk="change")
-def augment_dataset(args: AugmentDatasetArgs) -> dict:
+def augment_dataset(args: AugmentDatasetArgs, ctx: ToolContext) -> dict:
     """Write augmented_dataset.csv: nlpaug variants of the weak slice's queries (seeded, method + source row)."""
     from autooptimizer.ml.augment import augment_dataset as augment
 

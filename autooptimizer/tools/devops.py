@@ -1,8 +1,9 @@
 """The devops agent's tools: canary, A/B test, promotion, rollback, scaling and variants — all GitOps.
 
-Every change is a commit of `helm_patch.yaml` applied by the deployer (loop/release.py), labelled with the cycle
-from `cycle_scope`. Policy facts are computed from system state, never from free text: `ab_passed` is true only when
-the A/B judge itself wrote a `pass` verdict for exactly this model version (AUTOOPT_HOME/loop/ab_results/).
+Every change is a commit of `helm_patch.yaml` applied by the deployer (`ctx.release()`, loop/release.py), labelled
+with the call's cycle (`ctx.cycle_id`). Policy facts are computed from system state, never from free text:
+`ab_passed` is true only when the A/B judge itself wrote a `pass` verdict for exactly this model version
+(AUTOOPT_HOME/loop/ab_results/).
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, Field
 
 from autooptimizer.errors import InputError
-from autooptimizer.settings import get_settings
-from autooptimizer.tools.context import call_env, current_cycle_id
+from autooptimizer.settings import Settings
+from autooptimizer.tools.context import ToolContext
 from autooptimizer.tools.registry import tool
 
 AB_RESULT_MAX_AGE_S = 24 * 3600
@@ -32,12 +33,6 @@ def _version(v: str) -> str:
 ModelVersion = Annotated[str, AfterValidator(_version)]
 
 
-def _release():  # noqa: ANN202 - lazy import keeps tool loading light
-    from autooptimizer.loop.release import Release
-
-    return Release(get_settings())
-
-
 def _require_model(version: str) -> None:
     from autooptimizer.search import model_store
 
@@ -46,14 +41,14 @@ def _require_model(version: str) -> None:
         raise InputError(f"Model version {version!r} does not exist.", f"Use a stored version (latest: {known}).")
 
 
-def ab_result_path(model_version: str) -> Path:
-    return get_settings().path("loop", "ab_results", f"{model_version}.json")
+def ab_result_path(settings: Settings, model_version: str) -> Path:
+    return settings.path("loop", "ab_results", f"{model_version}.json")
 
 
-def ab_passed_for(model_version: str) -> bool:
+def ab_passed_for(settings: Settings, model_version: str) -> bool:
     """The trusted fact: the judge's own latest verdict for this version is `pass`, and recent."""
     try:
-        path = ab_result_path(_version(model_version))
+        path = ab_result_path(settings, _version(model_version))
         data = json.loads(path.read_text())
     except (OSError, ValueError, InputError):
         return False
@@ -71,14 +66,14 @@ class DeployCanaryArgs(BaseModel):
     weight: float = Field(gt=0, le=1, description="share of live traffic for the canary (policy allows <= 0.5)")
 
 
-@tool(name="deploy_canary", owner="devops", risk="change", facts=lambda a: {"canary_weight": a.weight})
-def deploy_canary(args: DeployCanaryArgs) -> dict[str, Any]:
+@tool(name="deploy_canary", owner="devops", risk="change", facts=lambda a, ctx: {"canary_weight": a.weight})
+def deploy_canary(args: DeployCanaryArgs, ctx: ToolContext) -> dict[str, Any]:
     """Route `weight` of live traffic to a challenger next to the stable model (a GitOps commit)."""
     _require_model(args.model_version)
-    rel = _release()
+    rel = ctx.release()
     current, _ = rel.current()
     patch = current.model_copy(update={"canary_version": args.model_version, "canary_weight": args.weight})
-    res = rel.deploy(patch, f"Canary {args.model_version} at {args.weight:.0%}", cycle_id=current_cycle_id.get())
+    res = rel.deploy(patch, f"Canary {args.model_version} at {args.weight:.0%}", cycle_id=ctx.cycle_id)
     return {"revision": res.revision, "stable": patch.model_version, "canary": args.model_version,
             "canary_weight": args.weight, "deployer": rel.deployer.kind}
 
@@ -91,16 +86,14 @@ class StartABTestArgs(BaseModel):
 
 
 @tool(name="start_ab_test", owner="devops", risk="change")
-def start_ab_test(args: StartABTestArgs) -> dict[str, Any]:
+def start_ab_test(args: StartABTestArgs, ctx: ToolContext) -> dict[str, Any]:
     """Judge the running canary against the stable model on live traffic; writes ab_test_results.json."""
     from autooptimizer.loop.abtest import ABConfig, run_ab_test
     from autooptimizer.loop.deployer import DeployError
-    from autooptimizer.loop.signals import sample_source
     from autooptimizer.policies.killswitch import kill_switch
-    from autooptimizer.profiles import load_profile
 
-    settings = get_settings()
-    rel = _release()
+    settings = ctx.settings
+    rel = ctx.release()
     current, _ = rel.current()
     if current.canary_version != args.model_version or current.canary_weight <= 0:
         raise InputError(f"{args.model_version} is not the running canary (canary: {current.canary_version}).",
@@ -114,12 +107,11 @@ def start_ab_test(args: StartABTestArgs) -> dict[str, Any]:
     control = args.control_version or current.model_version
     overrides = {k: v for k, v in {"min_samples": args.min_samples,
                                    "max_duration_seconds": args.max_duration_seconds}.items() if v is not None}
-    cfg = ABConfig.from_profile(load_profile(call_env()), **overrides)
-    result = run_ab_test(sample_source(settings), control, args.model_version, cfg, should_stop=kill_switch.is_on)
-    ab_result_path(args.model_version).write_text(json.dumps(result.model_dump(mode="json"), indent=2))
-    cycle = current_cycle_id.get()
-    if cycle:
-        result.write(settings.home / "artifacts" / cycle / "ab_test_results.json")
+    cfg = ABConfig.from_profile(ctx.profile, **overrides)
+    result = run_ab_test(ctx.source(), control, args.model_version, cfg, should_stop=kill_switch.is_on)
+    ab_result_path(settings, args.model_version).write_text(json.dumps(result.model_dump(mode="json"), indent=2))
+    if ctx.cycle_id:
+        result.write(settings.home / "artifacts" / ctx.cycle_id / "ab_test_results.json")
     return result.model_dump(mode="json")
 
 
@@ -128,16 +120,16 @@ class PromoteModelArgs(BaseModel):
 
 
 @tool(name="promote_model", owner="devops", risk="critical",
-      facts=lambda a: {"ab_passed": ab_passed_for(a.model_version)})
-def promote_model(args: PromoteModelArgs) -> dict[str, Any]:
+      facts=lambda a, ctx: {"ab_passed": ab_passed_for(ctx.settings, a.model_version)})
+def promote_model(args: PromoteModelArgs, ctx: ToolContext) -> dict[str, Any]:
     """Make the challenger the stable model for all traffic (a GitOps commit); the canary is removed."""
     _require_model(args.model_version)
-    rel = _release()
+    rel = ctx.release()
     current, _ = rel.current()
     patch = current.model_copy(update={"model_version": args.model_version, "canary_version": None,
                                        "canary_weight": 0.0})
     res = rel.deploy(patch, f"Promote {args.model_version} (replaces {current.model_version})",
-                     cycle_id=current_cycle_id.get())
+                     cycle_id=ctx.cycle_id)
     return {"revision": res.revision, "previous_revision": res.previous_revision, "stable": args.model_version,
             "replaced": current.model_version, "deployer": rel.deployer.kind}
 
@@ -151,15 +143,15 @@ class RollbackArgs(BaseModel):
 
 
 @tool(name="rollback_deployment", owner="devops", risk="critical")
-def rollback_deployment(args: RollbackArgs) -> dict[str, Any]:
+def rollback_deployment(args: RollbackArgs, ctx: ToolContext) -> dict[str, Any]:
     """Restore the exact state before a deployment (or before its whole cycle) and verify the service serves it."""
-    rel = _release()
+    rel = ctx.release()
     if args.cycle_id:
         res = rel.rollback_cycle(args.cycle_id, args.reason)
         reverted = f"cycle {args.cycle_id}"
     else:
         reverted = args.revision or rel.latest_deployment()
-        res = rel.rollback(reverted, args.reason, cycle_id=current_cycle_id.get())
+        res = rel.rollback(reverted, args.reason, cycle_id=ctx.cycle_id)
     return {"revision": res.revision, "reverted": reverted, "stable": res.patch.model_version,
             "canary": res.patch.canary_version, "canary_weight": res.patch.canary_weight,
             "replicas": res.patch.replicas, "rerank_depth": res.patch.rerank_depth,
@@ -171,12 +163,12 @@ class ScaleArgs(BaseModel):
 
 
 @tool(name="scale_service", owner="devops", risk="change")
-def scale_service(args: ScaleArgs) -> dict[str, Any]:
+def scale_service(args: ScaleArgs, ctx: ToolContext) -> dict[str, Any]:
     """Set the search service's replicas (worker slots) — the latency gate's first remedy."""
-    rel = _release()
+    rel = ctx.release()
     current, _ = rel.current()
     res = rel.deploy(current.model_copy(update={"replicas": args.replicas}),
-                     f"Scale to {args.replicas} replicas (was {current.replicas})", cycle_id=current_cycle_id.get())
+                     f"Scale to {args.replicas} replicas (was {current.replicas})", cycle_id=ctx.cycle_id)
     return {"revision": res.revision, "replicas": args.replicas, "previous_replicas": current.replicas}
 
 
@@ -185,11 +177,11 @@ class SwitchVariantArgs(BaseModel):
 
 
 @tool(name="switch_variant", owner="devops", risk="change")
-def switch_variant(args: SwitchVariantArgs) -> dict[str, Any]:
+def switch_variant(args: SwitchVariantArgs, ctx: ToolContext) -> dict[str, Any]:
     """Serve a faster/cheaper variant: rerank fewer BM25 candidates."""
-    rel = _release()
+    rel = ctx.release()
     current, _ = rel.current()
     res = rel.deploy(current.model_copy(update={"rerank_depth": args.rerank_depth}),
                      f"Switch to rerank depth {args.rerank_depth} (was {current.rerank_depth or 'default'})",
-                     cycle_id=current_cycle_id.get())
+                     cycle_id=ctx.cycle_id)
     return {"revision": res.revision, "rerank_depth": args.rerank_depth, "previous": current.rerank_depth}

@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from autooptimizer.tools.context import call_env
+from autooptimizer.tools.context import ToolContext
 from autooptimizer.tools.registry import tool
 
 
@@ -24,17 +24,17 @@ class CheckQualityGatesArgs(BaseModel):
 
 
 @tool(name="query_metrics", owner="metrics", risk="read")
-def query_metrics(args: QueryMetricsArgs) -> dict:
+def query_metrics(args: QueryMetricsArgs, ctx: ToolContext) -> dict:
     """Run one instant PromQL query against the project's Prometheus; errors come back in the result."""
     from autooptimizer.gates import query_metrics as run_query
 
-    return run_query(args.promql).model_dump()
+    return run_query(args.promql, ctx.settings.prometheus_url).model_dump()
 
 
 @tool(name="check_quality_gates", owner="metrics", risk="read")
-def check_quality_gates(args: CheckQualityGatesArgs) -> dict:
+def check_quality_gates(args: CheckQualityGatesArgs, ctx: ToolContext) -> dict:
     """Evaluate the four quality gates (NDCG drop, p95 latency, cost, retries): ok | firing | unknown each."""
     from autooptimizer.gates import evaluate_gates
 
-    report = evaluate_gates(env=args.env or call_env())
+    report = evaluate_gates(prometheus_url=ctx.settings.prometheus_url, env=args.env or ctx.env)
     return {**report.public(), "firing": report.firing, "env": report.env, "prometheus_url": report.prometheus_url}

@@ -14,7 +14,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from autooptimizer.tools.context import call_env
+from autooptimizer.tools.context import ToolContext
 from autooptimizer.tools.registry import tool
 
 
@@ -47,16 +47,14 @@ class SetModelAliasArgs(BaseModel):
     version: str
 
 
-def _train_facts(args: TrainRerankerArgs) -> dict:
-    from autooptimizer.profiles import load_profile
-
-    cost = load_profile(call_env()).cost
-    spent = spent_so_far()
+def _train_facts(args: TrainRerankerArgs, ctx: ToolContext) -> dict:
+    cost = ctx.profile.cost
+    spent = spent_so_far(ctx.settings.prometheus_url)
     return {"estimated_cost": round(args.time_budget_s * cost.price_per_compute_second, 6),
             "budget_remaining": None if spent is None else round(max(cost.budget - spent, 0.0), 6)}
 
 
-def spent_so_far() -> float | None:
+def spent_so_far(prometheus_url: str) -> float | None:
     """Dollars spent so far: the sum of the search service's cost counter in Prometheus.
 
     None whenever the spend is not known - Prometheus unreachable or erroring, or no cost series at all (the
@@ -66,50 +64,41 @@ def spent_so_far() -> float | None:
     from autooptimizer.gates import query_metrics
     from autooptimizer.search.metric_names import COST_TOTAL
 
-    res = query_metrics(f"sum({COST_TOTAL})", timeout=2.0)
+    res = query_metrics(f"sum({COST_TOTAL})", prometheus_url, timeout=2.0)
     values = [s["value"] for s in res.samples] if res.ok else []
     if len(values) != 1 or not math.isfinite(values[0]) or values[0] < 0:
         return None
     return float(values[0])
 
 
-def _rollback_depth() -> int:
-    from autooptimizer.profiles import load_profile
-
-    return load_profile(call_env()).loop.rollback_depth
-
-
-def _delete_facts(args: DeleteModelArgs) -> dict:
-    from autooptimizer.settings import get_settings
+def _delete_facts(args: DeleteModelArgs, ctx: ToolContext) -> dict:
     from autooptimizer.tools.protection import protection_facts
 
-    return protection_facts(args.version, get_settings(), _rollback_depth())
+    return protection_facts(args.version, ctx.settings, ctx.profile.loop.rollback_depth)
 
 
-def _alias_facts(args: SetModelAliasArgs) -> dict:
+def _alias_facts(args: SetModelAliasArgs, ctx: ToolContext) -> dict:
     """Moving `gold` is re-aliasing a gold baseline; `champion` must follow what git serves in this env, so the
     registry never disagrees with the deployment; `challenger` may not be moved off a running canary."""
     from autooptimizer.search import aliases
-    from autooptimizer.settings import get_settings
     from autooptimizer.tools.protection import desired_states, protection_facts
 
-    settings = get_settings()
-    facts = protection_facts(args.version, settings, _rollback_depth())
-    desired = desired_states(settings)
-    here = desired.get(call_env())
+    facts = protection_facts(args.version, ctx.settings, ctx.profile.loop.rollback_depth)
+    desired = desired_states(ctx.settings)
+    here = desired.get(ctx.env)
     if args.alias == "gold":
         consistent = False
     elif args.alias == "champion":
-        consistent = here is not None and here.model_version == args.version  # type: ignore[attr-defined]
+        consistent = here is not None and here.model_version == args.version
     else:
         holder = aliases.get_alias(aliases.CHALLENGER)
-        canaries = {p.canary_version for p in desired.values() if p is not None}  # type: ignore[attr-defined]
+        canaries = {p.canary_version for p in desired.values() if p is not None}
         consistent = holder is None or holder == args.version or holder not in canaries
     return {**facts, "target_is_gold": args.alias == "gold", "alias_consistent": consistent}
 
 
 @tool(name="train_reranker", owner="ml", risk="change", facts=_train_facts)
-def train_reranker(args: TrainRerankerArgs) -> dict:
+def train_reranker(args: TrainRerankerArgs, ctx: ToolContext) -> dict:
     """Train a challenger on a dataset (ltr expert, bi-encoder or cross-encoder), log to MLflow, alias `challenger`."""
     from autooptimizer.ml.evaluate import resolve_model
     from autooptimizer.ml.train import TrainConfig, train
@@ -121,10 +110,9 @@ def train_reranker(args: TrainRerankerArgs) -> dict:
 
 
 @tool(name="evaluate_model", owner="ml", risk="read")
-def evaluate_model(args: EvaluateModelArgs) -> dict:
+def evaluate_model(args: EvaluateModelArgs, ctx: ToolContext) -> dict:
     """nDCG@10, MRR@10 and Recall@100 of a model on a BEIR folder."""
     from autooptimizer.ml.evaluate import evaluate_spec, resolve_model
-    from autooptimizer.settings import get_settings
 
     spec = resolve_model(args.model)
     qids = None
@@ -132,12 +120,12 @@ def evaluate_model(args: EvaluateModelArgs) -> dict:
         from autooptimizer.ml.feedback import read_qids
 
         qids = set(read_qids(args.qids_file))
-    result = evaluate_spec(spec, get_settings().dataset(args.data), split=args.split, qids=qids)
+    result = evaluate_spec(spec, ctx.settings.dataset(args.data), split=args.split, qids=qids)
     return {**result.public(), "version": spec.version}
 
 
 @tool(name="register_model", owner="ml", risk="change")
-def register_model(args: RegisterModelArgs) -> dict:
+def register_model(args: RegisterModelArgs, ctx: ToolContext) -> dict:
     """Register a stored model version in the MLflow model registry (idempotent)."""
     from autooptimizer.ml import model_registry as registry
 
@@ -145,7 +133,7 @@ def register_model(args: RegisterModelArgs) -> dict:
 
 
 @tool(name="delete_model", owner="ml", risk="critical", facts=_delete_facts)
-def delete_model(args: DeleteModelArgs) -> dict:
+def delete_model(args: DeleteModelArgs, ctx: ToolContext) -> dict:
     """Delete a stored model version and its registry entry (refused while an alias or a child uses it)."""
     from autooptimizer.ml import model_registry as registry
 
@@ -153,7 +141,7 @@ def delete_model(args: DeleteModelArgs) -> dict:
 
 
 @tool(name="set_model_alias", owner="ml", risk="critical", facts=_alias_facts)
-def set_model_alias(args: SetModelAliasArgs) -> dict:
+def set_model_alias(args: SetModelAliasArgs, ctx: ToolContext) -> dict:
     """Point champion, challenger or gold at a stored version (aliases.json and the MLflow registry)."""
     from autooptimizer.ml import model_registry as registry
 

@@ -1,7 +1,7 @@
 """The tool registry: the one gate between an agent and anything it can do.
 
 Each tool is defined once — a plain function taking a pydantic args model, plus name, owner agent, risk and
-description — and is reached only through `ToolRegistry.call`, which runs, in order:
+description — and is reached only through `ToolRegistry.call`, which runs the stages of `tools/gate.py`, in order:
 
 1. shape and size checks, before anything recurses over the args: `autooptimizer.jsonsafe.check_json` walks them
    iteratively (JSON types only, str keys, finite numbers, ints of at most 64 bits, UTF-8-encodable strings,
@@ -12,8 +12,8 @@ description — and is reached only through `ToolRegistry.call`, which runs, in 
 3. context: `kill_switch` (from the kill-switch file), `approved` (only from an approval stored for THIS exact
    call: tool + canonical args + agent + env), `in_scope` (the tool is in the caller's `scope`, the tools the
    operator's intent allows this run; true for an unscoped trusted caller such as the loop), and the tool's
-   `facts(args)` — trusted facts computed from typed args and system state, never parsed from free text.
-   Agents cannot pass context in.
+   `facts(args, ctx)` — trusted facts (`policies/facts.py: ToolFacts`) computed from typed args and system
+   state, never parsed from free text. Agents cannot pass context in.
 4. the Cedar PDP decides permit / deny / needs_approval for (agent, tool, env, context);
 5. the decision is appended to the hash-chained audit log and sent to listeners;
 6. needs_approval -> a durable approval request (reused if one is already pending for the same call);
@@ -26,10 +26,10 @@ Defining a tool (in `autooptimizer/tools/<area>.py`)::
         weight: float = Field(ge=0, le=1)
 
     @tool(name="deploy_canary", owner="devops", risk="change",
-          facts=lambda a: {"canary_weight": a.weight})
-    def deploy_canary(args: DeployCanaryArgs) -> dict:
+          facts=lambda a, ctx: {"canary_weight": a.weight})
+    def deploy_canary(args: DeployCanaryArgs, ctx: ToolContext) -> dict:
         "Route `weight` of traffic to the challenger."
-        ...
+        ctx.release().deploy(...)  # what the call acts on comes in `ctx` (tools/context.py)
 
 Calling it::
 
@@ -37,8 +37,9 @@ Calling it::
     res = load_all_tools().call("devops", "deploy_canary", {"model_version": "3", "weight": 0.2})
     res.decision, res.executed, res.result, res.approval_id
 
-Facts a tool may supply (everything else is rejected): `ab_passed`, `target_is_gold` (bool) and
-`canary_weight`, `budget_remaining`, `estimated_cost` (numbers). A fact left out is false/absent for the PDP.
+The registry builds one `ToolContext` per call (env, cycle id, trace id, settings, profile, release, sample
+source) from its caller's arguments and passes it to the tool's `facts` and to the tool. Facts a tool may supply
+are the fields of `ToolFacts` (everything else is rejected); a fact left out is false/absent for the PDP.
 Every tool must also be listed in `autooptimizer/policies/catalog.yaml` with the same owner and risk; a tool
 missing there is an unknown tool to the PDP and is denied.
 
@@ -52,168 +53,48 @@ when the tool ran, once with phase "result". Listener errors are logged and neve
 
 from __future__ import annotations
 
-import inspect
-import json
 import logging
-import math
 import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Literal, get_type_hints
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel
 
-from autooptimizer.errors import AutoOptError, ConfigError, NotFoundError
-from autooptimizer.jsonsafe import LIMITS_TEXT, JsonProblem, check_json, safe_label, to_json_safe
-from autooptimizer.tools.context import current_cycle_id, current_env, current_trace_id
+from autooptimizer.errors import ConfigError, NotFoundError
+from autooptimizer.jsonsafe import safe_label
+from autooptimizer.tools import gate
+from autooptimizer.tools.context import ToolContext, current_trace_id
+from autooptimizer.tools.gate import MAX_ARGS_BYTES, Rejection
+from autooptimizer.tools.spec import (
+    DecisionKind,
+    FactsFunc,
+    Listener,
+    Risk,
+    ToolCallResult,
+    ToolEvent,
+    ToolSpec,
+    args_model_of,
+    first_doc_line,
+)
 
 log = logging.getLogger(__name__)
 
-Risk = Literal["read", "change", "critical"]
-DecisionKind = Literal["permit", "deny", "needs_approval"]
 AGENTS = ("supervisor", "metrics", "data", "ml", "devops")
 TOOL_MODULES = ("metrics", "data", "ml", "devops")
-MAX_ARGS_BYTES = 64 * 1024
-BOOL_FACTS = ("ab_passed", "target_checked", "target_is_gold", "target_is_champion", "target_is_serving",
-              "target_is_canary", "target_is_safe_point", "target_in_rollback_window", "alias_consistent")
-NUMBER_FACTS = ("canary_weight", "budget_remaining", "estimated_cost")
+__all__ = ["AGENTS", "MAX_ARGS_BYTES", "REGISTRY", "DecisionKind", "PolicyCheck", "Risk", "ToolCallResult",
+           "ToolEvent", "ToolRegistry", "ToolSpec", "load_all_tools", "tool"]
 
 
-class ToolSpec(BaseModel):
-    """One tool, defined once; the framework adapters wrap this, never the bare function."""
+class PolicyCheck(BaseModel):
+    """What `ToolRegistry.decide` answers: the decision and the context it was made on."""
 
-    model_config = ConfigDict(arbitrary_types_allowed=True)
-
-    name: str
-    description: str
-    risk: Risk
-    owner: str
-    args_model: type[BaseModel]
-    func: Callable[[BaseModel], Any]
-    facts: Callable[[BaseModel], dict] | None = None
-
-    def json_schema(self) -> dict:
-        """The args JSON schema, for LLM function-calling adapters."""
-        return self.args_model.model_json_schema()
-
-
-class ToolCallResult(BaseModel):
-    """What happened to one call: the decision, and the result only when the tool actually ran."""
-
-    tool: str
-    agent: str
-    args: dict
     decision: DecisionKind
     policies: list[str]
     reason: str
-    executed: bool
-    result: Any = None
-    error: str | None = None
-    approval_id: str | None = None
-    trace_id: str | None = None
-    cycle_id: str | None = None
-    env: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.executed and self.error is None
-
-
-class ToolEvent(BaseModel):
-    """Sent to listeners: phase "decision" for every call, then "result" when the tool ran."""
-
-    phase: Literal["decision", "result"]
-    call: ToolCallResult
     context: dict
-    started_at: float
-    duration_ms: float
-
-
-Listener = Callable[[ToolEvent], None]
-
-
-def _args_model_of(func: Callable) -> type[BaseModel]:
-    params = list(inspect.signature(func).parameters.values())
-    if len(params) != 1:
-        raise ConfigError(f"Tool function {func.__qualname__} must take exactly one argument (its args model).",
-                          "Define `def f(args: SomeArgs) -> dict` with SomeArgs a pydantic BaseModel.")
-    hints = get_type_hints(func)
-    model = hints.get(params[0].name)
-    if not (inspect.isclass(model) and issubclass(model, BaseModel)):
-        raise ConfigError(f"Tool function {func.__qualname__}: argument {params[0].name!r} is not typed with a "
-                          "pydantic model.", "Annotate it, e.g. `args: DeployCanaryArgs`.")
-    return model
-
-
-def _first_doc_line(func: Callable) -> str:
-    doc = inspect.getdoc(func) or ""
-    return doc.strip().split("\n\n")[0].replace("\n", " ")
-
-
-def _summary(value: Any, limit: int = 2000) -> Any:
-    """A JSON-safe, size-bounded summary for the audit log."""
-    text = json.dumps(to_json_safe(value), sort_keys=True)  # bounded and iterative: never raises
-    if len(text) <= limit:
-        return json.loads(text)
-    return {"truncated": True, "bytes": len(text), "head": text[:limit]}
-
-
-def _shown_args(args: Any) -> dict:
-    """What the audit shows of arguments the gate refused: a bounded, JSON-safe summary, always an object."""
-    if isinstance(args, dict):
-        shown = _summary(args, 2000)
-        return shown if isinstance(shown, dict) else {"value": shown}
-    return {"value": _summary(args, 200)}
-
-
-def clean_facts(tool: str, raw: Any) -> dict:
-    """Check a tool's facts: only known keys, right types, finite numbers. Anything else is a bug -> deny."""
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict):
-        raise ValueError(f"facts for {tool} must be a dict, got {type(raw).__name__}")
-    out: dict = {}
-    for key, value in raw.items():
-        if key in BOOL_FACTS:
-            if not isinstance(value, bool):
-                raise ValueError(f"fact {key!r} must be a bool, got {value!r}")
-            out[key] = value
-        elif key in NUMBER_FACTS:
-            if value is None:
-                continue
-            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-                raise ValueError(f"fact {key!r} must be a finite number, got {value!r}")
-            out[key] = float(value)
-        else:
-            raise ValueError(f"fact {key!r} is not a fact a tool may supply (allowed: {BOOL_FACTS + NUMBER_FACTS})")
-    return out
-
-
-def _consume(store: Any, approval_id: str | None, chash: str) -> bool:
-    """Use the approval once; an approval store that cannot be written counts as "not usable" (nothing runs)."""
-    try:
-        return bool(approval_id) and store.consume(approval_id, chash)
-    except Exception:  # noqa: BLE001 - fail closed
-        log.exception("could not consume approval %s", approval_id)
-        return False
-
-
-@dataclass
-class _Prepared:
-    spec: ToolSpec
-    model: BaseModel
-    canon: dict
-    facts: dict
-
-
-@dataclass
-class _Rejection:
-    policies: list[str]
-    reason: str
-    error: str
-    shown_args: dict
+    pdp: dict | None = None
 
 
 class ToolRegistry:
@@ -249,11 +130,6 @@ class ToolRegistry:
                                   f"{spec.func.__module__}).", "Give each tool one definition.")
             self._tools[spec.name] = spec
         return spec
-
-    def unregister(self, name: str) -> None:
-        """Remove a tool (tests)."""
-        with self._lock:
-            self._tools.pop(name, None)
 
     def get(self, name: str) -> ToolSpec:
         try:
@@ -293,31 +169,33 @@ class ToolRegistry:
         evidence: dict | None = None,
         cycle_id: str | None = None,
         scope: frozenset[str] | None = None,
+        sample_source: Any = None,
+        release: Any = None,
     ) -> ToolCallResult:
         """Validate, decide, audit, and run only on permit. Never raises for a denied or failing call.
 
-        `scope`: the tools this run may use (from the operator's intent, see agents/intent.py); None = an unscoped
-        trusted caller. The registry turns it into the `in_scope` fact; the PDP denies change/critical tools
-        outside it.
+        `env`, `cycle_id`, `trace_id`, `sample_source` and `release` become the call's `ToolContext` (the cycle
+        passes its own source and release, so its A/B tool and its watch read the same numbers). `scope`: the tools
+        this run may use (from the operator's intent, see agents/intent.py); None = an unscoped trusted caller. The
+        registry turns it into the `in_scope` fact; the PDP denies change/critical tools outside it.
         """
         from autooptimizer.settings import get_settings
 
         started = time.time()
         t0 = time.perf_counter()
-        env = env or get_settings().env
-        env_token = current_env.set(env)  # tools and their facts act on the env of this call
+        settings = get_settings()
+        env = env or settings.env
         recorded: list[ToolCallResult] = []  # the decision once it is on record (set by `_call`)
         try:
-            return self._call(agent, name, args, env=env, trace_id=trace_id, approval_id=approval_id,
-                              requested_by=requested_by, evidence=evidence, cycle_id=cycle_id, started=started, t0=t0,
-                              in_scope=scope is None or (isinstance(name, str) and name in frozenset(scope)),
-                              recorded=recorded)
+            ctx = ToolContext(env=env, settings=settings, cycle_id=cycle_id, sample_source=sample_source,
+                              release_=release, trace_id=trace_id or current_trace_id.get() or uuid.uuid4().hex)
+            return self._call(agent, name, args, ctx, approval_id=approval_id, requested_by=requested_by,
+                              evidence=evidence, started=started, t0=t0, recorded=recorded,
+                              in_scope=scope is None or (isinstance(name, str) and name in frozenset(scope)))
         except Exception as exc:  # noqa: BLE001 - the gate never raises: an unexpected failure is a recorded deny
             return self._failed(exc, recorded, agent, name, args, env=env, trace_id=trace_id,
                                 approval_id=approval_id, requested_by=requested_by, cycle_id=cycle_id,
                                 started=started, t0=t0)
-        finally:
-            current_env.reset(env_token)
 
     def _failed(self, exc: Exception, recorded: list[ToolCallResult], agent: Any, name: Any, args: Any, *, env: str,
                 trace_id: str | None, approval_id: str | None, requested_by: str, cycle_id: str | None,
@@ -338,38 +216,35 @@ class ToolRegistry:
         else:
             policy, reason = "registry.internal-error", "the call failed inside the gate before a decision"
             error = f"Internal error before the decision ({type(exc).__name__}: {exc}). Nothing ran."
-        res = ToolCallResult(tool=safe_label(name), agent=safe_label(agent), args=_shown_args(args), decision="deny",
-                             policies=[policy], reason=reason, executed=False, error=safe_label(error, 1000),
+        res = ToolCallResult(tool=safe_label(name), agent=safe_label(agent), args=gate.shown_args(args),
+                             decision="deny", policies=[policy], reason=reason, executed=False,
+                             error=safe_label(error, 1000),
                              approval_id=approval_id if isinstance(approval_id, str) else None,
                              trace_id=trace_id if isinstance(trace_id, str) else None,
                              cycle_id=cycle_id if isinstance(cycle_id, str) else None, env=env)
         if not audit_down:
             try:
-                AuditLog().append_call("decision", res, context={}, actor=safe_label(requested_by), pdp=None)
+                gate.record(AuditLog(), "decision", res, context={}, actor=safe_label(requested_by), pdp=None)
             except Exception as audit_exc:  # noqa: BLE001 - nothing ran; say why it is not on record either
                 res.policies, res.reason = ["registry.audit-unavailable"], "the audit log cannot be written"
                 res.error = safe_label(f"{res.error} The audit log could not record it: {audit_exc}", 1000)
         self._emit("decision", res, {}, started, t0)
         return res
 
-    def _call(self, agent: str, name: str, args: dict | None, *, env: str, trace_id: str | None,
-              approval_id: str | None, requested_by: str, evidence: dict | None, cycle_id: str | None,
-              started: float, t0: float, in_scope: bool, recorded: list[ToolCallResult]) -> ToolCallResult:
-        from autooptimizer.policies.approvals import ApprovalStore, call_hash
+    def _call(self, agent: str, name: str, args: Any, ctx: ToolContext, *, approval_id: str | None,
+              requested_by: str, evidence: dict | None, started: float, t0: float, in_scope: bool,
+              recorded: list[ToolCallResult]) -> ToolCallResult:
+        """prepare -> facts -> context -> decide -> record -> execute (tools/gate.py)."""
         from autooptimizer.policies.audit import AuditError, AuditLog
-        from autooptimizer.policies.killswitch import kill_switch
-        from autooptimizer.policies.pdp import get_pdp
 
-        trace_id = trace_id or current_trace_id.get() or uuid.uuid4().hex
-        cycle_id = cycle_id or current_cycle_id.get()
         audit = AuditLog()
-        base = {"tool": safe_label(name), "agent": safe_label(agent), "trace_id": trace_id, "cycle_id": cycle_id,
-                "env": env}
+        base = {"tool": safe_label(name), "agent": safe_label(agent), "trace_id": ctx.trace_id,
+                "cycle_id": ctx.cycle_id, "env": ctx.env}
 
-        def record(res: ToolCallResult, context: dict, pdp: dict | None) -> ToolCallResult:
+        def on_record(res: ToolCallResult, context: dict, pdp: dict | None) -> ToolCallResult:
             """Audit the decision; if the audit log cannot be written, nothing may run."""
             try:
-                audit.append_call("decision", res, context=context, actor=requested_by, pdp=pdp)
+                gate.record(audit, "decision", res, context=context, actor=requested_by, pdp=pdp)
             except (AuditError, OSError) as exc:
                 res.decision, res.policies, res.executed = "deny", ["registry.audit-unavailable"], False
                 res.reason = "the audit log cannot be written, so nothing may run"
@@ -379,135 +254,109 @@ class ToolRegistry:
             self._emit("decision", res, context, started, t0)
             return res
 
-        def finish_denied(policies: list[str], reason: str, error: str, shown_args: dict) -> ToolCallResult:
-            res = ToolCallResult(**base, args=shown_args, decision="deny", policies=policies, reason=reason,
-                                 executed=False, error=error, approval_id=approval_id)
-            return record(res, {}, None)
+        def denied(rej: Rejection, shown: dict | None = None) -> ToolCallResult:
+            res = ToolCallResult(**base, args=rej.shown_args if shown is None else shown, decision="deny",
+                                 policies=rej.policies, reason=rej.reason, executed=False, error=rej.error,
+                                 approval_id=approval_id)
+            return on_record(res, {}, None)
 
-        prep = self._prepare(name, args)
-        if isinstance(prep, _Rejection):
-            return finish_denied(prep.policies, prep.reason, prep.error, prep.shown_args)
-        spec, model, canon, facts = prep.spec, prep.model, prep.canon, prep.facts
-        base_args = canon
-
-        # trusted context: facts + kill switch + an approval bound to this exact call
-        chash = call_hash(name, canon, agent, env)
-        approved, approval_note = False, None
-        try:
-            store = ApprovalStore()
-            if approval_id:
-                approved, approval_note = store.check(approval_id, chash)
-            context = {**facts, "kill_switch": kill_switch.is_on(), "approved": approved, "in_scope": in_scope}
-        except Exception as exc:  # noqa: BLE001 - an unreadable approval store never reads as "no approval needed"
-            return finish_denied(["registry.context-unavailable"], "the approval store could not be read",
-                                 f"Reading the approval store failed ({type(exc).__name__}: {exc}). Nothing ran; "
-                                 "check AUTOOPT_HOME/approvals.db.", base_args)
-
-        # decide
-        try:
-            decision = get_pdp(env).decide(agent, name, context)
-        except AutoOptError as exc:
-            return finish_denied(["registry.policies-unavailable"], "the policies could not be loaded",
-                                 f"{exc.problem} Nothing ran.", base_args)
-        res = ToolCallResult(**base, args=base_args, decision=decision.decision, policies=decision.policies,
+        prep = gate.prepare(self._tools, name, args)
+        if isinstance(prep, Rejection):
+            return denied(prep)
+        facts = gate.tool_facts(prep, ctx)
+        if isinstance(facts, Rejection):
+            return denied(facts)
+        check = gate.read_approval(name, prep.canon, agent, ctx.env, approval_id)
+        if isinstance(check, Rejection):
+            return denied(check)
+        context = gate.policy_context(facts, approved=check.approved, in_scope=in_scope)
+        decision = gate.decide(ctx.env, agent, name, context)
+        if isinstance(decision, Rejection):
+            return denied(decision, prep.canon)
+        res = ToolCallResult(**base, args=prep.canon, decision=decision.decision, policies=decision.policies,
                              reason=decision.reason, executed=False, approval_id=approval_id,
-                             error=approval_note if approval_id and not approved else None)
-
-        if decision.decision == "needs_approval":
-            try:
-                req = store.request_or_reuse(tool=name, agent=agent, env=env, args=canon, call_hash_=chash,
-                                             reason=decision.reason, policies=decision.policies, evidence=evidence,
-                                             requested_by=requested_by, trace_id=trace_id, cycle_id=cycle_id)
-            except Exception as exc:  # noqa: BLE001 - a request that cannot be stored is a denial, not a crash
-                return finish_denied(["registry.context-unavailable"], "the approval request could not be stored",
-                                     f"Storing the approval request failed ({type(exc).__name__}: {exc}). Nothing "
-                                     "ran; check AUTOOPT_HOME/approvals.db.", base_args)
-            res.approval_id = req.id
-            res.error = ((f"{approval_note} " if approval_note else "")
-                         + f"Needs approval: {decision.reason}. Request {req.id} is waiting; approve it with "
-                         f"`autoopt approvals approve {req.id}`, then repeat the call with approval_id={req.id}.")
-        elif decision.decision == "permit" and approved and not _consume(store, approval_id, chash):
-            res.decision, res.policies = "deny", ["registry.approval-used"]
-            res.reason = "the approval for this call was already used"
-            res.error = f"Approval {approval_id} was already used or expired; nothing ran."
-        elif decision.decision == "deny" and not res.error:
-            res.error = f"Denied: {decision.reason}."
-        record(res, context, {"decision": decision.decision, "policies": decision.policies})
+                             error=check.note if approval_id and not check.approved else None)
+        stop = self._settle_approval(res, prep, check, decision, ctx, agent, approval_id, requested_by, evidence)
+        if stop is not None:
+            return denied(stop, prep.canon)
+        on_record(res, context, {"decision": decision.decision, "policies": decision.policies})
         if res.decision != "permit":
             return res
-
-        # 5. run
-        try:
-            res.result = spec.func(model)
-        except AutoOptError as exc:
-            res.error = f"{exc.problem}" + (f" Fix: {exc.fix}" if exc.fix else "")
-        except Exception as exc:  # noqa: BLE001 - a tool failure is a result, reported and audited
-            res.error = f"{type(exc).__name__}: {exc}"
+        res.result, res.error = gate.execute(prep, ctx)
         res.executed = True
         try:
-            audit.append_call("result", res, context=context, actor=requested_by, result_summary=_summary(res.result))
+            gate.record(audit, "result", res, context=context, actor=requested_by,
+                        result_summary=gate.summary(res.result))
         except Exception as exc:  # noqa: BLE001 - the tool ran; a failed result record must not undo that
             log.error("could not audit the result of %s: %s", safe_label(name), exc)
         self._emit("result", res, context, started, t0)
         return res
 
-    def _prepare(self, name: str, args: Any) -> _Prepared | _Rejection:
-        """Shape and size checks, lookup, validation and facts: everything that happens before the PDP is asked."""
-        problem = check_json(args if args is not None else {})  # iterative: first, before anything recurses
-        if problem is not None and not problem.late:
-            return self._refused(name, problem, args)
-        try:
-            raw_text = json.dumps(args if args is not None else {}, default=str)
-        except (TypeError, ValueError) as exc:
-            return _Rejection(["registry.invalid-args"], "arguments are not JSON data",
-                              f"Arguments for {name} are not JSON-serialisable: {exc}. Nothing ran.", {})
-        size = len(raw_text.encode())
-        if size > MAX_ARGS_BYTES:
-            return _Rejection(["registry.args-too-large"], f"arguments are {size} bytes; the limit is {MAX_ARGS_BYTES}",
-                              f"Arguments for {name} are {size} bytes, over the {MAX_ARGS_BYTES}-byte limit; nothing "
-                              "ran. Pass references (paths, ids), not data.", {"truncated": True, "bytes": size})
-        if problem is not None:  # a string over the length limit in args under the byte limit
-            return self._refused(name, problem, args)
-        if args is not None and not isinstance(args, dict):
-            return _Rejection(["registry.invalid-args"], "arguments must be a JSON object",
-                              f"Arguments for {name} must be an object, got {type(args).__name__}. Nothing ran.",
-                              _shown_args(args))
-        args = args or {}
-        spec = self._tools.get(name)
-        if spec is None:
-            shown = safe_label(name)
-            return _Rejection(["registry.unknown-tool"], f"unknown tool {shown!r}",
-                              f"Unknown tool {shown!r}; nothing ran. Known tools: {', '.join(sorted(self._tools))}.",
-                              _summary(args, 2000))
-        try:
-            model = spec.args_model.model_validate(args)
-        except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(args)'}: {e['msg']}" for e in exc.errors())
-            problems = problems if len(problems) <= 2000 else problems[:2000] + "…"
-            return _Rejection(["registry.invalid-args"], "arguments failed validation",
-                              f"Invalid arguments for {name}: {problems}. Nothing ran.", _summary(args, 2000))
-        canon = model.model_dump(mode="json")
-        try:
-            facts = clean_facts(name, spec.facts(model) if spec.facts else None)
-        except Exception as exc:  # noqa: BLE001 - any failure computing facts must deny, not crash
-            return _Rejection(["registry.facts-error"], "could not compute the policy facts for this call",
-                              f"Computing policy facts for {name} failed: {exc}. Nothing ran.", canon)
-        return _Prepared(spec, model, canon, facts)
-
     @staticmethod
-    def _refused(name: str, problem: JsonProblem, args: Any) -> _Rejection:
-        return _Rejection([problem.policy], problem.reason,
-                          f"Arguments for {safe_label(name)} {problem.detail}. Nothing ran. Send {LIMITS_TEXT}; pass "
-                          "references (paths, ids), not data.", _shown_args(args))
+    def _settle_approval(res: ToolCallResult, prep: gate.Prepared, check: gate.ApprovalCheck, decision: Any,
+                         ctx: ToolContext, agent: str, approval_id: str | None, requested_by: str,
+                         evidence: dict | None) -> Rejection | None:
+        """needs_approval -> a durable request (reused while pending); permit on an approval -> consume it once."""
+        if decision.decision == "needs_approval":
+            try:
+                req = check.store.request_or_reuse(
+                    tool=prep.spec.name, agent=agent, env=ctx.env, args=prep.canon, call_hash_=check.call_hash,
+                    reason=decision.reason, policies=decision.policies, evidence=evidence, requested_by=requested_by,
+                    trace_id=ctx.trace_id, cycle_id=ctx.cycle_id)
+            except Exception as exc:  # noqa: BLE001 - a request that cannot be stored is a denial, not a crash
+                return Rejection(["registry.context-unavailable"], "the approval request could not be stored",
+                                 f"Storing the approval request failed ({type(exc).__name__}: {exc}). Nothing ran; "
+                                 "check AUTOOPT_HOME/approvals.db.", prep.canon)
+            res.approval_id = req.id
+            res.error = ((f"{check.note} " if check.note else "")
+                         + f"Needs approval: {decision.reason}. Request {req.id} is waiting; approve it with "
+                         f"`autoopt approvals approve {req.id}`, then repeat the call with approval_id={req.id}.")
+        elif decision.decision == "permit" and check.approved and not gate.consume(check, approval_id):
+            res.decision, res.policies = "deny", ["registry.approval-used"]
+            res.reason = "the approval for this call was already used"
+            res.error = f"Approval {approval_id} was already used or expired; nothing ran."
+        elif decision.decision == "deny" and not res.error:
+            res.error = f"Denied: {decision.reason}."
+        return None
 
-    def facts_for(self, name: str, args: Any) -> tuple[dict, _Rejection | None]:
-        """The facts the registry would compute for this call, or why it would stop before asking the PDP
-        (`.policies`, `.reason`, `.error`). Used by `autoopt policy check`; it never runs the tool.
-        """
-        prep = self._prepare(name, args)
-        if isinstance(prep, _Rejection):
+    def decide(self, agent: str, name: str, args: Any = None, *, env: str | None = None,
+               overrides: dict | None = None, in_scope: bool = True) -> PolicyCheck:
+        """What the gate would decide for this call, without recording or running anything (`autoopt policy check`).
+
+        With `args`, they are prepared and the tool's facts computed as `call` would (an unknown tool skips the
+        facts); `overrides` are an operator's what-if facts laid over the computed context. `approved` is false and
+        the kill switch is read live."""
+        from autooptimizer.policies.pdp import PolicyDecision
+        from autooptimizer.settings import get_settings
+
+        settings = get_settings()
+        ctx = ToolContext(env=env or settings.env, settings=settings, trace_id=uuid.uuid4().hex)
+        facts: dict = {}
+        if args is not None:
+            prep = gate.prepare(self._tools, name, args)
+            got = prep if isinstance(prep, Rejection) else gate.tool_facts(prep, ctx)
+            if isinstance(got, Rejection) and got.policies != ["registry.unknown-tool"]:
+                return PolicyCheck(decision="deny", policies=got.policies, reason=got.error, context={})
+            facts = got if isinstance(got, dict) else {}
+        context = {**gate.policy_context(facts, approved=False, in_scope=in_scope), **(overrides or {})}
+        decision = gate.decide(ctx.env, agent, name, context)
+        if isinstance(decision, Rejection):
+            decision = PolicyDecision(decision="deny", policies=decision.policies, reason=decision.error)
+            return PolicyCheck(**decision.model_dump(), context=context)
+        return PolicyCheck(**decision.model_dump(), context=context,
+                           pdp={"decision": decision.decision, "policies": decision.policies})
+
+    def facts_for(self, name: str, args: Any, *, env: str | None = None) -> tuple[dict, Rejection | None]:
+        """The facts the registry would compute for this call, or why it would stop before asking the PDP."""
+        from autooptimizer.settings import get_settings
+
+        settings = get_settings()
+        prep = gate.prepare(self._tools, name, args)
+        if isinstance(prep, Rejection):
             return {}, prep
-        return prep.facts, None
+        ctx = ToolContext(env=env or settings.env, settings=settings, trace_id=uuid.uuid4().hex)
+        facts = gate.tool_facts(prep, ctx)
+        return ({}, facts) if isinstance(facts, Rejection) else (facts, None)
 
     def _emit(self, phase: Literal["decision", "result"], res: ToolCallResult, context: dict, started: float,
               t0: float) -> None:
@@ -531,18 +380,19 @@ def tool(
     owner: str,
     risk: Risk,
     description: str | None = None,
-    facts: Callable[[Any], dict] | None = None,
+    facts: FactsFunc | None = None,
     registry: ToolRegistry | None = None,
 ) -> Callable[[Callable], Callable]:
-    """Decorator: register `def f(args: SomeArgsModel) -> dict | BaseModel` (args model from the type hint).
+    """Decorator: register `def f(args: SomeArgsModel, ctx: ToolContext) -> dict | BaseModel` (the args model from
+    the type hint; `facts(args, ctx) -> dict` supplies policy facts).
 
     The function is returned unchanged (so it can be unit-tested directly); agents reach it only via the
     registry. `description` defaults to the docstring's first paragraph.
     """
 
     def wrap(func: Callable) -> Callable:
-        spec = ToolSpec(name=name, owner=owner, risk=risk, description=description or _first_doc_line(func) or name,
-                        args_model=_args_model_of(func), func=func, facts=facts)
+        spec = ToolSpec(name=name, owner=owner, risk=risk, description=description or first_doc_line(func) or name,
+                        args_model=args_model_of(func), func=func, facts=facts)
         (registry or REGISTRY).register(spec)
         func.tool_spec = spec  # type: ignore[attr-defined]
         return func

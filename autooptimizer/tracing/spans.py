@@ -295,7 +295,7 @@ def start_trace(name: str, metadata: dict[str, Any] | None = None, inputs: Any =
     from opentelemetry import context as otel_context
     from opentelemetry import trace as ot
 
-    from autooptimizer.tools.context import cycle_scope
+    from autooptimizer.tools.context import trace_scope
 
     tracer = _get_provider().get_tracer("autooptimizer")
     ls_key = _langsmith_key()
@@ -319,7 +319,7 @@ def start_trace(name: str, metadata: dict[str, Any] | None = None, inputs: Any =
         handle.set_inputs(inputs)
     try:
         with ot.use_span(otel_span, end_on_exit=False, record_exception=False, set_status_on_exception=False), \
-                cycle_scope(trace_id=tid):
+                trace_scope(tid):
             yield handle
     except BaseException as exc:
         handle.set_error(f"{type(exc).__name__}: {exc}")

@@ -49,7 +49,7 @@ def test_cost_series_gone_with_prometheus_up_needs_approval(tmp_path: Path, monk
     with Prometheus(tmp_path / "prom", port, {"self": [f"127.0.0.1:{port}"]}) as prom:
         prom.wait_for('up{job="self"} == 1', timeout=20)  # Prometheus really answers queries
         _use_prometheus(monkeypatch, prom.url)
-        assert spent_so_far() is None
+        assert spent_so_far(get_settings().prometheus_url) is None
         decision, facts = _train_decision()
     assert "budget_remaining" not in facts, "an unknown spend must not become the whole budget"
     assert decision == "needs_approval"
@@ -69,7 +69,7 @@ def test_unreadable_spend_is_unknown_and_training_needs_approval(monkeypatch, an
     fake = FakeProm(lambda q: answer)
     try:
         _use_prometheus(monkeypatch, fake.url)
-        assert spent_so_far() is None
+        assert spent_so_far(get_settings().prometheus_url) is None
         decision, facts = _train_decision()
     finally:
         fake.close()
@@ -99,7 +99,7 @@ def test_unreadable_ab_result_is_not_a_pass(autoopt_home: Path) -> None:
     from autooptimizer.tools.devops import ab_result_path
 
     make_versions(["v-b"])
-    path = ab_result_path("v-b")
+    path = ab_result_path(get_settings(), "v-b")
     for text in ("{not json", json.dumps({"verdict": "pass"}), json.dumps([1, 2])):
         path.write_text(text)  # garbage; a pass that names no treatment; the wrong shape
         res = load_all_tools().call("devops", "promote_model", {"model_version": "v-b"})

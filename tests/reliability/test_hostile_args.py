@@ -136,7 +136,7 @@ def test_a_tool_result_json_cannot_hold_is_summarised_not_raised() -> None:
     reg = ToolRegistry()
 
     @tool(name="query_metrics", owner="metrics", risk="read", registry=reg)
-    def hostile(args: AnyArgs) -> dict:
+    def hostile(args: AnyArgs, ctx: object) -> dict:
         """Returns what no JSON encoder takes as it is."""
         return {"deep": nest(3000), "big": 10 ** 5000, "text": "a\ud800", "nan": float("nan"), "b": b"x"}
 

@@ -58,7 +58,7 @@ def world(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> tu
     if poison := case.get("poison"):
         spec = reg.get(poison["tool"])
         clean = spec.func
-        spec.func = lambda args: {**clean(args), "note": poison["text"]}
+        spec.func = lambda args, ctx: {**clean(args, ctx), "note": poison["text"]}
     if labels := case.get("label"):
         from autooptimizer.tools.metrics import query_metrics
 
@@ -67,9 +67,9 @@ def world(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> tu
         monkeypatch.setenv("AUTOOPT_PROMETHEUS_URL", prom.url)
         get_settings.cache_clear()
 
-        def real(args):  # noqa: ANN001, ANN202 - the real tool, recorded in the world like the doubles
+        def real(args, ctx):  # noqa: ANN001, ANN202 - the real tool, recorded in the world like the doubles
             w.executed.append(("query_metrics", args.model_dump()))
-            return query_metrics(args)
+            return query_metrics(args, ctx)
 
         reg.get("query_metrics").func = real
     return reg, w

@@ -58,12 +58,13 @@ def demo_registry(world: FakeWorld | None = None) -> tuple[ToolRegistry, FakeWor
     reg = ToolRegistry()
 
     def add(name: str, owner: str, risk: str, model: type[BaseModel], fn, facts=None) -> None:  # noqa: ANN001
-        def run(args: BaseModel) -> dict:
+        def run(args: BaseModel, ctx: object) -> dict:
             w.executed.append((name, args.model_dump()))
             return fn(args)
 
         reg.register(ToolSpec(name=name, owner=owner, risk=risk, description=f"(test double) {name}",
-                              args_model=model, func=run, facts=facts))
+                              args_model=model, func=run,
+                              facts=(lambda a, ctx: facts(a)) if facts is not None else None))
 
     gates = GATE_NAMES  # the product's own gate names, so the double cannot drift from them
     add("query_metrics", "metrics", "read", m.QueryMetricsArgs,
@@ -166,6 +167,7 @@ class RealWorld:
     domain: str
     feedback: Path
     champion: str = CHAMPION
+    source: Any = None  # the A/B sample source the run should read (`run_chat(..., sample_source=world.source)`)
 
 
 def _write_split_beir(root: Path, corpus: list[dict], queries: list[dict], qrels: dict[str, list[tuple[str, str, int]]]
@@ -227,7 +229,7 @@ def write_real_world(root: Path, home: Path, domain: str = "aero") -> RealWorld:
 
 def challenger_wins_source(champion: str = CHAMPION, per_poll: int = 40) -> Any:
     """A/B samples without live traffic: the champion's NDCG@10 around 0.5, any other version's around 0.7.
-    Install it for a run with `autooptimizer.loop.signals.current_source.set(...)` (the hook the loop uses)."""
+    Pass it to a run: `run_chat(..., sample_source=...)` (the loop passes its own to every tool call)."""
     import numpy as np
 
     from autooptimizer.testing import SyntheticSource
@@ -243,10 +245,9 @@ def challenger_wins_source(champion: str = CHAMPION, per_poll: int = 40) -> Any:
 @contextlib.contextmanager
 def running_world(root: Path, home: Path, setenv: Callable[[str, str], None]) -> Iterator[tuple[RealWorld, Any]]:
     """`write_real_world` plus the real search service serving the champion (so devops tools deploy through
-    GitOps to it) and `challenger_wins_source` installed for A/B tests. `setenv` is pytest's monkeypatch.setenv,
-    so every setting is restored after the test. Prometheus is pointed at a closed port: gates read `unknown`
-    and training's budget fact is unknown, so the PDP asks for approval before training."""
-    from autooptimizer.loop.signals import current_source
+    GitOps to it) and `challenger_wins_source` as `world.source`, for the run's A/B tests. `setenv` is pytest's
+    monkeypatch.setenv, so every setting is restored after the test. Prometheus is pointed at a closed port: gates
+    read `unknown` and training's budget fact is unknown, so the PDP asks for approval before training."""
     from autooptimizer.settings import get_settings
     from autooptimizer.testing import TinyService
 
@@ -258,11 +259,10 @@ def running_world(root: Path, home: Path, setenv: Callable[[str, str], None]) ->
     svc = TinyService(root, world.champion)
     setenv("AUTOOPT_SEARCH_PORT", str(svc.server.port))
     get_settings.cache_clear()
-    token = current_source.set(challenger_wins_source(world.champion))
+    world.source = challenger_wins_source(world.champion)
     try:
         yield world, svc
     finally:
-        current_source.reset(token)
         svc.stop()
 
 

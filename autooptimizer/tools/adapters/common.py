@@ -34,6 +34,7 @@ class RunContext:
     goal: str = ""
     granted: set[str] = field(default_factory=set)
     scope: frozenset[str] | None = None
+    sample_source: Any = None  # where the run's A/B tests read live numbers (None: the live source)
     calls: list[Outcome] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -127,7 +128,8 @@ def call_tool(agent: str, name: str, args: Any, registry: ToolRegistry | None = 
                                     for o in ctx.calls if o.executed and not o.error][-3:]}
     with span(f"tool:{name}", kind="tool", inputs={"agent": agent, "args": args}, agent=agent) as sp:
         res = registry.call(agent, name, args, env=env, trace_id=active_trace_id(), approval_id=approval_id,
-                            requested_by=f"agent:{agent}", evidence=evidence, scope=effective_scope(scope, ctx.scope))
+                            requested_by=f"agent:{agent}", evidence=evidence, scope=effective_scope(scope, ctx.scope),
+                            sample_source=ctx.sample_source)
         outcome = Outcome(tool=name, agent=agent, args=res.args, decision=res.decision, executed=res.executed,
                           result=res.result, error=res.error, reason=res.reason, approval_id=res.approval_id)
         sp.set_outputs({**outcome.model_dump(exclude={"args", "result"}), "result": res.result})

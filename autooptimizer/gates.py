@@ -1,4 +1,4 @@
-"""The four quality gates, evaluated live against Prometheus with `prometheus-api-client`.
+"""The four quality gates, evaluated live against Prometheus through `autooptimizer.promql` (prometheus-api-client).
 
 | gate          | value (PromQL below)                                      | fires when        |
 |---------------|-----------------------------------------------------------|-------------------|
@@ -37,6 +37,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from autooptimizer.profiles import Profile, load_profile
+from autooptimizer.promql import QueryResult, query
 from autooptimizer.search import metric_names as m
 
 GateName = Literal["ndcg_drop", "p95_latency", "cost_budget", "retries"]
@@ -115,16 +116,6 @@ class GateReport(BaseModel):
         }
 
 
-class QueryResult(BaseModel):
-    """A PromQL answer: one sample per series (labels + value), or the error that prevented it."""
-
-    promql: str
-    ok: bool
-    samples: list[dict[str, Any]] = Field(default_factory=list)
-    raw: Any = None
-    error: str | None = None
-
-
 def _count(key: str, what: str, promql: str, minimum: int) -> SampleCount:
     return SampleCount(key=key, what=what, promql=f"floor(sum(increase({promql})))", minimum=minimum)
 
@@ -193,44 +184,6 @@ def gate_queries(profile: Profile) -> list[GateQuery]:
     ]
 
 
-def _connect(url: str, timeout: float) -> Any:
-    from prometheus_api_client import PrometheusConnect
-    from urllib3.util.retry import Retry
-
-    # No client-side retries: a gate must answer within its timeout, and a failing Prometheus means `unknown`.
-    return PrometheusConnect(url=url, retry=Retry(total=0, connect=0, read=0, status=0), timeout=timeout)
-
-
-def _samples(result: Any) -> list[dict[str, Any]]:
-    """Normalise the `data.result` of an instant query (vector, or scalar/string pair) to labelled samples."""
-    if isinstance(result, list) and len(result) == 2 and not isinstance(result[0], dict):
-        return [{"labels": {}, "value": float(result[1])}]
-    out = []
-    for item in result or []:
-        value = item.get("value") or [None, "NaN"]
-        out.append({"labels": item.get("metric", {}), "value": float(value[1])})
-    return out
-
-
-def query_metrics(promql: str, prometheus_url: str | None = None, timeout: float = 5.0) -> QueryResult:
-    """Run one instant PromQL query. Never raises for Prometheus trouble: the error is in the result."""
-    from autooptimizer.settings import get_settings
-
-    url = prometheus_url or get_settings().prometheus_url
-    try:
-        with _connect(url, timeout) as prom:
-            raw = prom.custom_query(promql)
-        return QueryResult(promql=promql, ok=True, samples=_samples(raw), raw=raw)
-    except Exception as exc:  # connection refused, HTTP 4xx/5xx, bad JSON: all mean "we do not know"
-        import requests
-
-        if isinstance(exc, requests.ConnectionError | requests.Timeout):
-            error = f"Prometheus unreachable at {url} ({type(exc).__name__})"
-        else:
-            error = f"{type(exc).__name__}: {str(exc)[:300]}"
-        return QueryResult(promql=promql, ok=False, error=error)
-
-
 def _counted(res: QueryResult) -> float | None:
     """A count query's value: None when Prometheus could not answer or answered a non-finite number; 0 when no series
     had two samples in the window (`increase` needs two, so nothing countable happened)."""
@@ -296,10 +249,10 @@ def read_gate(q: GateQuery, url: str | None = None, timeout: float = 5.0, check_
     counts between the gates of one evaluation (cost and retries count the same requests). `check_counts=False`
     judges the value alone but still records the counts (the A/A bench compares both rules on one reading)."""
     counted = {} if counted is None else counted
-    res = query_metrics(q.promql, url, timeout)
+    res = query(q.promql, url, timeout)
     for c in q.counts:
         if c.promql not in counted:
-            counted[c.promql] = _counted(query_metrics(c.promql, url, timeout))
+            counted[c.promql] = _counted(query(c.promql, url, timeout))
     counts = {c.key: counted[c.promql] for c in q.counts}
     if check_counts:
         return _judge(q, res, counts)

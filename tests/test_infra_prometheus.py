@@ -62,7 +62,7 @@ def test_context_manager_scrapes_and_stops(tmp_path: Path) -> None:
         result = prom.wait_for('up{job="self"} == 1', timeout=20)
         assert result[0]["metric"]["job"] == "self"
         assert prom.target_health() == {f"self/127.0.0.1:{port}": "up"}
-        rules = prom._get("/api/v1/rules")["data"]["groups"]
+        rules = prom.rules()
         assert {g["name"] for g in rules} == {"autoopt-gates-recording", "autoopt-gates-alerts"}
         assert (tmp_path / "data").is_dir()
     assert not port_open("127.0.0.1", port)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from autooptimizer.ml.ltr import BLEND, PARENT, Packed, blend_weights, coordinate_ascent, ndcg10, select_weights
 from autooptimizer.search.rerankers.ltr_fusion import FEATURES
@@ -137,3 +138,34 @@ def test_listnet_gradient_and_pull_toward_the_parent() -> None:
     args = (q.x, t, q.mask, W0, 0.3)
     w = np.resize([0.2, 0.5, -0.3, 0.1, 0.4, 0.0], len(FEATURES))
     assert check_grad(lambda v: listnet_objective(v, *args)[0], lambda v: listnet_objective(v, *args)[1], w) < 1e-5
+
+
+def test_ndcg10_agrees_with_the_one_definition_on_random_rankings() -> None:
+    """ltr's array nDCG vs search.metrics_eval (ir_measures) on random candidate lists: many equal scores, negative
+    and zero grades, judged documents that were not retrieved, and queries with nothing relevant. Doc ids fall with
+    the candidate index, so trec_eval's tie order (doc id descending) is ltr's stable candidate order."""
+    from autooptimizer.search.metrics_eval import ndcg10_ranking, ndcg_at_10_per_query
+
+    rng = np.random.default_rng(11)
+    feats, all_gains, ideals, wants, ties = [], [], [], [], 0
+    for _ in range(300):
+        n = int(rng.integers(1, 26))
+        scores = rng.integers(0, 5, n).astype(float)  # 5 distinct values: ties in most lists
+        gains = rng.choice([-2, -1, 0, 0, 0, 1, 2, 3], n).astype(float)
+        ids = [f"d{999 - i:03d}" for i in range(n)]
+        judged = {d: int(g) for d, g in zip(ids, gains, strict=True)}
+        judged |= {f"unretrieved{j}": int(rng.integers(-1, 4)) for j in range(int(rng.integers(0, 4)))}
+        ideal = np.array([g for g in judged.values() if g > 0], dtype=float)
+        got = ndcg10(scores, gains, ideal)
+        want = ndcg_at_10_per_query({"q": dict(zip(ids, scores, strict=True))}, {"q": judged}).get("q")
+        served = [ids[i] for i in np.argsort(-scores, kind="stable")]
+        assert ndcg10_ranking(served, judged) == (None if want is None else pytest.approx(want, abs=1e-12))
+        assert got == (0.0 if want is None else pytest.approx(want, abs=1e-12))
+        assert ndcg10(scores, gains, np.append(ideal, [-1.0, 0.0])) == pytest.approx(got, abs=1e-12)  # add nothing
+        ties += len(set(scores[np.argsort(-scores, kind="stable")[:10]])) < min(n, 10)
+        feats.append(scores[:, None])
+        all_gains.append(gains)
+        ideals.append(ideal)
+        wants.append(got)
+    assert ties > 100  # the tie order was really exercised
+    assert np.allclose(Packed(feats, all_gains, ideals).ndcg(np.array([1.0])), wants, atol=1e-12)

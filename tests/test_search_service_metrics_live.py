@@ -21,9 +21,10 @@ import httpx
 import pytest
 from support.live_stack import wait_gate
 
-from autooptimizer.gates import evaluate_gates, query_metrics
+from autooptimizer.gates import evaluate_gates
 from autooptimizer.infra.prometheus import prometheus_binary
 from autooptimizer.profiles import load_profile
+from autooptimizer.promql import query as query_metrics
 from autooptimizer.search import metric_names as M
 from autooptimizer.settings import get_settings
 

@@ -56,6 +56,21 @@ def test_ndcg_at_10_known_answer() -> None:
     assert ndcg_at_10(["x"], {"a": 2}) == 0.0
 
 
+@pytest.mark.parametrize("served, judgments, want", [
+    # a repeated document counts once (the old formula counted it twice: 1.24, above 1)
+    (["a", "a", "b"], {"a": 1, "b": 1}, (1 + 1 / 2) / (1 + 1 / 1.5849625007)),
+    # a negative grade counts 0 (the old formula subtracted it: 0.13)
+    (["b", "a"], {"a": 2, "b": -1}, (2 / 1.5849625007) / 2),
+    (["b", "b", "a", "c"], {"a": 2, "b": -3, "c": 1}, (2 / 2 + 1 / 2.3219280949) / (2 + 1 / 1.5849625007)),
+    (["x"], {"b": -1}, 0.0),  # nothing relevant: 0, where the service logs None
+])
+def test_ndcg_is_the_services_on_repeats_and_negative_grades(served, judgments, want) -> None:
+    from autooptimizer.search.metrics_eval import ndcg10_ranking
+
+    assert ndcg_at_10(served, judgments) == pytest.approx(want, rel=1e-9)
+    assert ndcg_at_10(served, judgments) == (ndcg10_ranking(served, judgments) or 0.0)
+
+
 def test_run_replays_with_feedback_and_shifts(service) -> None:
     sc = Scenario(datasets=[str(service["good"])], shift_to=str(service["bad"]), shift_at=1.0, rate=20,
                   duration=2.0, split=None)

@@ -148,12 +148,12 @@ def run_gates_bench(
         say(f"measuring latency at {rate:g} req/s for {latency_seconds:g} s ...")
         time.sleep(latency_seconds)
         lat = sim.latencies_ms()[n0:]
-        from autooptimizer.gates import query_metrics
+        from autooptimizer.promql import query
         from autooptimizer.search import metric_names as m
 
         w = int(latency_seconds)
-        prom = query_metrics(f"1000 * histogram_quantile(0.95, sum by (le) (rate({m.REQUEST_SECONDS}_bucket[{w}s])))",
-                             stack.prometheus_url)
+        prom = query(f"1000 * histogram_quantile(0.95, sum by (le) (rate({m.REQUEST_SECONDS}_bucket[{w}s])))",
+                     stack.prometheus_url)
         from autooptimizer.simulator.runner import _percentile
 
         out.latency = LatencyResult(

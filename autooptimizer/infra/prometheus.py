@@ -9,6 +9,10 @@ Layout under `<root>` (default AUTOOPT_HOME/prometheus/):
 
 `Prometheus(...)` is a context manager for tests and the local stack; `up()` / `down()` / `status()` back
 `autoopt infra up|down|status` and leave a detached server behind a pidfile.
+
+PromQL (readiness, `wait_for`) and scrape targets are read through `autooptimizer.promql`, the project's one reader.
+Only the admin endpoints the client has no method for are plain HTTP here: `GET /api/v1/rules` (`rules()`) and
+`POST /-/reload` (the lifecycle API, `reload()`).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from pydantic import BaseModel, Field
 
 from autooptimizer.errors import AutoOptError, ConfigError
 from autooptimizer.profiles import Profile, load_profile
+from autooptimizer.promql import active_targets, query
 
 INSTALL_CMD = "apt-get install -y --no-install-recommends prometheus"
 DEFAULT_BINARY = "/usr/bin/prometheus"
@@ -188,12 +193,13 @@ class Prometheus:
         except OSError:
             return ""
 
-    def _get(self, path: str, **params: Any) -> Any:
+    def rules(self) -> list[dict[str, Any]]:
+        """The loaded rule groups (`GET /api/v1/rules`: not PromQL, and prometheus-api-client has no call for it)."""
         import httpx
 
-        r = httpx.get(self.url + path, params=params or None, timeout=2.0)
+        r = httpx.get(self.url + "/api/v1/rules", timeout=2.0)
         r.raise_for_status()
-        return r.json() if path.startswith("/api/") else r.text
+        return list(r.json()["data"]["groups"])
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         """Poll until Prometheus answers and its first scrape has landed (`up` has a sample: ~5 s after start)."""
@@ -204,24 +210,23 @@ class Prometheus:
                     f"Prometheus exited with code {self.proc.returncode} on port {self.port}:\n{self._log_tail()}",
                     "Read the log above; a busy port or a bad config are the usual causes.",
                 )
-            try:
-                if self._get("/api/v1/query", query="up")["data"]["result"]:
-                    return
-            except Exception:
-                pass
+            if query("up", self.url, timeout=2.0).samples:
+                return
             time.sleep(0.2)
         raise InfraError(f"Prometheus on port {self.port} saw no scrape within {timeout:.0f} s.", "See prometheus.log.")
 
     def wait_for(self, promql: str, timeout: float = 30.0, predicate: Any = None) -> list[dict[str, Any]]:
-        """Poll an instant query until it returns series (and `predicate(result)` holds); returns the result."""
+        """Poll an instant query until it returns series (and `predicate(result)` holds); returns the result (the raw
+        `data.result` list)."""
         deadline = time.monotonic() + timeout
         last: Any = None
         while time.monotonic() < deadline:
+            res = query(promql, self.url, timeout=2.0)
+            last = res.raw if res.ok else res.error
             try:
-                last = self._get("/api/v1/query", query=promql)["data"]["result"]
-                if last and (predicate is None or predicate(last)):
-                    return last
-            except Exception as exc:
+                if res.ok and res.raw and (predicate is None or predicate(res.raw)):
+                    return list(res.raw)
+            except Exception as exc:  # a predicate that cannot read this answer yet: keep polling
                 last = exc
             time.sleep(0.25)
         raise InfraError(f"{promql!r} did not hold within {timeout:.0f} s (last: {last!r}).", "Check the targets.")
@@ -234,10 +239,8 @@ class Prometheus:
         httpx.post(self.url + "/-/reload", timeout=5.0).raise_for_status()
 
     def target_health(self) -> dict[str, str]:
-        try:
-            active = self._get("/api/v1/targets")["data"]["activeTargets"]
-        except Exception:
-            return {}
+        """`job/instance` -> up | down | unknown for each scraped target; {} when Prometheus cannot be read."""
+        active = active_targets(self.url) or []
         return {f"{t['labels'].get('job')}/{t['labels'].get('instance')}": t.get("health", "unknown") for t in active}
 
     def stop(self, timeout: float = 10.0) -> None:

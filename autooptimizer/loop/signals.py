@@ -121,18 +121,16 @@ class GuardReading(BaseModel):
 
 class PrometheusGuards:
     """p95 latency (ms), error rate and request count of one model version since `since`, read from Prometheus
-    through the project's one client (`gates.query_metrics`, prometheus-api-client)."""
+    through the project's one PromQL reader (`autooptimizer.promql`, prometheus-api-client)."""
 
     def __init__(self, url: str, timeout: float = 5.0) -> None:
         self.url = url.rstrip("/")
         self.timeout = timeout
 
     def _scalar(self, promql: str) -> float | None:
-        from autooptimizer.gates import query_metrics
+        from autooptimizer.promql import query
 
-        res = query_metrics(promql, self.url, self.timeout)
-        values = [s["value"] for s in res.samples] if res.ok else []
-        return values[0] if len(values) == 1 and math.isfinite(values[0]) else None
+        return query(promql, self.url, self.timeout).single_value()
 
     def read(self, model_version: str, since: float) -> GuardReading:
         window = f"{max(5, int(math.ceil(time.time() - since)) + 2)}s"

@@ -1,4 +1,4 @@
-"""Offline evaluation (ir-measures: nDCG@10, MRR@10, Recall@100) and the promotion rule.
+"""Offline evaluation (nDCG@10, MRR@10, Recall@100 from `search.metrics_eval`, over ir-measures) and the promotion rule.
 
 A model is evaluated on one BEIR folder with BM25 over that folder's own corpus, the way the brief's numbers were
 measured. The promotion thresholds come from the environment profile (`promotion` section), never from code.
@@ -13,8 +13,9 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 from autooptimizer.errors import InputError
+from autooptimizer.search.metrics_eval import Measure
 
-MEASURES = ("ndcg@10", "mrr@10", "recall@100")
+MEASURES: tuple[Measure, ...] = ("ndcg@10", "mrr@10", "recall@100")
 
 
 class EvalResult(BaseModel):
@@ -29,22 +30,15 @@ class EvalResult(BaseModel):
 
 
 def evaluate_run(run: Mapping[str, Mapping[str, float]], qrels: Mapping[str, Mapping[str, int]]) -> EvalResult:
-    """Mean measures over every query with a positive judgment; a query missing from the run scores 0."""
-    import ir_measures
-    from ir_measures import RR, R, nDCG
+    """Mean measures over every query with a positive judgment; a query missing from the run scores 0. Definitions:
+    `autooptimizer.search.metrics_eval` (the project's one wrapper over ir-measures)."""
+    from autooptimizer.search.metrics_eval import per_query
 
-    judged = {q: {d: int(g) for d, g in j.items()} for q, j in qrels.items() if any(g > 0 for g in j.values())}
-    if not judged:
+    values = per_query(run, qrels, MEASURES)
+    n = len(values["ndcg@10"])
+    if not n:
         raise InputError("No query has a positive judgment; nothing to evaluate.", "Check the qrels and the split.")
-    measures = [nDCG @ 10, RR(rel=1) @ 10, R(rel=1) @ 100]
-    totals = dict.fromkeys(measures, 0.0)
-    run = {q: {d: float(s) for d, s in r.items()} for q, r in run.items() if q in judged and r}
-    if run:
-        for m in ir_measures.iter_calc(measures, judged, run):
-            totals[m.measure] += float(m.value)
-    n = len(judged)
-    return EvalResult(**{"ndcg@10": round(totals[measures[0]] / n, 4), "mrr@10": round(totals[measures[1]] / n, 4),
-                         "recall@100": round(totals[measures[2]] / n, 4), "queries": n})
+    return EvalResult(**{name: round(sum(values[name].values()) / n, 4) for name in MEASURES}, queries=n)
 
 
 def load_split(data_dir: str | Path, split: str | None = None, qids: set[str] | None = None):

@@ -82,11 +82,15 @@ class LtrFitReport(BaseModel):
 
 
 def ndcg10(scores: np.ndarray, gains: np.ndarray, ideal: np.ndarray) -> float:
-    """trec_eval-style nDCG@10 (linear gain) of one ranking; `ideal` = all positive grades of the query."""
+    """nDCG@10 of the candidates ranked by `scores`: the definition of `search.metrics_eval` (linear gain, negative
+    grades as 0), computed here on arrays because training evaluates it thousands of times per fit (`Packed.ndcg` is
+    the batched form). `gains[i]` is candidate i's grade (candidates are distinct documents); `ideal` = all positive
+    grades of the query, retrieved or not. Equal scores keep candidate order (stable sort), where trec_eval orders
+    them by document id; 0.0 where metrics_eval says None (nothing relevant). Agreement: tests/test_ml_ltr.py."""
     order = np.argsort(-scores, kind="stable")[:10]
     disc = 1.0 / np.log2(np.arange(2, 12))
     dcg = float((np.maximum(gains[order], 0) * disc[: len(order)]).sum())
-    top = np.sort(ideal)[::-1][:10]
+    top = np.sort(np.maximum(ideal, 0))[::-1][:10]
     idcg = float((top * disc[: len(top)]).sum())
     return dcg / idcg if idcg > 0 else 0.0
 
@@ -157,7 +161,8 @@ class Packed:
             self.x[i, : len(x)], self.g[i, : len(g)], self.mask[i, : len(x)] = x, np.maximum(g, 0), True
         disc = 1.0 / np.log2(np.arange(2, 12))
         self.disc = disc
-        self.idcg = np.array([float((np.sort(i)[::-1][:10] * disc[: min(10, len(i))]).sum()) for i in ideals])
+        self.idcg = np.array([float((np.sort(np.maximum(i, 0))[::-1][:10] * disc[: min(10, len(i))]).sum())
+                              for i in ideals])
 
     def __len__(self) -> int:
         return len(self.idcg)

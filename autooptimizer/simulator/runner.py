@@ -18,6 +18,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from autooptimizer.infra.net import require_loopback
+from autooptimizer.search.metrics_eval import ndcg10_ranking
 from autooptimizer.simulator.scenario import FaultSpec, Scenario
 from autooptimizer.simulator.workload import JudgedQuery, Workload, load_workload
 
@@ -40,11 +41,10 @@ class SimStats(BaseModel):
 
 
 def ndcg_at_10(served: list[str], judgments: dict[str, int]) -> float:
-    """NDCG@10 with linear gains (trec_eval's definition), as the service computes it from feedback."""
-    dcg = sum(judgments.get(d, 0) / math.log2(i + 2) for i, d in enumerate(served[:10]))
-    ideal = sorted((g for g in judgments.values() if g > 0), reverse=True)[:10]
-    idcg = sum(g / math.log2(i + 2) for i, g in enumerate(ideal))
-    return dcg / idcg if idcg > 0 else 0.0
+    """NDCG@10 of what was served, exactly as the service scores the feedback (`search.metrics_eval`, the project's
+    one definition); 0 when nothing is judged relevant."""
+    value = ndcg10_ranking(served, judgments)
+    return 0.0 if value is None else value
 
 
 def _percentile(values: list[float], q: float) -> float | None:
@@ -185,10 +185,11 @@ class Simulator:
                 self.stats.last_error = f"/search {type(exc).__name__}: {exc}"
             return
         served = [h["doc_id"] for h in body.get("hits", [])]
+        ndcg = ndcg_at_10(served, q.judgments)
         with self._lock:
             self.stats.ok += 1
             self._latencies.append(ms)
-            self._ndcg.setdefault(q.dataset, []).append(ndcg_at_10(served, q.judgments))
+            self._ndcg.setdefault(q.dataset, []).append(ndcg)
         if not self.scenario.feedback:
             return
         payload = {

@@ -26,9 +26,9 @@ class CheckQualityGatesArgs(BaseModel):
 @tool(name="query_metrics", owner="metrics", risk="read")
 def query_metrics(args: QueryMetricsArgs, ctx: ToolContext) -> dict:
     """Run one instant PromQL query against the project's Prometheus; errors come back in the result."""
-    from autooptimizer.gates import query_metrics as run_query
+    from autooptimizer.promql import query
 
-    return run_query(args.promql, ctx.settings.prometheus_url).model_dump()
+    return query(args.promql, ctx.settings.prometheus_url).model_dump()
 
 
 @tool(name="check_quality_gates", owner="metrics", risk="read")

@@ -9,7 +9,6 @@ protected-object facts of `tools/protection.py` (gold, champion, serving, canary
 
 from __future__ import annotations
 
-import math
 from typing import Literal
 
 from pydantic import BaseModel, Field
@@ -61,14 +60,11 @@ def spent_so_far(prometheus_url: str) -> float | None:
     exporter stopped, or the service never reported). A missing series is not zero spend: the budget fact is then
     left out, and the PDP asks a human (`shared.train-over-budget`) instead of reading the whole budget as free.
     """
-    from autooptimizer.gates import query_metrics
+    from autooptimizer.promql import query
     from autooptimizer.search.metric_names import COST_TOTAL
 
-    res = query_metrics(f"sum({COST_TOTAL})", prometheus_url, timeout=2.0)
-    values = [s["value"] for s in res.samples] if res.ok else []
-    if len(values) != 1 or not math.isfinite(values[0]) or values[0] < 0:
-        return None
-    return float(values[0])
+    spent = query(f"sum({COST_TOTAL})", prometheus_url, timeout=2.0).single_value()
+    return None if spent is None or spent < 0 else spent
 
 
 def _delete_facts(args: DeleteModelArgs, ctx: ToolContext) -> dict:

@@ -1,0 +1,87 @@
+"""The one Prometheus reader: every PromQL query in the package goes through `query()`, over `prometheus-api-client`.
+
+Callers: the quality gates (`gates.read_gate`), the metrics agent's `query_metrics` tool, the A/B guards
+(`loop.signals.PrometheusGuards`), the spend fact (`tools.ml.spent_so_far`), the benchmark (`infra.bench`) and the local Prometheus's readiness polls (`infra.prometheus`). `active_targets()`
+reads scrape health with the client's own `get_targets`.
+
+Not here, on purpose: Prometheus's admin endpoints that are not PromQL and that the client has no method for,
+`GET /api/v1/rules` and `POST /-/reload` (lifecycle API), stay plain HTTP in `infra.prometheus`, which owns the
+process they administer.
+
+No client-side retries: a reading must answer within its timeout, and a failing Prometheus must read as "unknown"
+(fail closed), never as a value.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class QueryResult(BaseModel):
+    """A PromQL answer: one sample per series (labels + value), or the error that prevented it."""
+
+    promql: str
+    ok: bool
+    samples: list[dict[str, Any]] = Field(default_factory=list)
+    raw: Any = None
+    error: str | None = None
+
+    def single_value(self) -> float | None:
+        """The value when the answer is exactly one finite sample; None otherwise (error, no series, several, NaN)."""
+        values = [s["value"] for s in self.samples] if self.ok else []
+        return float(values[0]) if len(values) == 1 and math.isfinite(values[0]) else None
+
+
+def connect(url: str, timeout: float) -> Any:
+    """A `PrometheusConnect` without retries (use it as a context manager: it closes its session)."""
+    from prometheus_api_client import PrometheusConnect
+    from urllib3.util.retry import Retry
+
+    return PrometheusConnect(url=url, retry=Retry(total=0, connect=0, read=0, status=0), timeout=timeout)
+
+
+def samples(result: Any) -> list[dict[str, Any]]:
+    """Normalise the `data.result` of an instant query (vector, or scalar/string pair) to labelled samples."""
+    if isinstance(result, list) and len(result) == 2 and not isinstance(result[0], dict):
+        return [{"labels": {}, "value": float(result[1])}]
+    out = []
+    for item in result or []:
+        value = item.get("value") or [None, "NaN"]
+        out.append({"labels": item.get("metric", {}), "value": float(value[1])})
+    return out
+
+
+def _describe(exc: Exception, url: str) -> str:
+    import requests
+
+    if isinstance(exc, requests.ConnectionError | requests.Timeout):
+        return f"Prometheus unreachable at {url} ({type(exc).__name__})"
+    return f"{type(exc).__name__}: {str(exc)[:300]}"
+
+
+def query(promql: str, url: str | None = None, timeout: float = 5.0) -> QueryResult:
+    """Run one instant PromQL query (`url` default: AUTOOPT_PROMETHEUS_URL; `timeout` in seconds).
+    Never raises for Prometheus trouble: connection refused, HTTP 4xx/5xx, bad JSON all come back as `ok=False` with
+    the error, because they all mean "we do not know"."""
+    if not url:
+        from autooptimizer.settings import get_settings
+
+        url = get_settings().prometheus_url
+    try:
+        with connect(url, timeout) as prom:
+            raw = prom.custom_query(promql)
+        return QueryResult(promql=promql, ok=True, samples=samples(raw), raw=raw)
+    except Exception as exc:
+        return QueryResult(promql=promql, ok=False, error=_describe(exc, url))
+
+
+def active_targets(url: str, timeout: float = 2.0) -> list[dict[str, Any]] | None:
+    """The targets Prometheus scrapes now (`activeTargets`: `labels`, `health`, ...); None when it cannot be read."""
+    try:
+        with connect(url, timeout) as prom:
+            return list(prom.get_targets(state="active")["activeTargets"])
+    except Exception:
+        return None

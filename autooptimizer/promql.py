@@ -1,8 +1,9 @@
 """The one Prometheus reader: every PromQL query in the package goes through `query()`, over `prometheus-api-client`.
 
 Callers: the quality gates (`gates.read_gate`), the metrics agent's `query_metrics` tool, the A/B guards
-(`loop.signals.PrometheusGuards`), the spend fact (`tools.ml.spent_so_far`), the benchmark (`infra.bench`) and the local Prometheus's readiness polls (`infra.prometheus`). `active_targets()`
-reads scrape health with the client's own `get_targets`.
+(`loop.signals.PrometheusGuards`), the spend fact (`tools.ml.spent_so_far`), the benchmark (`infra.bench`) and the
+local Prometheus's readiness polls (`infra.prometheus`). `active_targets()` reads scrape health with the client's
+own `get_targets`.
 
 Not here, on purpose: Prometheus's admin endpoints that are not PromQL and that the client has no method for,
 `GET /api/v1/rules` and `POST /-/reload` (lifecycle API), stay plain HTTP in `infra.prometheus`, which owns the

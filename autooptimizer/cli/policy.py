@@ -66,20 +66,18 @@ def policy_check(
 ) -> None:
     """What would the PDP decide? Computes facts from the args like the registry does; runs nothing."""
     from autooptimizer.policies.audit import AuditLog
-    from autooptimizer.policies.killswitch import kill_switch
-    from autooptimizer.policies.pdp import PolicyContext, PolicyDecision, get_pdp
+    from autooptimizer.policies.facts import CONTEXT_KEYS
     from autooptimizer.settings import get_settings
     from autooptimizer.tools.registry import REGISTRY, load_all_tools
 
     env = env or get_settings().env
     ctx_override = _json_object(context, "--context")
-    unknown = sorted(set(ctx_override) - set(PolicyContext.model_fields))
+    unknown = sorted(set(ctx_override) - set(CONTEXT_KEYS))
     if unknown:
-        raise InputError(f"--context has unknown keys {unknown}.", f"Use only {sorted(PolicyContext.model_fields)}.")
+        raise InputError(f"--context has unknown keys {unknown}.", f"Use only {sorted(CONTEXT_KEYS)}.")
     notes: list[str] = []
-    facts: dict = {}
-    rejection = None
     raw_args: object = None
+    registry = REGISTRY
     if args is None:
         notes.append("no --args: policy-only check (argument validation and facts from args skipped)")
     else:
@@ -87,27 +85,20 @@ def policy_check(
         try:
             registry = load_all_tools()
         except Exception as exc:  # noqa: BLE001 - a broken area module must not hide the policy answer
-            registry = REGISTRY
             notes.append(f"tool modules failed to load ({exc}); facts from args not computed")
-        facts, rejection = registry.facts_for(tool, raw_args)
-        if rejection is not None and rejection.policies == ["registry.unknown-tool"]:
-            rejection = None
+            raw_args = None
+        if raw_args is not None and tool not in {s.name for s in registry.all()}:
             notes.append(f"{tool} is not a registered tool here; facts from args not computed")
     # an operator's what-if is an unscoped caller, as the loop is: in_scope true unless --context says otherwise
-    context_used = {**facts, "kill_switch": kill_switch.is_on(), "approved": False, "in_scope": True, **ctx_override}
-    pdp_answer = None
-    if rejection is not None:
-        decision = PolicyDecision(decision="deny", policies=rejection.policies, reason=rejection.error)
-    else:
-        decision = get_pdp(env).decide(agent, tool, context_used)
-        pdp_answer = {"decision": decision.decision, "policies": decision.policies}
+    decision = registry.decide(agent, tool, raw_args, env=env, overrides=ctx_override)
+    context_used = decision.context
     if audit:
         AuditLog().append({"kind": "check", "actor": _user(), "env": env, "agent": agent, "tool": tool,
                            "args": raw_args if len(args or "") <= 65536 else {"truncated": True, "bytes": len(args)},
                            "context": context_used, "decision": decision.decision, "policies": decision.policies,
-                           "reason": decision.reason, "pdp": pdp_answer, "cycle_id": None, "trace_id": None})
+                           "reason": decision.reason, "pdp": decision.pdp, "cycle_id": None, "trace_id": None})
     if as_json:
-        typer.echo(json.dumps(decision.model_dump()))
+        typer.echo(json.dumps(decision.model_dump(include={"decision", "policies", "reason"})))
         return
     color = {"permit": "green", "deny": "red", "needs_approval": "yellow"}[decision.decision]
     typer.secho(decision.decision, fg=color, bold=True)

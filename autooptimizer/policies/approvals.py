@@ -19,10 +19,10 @@ import os
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel
 
@@ -46,7 +46,7 @@ CREATE INDEX IF NOT EXISTS approvals_hash ON approvals(call_hash);
 """
 
 
-def call_hash(tool: str, args: dict, agent: str, env: str) -> str:
+def call_hash(tool: str, args: dict[str, Any], agent: str, env: str) -> str:
     """Identity of one exact call: any change to tool, args, agent or env gives another hash."""
     body = json.dumps({"tool": tool, "args": args, "agent": agent, "env": env}, sort_keys=True,
                       separators=(",", ":"), ensure_ascii=False, default=str)
@@ -58,11 +58,11 @@ class ApprovalRequest(BaseModel):
     tool: str
     agent: str
     env: str
-    args: dict
+    args: dict[str, Any]
     call_hash: str
     reason: str
     policies: list[str]
-    evidence: dict | None = None
+    evidence: dict[str, Any] | None = None
     requested_by: str
     trace_id: str | None = None
     cycle_id: str | None = None
@@ -99,7 +99,7 @@ class ApprovalStore:
             db.executescript(_SCHEMA)
 
     @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
+    def _tx(self) -> Generator[sqlite3.Connection, None, None]:
         db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
         db.row_factory = sqlite3.Row
         try:
@@ -122,8 +122,8 @@ class ApprovalStore:
                    "note='no answer before the timeout' WHERE status='pending' AND expires_at<=?", (now, now))
 
     # --- creating ---------------------------------------------------------------------------------------------
-    def request(self, *, tool: str, agent: str, env: str, args: dict, call_hash_: str | None = None, reason: str,
-                policies: list[str], evidence: dict | None = None, requested_by: str = "agent",
+    def request(self, *, tool: str, agent: str, env: str, args: dict[str, Any], call_hash_: str | None = None,
+                reason: str, policies: list[str], evidence: dict[str, Any] | None = None, requested_by: str = "agent",
                 trace_id: str | None = None, cycle_id: str | None = None) -> ApprovalRequest:
         """Store a new pending request and return it."""
         now = time.time()
@@ -142,7 +142,7 @@ class ApprovalStore:
 
     @staticmethod
     @contextmanager
-    def _atomic(db: sqlite3.Connection) -> Iterator[None]:
+    def _atomic(db: sqlite3.Connection) -> Generator[None, None, None]:
         """One write transaction: committed when the block (including its audit record) succeeds, else rolled
         back - so a change the audit log refused (AuditError) is not made either."""
         db.execute("BEGIN IMMEDIATE")

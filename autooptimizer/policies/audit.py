@@ -45,7 +45,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard, cast
 
 from pydantic import BaseModel
 
@@ -69,12 +69,12 @@ def canonical(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
-def record_hash(record: dict) -> str:
+def record_hash(record: dict[str, Any]) -> str:
     body = {k: v for k, v in record.items() if k != "hash"}
     return hashlib.sha256(canonical(body).encode()).hexdigest()
 
 
-def _encodable(record: dict) -> dict:
+def _encodable(record: dict[str, Any]) -> dict[str, Any]:
     """The record as it will be stored (a JSON round trip). Fields that canonical JSON cannot hold as they are
     (nested too deep, huge ints, lone surrogates, ...) are stored in their `to_json_safe` form, marked
     `sanitized`, so a record is always written rather than the write failing."""
@@ -113,16 +113,16 @@ class ReplayReport(BaseModel):
     differences: list[ReplayDiff]
 
 
-def _parse(raw: bytes) -> dict | None:
+def _parse(raw: bytes) -> dict[str, Any] | None:
     """A record line as a dict, or None when it is not JSON (a deeply nested line is not a record either)."""
     try:
-        rec = json.loads(raw)
+        rec: object = json.loads(raw)
     except (ValueError, RecursionError):
         return None
-    return rec if isinstance(rec, dict) else None
+    return cast("dict[str, Any]", rec) if isinstance(rec, dict) else None
 
 
-def _sound(rec: dict | None) -> bool:
+def _sound(rec: dict[str, Any] | None) -> TypeGuard[dict[str, Any]]:
     """Whether a parsed line is a well-formed record whose hash matches its content."""
     if rec is None or not isinstance(rec.get("seq"), int) or not isinstance(rec.get("hash"), str):
         return False
@@ -137,7 +137,7 @@ class _Tail:
     """The end of the log: its size, its last complete lines (oldest first) and any torn bytes after them."""
 
     size: int = 0
-    lines: list[bytes] = field(default_factory=list)
+    lines: list[bytes] = field(default_factory=lambda: list[bytes]())
     torn: bytes = b""
     complete_end: int = 0  # offset just after the last newline
     from_start: bool = True  # `lines` begins with line 1
@@ -167,7 +167,7 @@ def _read_tail(path: Path, want: int) -> _Tail:
                  from_start=from_start and len(lines) <= want)
 
 
-def replay_context(recorded: dict | None) -> dict:
+def replay_context(recorded: dict[str, Any] | None) -> dict[str, Any]:
     """A recorded context as it is re-decided. Records from before run scopes existed have no `in_scope`: they were
     unscoped calls, so they replay with in_scope true (a missing key would read as false and flip their decision)."""
     recorded = dict(recorded or {})
@@ -188,7 +188,7 @@ class AuditLog:
         self.lock_path = self.path.with_name(self.path.stem + ".lock")
 
     # --- writing ----------------------------------------------------------------------------------------------
-    def append(self, fields: dict) -> dict:
+    def append(self, fields: dict[str, Any]) -> dict[str, Any]:
         """Append one record (fields + seq, time, prev_hash, hash) under the file lock; returns it.
 
         Raises AuditError, writing nothing, when the log's tail does not match the head (see the module doc).
@@ -244,38 +244,42 @@ class AuditLog:
                                "the end could not be told apart")
         if head is None or not isinstance(head.get("seq"), int) or not isinstance(head.get("hash"), str):
             raise self._refuse(f"{self.head_path.name} is unreadable")
-        recs = [_parse(raw) for raw in tail.lines]
-        for i, rec in enumerate(recs):
+        head_seq, head_hash = int(head["seq"]), str(head["hash"])
+        recs: list[dict[str, Any]] = []
+        for i, raw in enumerate(tail.lines):
+            rec = _parse(raw)
             if not _sound(rec):
-                raise self._refuse(f"record {len(recs) - i} from the end is not a well-formed record with a "
+                raise self._refuse(f"record {len(tail.lines) - i} from the end is not a well-formed record with a "
                                    "matching hash (edited or damaged)")
-            before = recs[i - 1] if i else ({"seq": 0, "hash": GENESIS} if tail.from_start else None)
+            before: dict[str, Any] | None = recs[-1] if recs else (
+                {"seq": 0, "hash": GENESIS} if tail.from_start else None)
             if before is not None and (rec["seq"] != before["seq"] + 1 or rec.get("prev_hash") != before["hash"]):
                 raise self._refuse(f"record {rec['seq']} does not follow record {before['seq']} (a record near the "
                                    "end was deleted, inserted, moved or changed)")
-        last_seq, last_hash = (recs[-1]["seq"], recs[-1]["hash"]) if recs else (0, GENESIS)
+            recs.append(rec)
+        last_seq, last_hash = (int(recs[-1]["seq"]), str(recs[-1]["hash"])) if recs else (0, GENESIS)
         if tail.torn:
-            if _parse(tail.torn) is not None or (last_seq, last_hash) != (head["seq"], head["hash"]):
+            if _parse(tail.torn) is not None or (last_seq, last_hash) != (head_seq, head_hash):
                 raise self._refuse(f"the log ends with {len(tail.torn)} bytes without a newline that are not a torn "
-                                   f"write after record {head['seq']} (the record {self.head_path.name} names)")
+                                   f"write after record {head_seq} (the record {self.head_path.name} names)")
             log.warning("audit log %s ends with a torn write (%d bytes, a crash during an append); truncating it",
                         self.path, len(tail.torn))
             with self.path.open("r+b") as f:
                 f.truncate(tail.complete_end)
                 os.fsync(f.fileno())
             return last_seq, last_hash
-        if (last_seq, last_hash) == (head["seq"], head["hash"]):
+        if (last_seq, last_hash) == (head_seq, head_hash):
             return last_seq, last_hash
-        if recs and last_seq == head["seq"] + 1 and recs[-1].get("prev_hash") == head["hash"]:
+        if recs and last_seq == head_seq + 1 and recs[-1].get("prev_hash") == head_hash:
             log.warning("audit head %s is one record behind the log (a crash between the write and the head "
                         "update); moving it to record %d", self.head_path, last_seq)
             self._write_head(last_seq, last_hash)
             return last_seq, last_hash
-        raise self._refuse(f"the log ends at record {last_seq} but {self.head_path.name} names record {head['seq']}"
+        raise self._refuse(f"the log ends at record {last_seq} but {self.head_path.name} names record {head_seq}"
                            ": records were cut off the end, or the log or head was altered")
 
     # --- reading ----------------------------------------------------------------------------------------------
-    def records(self) -> Iterator[dict]:
+    def records(self) -> Iterator[dict[str, Any]]:
         if not self.path.exists():
             return
         with self.path.open("rb") as f:
@@ -313,7 +317,7 @@ class AuditLog:
                             "records were deleted from the end or the head was altered")
 
     @staticmethod
-    def _check_line(line_no: int, raw: bytes, rec: dict | None, prev_hash: str) -> VerifyReport | None:
+    def _check_line(line_no: int, raw: bytes, rec: dict[str, Any] | None, prev_hash: str) -> VerifyReport | None:
         """None when line `line_no` (`raw`, parsed as `rec`) is the record that must follow `prev_hash`, else
         what is wrong with it."""
         if not raw.endswith(b"\n"):  # only the last line can lack its newline
@@ -334,13 +338,13 @@ class AuditLog:
             return VerifyReport(ok=False, records=line_no - 1, broken_line=line_no,
                                 broken_seq=seq if isinstance(seq, int) and not isinstance(seq, bool) else None,
                                 problem=f"line {line_no} holds seq {seq!r}, expected {line_no}: {what}")
-        if rec.get("prev_hash") != prev_hash:
-            return VerifyReport(ok=False, records=line_no - 1, broken_line=line_no, broken_seq=seq,
-                                problem=f"record {seq} does not chain to record {seq - 1} "
+        if rec.get("prev_hash") != prev_hash:  # from here on seq == line_no
+            return VerifyReport(ok=False, records=line_no - 1, broken_line=line_no, broken_seq=line_no,
+                                problem=f"record {line_no} does not chain to record {line_no - 1} "
                                 "(prev_hash differs): a record before it was changed, removed or moved")
         if not _sound(rec):
-            return VerifyReport(ok=False, records=line_no - 1, broken_line=line_no, broken_seq=seq,
-                                problem=f"record {seq} was edited (its hash does not match its content)")
+            return VerifyReport(ok=False, records=line_no - 1, broken_line=line_no, broken_seq=line_no,
+                                problem=f"record {line_no} was edited (its hash does not match its content)")
         return None
 
     def _prev_hash_of_last(self) -> str | None:
@@ -348,24 +352,26 @@ class AuditLog:
         rec = _parse(tail.lines[-1]) if tail.lines else None
         return rec.get("prev_hash") if rec else None
 
-    def _head(self) -> dict | None:
+    def _head(self) -> dict[str, Any] | None:
         try:
-            data = json.loads(self.head_path.read_text())
-            return data if isinstance(data, dict) else None
+            data: object = json.loads(self.head_path.read_text())
         except (OSError, ValueError):
             return None
+        return cast("dict[str, Any]", data) if isinstance(data, dict) else None
 
     def replay(self, cycle_id: str) -> ReplayReport:
         """Re-decide every PDP decision recorded for `cycle_id` with today's policies; list those that differ."""
         from autooptimizer.policies.pdp import get_pdp
 
-        diffs, evaluated = [], 0
+        diffs: list[ReplayDiff] = []
+        evaluated = 0
         for rec in self.records():
             if rec.get("cycle_id") != cycle_id or rec.get("kind") not in ("decision", "check"):
                 continue
-            old = rec.get("pdp")
-            if not isinstance(old, dict):
+            pdp_answer: object = rec.get("pdp")
+            if not isinstance(pdp_answer, dict):
                 continue
+            old = cast("dict[str, Any]", pdp_answer)
             evaluated += 1
             now = get_pdp(rec["env"]).decide(rec["agent"], rec["tool"], replay_context(rec.get("context")))
             if now.decision != old.get("decision") or sorted(now.policies) != sorted(old.get("policies") or []):

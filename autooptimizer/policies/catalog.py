@@ -75,3 +75,8 @@ def _cached(path: str) -> Catalog:
 
 def load_catalog() -> Catalog:
     return _cached(str(policy_dir() / "catalog.yaml"))
+
+
+def forget_catalog() -> None:
+    """Drop the cached catalogue, so the next `load_catalog` reads the file again (`reload_policies`)."""
+    _cached.cache_clear()

@@ -13,6 +13,7 @@ safe side: `canary_weight` and `estimated_cost` are compared against upper bound
 from __future__ import annotations
 
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -46,9 +47,9 @@ class PolicyContext(ToolFacts):
     approved: bool = Field(False, description="a human approved THIS exact call (tool + args + agent + env)")
     in_scope: bool = Field(False, description="the tool is among those the run's intent allows (registry-set)")
 
-    def to_cedar(self) -> dict:
+    def to_cedar(self) -> dict[str, Any]:
         """The Cedar request context: booleans as they are, numbers as rounded `decimal` extension values."""
-        out: dict = {}
+        out: dict[str, Any] = {}
         for key, value in self.model_dump().items():
             if isinstance(value, bool):
                 out[key] = value

@@ -18,9 +18,9 @@ import json
 import re
 import threading
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-import cedarpy
+import cedarpy as _cedarpy
 from pydantic import BaseModel, ValidationError
 
 from autooptimizer.errors import ConfigError
@@ -29,6 +29,7 @@ from autooptimizer.policies.facts import PolicyContext
 from autooptimizer.settings import ENVIRONMENTS
 
 DecisionKind = Literal["permit", "deny", "needs_approval"]
+cedarpy: Any = _cedarpy  # a compiled extension without type information: its values are plain Any here
 _TOOL_REF = re.compile(r'Tool::"([^"]*)"')
 _AGENT_REF = re.compile(r'Agent::"([^"]*)"')
 
@@ -57,17 +58,17 @@ def _read(path: Path) -> str:
     return path.read_text()
 
 
-def _parse_file(path: Path, text: str, schema: cedarpy.Schema, catalog: Catalog) -> list[_PolicyMeta]:
+def _parse_file(path: Path, text: str, schema: Any, catalog: Catalog) -> list[_PolicyMeta]:
     """Parse and validate one file on its own, so an error names the file it is in."""
     try:
-        est = json.loads(cedarpy.policies_to_json_str(text))
+        est: dict[str, Any] = json.loads(cedarpy.policies_to_json_str(text))
     except ValueError as exc:
         raise ConfigError(f"Policy file {path} does not parse: {exc}", "Fix the Cedar syntax in that file.") from exc
     if est.get("templates"):
         raise ConfigError(f"Policy file {path} contains templates.", "Use only static policies.")
-    result = cedarpy.validate_policies(text, schema)
+    result: Any = cedarpy.validate_policies(text, schema)
     if not result.validation_passed:
-        ids = result.id_annotations_by_policy_id
+        ids: dict[str, str] = result.id_annotations_by_policy_id
         errs = "; ".join(f"[{ids.get(e.policy_id, e.policy_id)}] {e.error}" for e in result.errors)
         raise ConfigError(f"Policy file {path} fails schema validation: {errs}",
                           "Fix the policy (attribute names and types are in schema.cedarschema).")
@@ -77,9 +78,10 @@ def _parse_file(path: Path, text: str, schema: cedarpy.Schema, catalog: Catalog)
         raise ConfigError(f"Policy file {path} names tools/agents not in catalog.yaml: "
                           f"{unknown_tools + unknown_agents}",
                           "Fix the name (a typo would silently never match) or add it to catalog.yaml.")
-    metas = []
-    for pid, pol in est["staticPolicies"].items():
-        ann = pol.get("annotations") or {}
+    metas: list[_PolicyMeta] = []
+    policies: dict[str, dict[str, Any]] = est["staticPolicies"]
+    for pid, pol in policies.items():
+        ann: dict[str, str] = pol.get("annotations") or {}
         if not ann.get("id"):
             raise ConfigError(f"Policy file {path}: policy #{pid[6:] if pid.startswith('policy') else pid} has no "
                               "@id annotation.", 'Add @id("<file>.<name>") above it.')
@@ -124,7 +126,8 @@ class PDP:
         self.policies = {m.id: m for m in metas}
         self.policy_text = "\n".join(texts)
         self.policy_set = cedarpy.PolicySet.from_str(self.policy_text)
-        entities = [{"uid": {"type": "Agent", "id": a}, "attrs": {}, "parents": []} for a in self.catalog.agents]
+        entities: list[dict[str, Any]] = [{"uid": {"type": "Agent", "id": a}, "attrs": {}, "parents": []}
+                                          for a in self.catalog.agents]
         entities += [{"uid": {"type": "Tool", "id": t},
                       "attrs": {"owner": {"__entity": {"type": "Agent", "id": e.owner}}, "risk": e.risk},
                       "parents": []} for t, e in self.catalog.tools.items()]
@@ -133,7 +136,7 @@ class PDP:
         except ValueError as exc:
             raise ConfigError(f"The catalogue does not fit the Cedar schema: {exc}", "Fix catalog.yaml.") from exc
 
-    def decide(self, agent: str, tool: str, context: PolicyContext | dict | None = None) -> PolicyDecision:
+    def decide(self, agent: str, tool: str, context: PolicyContext | dict[str, Any] | None = None) -> PolicyDecision:
         """permit / deny / needs_approval for `agent` calling `tool` with `context` (missing keys = false/absent)."""
         try:
             ctx = context if isinstance(context, PolicyContext) else PolicyContext.model_validate(context or {})
@@ -149,10 +152,12 @@ class PDP:
                    "resource": {"type": "Tool", "id": tool}, "context": cedar_ctx}
         # No per-request schema: PolicyContext already fixes every key's type, and the policies and entities were
         # validated against the schema at load. Skipping it saves ~10% per decision.
-        result = cedarpy.is_authorized(request, self.policy_set, self.entities)
-        ann = result.diagnostics.id_annotations_by_reason
-        ids = [ann.get(pid, pid) for pid in result.diagnostics.reasons]
-        prefix_ids, prefix = [], ""
+        result: Any = cedarpy.is_authorized(request, self.policy_set, self.entities)
+        ann: dict[str, str] = result.diagnostics.id_annotations_by_reason
+        reasons: list[str] = result.diagnostics.reasons
+        ids = [ann.get(pid, pid) for pid in reasons]
+        prefix_ids: list[str] = []
+        prefix = ""
         if agent not in self.catalog.agents:
             prefix_ids, prefix = ["pdp.unknown-agent"], f"unknown agent {agent!r}; "
         if result.decision == cedarpy.Decision.Allow and ids:
@@ -188,11 +193,11 @@ def get_pdp(env: str) -> PDP:
 
 def reload_policies() -> None:
     """Forget loaded policy sets so the next decision reads the files again."""
-    from autooptimizer.policies.catalog import _cached
+    from autooptimizer.policies.catalog import forget_catalog
 
     with _CACHE_LOCK:
         _CACHE.clear()
-    _cached.cache_clear()
+    forget_catalog()
 
 
 def load_all(base_dir: Path | None = None) -> dict[str, PDP]:

@@ -11,7 +11,7 @@ The only ContextVar left here is `current_trace_id`, read by tracing: a chat run
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Iterator
+from collections.abc import Generator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -67,7 +67,7 @@ class ToolContext:
 
 
 @contextmanager
-def trace_scope(trace_id: str | None) -> Iterator[None]:
+def trace_scope(trace_id: str | None) -> Generator[None, None, None]:
     """Label every tool call made inside this block with `trace_id` (tracing only; never a policy fact)."""
     token = current_trace_id.set(trace_id) if trace_id is not None else None
     try:

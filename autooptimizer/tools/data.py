@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -40,7 +40,7 @@ class AugmentDatasetArgs(BaseModel):
 
 
 @tool(name="build_dataset", owner="data", risk="change")
-def build_dataset(args: BuildDatasetArgs, ctx: ToolContext) -> dict:
+def build_dataset(args: BuildDatasetArgs, ctx: ToolContext) -> dict[str, Any]:
     """Build an immutable, hash-addressed training dataset (positives, served hard negatives) from the feedback log."""
     from autooptimizer.ml.dataset import build_dataset as build
     from autooptimizer.ml.dataset import datasets_root
@@ -52,7 +52,7 @@ def build_dataset(args: BuildDatasetArgs, ctx: ToolContext) -> dict:
 
 
 @tool(name="explain_reranker", owner="data", risk="read")
-def explain_reranker(args: ExplainRerankerArgs, ctx: ToolContext) -> dict:
+def explain_reranker(args: ExplainRerankerArgs, ctx: ToolContext) -> dict[str, Any]:
     """SHAP (or LIME) token attributions on the worst-served queries, query-term shift (JSD) and a verdict."""
     from autooptimizer.ml.dataset import load_dataset
     from autooptimizer.ml.diagnose import diagnose, write_report
@@ -74,7 +74,7 @@ def explain_reranker(args: ExplainRerankerArgs, ctx: ToolContext) -> dict:
 
 
 @tool(name="augment_dataset", owner="data", risk="change")
-def augment_dataset(args: AugmentDatasetArgs, ctx: ToolContext) -> dict:
+def augment_dataset(args: AugmentDatasetArgs, ctx: ToolContext) -> dict[str, Any]:
     """Write augmented_dataset.csv: nlpaug variants of the weak slice's queries (seeded, method + source row)."""
     from autooptimizer.ml.augment import augment_dataset as augment
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 from pydantic import AfterValidator, BaseModel, Field
 
@@ -49,14 +49,17 @@ def ab_passed_for(settings: Settings, model_version: str) -> bool:
     """The trusted fact: the judge's own latest verdict for this version is `pass`, and recent."""
     try:
         path = ab_result_path(settings, _version(model_version))
-        data = json.loads(path.read_text())
+        data: Any = json.loads(path.read_text())
     except (OSError, ValueError, InputError):
         return False
-    if not isinstance(data, dict) or not isinstance(data.get("treatment"), dict):
+    if not isinstance(data, dict):
         return False
+    result = cast("dict[str, Any]", data)
+    treatment: Any = result.get("treatment")
     return (
-        data.get("verdict") == "pass"
-        and (data.get("treatment") or {}).get("model_version") == model_version
+        result.get("verdict") == "pass"
+        and isinstance(treatment, dict)
+        and cast("dict[str, Any]", treatment).get("model_version") == model_version
         and time.time() - path.stat().st_mtime < AB_RESULT_MAX_AGE_S
     )
 

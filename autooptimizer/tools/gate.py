@@ -23,7 +23,7 @@ import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from pydantic import BaseModel, ValidationError
 
@@ -45,14 +45,14 @@ class Rejection:
     policies: list[str]
     reason: str
     error: str
-    shown_args: dict
+    shown_args: dict[str, Any]
 
 
 @dataclass
 class Prepared:
     spec: ToolSpec
     model: BaseModel
-    canon: dict
+    canon: dict[str, Any]
 
 
 @dataclass
@@ -73,11 +73,11 @@ def summary(value: Any, limit: int = 2000) -> Any:
     return {"truncated": True, "bytes": len(text), "head": text[:limit]}
 
 
-def shown_args(args: Any) -> dict:
+def shown_args(args: Any) -> dict[str, Any]:
     """What the audit shows of arguments the gate refused: a bounded, JSON-safe summary, always an object."""
     if isinstance(args, dict):
-        shown = summary(args, 2000)
-        return shown if isinstance(shown, dict) else {"value": shown}
+        shown: Any = summary(args, 2000)
+        return cast("dict[str, Any]", shown) if isinstance(shown, dict) else {"value": shown}
     return {"value": summary(args, 200)}
 
 
@@ -103,20 +103,20 @@ def prepare(tools: Mapping[str, ToolSpec], name: str, args: Any) -> Prepared | R
         return Rejection(["registry.invalid-args"], "arguments must be a JSON object",
                          f"Arguments for {name} must be an object, got {type(args).__name__}. Nothing ran.",
                          shown_args(args))
-    args = args or {}
+    fields = cast("dict[str, Any]", args or {})
     spec = tools.get(name)
     if spec is None:
         shown = safe_label(name)
         return Rejection(["registry.unknown-tool"], f"unknown tool {shown!r}",
                          f"Unknown tool {shown!r}; nothing ran. Known tools: {', '.join(sorted(tools))}.",
-                         summary(args, 2000))
+                         summary(fields, 2000))
     try:
-        model = spec.args_model.model_validate(args)
+        model = spec.args_model.model_validate(fields)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(args)'}: {e['msg']}" for e in exc.errors())
         problems = problems if len(problems) <= 2000 else problems[:2000] + "…"
         return Rejection(["registry.invalid-args"], "arguments failed validation",
-                         f"Invalid arguments for {name}: {problems}. Nothing ran.", summary(args, 2000))
+                         f"Invalid arguments for {name}: {problems}. Nothing ran.", summary(fields, 2000))
     return Prepared(spec, model, model.model_dump(mode="json"))
 
 
@@ -127,12 +127,12 @@ def _refused(name: str, problem: JsonProblem, args: Any) -> Rejection:
 
 
 # --- facts and context --------------------------------------------------------------------------------------------
-def tool_facts(prep: Prepared, ctx: ToolContext) -> dict | Rejection:
+def tool_facts(prep: Prepared, ctx: ToolContext) -> dict[str, Any] | Rejection:
     """The tool's facts, validated as `ToolFacts`; only the keys it supplied (absent numbers left out)."""
     name = prep.spec.name
     try:
-        raw = prep.spec.facts(prep.model, ctx) if prep.spec.facts else None
-        if raw is not None and not isinstance(raw, dict):
+        raw = cast(object, prep.spec.facts(prep.model, ctx) if prep.spec.facts is not None else None)
+        if raw is not None and not isinstance(raw, dict):  # a tool's facts are code, not data: check anyway
             raise ValueError(f"facts for {name} must be a dict, got {type(raw).__name__}")
         facts = ToolFacts.model_validate(raw or {})
         return facts.model_dump(exclude_unset=True, exclude_none=True)
@@ -146,7 +146,7 @@ def tool_facts(prep: Prepared, ctx: ToolContext) -> dict | Rejection:
 
 def _fact_problems(exc: ValidationError) -> str:
     """One clause per bad fact, in words (an unknown key, or the type it must have)."""
-    out = []
+    out: list[str] = []
     for err in exc.errors():
         key = ".".join(str(p) for p in err["loc"])
         if err["type"] == "extra_forbidden":
@@ -156,7 +156,8 @@ def _fact_problems(exc: ValidationError) -> str:
     return "; ".join(out)
 
 
-def read_approval(tool: str, canon: dict, agent: str, env: str, approval_id: str | None) -> ApprovalCheck | Rejection:
+def read_approval(tool: str, canon: dict[str, Any], agent: str, env: str,
+                  approval_id: str | None) -> ApprovalCheck | Rejection:
     """Check the named approval against this exact call; an unreadable store never reads as "no approval needed"."""
     from autooptimizer.policies.approvals import ApprovalStore, call_hash
 
@@ -172,7 +173,7 @@ def read_approval(tool: str, canon: dict, agent: str, env: str, approval_id: str
     return check
 
 
-def policy_context(facts: dict, *, approved: bool, in_scope: bool) -> dict:
+def policy_context(facts: dict[str, Any], *, approved: bool, in_scope: bool) -> dict[str, Any]:
     """The PDP's context: the tool's facts + the kill switch (read now) + `approved` + `in_scope`."""
     from autooptimizer.policies.killswitch import kill_switch
 
@@ -180,7 +181,7 @@ def policy_context(facts: dict, *, approved: bool, in_scope: bool) -> dict:
 
 
 # --- decide -------------------------------------------------------------------------------------------------------
-def decide(env: str, agent: str, tool: str, context: dict) -> Any:
+def decide(env: str, agent: str, tool: str, context: dict[str, Any]) -> Any:
     """The PDP's `PolicyDecision`, or a Rejection when the policies cannot be loaded."""
     from autooptimizer.policies.pdp import get_pdp
 
@@ -192,8 +193,8 @@ def decide(env: str, agent: str, tool: str, context: dict) -> Any:
 
 
 # --- record -------------------------------------------------------------------------------------------------------
-def record(audit: Any, phase: str, res: ToolCallResult, *, context: dict, actor: str, pdp: dict | None = None,
-           result_summary: Any = None) -> dict:
+def record(audit: Any, phase: str, res: ToolCallResult, *, context: dict[str, Any], actor: str,
+           pdp: dict[str, Any] | None = None, result_summary: Any = None) -> dict[str, Any]:
     """Append a registry decision (phase "decision") or a tool's outcome (phase "result") to the audit log.
 
     `pdp` is the PDP's own answer ({"decision", "policies"}), or None when the registry stopped the call before

@@ -5,7 +5,7 @@ Prometheus is always the configured one (AUTOOPT_PROMETHEUS_URL): an agent choos
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -24,7 +24,7 @@ class CheckQualityGatesArgs(BaseModel):
 
 
 @tool(name="query_metrics", owner="metrics", risk="read")
-def query_metrics(args: QueryMetricsArgs, ctx: ToolContext) -> dict:
+def query_metrics(args: QueryMetricsArgs, ctx: ToolContext) -> dict[str, Any]:
     """Run one instant PromQL query against the project's Prometheus; errors come back in the result."""
     from autooptimizer.promql import query
 
@@ -32,7 +32,7 @@ def query_metrics(args: QueryMetricsArgs, ctx: ToolContext) -> dict:
 
 
 @tool(name="check_quality_gates", owner="metrics", risk="read")
-def check_quality_gates(args: CheckQualityGatesArgs, ctx: ToolContext) -> dict:
+def check_quality_gates(args: CheckQualityGatesArgs, ctx: ToolContext) -> dict[str, Any]:
     """Evaluate the four quality gates (NDCG drop, p95 latency, cost, retries): ok | firing | unknown each."""
     from autooptimizer.gates import evaluate_gates
 

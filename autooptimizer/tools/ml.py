@@ -9,7 +9,7 @@ protected-object facts of `tools/protection.py` (gold, champion, serving, canary
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -46,7 +46,7 @@ class SetModelAliasArgs(BaseModel):
     version: str
 
 
-def _train_facts(args: TrainRerankerArgs, ctx: ToolContext) -> dict:
+def _train_facts(args: TrainRerankerArgs, ctx: ToolContext) -> dict[str, Any]:
     cost = ctx.profile.cost
     spent = spent_so_far(ctx.settings.prometheus_url)
     return {"estimated_cost": round(args.time_budget_s * cost.price_per_compute_second, 6),
@@ -67,13 +67,13 @@ def spent_so_far(prometheus_url: str) -> float | None:
     return None if spent is None or spent < 0 else spent
 
 
-def _delete_facts(args: DeleteModelArgs, ctx: ToolContext) -> dict:
+def _delete_facts(args: DeleteModelArgs, ctx: ToolContext) -> dict[str, Any]:
     from autooptimizer.tools.protection import protection_facts
 
     return protection_facts(args.version, ctx.settings, ctx.profile.loop.rollback_depth)
 
 
-def _alias_facts(args: SetModelAliasArgs, ctx: ToolContext) -> dict:
+def _alias_facts(args: SetModelAliasArgs, ctx: ToolContext) -> dict[str, Any]:
     """Moving `gold` is re-aliasing a gold baseline; `champion` must follow what git serves in this env, so the
     registry never disagrees with the deployment; `challenger` may not be moved off a running canary."""
     from autooptimizer.search import aliases
@@ -94,7 +94,7 @@ def _alias_facts(args: SetModelAliasArgs, ctx: ToolContext) -> dict:
 
 
 @tool(name="train_reranker", owner="ml", risk="change", facts=_train_facts)
-def train_reranker(args: TrainRerankerArgs, ctx: ToolContext) -> dict:
+def train_reranker(args: TrainRerankerArgs, ctx: ToolContext) -> dict[str, Any]:
     """Train a challenger on a dataset (ltr expert, bi-encoder or cross-encoder), log to MLflow, alias `challenger`."""
     from autooptimizer.ml.evaluate import resolve_model
     from autooptimizer.ml.train import TrainConfig, train
@@ -106,7 +106,7 @@ def train_reranker(args: TrainRerankerArgs, ctx: ToolContext) -> dict:
 
 
 @tool(name="evaluate_model", owner="ml", risk="read")
-def evaluate_model(args: EvaluateModelArgs, ctx: ToolContext) -> dict:
+def evaluate_model(args: EvaluateModelArgs, ctx: ToolContext) -> dict[str, Any]:
     """nDCG@10, MRR@10 and Recall@100 of a model on a BEIR folder."""
     from autooptimizer.ml.evaluate import evaluate_spec, resolve_model
 
@@ -121,7 +121,7 @@ def evaluate_model(args: EvaluateModelArgs, ctx: ToolContext) -> dict:
 
 
 @tool(name="register_model", owner="ml", risk="change")
-def register_model(args: RegisterModelArgs, ctx: ToolContext) -> dict:
+def register_model(args: RegisterModelArgs, ctx: ToolContext) -> dict[str, Any]:
     """Register a stored model version in the MLflow model registry (idempotent)."""
     from autooptimizer.ml import model_registry as registry
 
@@ -129,7 +129,7 @@ def register_model(args: RegisterModelArgs, ctx: ToolContext) -> dict:
 
 
 @tool(name="delete_model", owner="ml", risk="critical", facts=_delete_facts)
-def delete_model(args: DeleteModelArgs, ctx: ToolContext) -> dict:
+def delete_model(args: DeleteModelArgs, ctx: ToolContext) -> dict[str, Any]:
     """Delete a stored model version and its registry entry (refused while an alias or a child uses it)."""
     from autooptimizer.ml import model_registry as registry
 
@@ -137,7 +137,7 @@ def delete_model(args: DeleteModelArgs, ctx: ToolContext) -> dict:
 
 
 @tool(name="set_model_alias", owner="ml", risk="critical", facts=_alias_facts)
-def set_model_alias(args: SetModelAliasArgs, ctx: ToolContext) -> dict:
+def set_model_alias(args: SetModelAliasArgs, ctx: ToolContext) -> dict[str, Any]:
     """Point champion, challenger or gold at a stored version (aliases.json and the MLflow registry)."""
     from autooptimizer.ml import model_registry as registry
 

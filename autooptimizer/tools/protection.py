@@ -20,8 +20,12 @@ without it (`shared.protection-unchecked`), so a tool that forgets to supply the
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from autooptimizer.settings import ENVIRONMENTS, Settings
+
+if TYPE_CHECKING:
+    from autooptimizer.loop.gitops import HelmPatch
 
 PROTECTED_ROLES = ("gold", "champion", "serving", "canary", "safe_point", "rollback_window")
 ROLE_FACTS = {"gold": "target_is_gold", "champion": "target_is_champion", "serving": "target_is_serving",
@@ -29,15 +33,13 @@ ROLE_FACTS = {"gold": "target_is_gold", "champion": "target_is_champion", "servi
               "rollback_window": "target_in_rollback_window"}
 
 
-def _patch_versions(patch: object) -> set[str]:
-    from autooptimizer.loop.gitops import HelmPatch
-
-    if not isinstance(patch, HelmPatch):
+def _patch_versions(patch: HelmPatch | None) -> set[str]:
+    if patch is None:
         return set()
     return {patch.model_version} | ({patch.canary_version} if patch.canary_version else set())
 
 
-def desired_states(settings: Settings, envs: Iterable[str] = ENVIRONMENTS) -> dict[str, object]:
+def desired_states(settings: Settings, envs: Iterable[str] = ENVIRONMENTS) -> dict[str, HelmPatch | None]:
     """Git's desired HelmPatch per environment (None where an env has none yet). Raises GitError when git fails."""
     from autooptimizer.loop.gitops import GitOpsRepo
 
@@ -79,9 +81,9 @@ def protected_roles(version: str, settings: Settings, rollback_depth: int) -> se
     held = aliases.all_aliases()
     roles = {name for name in ("gold", "champion") if held.get(name) == version}
     desired = desired_states(settings)
-    if any(p is not None and p.model_version == version for p in desired.values()):  # type: ignore[attr-defined]
+    if any(p is not None and p.model_version == version for p in desired.values()):
         roles.add("serving")
-    if any(p is not None and p.canary_version == version for p in desired.values()):  # type: ignore[attr-defined]
+    if any(p is not None and p.canary_version == version for p in desired.values()):
         roles.add("canary")
     if version in safe_point_versions(settings):
         roles.add("safe_point")

@@ -27,7 +27,7 @@ Defining a tool (in `autooptimizer/tools/<area>.py`)::
 
     @tool(name="deploy_canary", owner="devops", risk="change",
           facts=lambda a, ctx: {"canary_weight": a.weight})
-    def deploy_canary(args: DeployCanaryArgs, ctx: ToolContext) -> dict:
+    def deploy_canary(args: DeployCanaryArgs, ctx: ToolContext) -> dict[str, Any]:
         "Route `weight` of traffic to the challenger."
         ctx.release().deploy(...)  # what the call acts on comes in `ctx` (tools/context.py)
 
@@ -58,7 +58,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar, cast
 
 from pydantic import BaseModel
 
@@ -80,6 +80,7 @@ from autooptimizer.tools.spec import (
 )
 
 log = logging.getLogger(__name__)
+F = TypeVar("F", bound=Callable[..., Any])
 
 AGENTS = ("supervisor", "metrics", "data", "ml", "devops")
 TOOL_MODULES = ("metrics", "data", "ml", "devops")
@@ -93,8 +94,8 @@ class PolicyCheck(BaseModel):
     decision: DecisionKind
     policies: list[str]
     reason: str
-    context: dict
-    pdp: dict | None = None
+    context: dict[str, Any]
+    pdp: dict[str, Any] | None = None
 
 
 class ToolRegistry:
@@ -160,13 +161,13 @@ class ToolRegistry:
         self,
         agent: str,
         name: str,
-        args: dict | None,
+        args: dict[str, Any] | None,
         *,
         env: str | None = None,
         trace_id: str | None = None,
         approval_id: str | None = None,
         requested_by: str = "agent",
-        evidence: dict | None = None,
+        evidence: dict[str, Any] | None = None,
         cycle_id: str | None = None,
         scope: frozenset[str] | None = None,
         sample_source: Any = None,
@@ -191,7 +192,7 @@ class ToolRegistry:
                               release_=release, trace_id=trace_id or current_trace_id.get() or uuid.uuid4().hex)
             return self._call(agent, name, args, ctx, approval_id=approval_id, requested_by=requested_by,
                               evidence=evidence, started=started, t0=t0, recorded=recorded,
-                              in_scope=scope is None or (isinstance(name, str) and name in frozenset(scope)))
+                              in_scope=scope is None or (isinstance(cast(object, name), str) and name in scope))
         except Exception as exc:  # noqa: BLE001 - the gate never raises: an unexpected failure is a recorded deny
             return self._failed(exc, recorded, agent, name, args, env=env, trace_id=trace_id,
                                 approval_id=approval_id, requested_by=requested_by, cycle_id=cycle_id,
@@ -232,16 +233,16 @@ class ToolRegistry:
         return res
 
     def _call(self, agent: str, name: str, args: Any, ctx: ToolContext, *, approval_id: str | None,
-              requested_by: str, evidence: dict | None, started: float, t0: float, in_scope: bool,
+              requested_by: str, evidence: dict[str, Any] | None, started: float, t0: float, in_scope: bool,
               recorded: list[ToolCallResult]) -> ToolCallResult:
         """prepare -> facts -> context -> decide -> record -> execute (tools/gate.py)."""
         from autooptimizer.policies.audit import AuditError, AuditLog
 
         audit = AuditLog()
-        base = {"tool": safe_label(name), "agent": safe_label(agent), "trace_id": ctx.trace_id,
-                "cycle_id": ctx.cycle_id, "env": ctx.env}
+        base: dict[str, Any] = {"tool": safe_label(name), "agent": safe_label(agent), "trace_id": ctx.trace_id,
+                                "cycle_id": ctx.cycle_id, "env": ctx.env}
 
-        def on_record(res: ToolCallResult, context: dict, pdp: dict | None) -> ToolCallResult:
+        def on_record(res: ToolCallResult, context: dict[str, Any], pdp: dict[str, Any] | None) -> ToolCallResult:
             """Audit the decision; if the audit log cannot be written, nothing may run."""
             try:
                 gate.record(audit, "decision", res, context=context, actor=requested_by, pdp=pdp)
@@ -254,7 +255,7 @@ class ToolRegistry:
             self._emit("decision", res, context, started, t0)
             return res
 
-        def denied(rej: Rejection, shown: dict | None = None) -> ToolCallResult:
+        def denied(rej: Rejection, shown: dict[str, Any] | None = None) -> ToolCallResult:
             res = ToolCallResult(**base, args=rej.shown_args if shown is None else shown, decision="deny",
                                  policies=rej.policies, reason=rej.reason, executed=False, error=rej.error,
                                  approval_id=approval_id)
@@ -295,7 +296,7 @@ class ToolRegistry:
     @staticmethod
     def _settle_approval(res: ToolCallResult, prep: gate.Prepared, check: gate.ApprovalCheck, decision: Any,
                          ctx: ToolContext, agent: str, approval_id: str | None, requested_by: str,
-                         evidence: dict | None) -> Rejection | None:
+                         evidence: dict[str, Any] | None) -> Rejection | None:
         """needs_approval -> a durable request (reused while pending); permit on an approval -> consume it once."""
         if decision.decision == "needs_approval":
             try:
@@ -320,7 +321,7 @@ class ToolRegistry:
         return None
 
     def decide(self, agent: str, name: str, args: Any = None, *, env: str | None = None,
-               overrides: dict | None = None, in_scope: bool = True) -> PolicyCheck:
+               overrides: dict[str, Any] | None = None, in_scope: bool = True) -> PolicyCheck:
         """What the gate would decide for this call, without recording or running anything (`autoopt policy check`).
 
         With `args`, they are prepared and the tool's facts computed as `call` would (an unknown tool skips the
@@ -331,7 +332,7 @@ class ToolRegistry:
 
         settings = get_settings()
         ctx = ToolContext(env=env or settings.env, settings=settings, trace_id=uuid.uuid4().hex)
-        facts: dict = {}
+        facts: dict[str, Any] = {}
         if args is not None:
             prep = gate.prepare(self._tools, name, args)
             got = prep if isinstance(prep, Rejection) else gate.tool_facts(prep, ctx)
@@ -346,7 +347,7 @@ class ToolRegistry:
         return PolicyCheck(**decision.model_dump(), context=context,
                            pdp={"decision": decision.decision, "policies": decision.policies})
 
-    def facts_for(self, name: str, args: Any, *, env: str | None = None) -> tuple[dict, Rejection | None]:
+    def facts_for(self, name: str, args: Any, *, env: str | None = None) -> tuple[dict[str, Any], Rejection | None]:
         """The facts the registry would compute for this call, or why it would stop before asking the PDP."""
         from autooptimizer.settings import get_settings
 
@@ -358,7 +359,7 @@ class ToolRegistry:
         facts = gate.tool_facts(prep, ctx)
         return ({}, facts) if isinstance(facts, Rejection) else (facts, None)
 
-    def _emit(self, phase: Literal["decision", "result"], res: ToolCallResult, context: dict, started: float,
+    def _emit(self, phase: Literal["decision", "result"], res: ToolCallResult, context: dict[str, Any], started: float,
               t0: float) -> None:
         if not self._listeners:
             return
@@ -382,15 +383,15 @@ def tool(
     description: str | None = None,
     facts: FactsFunc | None = None,
     registry: ToolRegistry | None = None,
-) -> Callable[[Callable], Callable]:
-    """Decorator: register `def f(args: SomeArgsModel, ctx: ToolContext) -> dict | BaseModel` (the args model from
-    the type hint; `facts(args, ctx) -> dict` supplies policy facts).
+) -> Callable[[F], F]:
+    """Decorator: register `def f(args: SomeArgsModel, ctx: ToolContext) -> dict[str, Any] | BaseModel` (the args
+    model from the type hint; `facts(args, ctx) -> dict` supplies policy facts).
 
     The function is returned unchanged (so it can be unit-tested directly); agents reach it only via the
     registry. `description` defaults to the docstring's first paragraph.
     """
 
-    def wrap(func: Callable) -> Callable:
+    def wrap(func: F) -> F:
         spec = ToolSpec(name=name, owner=owner, risk=risk, description=description or first_doc_line(func) or name,
                         args_model=args_model_of(func), func=func, facts=facts)
         (registry or REGISTRY).register(spec)

@@ -15,7 +15,7 @@ Risk = Literal["read", "change", "critical"]
 DecisionKind = Literal["permit", "deny", "needs_approval"]
 # (args, ctx) -> result; (args, ctx) -> the tool's policy facts (see policies/facts.py: ToolFacts)
 ToolFunc = Callable[[Any, Any], Any]
-FactsFunc = Callable[[Any, Any], dict]
+FactsFunc = Callable[[Any, Any], dict[str, Any]]
 
 
 class ToolSpec(BaseModel):
@@ -31,7 +31,7 @@ class ToolSpec(BaseModel):
     func: ToolFunc
     facts: FactsFunc | None = None
 
-    def json_schema(self) -> dict:
+    def json_schema(self) -> dict[str, Any]:
         """The args JSON schema, for LLM function-calling adapters."""
         return self.args_model.model_json_schema()
 
@@ -41,7 +41,7 @@ class ToolCallResult(BaseModel):
 
     tool: str
     agent: str
-    args: dict
+    args: dict[str, Any]
     decision: DecisionKind
     policies: list[str]
     reason: str
@@ -63,7 +63,7 @@ class ToolEvent(BaseModel):
 
     phase: Literal["decision", "result"]
     call: ToolCallResult
-    context: dict
+    context: dict[str, Any]
     started_at: float
     duration_ms: float
 

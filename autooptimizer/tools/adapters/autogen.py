@@ -30,10 +30,10 @@ class RegistryWorkbench(StaticWorkbench):
         out: list[ToolSchema] = []
         for spec in self.registry.for_agent(self.agent):
             params = spec.json_schema()
-            out.append(ToolSchema(name=spec.name, description=spec.description,
-                                  parameters={"type": "object", "properties": params.get("properties", {}),
-                                              "required": params.get("required", []),
-                                              **({"$defs": params["$defs"]} if "$defs" in params else {})}))
+            parameters: Any = {"type": "object", "properties": params.get("properties", {}),
+                               "required": params.get("required", []),
+                               **({"$defs": params["$defs"]} if "$defs" in params else {})}
+            out.append(ToolSchema(name=spec.name, description=spec.description, parameters=parameters))
         return out
 
     async def call_tool(self, name: str, arguments: Mapping[str, Any] | None = None,

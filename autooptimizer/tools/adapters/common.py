@@ -16,9 +16,9 @@ import contextvars
 import json
 import threading
 import weakref
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from autooptimizer.agents.protocol import Outcome
 from autooptimizer.jsonsafe import check_json, preview, to_json_safe
@@ -32,10 +32,10 @@ class RunContext:
 
     env: str | None = None
     goal: str = ""
-    granted: set[str] = field(default_factory=set)
+    granted: set[str] = field(default_factory=lambda: set[str]())
     scope: frozenset[str] | None = None
     sample_source: Any = None  # where the run's A/B tests read live numbers (None: the live source)
-    calls: list[Outcome] = field(default_factory=list)
+    calls: list[Outcome] = field(default_factory=lambda: list[Outcome]())
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -44,7 +44,7 @@ _active: list[RunContext] = []  # fallback for worker threads that do not inheri
 
 
 @contextlib.contextmanager
-def run_scope(ctx: RunContext) -> Iterator[RunContext]:
+def run_scope(ctx: RunContext) -> Generator[RunContext, None, None]:
     token = _current.set(ctx)
     _active.append(ctx)
     try:
@@ -83,7 +83,8 @@ def ensure_traced(registry: ToolRegistry) -> None:
         _traced.add(registry)
 
 
-def _granted_for(registry: ToolRegistry, agent: str, name: str, args: dict, env: str, granted: set[str]) -> str | None:
+def _granted_for(registry: ToolRegistry, agent: str, name: str, args: dict[str, Any], env: str,
+                 granted: set[str]) -> str | None:
     """The id of an approval granted in this run for exactly this call (same tool, canonical args, agent, env)."""
     if not granted or check_json(args) is not None:
         return None
@@ -107,8 +108,13 @@ def _granted_for(registry: ToolRegistry, agent: str, name: str, args: dict, env:
 
 def effective_scope(*scopes: frozenset[str] | None) -> frozenset[str] | None:
     """The tools every given scope allows (None = that source sets no bound); None when none sets one."""
-    bounds = [frozenset(s) for s in scopes if s is not None]
-    return frozenset.intersection(*bounds) if bounds else None
+    bounds = [s for s in scopes if s is not None]
+    if not bounds:
+        return None
+    out = bounds[0]
+    for bound in bounds[1:]:
+        out = out & bound
+    return frozenset(out)
 
 
 def call_tool(agent: str, name: str, args: Any, registry: ToolRegistry | None = None, *,
@@ -122,11 +128,13 @@ def call_tool(agent: str, name: str, args: Any, registry: ToolRegistry | None = 
     ensure_traced(registry)
     ctx = current_run()
     env = ctx.env or get_settings().env
-    approval_id = _granted_for(registry, agent, name, args, env, ctx.granted) if isinstance(args, dict) else None
+    approval_id = (_granted_for(registry, agent, name, cast("dict[str, Any]", args), env, ctx.granted)
+                   if isinstance(args, dict) else None)
     evidence = {"goal": ctx.goal[:500], "agent": agent,
                 "earlier_results": [{"tool": o.tool, "result": preview(o.result, 300)}
                                     for o in ctx.calls if o.executed and not o.error][-3:]}
-    with span(f"tool:{name}", kind="tool", inputs={"agent": agent, "args": args}, agent=agent) as sp:
+    inputs: dict[str, Any] = {"agent": agent, "args": args}
+    with span(f"tool:{name}", kind="tool", inputs=inputs, agent=agent) as sp:
         res = registry.call(agent, name, args, env=env, trace_id=active_trace_id(), approval_id=approval_id,
                             requested_by=f"agent:{agent}", evidence=evidence, scope=effective_scope(scope, ctx.scope),
                             sample_source=ctx.sample_source)

@@ -28,7 +28,7 @@ def _tool(agent: str, spec: ToolSpec, registry: ToolRegistry, scope: frozenset[s
 
     RegistryTool.__name__ = f"RegistryTool_{spec.name}"
     tool = RegistryTool()
-    tool.cache_function = lambda _args=None, _result=None: False
+    tool.cache_function = _never_cache
     return tool
 
 
@@ -38,3 +38,8 @@ def crewai_tools(agent: str, registry: ToolRegistry | None = None, *,
     the operator's intent allows, agents/intent.py; None = unscoped) and by the kickoff's own scope."""
     registry = registry or REGISTRY
     return [_tool(agent, spec, registry, scope) for spec in registry.for_agent(agent)]
+
+
+def _never_cache(_args: Any = None, _result: Any = None) -> bool:
+    """Every call reaches the registry (and the PDP): CrewAI's result cache would let a repeat skip the gate."""
+    return False

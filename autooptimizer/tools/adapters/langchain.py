@@ -11,7 +11,7 @@ nesting level) skips LangChain's run machinery and goes straight to the registry
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from autooptimizer.jsonsafe import check_json
 from autooptimizer.tools.adapters.common import call_tool, outcome_text
@@ -22,7 +22,8 @@ def _json_args(tool_input: Any) -> Any:
     """Top-level pydantic values (as LangChain may pass them) as JSON data; anything else unchanged."""
     if not isinstance(tool_input, dict):
         return tool_input
-    return {k: (v.model_dump(mode="json") if hasattr(v, "model_dump") else v) for k, v in tool_input.items()}
+    fields = cast("dict[Any, Any]", tool_input)
+    return {k: (v.model_dump(mode="json") if hasattr(v, "model_dump") else v) for k, v in fields.items()}
 
 
 def _tool(agent: str, spec: ToolSpec, registry: ToolRegistry, scope: frozenset[str] | None) -> Any:
@@ -35,7 +36,8 @@ def _tool(agent: str, spec: ToolSpec, registry: ToolRegistry, scope: frozenset[s
     class RegistryTool(StructuredTool):
         """Passes the raw input on as one value; LangChain neither validates nor unpacks it."""
 
-        def _to_args_and_kwargs(self, tool_input: Any, tool_call_id: str | None) -> tuple[tuple, dict]:
+        def _to_args_and_kwargs(self, tool_input: Any, tool_call_id: str | None
+                                ) -> tuple[tuple[Any, ...], dict[str, Any]]:
             return (tool_input,), {}
 
         def run(self, tool_input: Any, *args: Any, **kwargs: Any) -> Any:

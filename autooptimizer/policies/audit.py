@@ -3,7 +3,7 @@
 Each line is one record with `seq` (1, 2, ...), `prev_hash` (the previous record's hash; 64 zeros for the first)
 and `hash` = sha256 of the record's canonical JSON without `hash`. `audit.head` holds the last seq and hash
 (`{"seq": 0, "hash": GENESIS}` is written before the first record of a new log), so deleting records from the
-end is caught too. Appends hold an exclusive `fcntl.flock` on `audit.lock` (plus a thread lock), so concurrent
+end is caught too. Appends hold an exclusive `filelock.FileLock` on `audit.lock`, so concurrent
 threads and processes extend one unbroken chain.
 
 What `verify` reports (exit 1 from `autoopt audit verify`): an edited record (its hash does not match), a
@@ -34,7 +34,6 @@ new chain, so ship `audit.head` hashes off the box if that matters (see docs/pol
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import logging
@@ -47,6 +46,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeGuard, cast
 
+from filelock import FileLock
 from pydantic import BaseModel
 
 from autooptimizer.errors import AutoOptError
@@ -55,7 +55,6 @@ from autooptimizer.jsonsafe import to_json_safe
 GENESIS = "0" * 64
 TAIL_CHECK = 8  # records at the end of the log that every append re-checks (links and hashes)
 _TAIL_BYTES = 1 << 20  # ... read from at most this many bytes (but always the last two lines)
-_THREAD_LOCK = threading.Lock()
 log = logging.getLogger(__name__)
 _FIX = ("Run `autoopt audit verify` to see what is wrong and keep audit.jsonl and audit.head as evidence. To "
         "write again, restore both from a backup, or move both aside (e.g. to *.broken) so a new chain starts.")
@@ -194,27 +193,23 @@ class AuditLog:
         Raises AuditError, writing nothing, when the log's tail does not match the head (see the module doc).
         """
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with _THREAD_LOCK, self.lock_path.open("a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with FileLock(self.lock_path):  # threads and processes alike: one writer at a time
+            prev_seq, prev_hash = self._checked_tail()
+            now = time.time()
+            record = {"seq": prev_seq + 1, "time": datetime.fromtimestamp(now, UTC).isoformat(), "ts": now,
+                      **{k: v for k, v in fields.items() if k not in ("seq", "prev_hash", "hash")},
+                      "prev_hash": prev_hash}
+            record = _encodable(record)  # exactly what will be hashed and re-read
+            record["hash"] = record_hash(record)
+            line = (canonical(record) + "\n").encode()
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
             try:
-                prev_seq, prev_hash = self._checked_tail()
-                now = time.time()
-                record = {"seq": prev_seq + 1, "time": datetime.fromtimestamp(now, UTC).isoformat(), "ts": now,
-                          **{k: v for k, v in fields.items() if k not in ("seq", "prev_hash", "hash")},
-                          "prev_hash": prev_hash}
-                record = _encodable(record)  # exactly what will be hashed and re-read
-                record["hash"] = record_hash(record)
-                line = (canonical(record) + "\n").encode()
-                fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
-                try:
-                    os.write(fd, line)
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-                self._write_head(record["seq"], record["hash"])
-                return record
+                os.write(fd, line)
+                os.fsync(fd)
             finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+                os.close(fd)
+            self._write_head(record["seq"], record["hash"])
+            return record
 
     def _write_head(self, seq: int, hash_: str) -> None:
         tmp = self.head_path.with_suffix(f".tmp{os.getpid()}.{threading.get_ident()}")

@@ -7,16 +7,14 @@ counts as ON: a damaged safety control must fail closed.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import threading
 import time
 from pathlib import Path
 
+from filelock import FileLock
 from pydantic import BaseModel
-
-_SET_LOCK = threading.Lock()
 
 
 class KillSwitchState(BaseModel):
@@ -65,7 +63,7 @@ class KillSwitch:
     def set(self, on: bool, by: str = "operator", reason: str = "") -> KillSwitchState:
         """Flip the switch (atomic replace) and record the change in the audit trail.
 
-        Flips are serialised (a thread lock plus an flock on `kill_switch.lock`, for other processes), so concurrent
+        Flips are serialised (a `filelock.FileLock` on `kill_switch.lock`: threads and processes), so concurrent
         flips neither share a temp file (one API worker's replace used to fail with FileNotFoundError: a 500) nor
         interleave: the switch's final state is the one the last audited flip set.
         Order is fail-safe when the audit log refuses the write (AuditError): turning the switch ON happens first
@@ -77,8 +75,7 @@ class KillSwitch:
         path = self.path
         path.parent.mkdir(parents=True, exist_ok=True)
         record = {"kind": "kill_switch", "actor": by, "on": bool(on), "reason": reason}
-        with _SET_LOCK, path.with_suffix(".lock").open("a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with FileLock(path.with_suffix(".lock")):
             if not on:
                 AuditLog().append(record)
             payload = {"on": bool(on), "by": by, "reason": reason, "at": time.time()}

@@ -22,10 +22,10 @@ from autooptimizer.gates import (
     GateStreaks,
     evaluate_gates,
     gate_queries,
-    query_metrics,
 )
 from autooptimizer.infra.net import free_port
 from autooptimizer.profiles import load_profile
+from autooptimizer.promql import query as query_metrics
 
 
 @pytest.fixture
@@ -130,12 +130,12 @@ def test_thresholds_and_windows_come_from_the_profile(tmp_path, monkeypatch) -> 
 
 def test_query_metrics_helper(prom: FakeProm) -> None:
     prom.answer = lambda q: (200, vector(2, labels=[{"job": "search"}]))
-    res = query_metrics("up", prometheus_url=prom.url)
+    res = query_metrics("up", prom.url)
     assert res.ok and res.samples == [{"labels": {"job": "search"}, "value": 2.0}]
     prom.answer = lambda q: (200, {"status": "success", "data": {"resultType": "scalar", "result": [1.0, "7"]}})
-    assert query_metrics("1+6", prometheus_url=prom.url).samples == [{"labels": {}, "value": 7.0}]
+    assert query_metrics("1+6", prom.url).samples == [{"labels": {}, "value": 7.0}]
     prom.answer = lambda q: (400, {"status": "error", "error": "parse error"})
-    bad = query_metrics("up{", prometheus_url=prom.url)
+    bad = query_metrics("up{", prom.url)
     assert not bad.ok and "400" in bad.error
 
 
@@ -161,10 +161,13 @@ def test_metrics_tools(prom: FakeProm, monkeypatch) -> None:
 
     monkeypatch.setenv("AUTOOPT_PROMETHEUS_URL", prom.url)
     get_settings.cache_clear()
+    from autooptimizer.tools.context import ToolContext
+
     prom.answer = lambda q: (200, vector(900.0))
-    out = check_quality_gates(CheckQualityGatesArgs())
+    ctx = ToolContext(env="dev", settings=get_settings(), trace_id="t")
+    out = check_quality_gates(CheckQualityGatesArgs(), ctx)
     assert out["firing"] == ["ndcg_drop", "p95_latency", "cost_budget", "retries"]
-    assert query_metrics(QueryMetricsArgs(promql="up"))["samples"][0]["value"] == 900.0
+    assert query_metrics(QueryMetricsArgs(promql="up"), ctx)["samples"][0]["value"] == 900.0
     assert query_metrics.tool_spec.owner == "metrics" and query_metrics.tool_spec.risk == "read"
     assert check_quality_gates.tool_spec.risk == "read"
 

@@ -33,15 +33,17 @@ STATUS_STYLE = {"ok": "green", "firing": "bold red", "unknown": "yellow"}
 class DemoOptions(BaseModel):
     datasets: list[str] = Field(default_factory=lambda: ["scifact"])
     shift_to: str = "cran"
-    rate: float = Field(10.0, gt=0, le=100)
-    max_queries: int = Field(100, ge=1, description="replay this many judged queries per dataset, in cycles")
-    phase_timeout: float = Field(240.0, gt=0)
-    hold_seconds: float = Field(8.0, ge=0, description="keep watching the firing gate this long before stopping")
-    healthy_ok_polls: int = Field(3, ge=1, description="consecutive `ok` readings that end the healthy phase")
-    ab_min_samples: int = Field(100, ge=2, description="the fix cycle's A/B samples per arm: per-request NDCG@10 "
+    rate: float = Field(default=10.0, gt=0, le=100)
+    max_queries: int = Field(default=100, ge=1, description="replay this many judged queries per dataset, in cycles")
+    phase_timeout: float = Field(default=240.0, gt=0)
+    hold_seconds: float = Field(default=8.0, ge=0,
+                                description="keep watching the firing gate this long before stopping")
+    healthy_ok_polls: int = Field(default=3, ge=1, description="consecutive `ok` readings that end the healthy phase")
+    ab_min_samples: int = Field(default=100, ge=2,
+                                description="the fix cycle's A/B samples per arm: per-request NDCG@10 "
                                 "varies ~0.3 between queries, so a +0.15 live gain needs ~100 per arm to show")
     env: str | None = None
-    model: str | None = Field(None, description="model version to serve (default: the champion alias)")
+    model: str | None = Field(default=None, description="model version to serve (default: the champion alias)")
     seed: int = 0
 
 
@@ -183,9 +185,9 @@ def _phase_stack(ctx: DemoContext) -> DemoPhase:
     ctx.stack = LocalStack(service="process", serve_args=["--datasets", ",".join(datasets), "--model", version],
                            profile=ctx.profile)
     ctx.stack.start()
-    ctx.result.stack = ctx.stack.info().model_dump()
+    stack = ctx.result.stack = ctx.stack.info().model_dump()
     ctx.say(f"service {ctx.stack.search_url}, prometheus {ctx.stack.prometheus_url}")
-    return DemoPhase(name="stack", detail=ctx.result.stack)
+    return DemoPhase(name="stack", detail=stack)
 
 
 def demo_workload(o: DemoOptions) -> Any:

@@ -81,7 +81,7 @@ class Evidence(BaseModel):
     samples: dict[str, float | None] = Field(default_factory=dict,
                                              description="count per window (current/baseline/requests); null = "
                                                          "Prometheus could not answer")
-    min_samples: int | None = Field(None, description="the profile's minimum for this gate")
+    min_samples: int | None = Field(default=None, description="the profile's minimum for this gate")
 
 
 class Gate(BaseModel):
@@ -199,7 +199,7 @@ def too_few(q: GateQuery, counts: dict[str, float | None]) -> str | None:
     """Why the counts cannot carry a decision (e.g. '12 feedback samples in the baseline window (120s), need 100'),
     or None when every count reaches its minimum. A count below its minimum is named before one that could not be
     read."""
-    short = [(c, counts[c.key]) for c in q.counts if counts.get(c.key) is not None and counts[c.key] < c.minimum]
+    short = [(c, n) for c in q.counts if (n := counts.get(c.key)) is not None and n < c.minimum]
     if short:
         c, n = short[0]
         return f"{n:.0f} {c.what}, need {c.minimum} (gates.minSamples)"

@@ -16,9 +16,12 @@ No client-side retries: a reading must answer within its timeout, and a failing 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
+
+if TYPE_CHECKING:
+    from prometheus_api_client.prometheus_connect import PrometheusConnect
 
 
 class QueryResult(BaseModel):
@@ -36,12 +39,15 @@ class QueryResult(BaseModel):
         return float(values[0]) if len(values) == 1 and math.isfinite(values[0]) else None
 
 
-def connect(url: str, timeout: float) -> Any:
+def connect(url: str, timeout: float) -> PrometheusConnect:
     """A `PrometheusConnect` without retries (use it as a context manager: it closes its session)."""
-    from prometheus_api_client import PrometheusConnect
+    # from its own module: the package resolves the name lazily (module __getattr__), which type checkers cannot see
+    from prometheus_api_client.prometheus_connect import PrometheusConnect
     from urllib3.util.retry import Retry
 
-    return PrometheusConnect(url=url, retry=Retry(total=0, connect=0, read=0, status=0), timeout=timeout)
+    # the client annotates `timeout: int`; it hands it to requests, which takes float seconds
+    return PrometheusConnect(url=url, retry=Retry(total=0, connect=0, read=0, status=0),
+                             timeout=timeout)  # pyright: ignore[reportArgumentType]
 
 
 def samples(result: Any) -> list[dict[str, Any]]:

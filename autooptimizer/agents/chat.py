@@ -186,17 +186,18 @@ async def _run(goal: str, env: str, *, record: RunRecord | None, resume: Resume 
             with contextlib.suppress(NotFoundError):
                 if store.get(c.approval_id).status in ("pending", "approved"):
                     pending.append(c.approval_id)
-    paused = isinstance(last, HandoffMessage) and last.target == USER
-    if paused:
-        report = parse_report(last.content)
-        answer = (f"Paused: {report.summary if report else last.content} Answer with `autoopt approvals approve "
+    handoff = last if isinstance(last, HandoffMessage) and last.target == USER else None
+    paused = handoff is not None
+    if handoff is not None:
+        report = parse_report(handoff.content)
+        answer = (f"Paused: {report.summary if report else handoff.content} Answer with `autoopt approvals approve "
                   f"ID` (or deny), then `autoopt chat --resume ID`.")
     else:
         texts = [m for m in messages if isinstance(m, TextMessage) and m.source != "user"]
         answer = texts[-1].content if texts else (describe(last) or "")
         pending = [p for p in pending if p not in {resume.approval_id if resume else ""}]
     new_record = RunRecord(run_id=run_id, goal=goal, env=env, routed_to=routed,
-                           paused_agent=last.source if paused else None,
+                           paused_agent=handoff.source if handoff is not None else None,
                            pending_approvals=pending if paused else [], calls=calls,
                            trace_ids=(record.trace_ids if record else []) + [trace_id],
                            team_state=json.loads(json.dumps(state, default=str)))

@@ -20,7 +20,7 @@ from autooptimizer.agents.arguments import Facts, MissingInput, StepContext, bui
 from autooptimizer.agents.goal import read_goal
 from autooptimizer.agents.intent import Intent, asks_only, classify, split_goal
 from autooptimizer.agents.playbooks import Job, load_playbooks
-from autooptimizer.agents.protocol import Delegation, Outcome, Report, Resume
+from autooptimizer.agents.protocol import Delegation, Outcome, Report, Resume, Status
 from autooptimizer.agents.router import CLARIFY
 from autooptimizer.agents.specs import SUPERVISOR
 
@@ -247,7 +247,7 @@ class OfflinePlanner:
         return Action(kind="tool", tool=tool, args=args)
 
     @staticmethod
-    def _report(turn: Turn, ctx: StepContext, job: Job, status: str, summary: str,
+    def _report(turn: Turn, ctx: StepContext, job: Job, status: Status, summary: str,
                 before: list[str] | None = None) -> Action:
         if before:
             summary = "; ".join(before) + "; " + summary

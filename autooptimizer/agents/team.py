@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from autogen_agentchat.agents import AssistantAgent
-from autogen_agentchat.base import Handoff
+from autogen_agentchat.base import ChatAgent, Handoff
 from autogen_agentchat.conditions import HandoffTermination, MaxMessageTermination, TextMessageTermination
 from autogen_agentchat.teams import Swarm
 from autogen_core.tools import BaseTool, FunctionTool
@@ -41,7 +41,7 @@ def build_team(model_client: Any, registry: ToolRegistry | None = None, max_mess
     allows (agents/intent.py); every workbench call carries it to the registry (None = unscoped)."""
     specs = agent_specs(registry)
     sup = specs[SUPERVISOR]
-    participants = [AssistantAgent(
+    participants: list[ChatAgent] = [AssistantAgent(
         SUPERVISOR, model_client=model_client, description=sup.description, system_message=sup.system_message(),
         handoffs=[MessageHandoff(target=a, description=f"Delegate to {a}: {specs[a].description}")
                   for a in SPECIALISTS],

@@ -34,16 +34,16 @@ API = "/api/v1/optimizer"
 
 class TriggerIn(BaseModel):
     gate: Literal["ndcg_drop", "p95_latency", "cost_budget", "retries", "deploy_watch"] | None = None
-    challenger: str | None = Field(None, max_length=100)
-    domain_data: str | None = Field(None, max_length=500)
+    challenger: str | None = Field(default=None, max_length=100)
+    domain_data: str | None = Field(default=None, max_length=500)
 
 
 class DecisionIn(BaseModel):
-    note: str = Field("", max_length=1000)
+    note: str = Field(default="", max_length=1000)
 
 
 class KillSwitchIn(BaseModel):
-    reason: str = Field("", max_length=1000)
+    reason: str = Field(default="", max_length=1000)
 
 
 class Detail(BaseModel):

@@ -112,8 +112,8 @@ def train_cmd(
     from autooptimizer.ml.evaluate import resolve_model
     from autooptimizer.ml.train import TrainConfig, train
 
-    cfg = TrainConfig(trainer=trainer, seed=seed, max_steps=max_steps, time_budget_s=time_budget, lr=lr,
-                      batch_size=batch_size)
+    cfg = TrainConfig.model_validate({"trainer": trainer, "seed": seed, "max_steps": max_steps,
+                                      "time_budget_s": time_budget, "lr": lr, "batch_size": batch_size})
     res = train(dataset, parent_version=resolve_model(parent).version, cfg=cfg, artifacts_dir=artifacts_dir)
     _echo(res.model_dump(), as_json, f"challenger {res.version} ({res.trainer}, {res.device}, {res.wall_seconds} s), "
                                      f"MLflow run {res.run_id}")

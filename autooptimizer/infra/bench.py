@@ -18,11 +18,15 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field
 
-FAULT_FOR_GATE = {"p95_latency": "latency", "cost_budget": "cost", "retries": "retries", "ndcg_drop": "shift"}
+if TYPE_CHECKING:
+    from autooptimizer.simulator.scenario import FaultKind
+
+FAULT_FOR_GATE: dict[str, FaultKind | Literal["shift"]] = {"p95_latency": "latency", "cost_budget": "cost",
+                                                           "retries": "retries", "ndcg_drop": "shift"}
 
 
 class GateTimes(BaseModel):

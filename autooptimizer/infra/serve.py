@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import argparse
 import os
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 
 def build_app(datasets: list[str], model: str | None, canary: str | None = None, canary_weight: float = 0.0,
-              progress: bool = True, rerank_depth: int | None = None) -> object:
+              progress: bool = True, rerank_depth: int | None = None) -> FastAPI:
     """The real FastAPI app over a union collection; warm (embeddings cached) before it is returned."""
     from autooptimizer.search import aliases
     from autooptimizer.search.app import SearchService, create_app

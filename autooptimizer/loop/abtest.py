@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Literal, Protocol, TypeGuard
 
 import numpy as np
 from pydantic import BaseModel, Field
@@ -42,30 +42,33 @@ MAX_LATENCY_SAMPLES_PER_ARM = 1000
 class ABConfig(BaseModel):
     """Judge settings; `from_profile` takes them from the environment profile (`abTest.*`, `gates.p95LatencyMs`)."""
 
-    min_samples: int = Field(20, ge=2)
-    max_duration_seconds: float = Field(120, gt=0)
-    alpha: float = Field(0.05, gt=0, lt=1)
-    min_effect: float = Field(0.0, ge=0, description="smallest NDCG@10 gain (absolute) worth a pass")
-    latency_tolerance_pct: float = Field(20.0, ge=0, description="the treatment's median latency shift may reach "
+    min_samples: int = Field(default=20, ge=2)
+    max_duration_seconds: float = Field(default=120, gt=0)
+    alpha: float = Field(default=0.05, gt=0, lt=1)
+    min_effect: float = Field(default=0.0, ge=0, description="smallest NDCG@10 gain (absolute) worth a pass")
+    latency_tolerance_pct: float = Field(default=20.0, ge=0,
+                                         description="the treatment's median latency shift may reach "
                                          "this % of the control median (profile abTest.latencyTolerancePct)")
-    latency_slack_ms: float = Field(25.0, ge=0, description="... and at least this many ms before it counts "
+    latency_slack_ms: float = Field(default=25.0, ge=0, description="... and at least this many ms before it counts "
                                     "(profile abTest.latencySlackMs)")
-    latency_min_samples: int = Field(20, ge=5, description="per-request latencies per arm below which the latency "
+    latency_min_samples: int = Field(default=20, ge=5,
+                                     description="per-request latencies per arm below which the latency "
                                      "comparison is unknown (profile abTest.latencyMinSamples)")
-    min_guard_requests: int = Field(20, ge=1, description="requests (Prometheus) below which the treatment's error "
+    min_guard_requests: int = Field(default=20, ge=1,
+                                    description="requests (Prometheus) below which the treatment's error "
                                     "rate is unknown (profile abTest.minGuardRequests)")
-    max_p95_ms: float = Field(800.0, gt=0, description="the latency gate: a treatment above it fails "
+    max_p95_ms: float = Field(default=800.0, gt=0, description="the latency gate: a treatment above it fails "
                               "(profile gates.p95LatencyMs)")
-    error_tolerance: float = Field(0.01, ge=0, description="treatment error rate may exceed control by this "
+    error_tolerance: float = Field(default=0.01, ge=0, description="treatment error rate may exceed control by this "
                                    "(profile abTest.errorTolerance)")
-    bootstrap_resamples: int = Field(2000, ge=100)
-    poll_seconds: float = Field(1.0, gt=0)
+    bootstrap_resamples: int = Field(default=2000, ge=100)
+    poll_seconds: float = Field(default=1.0, gt=0)
     seed: int = 0
 
     @classmethod
     def from_profile(cls, profile: Profile, **overrides: object) -> ABConfig:
         ab = profile.ab_test
-        base = {
+        base: dict[str, object] = {
             "min_samples": ab.min_samples,
             "max_duration_seconds": ab.max_duration_seconds,
             "alpha": ab.alpha,
@@ -87,12 +90,12 @@ class ArmStats(BaseModel):
     samples: int
     mean_ndcg: float | None = None
     median_ndcg: float | None = None
-    p95_latency_ms: float | None = Field(None, description="from Prometheus (all requests), for the gate")
+    p95_latency_ms: float | None = Field(default=None, description="from Prometheus (all requests), for the gate")
     error_rate: float | None = None
-    requests: float | None = Field(None, description="requests behind the error rate (Prometheus), when known")
+    requests: float | None = Field(default=None, description="requests behind the error rate (Prometheus), when known")
     latency_samples: int = 0
-    median_latency_ms: float | None = Field(None, description="of the per-request server latencies")
-    p95_latency_sample_ms: float | None = Field(None, description="of the per-request server latencies")
+    median_latency_ms: float | None = Field(default=None, description="of the per-request server latencies")
+    p95_latency_sample_ms: float | None = Field(default=None, description="of the per-request server latencies")
 
 
 class QualityTest(BaseModel):
@@ -112,12 +115,14 @@ class LatencyTest(BaseModel):
     method: str = "mann-whitney-u + hodges-lehmann shift"
     status: Literal["ok", "regressed", "unknown"] = "unknown"
     u_statistic: float | None = None
-    p_value_slower: float | None = Field(None, description="one-sided: treatment latencies stochastically larger")
-    shift_ms: float | None = Field(None, description="Hodges-Lehmann: median of treatment - control differences")
-    shift_pct: float | None = Field(None, description="shift_ms as % of the control median")
+    p_value_slower: float | None = Field(default=None,
+                                         description="one-sided: treatment latencies stochastically larger")
+    shift_ms: float | None = Field(default=None,
+                                   description="Hodges-Lehmann: median of treatment - control differences")
+    shift_pct: float | None = Field(default=None, description="shift_ms as % of the control median")
     ci_low_ms: float | None = None
     ci_high_ms: float | None = None
-    allowed_shift_ms: float | None = Field(None, description="max(tolerance % of control median, slack ms)")
+    allowed_shift_ms: float | None = Field(default=None, description="max(tolerance % of control median, slack ms)")
     confidence: float = 0.95
 
 
@@ -312,7 +317,7 @@ def _tradeoff(quality: QualityTest, latency: LatencyTest) -> TradeOff:
                     summary=f"{gain:+.3f} NDCG@10 for {cost}")
 
 
-def _known(v: float | None) -> bool:
+def _known(v: float | None) -> TypeGuard[float]:
     return v is not None and math.isfinite(v)
 
 
@@ -374,11 +379,11 @@ def _latency_reason(control: ArmStats, treatment: ArmStats, lat: LatencyTest, co
 class ArmSnapshot(BaseModel):
     """One read of a model version's live numbers since the test started."""
 
-    ndcg: list[float] = Field(default_factory=list)
-    latency_ms: list[float] = Field(default_factory=list, description="per-request server latencies")
+    ndcg: list[float] = Field(default_factory=list[float])
+    latency_ms: list[float] = Field(default_factory=list[float], description="per-request server latencies")
     p95_latency_ms: float | None = None
     error_rate: float | None = None
-    requests: float | None = Field(None, description="requests the error rate was computed over, when known")
+    requests: float | None = Field(default=None, description="requests the error rate was computed over, when known")
 
 
 class SampleSource(Protocol):

@@ -19,8 +19,9 @@ log = logging.getLogger("autooptimizer.alerts")
 
 def raise_alert(settings: Settings, name: str, summary: str, *, severity: str = "warning",
                 labels: dict[str, str] | None = None, details: dict[str, Any] | None = None) -> dict[str, Any]:
-    record = {"ts": time.time(), "alertname": name, "severity": severity, "summary": summary,
-              "labels": labels or {}, "details": details or {}, "delivered_to": ["file"]}
+    delivered_to: list[str] = ["file"]
+    record: dict[str, Any] = {"ts": time.time(), "alertname": name, "severity": severity, "summary": summary,
+                              "labels": labels or {}, "details": details or {}, "delivered_to": delivered_to}
     url = os.environ.get("AUTOOPT_ALERTMANAGER_URL")
     if url:
         payload = [{"labels": {"alertname": name, "severity": severity, "service": "autooptimizer", **(labels or {})},
@@ -28,7 +29,7 @@ def raise_alert(settings: Settings, name: str, summary: str, *, severity: str = 
                     "startsAt": datetime.now(UTC).isoformat()}]
         try:
             httpx.post(url.rstrip("/") + "/api/v2/alerts", json=payload, timeout=5).raise_for_status()
-            record["delivered_to"].append("alertmanager")
+            delivered_to.append("alertmanager")
         except httpx.HTTPError as exc:
             record["alertmanager_error"] = str(exc)
     path = settings.path("loop", "alerts.jsonl")

@@ -30,7 +30,7 @@ class HistoryEntry(BaseModel):
 
     id: int
     revision: str = ""
-    deployed_at: str | None = Field(None, alias="deployedAt")
+    deployed_at: str | None = Field(default=None, alias="deployedAt")
 
 
 class AppStatus(BaseModel):
@@ -42,22 +42,29 @@ class AppStatus(BaseModel):
     health: str | None = None
     operation_phase: str | None = None
     operation_message: str | None = None
-    history: list[HistoryEntry] = Field(default_factory=list)
+    history: list[HistoryEntry] = Field(default_factory=list[HistoryEntry])
 
     @classmethod
     def from_app(cls, app: dict[str, Any]) -> AppStatus:
-        status = app.get("status") or {}
-        sync = status.get("sync") or {}
-        op = status.get("operationState") or {}
+        status = _section(app, "status")
+        sync = _section(status, "sync")
+        op = _section(status, "operationState")
+        history: list[Any] = status.get("history") or []
         return cls(
-            name=(app.get("metadata") or {}).get("name", ""),
+            name=_section(app, "metadata").get("name", ""),
             sync_status=sync.get("status"),
             sync_revision=sync.get("revision"),
-            health=(status.get("health") or {}).get("status"),
+            health=_section(status, "health").get("status"),
             operation_phase=op.get("phase"),
             operation_message=op.get("message"),
-            history=[HistoryEntry.model_validate(h) for h in status.get("history") or []],
+            history=[HistoryEntry.model_validate(h) for h in history],
         )
+
+
+def _section(obj: dict[str, Any], key: str) -> dict[str, Any]:
+    """`obj[key]`, an object of the Application JSON, or {} where ArgoCD left it out or sent null."""
+    section: dict[str, Any] = obj.get(key) or {}
+    return section
 
 
 class ArgoCDClient:

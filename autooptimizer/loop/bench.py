@@ -53,7 +53,8 @@ def bench_rollback(watch_seconds: float = 30.0, dataset: str = "scifact", rate: 
         rec = runner.run(CycleOptions(trigger="bench", gate="deploy_watch", watch_seconds=watch_seconds))
         t_done = time.monotonic()
         ok, patch, _state = rel.consistent()
-        watch = rec.summary.get("watch") or {}
+        watch: dict[str, Any] = rec.summary.get("watch") or {}
+        rollback: dict[str, Any] = rec.summary.get("rollback") or {}
         return {
             "outcome": rec.outcome,
             "cycle_id": rec.id,
@@ -65,7 +66,7 @@ def bench_rollback(watch_seconds: float = 30.0, dataset: str = "scifact", rate: 
             "watch_samples_at_detection": watch.get("samples"),
             "bad_mean_ndcg": watch.get("mean_ndcg"),
             "champion_mean_ndcg": watch.get("baseline_mean_ndcg"),
-            "rollback_seconds": (rec.summary.get("rollback") or {}).get("seconds"),
+            "rollback_seconds": rollback.get("seconds"),
             "target_seconds": 60,
         }
     finally:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any
+from typing import Any, cast
 
 import httpx
 
@@ -45,9 +45,9 @@ def _runner(ctx: Any) -> Any:
 
 
 def _serving(ctx: Any) -> str | None:
-    state = httpx.get(ctx.stack.search_url + "/admin/state", timeout=10).json()
-    stable = state.get("stable") or {}
-    return stable.get("version") if isinstance(stable, dict) else stable
+    state: dict[str, Any] = httpx.get(ctx.stack.search_url + "/admin/state", timeout=10).json()
+    stable: Any = state.get("stable") or {}
+    return cast("dict[str, Any]", stable).get("version") if isinstance(stable, dict) else stable
 
 
 def _record(ctx: Any, rec: Any) -> None:

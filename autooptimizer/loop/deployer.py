@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import httpx
 from pydantic import BaseModel
@@ -120,20 +120,22 @@ class LocalDeployer:
 
 def parse_admin_state(data: dict[str, Any]) -> DeployState:
     """Read the search service's `GET /admin/state` answer."""
-    canary = data.get("canary")
-    if isinstance(canary, dict):
-        canary = canary.get("version") or canary.get("model_version")
-    stable = data.get("stable")
-    if isinstance(stable, dict):
-        stable = stable.get("version") or stable.get("model_version")
     depth = data.get("rerank_depth_override", data.get("rerank_depth"))
     return DeployState(
-        stable=stable,
-        canary=canary,
+        stable=_version(data.get("stable")),
+        canary=_version(data.get("canary")),
         canary_weight=float(data.get("canary_weight") or 0.0),
         replicas=data.get("replicas"),
         rerank_depth=depth,
     )
+
+
+def _version(ref: Any) -> Any:
+    """A model version as the service reports it: the version itself, or {"version"|"model_version": ...}."""
+    if isinstance(ref, dict):
+        obj = cast("dict[str, Any]", ref)
+        return obj.get("version") or obj.get("model_version")
+    return ref
 
 
 class ArgoCDDeployer:

@@ -28,9 +28,9 @@ class HelmPatch(BaseModel):
 
     model_version: str = Field(min_length=1)
     canary_version: str | None = None
-    canary_weight: float = Field(0.0, ge=0, le=1)
-    replicas: int = Field(1, ge=1, le=64)
-    rerank_depth: int | None = Field(None, ge=1)
+    canary_weight: float = Field(default=0.0, ge=0, le=1)
+    replicas: int = Field(default=1, ge=1, le=64)
+    rerank_depth: int | None = Field(default=None, ge=1)
 
     def values(self) -> dict[str, Any]:
         search: dict[str, Any] = {
@@ -51,8 +51,9 @@ class HelmPatch(BaseModel):
 
     @classmethod
     def from_yaml(cls, text: str) -> HelmPatch:
-        raw = (yaml.safe_load(text) or {}).get("search") or {}
-        canary = raw.get("canary") or {}
+        doc: dict[str, Any] = yaml.safe_load(text) or {}
+        raw: dict[str, Any] = doc.get("search") or {}
+        canary: dict[str, Any] = raw.get("canary") or {}
         return cls(
             model_version=raw["modelVersion"],
             canary_version=canary.get("modelVersion"),
@@ -66,8 +67,8 @@ class Commit(BaseModel):
     sha: str
     subject: str
     cycle_id: str | None = None
-    reverts: str | None = Field(None, description="the first commit this one undoes (a revert or a rollback)")
-    reverted: list[str] = Field(default_factory=list, description="every commit this one undoes")
+    reverts: str | None = Field(default=None, description="the first commit this one undoes (a revert or a rollback)")
+    reverted: list[str] = Field(default_factory=list[str], description="every commit this one undoes")
 
 
 class GitError(ConfigError):

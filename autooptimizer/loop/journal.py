@@ -16,7 +16,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Generator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -49,7 +49,7 @@ class StepRecord(BaseModel):
     status: StepStatus
     started_at: float
     finished_at: float | None = None
-    data: dict[str, Any] = Field(default_factory=dict)
+    data: dict[str, Any] = Field(default_factory=dict[str, Any])
 
 
 class CycleRecord(BaseModel):
@@ -65,11 +65,11 @@ class CycleRecord(BaseModel):
     trace_id: str | None = None
     pid: int | None = None
     error: str | None = None
-    summary: dict[str, Any] = Field(default_factory=dict)
+    summary: dict[str, Any] = Field(default_factory=dict[str, Any])
     safe_patch: dict[str, Any] | None = None
     safe_sha: str | None = None
     deploy_dirty: bool = False
-    steps: list[StepRecord] = Field(default_factory=list)
+    steps: list[StepRecord] = Field(default_factory=list[StepRecord])
 
     @property
     def duration_seconds(self) -> float | None:
@@ -86,7 +86,7 @@ class Journal:
             db.executescript(_SCHEMA)
 
     @contextmanager
-    def _conn(self) -> Iterator[sqlite3.Connection]:
+    def _conn(self) -> Generator[sqlite3.Connection, None, None]:
         db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
         db.row_factory = sqlite3.Row
         try:

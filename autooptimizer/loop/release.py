@@ -27,7 +27,7 @@ class RollbackTarget(BaseModel):
 
     patch: HelmPatch
     revision: str | None = Field(description="the commit that deployed this state before (for ArgoCD's history)")
-    undoes: list[str] = Field(default_factory=list)
+    undoes: list[str] = Field(default_factory=list[str])
     what: str
 
 

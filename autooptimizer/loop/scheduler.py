@@ -19,8 +19,8 @@ import threading
 import time
 from collections.abc import Callable
 
-from autooptimizer.gates import GateReport, GateStreaks
-from autooptimizer.loop.cycle import GATE_PRIORITY, CycleOptions, CycleRunner
+from autooptimizer.gates import GateName, GateReport, GateStreaks
+from autooptimizer.loop.cycle import GATE_PRIORITY, CycleOptions, CycleRunner, Gate
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ class Scheduler:
         None (nothing confirmed, or a cycle is running: the streak stays, so the next reading tries again)."""
         self.readings += 1
         confirmed = self.streaks.update(report)
-        gate = next((g for g in GATE_PRIORITY if g in confirmed), None)
+        gate: GateName | None = next((g for p in GATE_PRIORITY for g in confirmed if g == p), None)  # by priority
         if gate is None:
             return None
         streak = self.streaks.streak[gate]
@@ -94,7 +94,8 @@ class Scheduler:
     def tick(self) -> str | None:
         """The interval cycle: approved promotions, and only confirmed gates may start a path."""
         self.ticks += 1
-        started = self.runner.trigger(CycleOptions(trigger="schedule", act_on=self.streaks.confirmed()))
+        act_on: list[Gate] = [*self.streaks.confirmed()]
+        started = self.runner.trigger(CycleOptions(trigger="schedule", act_on=act_on))
         if started is None:
             self.skipped += 1
             log.info("scheduled tick skipped: a cycle is already running")

@@ -13,7 +13,7 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast
 
 from pydantic import BaseModel
 
@@ -59,9 +59,16 @@ def _ndcg(rec: dict[str, Any]) -> float | None:
     served = rec.get("served")
     judgments = rec.get("judgments")
     if isinstance(served, list) and isinstance(judgments, dict):
-        ids = [s if isinstance(s, str) else (s.get("doc_id") if isinstance(s, dict) else None) for s in served]
-        return ndcg_at_10([i for i in ids if i], judgments)
+        ids = [_doc_id(s) for s in cast("list[Any]", served)]
+        return ndcg_at_10([i for i in ids if i], cast("dict[str, float]", judgments))
     return None
+
+
+def _doc_id(served: Any) -> Any:
+    """A served entry is the doc id itself or an object with `doc_id`; anything else has none (None)."""
+    if isinstance(served, str):
+        return served
+    return cast("dict[str, Any]", served).get("doc_id") if isinstance(served, dict) else None
 
 
 class FeedbackLog:
@@ -89,6 +96,7 @@ class FeedbackLog:
                 continue
             if not isinstance(rec, dict):
                 continue
+            rec = cast("dict[str, Any]", rec)
             ts, version, value = _ts(rec), rec.get("model_version"), _ndcg(rec)
             if value is not None and not math.isfinite(value):
                 value = None
@@ -96,11 +104,12 @@ class FeedbackLog:
             if ts is not None and isinstance(version, str) and (value is not None or latency is not None):
                 self._rows.append((ts, version, value, latency))
 
-    def _column(self, col: int, model_version: str, since: float, until: float | None) -> list[float]:
+    def _column(self, col: Literal[2, 3], model_version: str, since: float, until: float | None) -> list[float]:
         self._read_new()
         end = math.inf if until is None else until
-        return [row[col] for row in self._rows
-                if row[1] == model_version and since <= row[0] < end and row[col] is not None]
+        values = [row[2] if col == 2 else row[3] for row in self._rows
+                  if row[1] == model_version and since <= row[0] < end]
+        return [v for v in values if v is not None]
 
     def samples(self, model_version: str, since: float, until: float | None = None) -> list[float]:
         """Per-request NDCG@10 of `model_version` with since <= ts < until."""

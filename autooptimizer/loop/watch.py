@@ -92,7 +92,7 @@ def watch_deployment(
 def _unverified(result: ABResult, config: ABConfig) -> list[str]:
     """What the final judgement could not read about the new version (empty: its health is confirmed)."""
     t = result.treatment
-    out = []
+    out: list[str] = []
     if t.samples < config.min_samples:
         out.append(f"{t.samples} NDCG@10 samples, need {config.min_samples}")
     if t.error_rate is None or (t.requests is not None and t.requests < config.min_guard_requests):
@@ -108,7 +108,7 @@ def _baseline(source: SampleSource, old: str, start: float, until: float) -> tup
     """The replaced version's (NDCG@10, latency ms) samples from `start` until the deploy."""
     feedback = getattr(source, "feedback", None)
     if feedback is not None and hasattr(feedback, "samples"):
-        latencies = feedback.latencies(old, start, until) if hasattr(feedback, "latencies") else []
+        latencies: list[float] = feedback.latencies(old, start, until) if hasattr(feedback, "latencies") else []
         return list(feedback.samples(old, start, until)), list(latencies)
     snap = source.snapshot(old, start)
     return list(snap.ndcg), list(snap.latency_ms)

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import importlib
 import random
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from pydantic import BaseModel
@@ -38,8 +40,8 @@ class AugmentReport(BaseModel):
 
 def wordnet_available() -> bool:
     try:
-        from nltk.corpus import wordnet
-
+        # imported by name: nltk is optional (only the synonym method needs it) and may not be installed
+        wordnet = importlib.import_module("nltk.corpus").wordnet
         wordnet.synsets("test")
         return True
     except Exception:  # noqa: BLE001 - any failure means the data is not usable offline
@@ -61,7 +63,8 @@ def make_augmenter(method: str):
     if method == "spelling":
         aug = naw.SpellingAug(aug_p=0.2)
         # nlpaug dedups misspellings with list(set(...)): order (and so output) would follow PYTHONHASHSEED
-        aug.model.dict = {k: sorted(v) for k, v in aug.model.dict.items()}
+        model: Any = aug.model  # nlpaug is untyped; its SpellingAug model holds the misspellings in `.dict`
+        model.dict = {k: sorted(v) for k, v in model.dict.items()}
         return aug
     if method == "synonym":
         return naw.SynonymAug(aug_src="wordnet", aug_p=0.2)

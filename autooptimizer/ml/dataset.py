@@ -18,6 +18,7 @@ import os
 import shutil
 import stat
 import tempfile
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -70,9 +71,12 @@ class DatasetManifest(BaseModel):
     created_at: str
     counts: Counts
     sources: list[Source]
-    parent_version: str | None = Field(None, description="the model version whose traffic produced the feedback")
-    parent_dataset: str | None = Field(None, description="dataset hash this one extends (e.g. with augmentation)")
-    augmentation: dict[str, Any] | None = Field(None, description="the recipe: methods, size, seed, source csv hash")
+    parent_version: str | None = Field(default=None,
+                                       description="the model version whose traffic produced the feedback")
+    parent_dataset: str | None = Field(default=None,
+                                       description="dataset hash this one extends (e.g. with augmentation)")
+    augmentation: dict[str, Any] | None = Field(default=None,
+                                                description="the recipe: methods, size, seed, source csv hash")
     hard_negatives_k: int
     domains: list[str]
 
@@ -112,7 +116,7 @@ def _sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def _canonical(rows: list[BaseModel]) -> list[str]:
+def _canonical(rows: Sequence[BaseModel]) -> list[str]:
     return [json.dumps(r.model_dump(mode="json"), sort_keys=True) for r in rows]
 
 

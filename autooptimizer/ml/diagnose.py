@@ -19,12 +19,19 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal, cast
 
 import numpy as np
 from pydantic import BaseModel
 
 from autooptimizer.errors import InputError
+
+if TYPE_CHECKING:
+    from shap import Explanation
+
+    from autooptimizer.search.rerankers.bi_encoder import BiEncoderReranker
+    from autooptimizer.search.rerankers.cross_encoder import CrossEncoderReranker
+    from autooptimizer.search.rerankers.ltr_fusion import LtrFusionReranker
 
 Verdict = Literal["corpus_shift", "model_regression", "data_issue"]
 SHIFT_RATIO = 1.5  # JSD above this multiple of the in-domain floor counts as a shift
@@ -137,10 +144,11 @@ class QueryDocScorer:
         kind = self.spec.kind
         if kind == "cross_encoder":
             doc = self.collection.text(doc_id)
-            return np.asarray(self.reranker.model.predict([(t, doc) for t in texts], show_progress_bar=False),
+            ce = cast("CrossEncoderReranker", self.reranker)  # build_reranker made it from spec.kind
+            return np.asarray(ce.model.predict([(t, doc) for t in texts], show_progress_bar=False),
                               dtype=np.float64).reshape(-1)
         if kind == "ltr_fusion":
-            r = self.reranker
+            r = cast("LtrFusionReranker", self.reranker)
             d = r.matrix[self.collection.index_of[doc_id]]
             qv = r.encoder.encode(texts)
             route = r.route(qv[0]) if len(qv) else None  # the unmasked query is evaluated first by SHAP/LIME
@@ -149,18 +157,22 @@ class QueryDocScorer:
             w = r.experts[route].w if route is not None else None
             return np.array([float(adapt(q, w) @ d) for q in qv])
         if kind == "bi_encoder":
-            d = self.reranker.doc_vectors([doc_id])[0]
-            return np.asarray(self.reranker.encoder.encode(texts) @ d, dtype=np.float64)
+            bi = cast("BiEncoderReranker", self.reranker)
+            d = bi.doc_vectors([doc_id])[0]
+            return np.asarray(bi.encoder.encode(texts) @ d, dtype=np.float64)
         raise InputError(f"Cannot explain reranker kind {kind!r}.",
                          "Explain a bi_encoder, cross_encoder or ltr_fusion model.")
 
 
 def explain_shap(scorer: QueryDocScorer, query: str, doc_id: str, max_evals: int = 64) -> list[TokenAttribution]:
     import shap
+    from shap.maskers import Text
 
-    masker = shap.maskers.Text(scorer.tokenizer())
+    masker = Text(scorer.tokenizer())
     explainer = shap.Explainer(lambda xs: scorer(list(xs), doc_id), masker, silent=True)
-    ex = explainer([query], max_evals=max(max_evals, 2 * len(query.split()) + 4), silent=True)
+    # shap's __call__ returns Explanation | list[Explanation]: a list only for several input datasets, one here
+    evals = max(max_evals, 2 * len(query.split()) + 4)
+    ex = cast("Explanation", explainer([query], max_evals=evals, silent=True))
     toks, vals = ex.data[0], ex.values[0]
     return [TokenAttribution(token=str(t).strip(), value=round(float(v), 6))
             for t, v in zip(toks, vals, strict=True) if str(t).strip()]

@@ -16,7 +16,7 @@ def measure(steps: int = 6, batch_size: int = 16, seq_words: int = 120) -> dict:
     import torch
     from sentence_transformers import SentenceTransformer
 
-    from autooptimizer.ml.train import _null, pick_device, seed_everything
+    from autooptimizer.ml.train import _null, pick_device, seed_everything, torch_module
     from autooptimizer.search.encoder import base_model_path
     from autooptimizer.settings import apply_offline_env, get_settings
 
@@ -24,7 +24,7 @@ def measure(steps: int = 6, batch_size: int = 16, seq_words: int = 120) -> dict:
     seed_everything(0)
     device, amp = pick_device()
     model = SentenceTransformer(base_model_path(), device=device)
-    net, tok = model[0].auto_model, model.tokenizer
+    net, tok = torch_module(model[0].auto_model), model.tokenizer
     net.train()
     opt = torch.optim.AdamW(net.parameters(), lr=2e-5)
     words = _WORDS.split()

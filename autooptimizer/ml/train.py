@@ -25,12 +25,15 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, Field
 
 from autooptimizer.errors import InputError
+
+if TYPE_CHECKING:
+    import torch
 
 Trainer = Literal["ltr", "bi_encoder", "cross_encoder"]
 Progress = Callable[[str, float], None]
@@ -41,19 +44,21 @@ LossHook = Callable[[int, Any], Any]
 class TrainConfig(BaseModel):
     trainer: Trainer = "ltr"
     seed: int = 0
-    max_steps: int = Field(200, ge=1)
-    time_budget_s: float = Field(900.0, gt=0)
-    batch_size: int = Field(16, ge=2)
-    lr: float = Field(3e-5, gt=0)
-    eval_every: int = Field(25, ge=1)
-    patience: int = Field(3, ge=1)
-    dev_fraction: float = Field(0.2, gt=0, lt=1)
-    replay_pairs: int = Field(200, ge=0, description="original-domain training pairs mixed in (neural trainers)")
-    original: str = Field("scifact", description="original-domain dataset (replay pairs, gate reference queries)")
-    hard_negatives: int = Field(3, ge=1)
+    max_steps: int = Field(default=200, ge=1)
+    time_budget_s: float = Field(default=900.0, gt=0)
+    batch_size: int = Field(default=16, ge=2)
+    lr: float = Field(default=3e-5, gt=0)
+    eval_every: int = Field(default=25, ge=1)
+    patience: int = Field(default=3, ge=1)
+    dev_fraction: float = Field(default=0.2, gt=0, lt=1)
+    replay_pairs: int = Field(default=200, ge=0,
+                              description="original-domain training pairs mixed in (neural trainers)")
+    original: str = Field(default="scifact",
+                          description="original-domain dataset (replay pairs, gate reference queries)")
+    hard_negatives: int = Field(default=3, ge=1)
     max_seq_length: int = 256
-    depth: int = Field(100, ge=10, description="rerank depth of an ltr_fusion challenger")
-    bags: int = Field(10, ge=0, description="ltr: bootstrap bags for the feature weights (0 or 1 = one fit)")
+    depth: int = Field(default=100, ge=10, description="rerank depth of an ltr_fusion challenger")
+    bags: int = Field(default=10, ge=0, description="ltr: bootstrap bags for the feature weights (0 or 1 = one fit)")
 
 
 class TrainResult(BaseModel):
@@ -70,7 +75,7 @@ class TrainResult(BaseModel):
     aliases: dict[str, str] = {}
 
 
-def pick_device() -> tuple[str, object | None]:
+def pick_device() -> tuple[str, torch.dtype | None]:
     """('cuda', autocast dtype) when a GPU is present, else ('cpu', None) with the configured thread count."""
     import torch
 
@@ -81,6 +86,16 @@ def pick_device() -> tuple[str, object | None]:
         return "cuda", dtype
     torch.set_num_threads(get_settings().threads)
     return "cpu", None
+
+
+def torch_module(obj: object) -> torch.nn.Module:
+    """The torch module a sentence-transformers model wraps (`model[0].auto_model`, `CrossEncoder.model`): their
+    annotations say `Tensor | Module` or Optional; anything but a module is a TypeError here, not later."""
+    import torch
+
+    if not isinstance(obj, torch.nn.Module):
+        raise TypeError(f"Expected a torch module inside the sentence-transformers model, got {type(obj).__name__}.")
+    return obj
 
 
 def seed_everything(seed: int) -> None:
@@ -168,7 +183,7 @@ def train_ltr(dataset, parent, cfg: TrainConfig, collection=None, progress: Prog
     if parent.kind == "ltr_fusion":
         for e in experts:
             shutil.copy(Path(parent.resolved_encoder_path()) / e.file, tmp / e.file)
-    np.savez(tmp / params.file, **arrays)
+    np.savez(tmp / params.file, allow_pickle=True, **arrays)  # numpy's default; named, it cannot come from **arrays
     np.savez(tmp / "reference.npz", q=ref.astype(np.float32))
     lp = LtrParams(experts=[*experts, params], fallback=fallback)
     version = _new_version("ltr", {"params": lp.model_dump(), "dataset": dataset.manifest.hash, "seed": cfg.seed,
@@ -214,8 +229,9 @@ def _replay(cfg: TrainConfig, parent) -> list[tuple[str, str, str | None]]:
         train = load_beir(get_settings().dataset(cfg.original), split="train")
     except Exception:  # noqa: BLE001 - no original data available: train without replay, recorded in the report
         return []
-    pairs = [(train.queries[q], f"@replay:{d}", None) for q, j in sorted(train.qrels.items()) for d, g in j.items()
-             if g > 0 and q in train.queries and d in train.corpus]
+    pairs: list[tuple[str, str, str | None]] = [
+        (train.queries[q], f"@replay:{d}", None) for q, j in sorted(train.qrels.items()) for d, g in j.items()
+        if g > 0 and q in train.queries and d in train.corpus]
     random.Random(cfg.seed).shuffle(pairs)
     texts = {f"@replay:{d}": train.corpus[d].full_text for _, d, _ in pairs[: cfg.replay_pairs]
              for d in [d.removeprefix("@replay:")]}
@@ -262,7 +278,7 @@ def train_neural(dataset, parent, cfg: TrainConfig, collection=None, progress: P
 
         model = SentenceTransformer(start_path or base_model_path(), device=device)
         model.max_seq_length = cfg.max_seq_length
-        net = model[0].auto_model
+        net = torch_module(model[0].auto_model)
         tok = model.tokenizer
 
         def embed(texts: list[str]):
@@ -295,7 +311,7 @@ def train_neural(dataset, parent, cfg: TrainConfig, collection=None, progress: P
         from sentence_transformers import CrossEncoder
 
         ce = CrossEncoder(start_path or base_model_path(), num_labels=1, max_length=cfg.max_seq_length, device=device)
-        net, tok, model = ce.model, ce.tokenizer, ce
+        net, tok, model = torch_module(ce.model), ce.tokenizer, ce
 
         def logits_for(q: str, docs: list[str]):
             feats = tok([q] * len(docs), docs, padding=True, truncation=True, max_length=cfg.max_seq_length,

@@ -26,63 +26,63 @@ class MinSamples(_Strict):
     decide). Counted per window: feedback for ndcg_drop (both the current and the baseline window), requests for the
     others. Defaults come from the A/A measurement in docs/benchmarks.md ("Gate false alarms")."""
 
-    ndcg_drop: int = Field(100, alias="ndcgDrop", ge=1, le=1_000_000)
-    p95_latency: int = Field(20, alias="p95Latency", ge=1, le=1_000_000)
-    cost_budget: int = Field(10, alias="costBudget", ge=1, le=1_000_000)
-    retries: int = Field(10, alias="retries", ge=1, le=1_000_000)
+    ndcg_drop: int = Field(default=100, alias="ndcgDrop", ge=1, le=1_000_000)
+    p95_latency: int = Field(default=20, alias="p95Latency", ge=1, le=1_000_000)
+    cost_budget: int = Field(default=10, alias="costBudget", ge=1, le=1_000_000)
+    retries: int = Field(default=10, alias="retries", ge=1, le=1_000_000)
 
 
 class Gates(_Strict):
-    ndcg_drop_pct: float = Field(3.0, alias="ndcgDropPct", gt=0)
-    p95_latency_ms: float = Field(800, alias="p95LatencyMs", gt=0)
-    cost_budget_pct: float = Field(80.0, alias="costBudgetPct", gt=0, le=100)
-    max_retries: int = Field(3, alias="maxRetries", ge=0)
-    window_seconds: int = Field(30, alias="windowSeconds", ge=5)
-    baseline_window_seconds: int = Field(120, alias="baselineWindowSeconds", ge=10)
-    min_samples: MinSamples = Field(MinSamples(), alias="minSamples")
-    consecutive_readings: int = Field(5, alias="consecutiveReadings", ge=1, le=100,
+    ndcg_drop_pct: float = Field(default=3.0, alias="ndcgDropPct", gt=0)
+    p95_latency_ms: float = Field(default=800, alias="p95LatencyMs", gt=0)
+    cost_budget_pct: float = Field(default=80.0, alias="costBudgetPct", gt=0, le=100)
+    max_retries: int = Field(default=3, alias="maxRetries", ge=0)
+    window_seconds: int = Field(default=30, alias="windowSeconds", ge=5)
+    baseline_window_seconds: int = Field(default=120, alias="baselineWindowSeconds", ge=10)
+    min_samples: MinSamples = Field(default=MinSamples(), alias="minSamples")
+    consecutive_readings: int = Field(default=5, alias="consecutiveReadings", ge=1, le=100,
                                       description="a gate starts a cycle only after firing on this many readings "
                                                   "in a row (Flagger's `threshold`, Argo Rollouts' `failureLimit`)")
-    read_interval_seconds: float = Field(5.0, alias="readIntervalSeconds", ge=1, le=3600,
+    read_interval_seconds: float = Field(default=5.0, alias="readIntervalSeconds", ge=1, le=3600,
                                          description="how often the scheduler reads the gates")
 
 
 class Cost(_Strict):
-    price_per_compute_second: float = Field(0.0005, alias="pricePerComputeSecond", ge=0)
-    budget: float = Field(5.0, gt=0)
+    price_per_compute_second: float = Field(default=0.0005, alias="pricePerComputeSecond", ge=0)
+    budget: float = Field(default=5.0, gt=0)
     integration: bool = False
 
 
 class Promotion(_Strict):
-    new_domain_margin: float = Field(0.01, alias="newDomainMargin", ge=0)
-    original_tolerance: float = Field(0.01, alias="originalTolerance", ge=0)
+    new_domain_margin: float = Field(default=0.01, alias="newDomainMargin", ge=0)
+    original_tolerance: float = Field(default=0.01, alias="originalTolerance", ge=0)
 
 
 class ABTest(_Strict):
     enabled: bool = True
-    min_samples: int = Field(20, alias="minSamples", ge=2)
-    max_duration_seconds: float = Field(120, alias="maxDurationSeconds", gt=0)
-    alpha: float = Field(0.05, gt=0, lt=1)
-    canary_weight: float = Field(0.5, alias="canaryWeight", gt=0, le=0.5)
-    min_guard_requests: int = Field(20, alias="minGuardRequests", ge=1, le=1_000_000,
+    min_samples: int = Field(default=20, alias="minSamples", ge=2)
+    max_duration_seconds: float = Field(default=120, alias="maxDurationSeconds", gt=0)
+    alpha: float = Field(default=0.05, gt=0, lt=1)
+    canary_weight: float = Field(default=0.5, alias="canaryWeight", gt=0, le=0.5)
+    min_guard_requests: int = Field(default=20, alias="minGuardRequests", ge=1, le=1_000_000,
                                     description="requests per arm before its p95/error-rate guard may decide "
                                                 "(fewer: the guard reads unknown)")
     # Latency guard of the A/B judge and the watch (loop/abtest.py): the treatment regresses only when its
     # per-request latencies are significantly slower AND the median shift exceeds max(pct of control, slack).
-    latency_tolerance_pct: float = Field(20.0, alias="latencyTolerancePct", ge=0)
-    latency_slack_ms: float = Field(25.0, alias="latencySlackMs", ge=0)
-    latency_min_samples: int = Field(20, alias="latencyMinSamples", ge=5)
-    error_tolerance: float = Field(0.01, alias="errorTolerance", ge=0, le=1)
+    latency_tolerance_pct: float = Field(default=20.0, alias="latencyTolerancePct", ge=0)
+    latency_slack_ms: float = Field(default=25.0, alias="latencySlackMs", ge=0)
+    latency_min_samples: int = Field(default=20, alias="latencyMinSamples", ge=5)
+    error_tolerance: float = Field(default=0.01, alias="errorTolerance", ge=0, le=1)
 
 
 class Loop(_Strict):
     scheduler: bool = False
-    interval_minutes: float = Field(30, alias="intervalMinutes", gt=0)
-    auto_promote: bool = Field(True, alias="autoPromote")
-    rollback_on_degrade: bool = Field(True, alias="rollbackOnDegrade")
-    watch_window_seconds: float = Field(30, alias="watchWindowSeconds", gt=0)
-    mock_signals: bool = Field(False, alias="mockSignals")
-    rollback_depth: int = Field(5, alias="rollbackDepth", ge=1, le=100,
+    interval_minutes: float = Field(default=30, alias="intervalMinutes", gt=0)
+    auto_promote: bool = Field(default=True, alias="autoPromote")
+    rollback_on_degrade: bool = Field(default=True, alias="rollbackOnDegrade")
+    watch_window_seconds: float = Field(default=30, alias="watchWindowSeconds", gt=0)
+    mock_signals: bool = Field(default=False, alias="mockSignals")
+    rollback_depth: int = Field(default=5, alias="rollbackDepth", ge=1, le=100,
                                 description="deploys a rollback may return to; their model versions are protected")
 
 
@@ -91,7 +91,7 @@ class Profile(_Strict):
     gates: Gates = Gates()
     cost: Cost = Cost()
     promotion: Promotion = Promotion()
-    ab_test: ABTest = Field(ABTest(), alias="abTest")
+    ab_test: ABTest = Field(default=ABTest(), alias="abTest")
     loop: Loop = Loop()
 
 

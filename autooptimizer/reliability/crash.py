@@ -42,7 +42,7 @@ class CrashPath(BaseModel):
     name: str
     options: dict[str, Any]
     means: dict[str, float] | None = None
-    prepare: str | None = Field(None, description="'promoted' (a promotion cycle ran) or 'operator_commit'")
+    prepare: str | None = Field(default=None, description="'promoted' (a promotion cycle ran) or 'operator_commit'")
 
 
 PATHS: dict[str, CrashPath] = {p.name: p for p in (

@@ -79,7 +79,7 @@ class _Injector:
 
     def __init__(self, spec: FaultSpec, root: Path, svc: Any, extra: dict[str, Any]) -> None:
         self.spec, self.root, self.svc, self.extra = spec, root, svc, extra
-        self.undo: list[Callable[[], None]] = []
+        self.undo: list[Callable[[], object]] = []  # what an undo returns is ignored
         self.note = ""
         self.fired = False
 

@@ -70,8 +70,9 @@ class FeedbackIn(BaseModel):
     query: str = Field(min_length=1, max_length=MAX_QUERY_CHARS)
     model_version: str = Field(min_length=1, max_length=100)
     judgments: dict[str, int] = Field(description="doc_id -> relevance grade (collection ids, '<dataset>/<docid>')")
-    served: list[str] | None = Field(None, max_length=MAX_K, description="the ranking that was served, best first")
-    request_id: str | None = Field(None, description="the /search request_id; fills `served` and scores")
+    served: list[str] | None = Field(default=None, max_length=MAX_K,
+                                     description="the ranking that was served, best first")
+    request_id: str | None = Field(default=None, description="the /search request_id; fills `served` and scores")
     query_id: str | None = None
     dataset: str | None = None
 
@@ -79,7 +80,7 @@ class FeedbackIn(BaseModel):
 class ModelsIn(BaseModel):
     stable: str
     canary: str | None = None
-    canary_weight: float = Field(0.0, ge=0.0, le=1.0)
+    canary_weight: float = Field(default=0.0, ge=0.0, le=1.0)
 
 
 class ReplicasIn(BaseModel):
@@ -87,7 +88,7 @@ class ReplicasIn(BaseModel):
 
 
 class VariantIn(BaseModel):
-    rerank_depth: int | None = Field(None, ge=1, le=1000, description="None restores each version's own depth")
+    rerank_depth: int | None = Field(default=None, ge=1, le=1000, description="None restores each version's own depth")
 
 
 def _problem(status: int, problem: str, fix: str) -> JSONResponse:

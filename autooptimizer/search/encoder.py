@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from autooptimizer.errors import NotFoundError
+from autooptimizer.errors import ConfigError, NotFoundError
 
 # MiniLM was trained on 128-token inputs; sentence-transformers ships it with 256. Docs are truncated to this.
 DEFAULT_MAX_SEQ_LENGTH = 256
@@ -72,7 +72,11 @@ class Encoder:
     @property
     def dim(self) -> int:
         get = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
-        return int(get())
+        dim = get()
+        if dim is None:  # sentence-transformers answers None for a model without a fixed output size
+            raise ConfigError(f"The encoder at {self.path or 'the base model'} has no fixed embedding dimension.",
+                              "Use a sentence-transformers bi-encoder (e.g. a MiniLM) as the encoder.")
+        return int(dim)
 
     def encode(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
         """Thread-safe: HF fast tokenizers fail ("Already borrowed") when shared by threads, so tokenization is

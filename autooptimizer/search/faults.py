@@ -21,11 +21,11 @@ class RetryFault(BaseModel):
 
 
 class FaultRequest(BaseModel):
-    latency_ms: float = Field(0.0, ge=0, le=10_000)
-    error_rate: float = Field(0.0, ge=0, le=1)
-    cost_multiplier: float = Field(1.0, ge=1, le=10_000)
+    latency_ms: float = Field(default=0.0, ge=0, le=10_000)
+    error_rate: float = Field(default=0.0, ge=0, le=1)
+    cost_multiplier: float = Field(default=1.0, ge=1, le=10_000)
     retries: RetryFault | None = None
-    duration_s: float = Field(30.0, gt=0, le=MAX_DURATION_S)
+    duration_s: float = Field(default=30.0, gt=0, le=MAX_DURATION_S)
 
 
 class Fault(FaultRequest):

@@ -18,7 +18,7 @@ evaluates it thousands of times per fit; tests/test_ml_ltr.py checks that it agr
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Literal
+from typing import Any, Literal
 
 
 def ndcg_at_10(run: Mapping[str, Mapping[str, float]], qrels: Mapping[str, Mapping[str, int]]) -> float:
@@ -47,7 +47,7 @@ def per_query(
     from ir_measures import RR, R, nDCG
 
     known = {"ndcg@10": nDCG @ 10, "mrr@10": RR(rel=1) @ 10, "recall@100": R(rel=1) @ 100}
-    wanted = {known[name]: name for name in measures}
+    wanted: dict[Any, Measure] = {known[name]: name for name in measures}
     judged = {q: {d: int(g) for d, g in j.items()} for q, j in qrels.items() if any(g > 0 for g in j.values())}
     out: dict[Measure, dict[str, float]] = {name: dict.fromkeys(judged, 0.0) for name in measures}
     sub_run = {q: {d: float(s) for d, s in r.items()} for q, r in run.items() if q in judged and r}

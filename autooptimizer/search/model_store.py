@@ -36,8 +36,8 @@ class ModelSpec(BaseModel):
     encoder_path: str | None = Field(
         default=None, description="None = base MiniLM; a relative path is resolved against the version directory"
     )
-    fusion_weight: float = Field(0.6, ge=0.0, le=1.0)
-    rerank_depth: int = Field(50, ge=1, le=1000)
+    fusion_weight: float = Field(default=0.6, ge=0.0, le=1.0)
+    rerank_depth: int = Field(default=50, ge=1, le=1000)
     params: dict[str, Any] = Field(default_factory=dict)
     parent: str | None = None
     created_at: str = Field(default_factory=_now)

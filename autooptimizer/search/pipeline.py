@@ -16,7 +16,7 @@ from pydantic import BaseModel
 from autooptimizer.search.beir import Collection
 from autooptimizer.search.bm25 import BM25Index
 from autooptimizer.search.model_store import ModelSpec
-from autooptimizer.search.rerankers import Reranker, build_reranker
+from autooptimizer.search.rerankers import BatchReranker, Reranker, build_reranker
 
 T = TypeVar("T")
 # The steps `SearchPipeline.search` wraps with `call(operation, fn)`: the `operation` label values of the retries
@@ -106,7 +106,7 @@ class SearchPipeline:
         cands = [self.candidates(queries[q], depth) for q in qids]
         if self.spec.fusion_weight <= 0:
             return {q: (ids, s, None) for q, (ids, s) in zip(qids, cands, strict=True)}
-        if hasattr(self.reranker, "score_many"):
+        if isinstance(self.reranker, BatchReranker):
             rr = self.reranker.score_many([queries[q] for q in qids], [ids for ids, _ in cands])
         else:
             rr = [self.reranker.score(queries[q], ids, s) for q, (ids, s) in zip(qids, cands, strict=True)]

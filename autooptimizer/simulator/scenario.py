@@ -18,13 +18,14 @@ class FaultSpec(BaseModel):
     """A fault injected through the service's POST /admin/faults; it expires after `duration` seconds."""
 
     kind: FaultKind
-    at: float = Field(0.0, ge=0, description="seconds after the run starts")
-    duration: float = Field(30.0, gt=0, le=MAX_DURATION_S)
-    latency_ms: float = Field(1500.0, gt=0, le=10_000)
-    error_rate: float = Field(0.5, gt=0, le=1.0)
-    cost_multiplier: float = Field(50.0, gt=1, le=10_000)
-    retries: int = Field(3, ge=1, le=10, description="transient failures (so retries) per call while the fault lasts")
-    operation: str = Field("rerank", description="the pipeline step that fails transiently: bm25 | rerank")
+    at: float = Field(default=0.0, ge=0, description="seconds after the run starts")
+    duration: float = Field(default=30.0, gt=0, le=MAX_DURATION_S)
+    latency_ms: float = Field(default=1500.0, gt=0, le=10_000)
+    error_rate: float = Field(default=0.5, gt=0, le=1.0)
+    cost_multiplier: float = Field(default=50.0, gt=1, le=10_000)
+    retries: int = Field(default=3, ge=1, le=10,
+                         description="transient failures (so retries) per call while the fault lasts")
+    operation: str = Field(default="rerank", description="the pipeline step that fails transiently: bm25 | rerank")
 
     def payload(self) -> dict[str, object]:
         """The body for POST /admin/faults: only the field this kind of fault sets, plus its duration."""
@@ -42,18 +43,21 @@ class FaultSpec(BaseModel):
 
 class Scenario(BaseModel):
     datasets: list[str] = Field(default_factory=lambda: ["scifact"], min_length=1)
-    shift_to: str | None = Field(None, description="dataset the query mix moves to")
-    shift_at: float = Field(0.0, ge=0, description="seconds after start; 0 = immediately")
-    rate: float = Field(10.0, gt=0, le=200, description="requests per second")
-    duration: float = Field(60.0, gt=0, le=MAX_DURATION_S, description="seconds")
-    max_requests: int | None = Field(None, ge=1, le=MAX_REQUESTS)
-    k: int = Field(10, ge=1, le=100)
-    split: str | None = Field("train", description="query split where a dataset has splits (never SciFact test)")
-    max_queries: int | None = Field(None, ge=1, description="replay at most this many judged queries per dataset")
+    shift_to: str | None = Field(default=None, description="dataset the query mix moves to")
+    shift_at: float = Field(default=0.0, ge=0, description="seconds after start; 0 = immediately")
+    rate: float = Field(default=10.0, gt=0, le=200, description="requests per second")
+    duration: float = Field(default=60.0, gt=0, le=MAX_DURATION_S, description="seconds")
+    max_requests: int | None = Field(default=None, ge=1, le=MAX_REQUESTS)
+    k: int = Field(default=10, ge=1, le=100)
+    split: str | None = Field(default="train",
+                              description="query split where a dataset has splits (never SciFact test)")
+    max_queries: int | None = Field(default=None, ge=1,
+                                    description="replay at most this many judged queries per dataset")
     feedback: bool = True
     fault: FaultSpec | None = None
     seed: int = 0
-    concurrency: int = Field(16, ge=1, le=64, description="requests in flight at most; beyond that a tick is dropped")
+    concurrency: int = Field(default=16, ge=1, le=64,
+                             description="requests in flight at most; beyond that a tick is dropped")
 
     @model_validator(mode="after")
     def _bounded(self) -> Scenario:

@@ -8,6 +8,7 @@ and SciFact `test` must never reach training.
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -38,7 +39,7 @@ class Workload(BaseModel):
 
 
 def load_workload(
-    datasets: list[str | Path],
+    datasets: Sequence[str | Path],
     split: str | None = "train",
     max_queries: int | None = None,
     seed: int = 0,

@@ -20,10 +20,13 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from autooptimizer.tracing.redact import redact, redact_text
 from autooptimizer.tracing.store import SpanRecord, TraceStore, dump_json
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import SpanProcessor
 
 log = logging.getLogger(__name__)
 
@@ -166,9 +169,11 @@ def _get_provider() -> Any:
         else:
             provider = TracerProvider()
             ot.set_tracer_provider(provider)
-            if ot.get_tracer_provider() is not provider:  # another library won the race; use theirs if SDK
-                provider = ot.get_tracer_provider()
-        provider.add_span_processor(_LocalProcessor())
+            theirs = ot.get_tracer_provider()
+            if theirs is not provider and isinstance(theirs, TracerProvider):  # another library won the race
+                provider = theirs
+        # duck-typed SpanProcessors: the OpenTelemetry SDK is optional, so they cannot subclass it at import time
+        provider.add_span_processor(cast("SpanProcessor", _LocalProcessor()))
         _provider = provider
         return provider
 

@@ -32,6 +32,13 @@ class Reranker(Protocol):
     def score(self, query: str, doc_ids: list[str], bm25_scores: np.ndarray) -> np.ndarray: ...
 
 
+@runtime_checkable
+class BatchReranker(Protocol):
+    """A reranker that also scores many queries in one call (offline evaluation batches the query encoding)."""
+
+    def score_many(self, queries: list[str], doc_ids: list[list[str]]) -> list[np.ndarray]: ...
+
+
 Factory = Callable[["ModelSpec", "Collection"], Reranker]
 _REGISTRY: dict[str, Factory] = {}
 

@@ -29,17 +29,20 @@ class BiEncoderReranker:
         return get_encoder(self.encoder_path, self.max_seq_length)
 
     def warm(self, progress: bool = True) -> None:
+        self._embedded(progress)
+
+    def _embedded(self, progress: bool) -> np.ndarray:
+        """The corpus embedding matrix (one row per collection document), computed once."""
         from autooptimizer.search.embeddings import doc_embeddings
 
         with self._lock:
             if self._matrix is None:
                 self._matrix = doc_embeddings(self.collection, self.encoder, progress=progress)
+            return self._matrix
 
     @property
     def matrix(self) -> np.ndarray:
-        if self._matrix is None:
-            self.warm(progress=False)
-        return self._matrix
+        return self._matrix if self._matrix is not None else self._embedded(progress=False)
 
     def doc_vectors(self, doc_ids: list[str]) -> np.ndarray:
         rows = [self.collection.index_of[d] for d in doc_ids]

@@ -7,16 +7,20 @@ the base MiniLM with a fresh (untrained) head. Costs one forward pass per candid
 from __future__ import annotations
 
 import threading
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from autooptimizer.search.rerankers import register
 
-_MODELS: dict[tuple[str | None, int], object] = {}
+if TYPE_CHECKING:
+    from sentence_transformers import CrossEncoder
+
+_MODELS: dict[tuple[str | None, int], CrossEncoder] = {}
 _LOCK = threading.Lock()
 
 
-def load_cross_encoder(path: str | None, max_length: int = 256):
+def load_cross_encoder(path: str | None, max_length: int = 256) -> CrossEncoder:
     import torch
     from sentence_transformers import CrossEncoder
 
@@ -42,7 +46,7 @@ class CrossEncoderReranker:
         self.batch_size = batch_size
 
     @property
-    def model(self):
+    def model(self) -> CrossEncoder:
         return load_cross_encoder(self.path, self.max_length)
 
     def warm(self, progress: bool = True) -> None:

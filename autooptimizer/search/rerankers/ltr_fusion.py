@@ -32,7 +32,7 @@ Artifacts live in the version's weights folder: `experts/<name>.npz` (adapter, m
 from __future__ import annotations
 
 import threading
-from collections import Counter
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -60,10 +60,10 @@ class ExpertParams(BaseModel):
     rm3_lambda: float = 0.5
     mem_k: int = 10
     mem_power: float = 3.0
-    gate_bias: float = Field(0.0, description="intercept of the domain classifier (its weights are in the npz)")
+    gate_bias: float = Field(default=0.0, description="intercept of the domain classifier (its weights are in the npz)")
     domains: list[str] = Field(default_factory=list,
                                description="corpora (doc-id prefixes) this expert owns; empty: the classifier gates")
-    enabled: bool = Field(True, description="False when training's cross-validation showed it hurts: "
+    enabled: bool = Field(default=True, description="False when training's cross-validation showed it hurts: "
                                             "the expert still claims its domain's queries, which get the parent's "
                                             "ranking")
 
@@ -133,7 +133,7 @@ class Rm3:
     def expanded(self, query: str, fb_texts: list[str], fb_scores: np.ndarray, n_terms: int, lam: float) -> dict:
         """Weights of the expanded query: lam * original + (1 - lam) * relevance model of the feedback docs."""
         q_terms = self.bm25.tokenize(query)
-        rel: Counter[str] = Counter()
+        rel: defaultdict[str, float] = defaultdict(float)
         if len(fb_texts):
             w = np.exp(fb_scores - fb_scores.max())
             w = w / w.sum()

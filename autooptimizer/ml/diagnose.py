@@ -29,6 +29,9 @@ from autooptimizer.errors import InputError
 if TYPE_CHECKING:
     from shap import Explanation
 
+    from autooptimizer.ml.dataset import Dataset
+    from autooptimizer.search.beir import Collection
+    from autooptimizer.search.model_store import ModelSpec
     from autooptimizer.search.rerankers.bi_encoder import BiEncoderReranker
     from autooptimizer.search.rerankers.cross_encoder import CrossEncoderReranker
     from autooptimizer.search.rerankers.ltr_fusion import LtrFusionReranker
@@ -204,9 +207,9 @@ def under_weighted(attrs: list[TokenAttribution], doc_text: str) -> list[str]:
 
 
 def diagnose(
-    spec,
-    collection,
-    dataset,
+    spec: ModelSpec,
+    collection: Collection,
+    dataset: Dataset,
     train_queries: list[str],
     n_queries: int = 3,
     explainer: Literal["shap", "lime"] = "shap",

@@ -9,11 +9,13 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, Field
 
 from autooptimizer.errors import InputError
 from autooptimizer.search.metrics_eval import Measure
+from autooptimizer.search.model_store import ModelSpec
 
 MEASURES: tuple[Measure, ...] = ("ndcg@10", "mrr@10", "recall@100")
 
@@ -25,7 +27,7 @@ class EvalResult(BaseModel):
     queries: int
     model_config = {"populate_by_name": True}
 
-    def public(self) -> dict:
+    def public(self) -> dict[str, Any]:
         return self.model_dump(by_alias=True)
 
 
@@ -61,7 +63,7 @@ def load_split(data_dir: str | Path, split: str | None = None, qids: set[str] | 
     return collection, queries, qrels
 
 
-def evaluate_spec(spec, data_dir: str | Path, split: str | None = None, qids: set[str] | None = None,
+def evaluate_spec(spec: ModelSpec, data_dir: str | Path, split: str | None = None, qids: set[str] | None = None,
                   progress: bool = False) -> EvalResult:
     """Evaluate one ModelSpec on a BEIR folder (optionally a split and/or a subset of query ids)."""
     from autooptimizer.search.pipeline import SearchPipeline

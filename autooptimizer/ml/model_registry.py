@@ -150,7 +150,7 @@ def sync_bootstrap_aliases() -> dict[str, str]:
     return out
 
 
-def delete_model(model_version: str) -> dict:
+def delete_model(model_version: str) -> dict[str, Any]:
     """Delete a stored version and its registry entry. Refused while any alias points at it or a stored version
     falls back to it (an ltr_fusion parent)."""
     import shutil

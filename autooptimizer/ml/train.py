@@ -35,6 +35,8 @@ from autooptimizer.errors import InputError
 if TYPE_CHECKING:
     import torch
 
+    from autooptimizer.search.beir import Collection
+
 Trainer = Literal["ltr", "bi_encoder", "cross_encoder"]
 Progress = Callable[[str, float], None]
 # (step, loss tensor) -> the loss to use: observes every neural training step, or injects a fault in a test
@@ -454,7 +456,7 @@ def train(
     dataset_ref: str,
     parent_version: str | None = None,
     cfg: TrainConfig | None = None,
-    collection=None,
+    collection: Collection | None = None,
     progress: Progress | None = None,
     artifacts_dir: str | Path | None = None,
     set_challenger: bool = True,

@@ -161,7 +161,7 @@ class ToolRegistry:
         self,
         agent: str,
         name: str,
-        args: dict[str, Any] | None,
+        args: Any,
         *,
         env: str | None = None,
         trace_id: str | None = None,

@@ -67,3 +67,66 @@ def test_routing_by_provenance_overrides_the_query_classifier() -> None:
     assert claims_all.route(q) == 0, "without candidates only the classifier is left"
     no_corpus = _router([], gate_bias=5.0)  # a shift inside the original corpus: the classifier decides
     assert no_corpus.route(q, ["scifact/1"]) == 0 and _router([], -5.0).route(q, ["scifact/1"]) is None
+
+
+class _CountingEncoder:
+    """Counts the query encodings a score makes (the champion makes exactly one per request)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        self.calls += 1
+        return np.ones((len(texts), 2), dtype=np.float32) / np.sqrt(2)
+
+
+def _serving(domains: list[str], monkeypatch) -> tuple[LtrFusionReranker, _CountingEncoder, list[str]]:  # noqa: ANN001
+    rr = _router(domains, gate_bias=-5.0)
+    enc = _CountingEncoder()
+    monkeypatch.setattr(LtrFusionReranker, "encoder", property(lambda self: enc))
+    fallback_calls: list[str] = []
+
+    def fallback(query: str, ids: list[str], bm: np.ndarray, rerank: object) -> np.ndarray:
+        fallback_calls.append(query)  # the parent scores (and encodes) on its own, once
+        return np.arange(len(ids), dtype=np.float64)
+
+    monkeypatch.setattr(rr, "_fallback_scores", fallback)
+    return rr, enc, fallback_calls
+
+
+def test_a_query_provenance_sends_to_the_parent_is_not_encoded_again(monkeypatch) -> None:
+    """Serving cost: on the original domain the challenger must cost what the champion costs. The query used to be
+    encoded here for routing AND by the parent (2.0x the champion's time on SciFact, issue 16)."""
+    rr, enc, parent = _serving(["med"], monkeypatch)
+    rr.score("aspirin and stroke", ["scifact/1", "scifact/2", "med/3"], np.array([3.0, 2.0, 1.0]))
+    assert (enc.calls, parent) == (0, ["aspirin and stroke"])
+
+
+def test_a_query_gated_by_the_classifier_is_encoded_once_here(monkeypatch) -> None:
+    rr, enc, parent = _serving([], monkeypatch)  # no corpus of its own: the classifier needs the query embedding
+    rr.score("aspirin and stroke", ["scifact/1", "scifact/2"], np.array([2.0, 1.0]))
+    assert (enc.calls, parent) == (1, ["aspirin and stroke"])
+
+
+def test_rm3_tokenizes_a_document_once_and_gives_the_same_weights() -> None:
+    """The feedback documents' term counts are cached per doc id; the expansion is what it was without a cache."""
+    from autooptimizer.search.rerankers.ltr_fusion import Rm3
+
+    class Bm25:
+        vocab = {"alpha": 0, "beta": 1, "gamma": 2}
+        calls = 0
+
+        def tokenize(self, text: str) -> list[str]:
+            Bm25.calls += 1
+            return text.split()
+
+        class retriever:  # noqa: N801 - the bm25s attribute name
+            scores = {"num_docs": 10, "indptr": [0, 1, 2, 3]}
+
+    rm3 = Rm3(Bm25())
+    docs = [("d/1", "alpha beta beta"), ("d/2", "gamma alpha")]
+    first = rm3.expanded("alpha", docs, np.array([2.0, 1.0]), n_terms=2, lam=0.5)
+    tokenized = Bm25.calls
+    again = rm3.expanded("alpha", docs, np.array([2.0, 1.0]), n_terms=2, lam=0.5)
+    assert again == first and Bm25.calls == tokenized + 1, "only the query is tokenized again"
+    assert np.isclose(sum(first.values()), 1.0) and first["alpha"] > first["beta"] > 0

@@ -405,8 +405,8 @@ def fit_expert(
         idx, s = bm25.top(queries[q], depth)
         ids = [collection.doc_ids[i] for i in idx]
         top = np.argsort(-s, kind="stable")[: probe.rm3_docs]
-        weights = rm3.expanded(queries[q], [collection.text(ids[i]) for i in top], s[top], probe.rm3_terms,
-                               probe.rm3_lambda)
+        weights = rm3.expanded(queries[q], [(ids[i], collection.text(ids[i])) for i in top], s[top],
+                               probe.rm3_terms, probe.rm3_lambda)
         cands.append(ids)
         bm_s.append(s)
         rm3_s.append(rm3.scores(weights, idx))

@@ -32,7 +32,7 @@ Artifacts live in the version's weights folder: `experts/<name>.npz` (adapter, m
 from __future__ import annotations
 
 import threading
-from collections import Counter, defaultdict
+from collections import Counter, OrderedDict, defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,7 @@ from autooptimizer.search.rerankers import register
 
 FEATURES = ("bm25", "cos", "adapted", "dense_prf", "rm3", "memory", "bm25_nn", "cos_nn", "memory_nn", "popularity")
 NEIGHBOURS = 10
+DOC_CACHE = 20_000  # tokenized feedback documents kept for RM3 (a few MB per thousand)
 
 
 class ExpertParams(BaseModel):
@@ -116,6 +117,7 @@ class Rm3:
         self.n_docs = int(ret.scores["num_docs"])
         self._df = np.diff(np.asarray(ret.scores["indptr"]))
         self._term_cache: dict[str, np.ndarray] = {}
+        self._doc_cache: OrderedDict[str, tuple[Counter[str], int]] = OrderedDict()
         self._lock = threading.Lock()
 
     def df(self, term: str) -> int:
@@ -130,17 +132,35 @@ class Rm3:
                 self._term_cache[term] = np.asarray(self.bm25.retriever.get_scores([term]), dtype=np.float32)
             return self._term_cache[term]
 
-    def expanded(self, query: str, fb_texts: list[str], fb_scores: np.ndarray, n_terms: int, lam: float) -> dict:
-        """Weights of the expanded query: lam * original + (1 - lam) * relevance model of the feedback docs."""
+    def doc_terms(self, doc_id: str, text: str) -> tuple[Counter[str], int]:
+        """A document's term counts and length, tokenized once per process (the corpus does not change under a
+        model version; bounded LRU so memory stays flat): tokenizing the feedback documents was most of RM3's cost."""
+        with self._lock:
+            hit = self._doc_cache.get(doc_id)
+            if hit is not None:
+                self._doc_cache.move_to_end(doc_id)
+                return hit
+        toks = self.bm25.tokenize(text)
+        entry = (Counter(toks), len(toks))
+        with self._lock:
+            self._doc_cache[doc_id] = entry
+            while len(self._doc_cache) > DOC_CACHE:
+                self._doc_cache.popitem(last=False)
+        return entry
+
+    def expanded(self, query: str, fb_docs: list[tuple[str, str]], fb_scores: np.ndarray, n_terms: int,
+                 lam: float) -> dict[str, float]:
+        """Weights of the expanded query: lam * original + (1 - lam) * relevance model of the feedback docs
+        (`fb_docs`: (doc id, text) pairs)."""
         q_terms = self.bm25.tokenize(query)
         rel: defaultdict[str, float] = defaultdict(float)
-        if len(fb_texts):
+        if len(fb_docs):
             w = np.exp(fb_scores - fb_scores.max())
             w = w / w.sum()
-            for wi, text in zip(w, fb_texts, strict=True):
-                toks = self.bm25.tokenize(text)
-                for t, tf in Counter(toks).items():
-                    rel[t] += float(wi) * tf / max(len(toks), 1)
+            for wi, (doc_id, text) in zip(w, fb_docs, strict=True):
+                counts, length = self.doc_terms(doc_id, text)
+                for t, tf in counts.items():
+                    rel[t] += float(wi) * tf / max(length, 1)
         common = 0.5 * self.n_docs
         best = sorted(((t, v) for t, v in rel.items() if self.df(t) < common), key=lambda x: (-x[1], x[0]))[:n_terms]
         z = sum(v for _, v in best) or 1.0
@@ -258,6 +278,11 @@ class LtrFusionReranker:
 
         self.fallback.warm(progress=progress)
         self._matrix = doc_embeddings(self.collection, self.encoder, progress=progress)
+        owned = {d for e in self.experts if e.p.enabled for d in e.p.domains}
+        if owned:  # an expert's queries take RM3 feedback from its own corpus: tokenize it now, not per request
+            for doc_id in self.collection.doc_ids:
+                if doc_id.split("/", 1)[0] in owned:
+                    self.rm3.doc_terms(doc_id, self.collection.text(doc_id))
 
     @property
     def matrix(self) -> np.ndarray:
@@ -275,10 +300,16 @@ class LtrFusionReranker:
             return self._rm3
 
     # -- routing ---------------------------------------------------------------------------------------------------
-    def route(self, q: np.ndarray, doc_ids: list[str] | None = None) -> int | None:
+    @property
+    def routes_by_query(self) -> bool:
+        """Whether some expert is gated by its classifier on the query embedding (else provenance decides)."""
+        return any(not e.p.domains and e.gate_w is not None for e in self.experts)
+
+    def route(self, q: np.ndarray | None, doc_ids: list[str] | None = None) -> int | None:
         """Index of the expert serving this query, or None for the fallback (parent) ranking. With the candidates
         (first-stage order), an expert owning their corpus serves it and experts owning another corpus are out;
-        experts without a corpus of their own compete by their classifier's probability."""
+        experts without a corpus of their own compete by their classifier's probability (skipped when `q` is None:
+        the caller only passes None when no expert routes by query)."""
         corpus = dominant_corpus(doc_ids) if doc_ids else None
         best, best_p = None, self.params.gate_min_probability
         for i, e in enumerate(self.experts):
@@ -286,7 +317,7 @@ class LtrFusionReranker:
                 if corpus in e.p.domains:
                     best, best_p = i, np.inf
                 continue
-            if e.gate_w is None:
+            if e.gate_w is None or q is None:
                 continue
             p = 1.0 / (1.0 + np.exp(-(float(q @ e.gate_w) + e.p.gate_bias)))
             if p >= best_p:
@@ -296,8 +327,8 @@ class LtrFusionReranker:
     def rm3_for(self, expert: Expert, query: str, doc_ids: list[str], bm25_scores: np.ndarray) -> np.ndarray:
         rows = np.array([self.collection.index_of[d] for d in doc_ids], dtype=np.int64)
         top = np.argsort(-np.asarray(bm25_scores), kind="stable")[: expert.p.rm3_docs]
-        texts = [self.collection.text(doc_ids[i]) for i in top]
-        weights = self.rm3.expanded(query, texts, np.asarray(bm25_scores)[top], expert.p.rm3_terms,
+        docs = [(doc_ids[i], self.collection.text(doc_ids[i])) for i in top]
+        weights = self.rm3.expanded(query, docs, np.asarray(bm25_scores)[top], expert.p.rm3_terms,
                                     expert.p.rm3_lambda)
         return self.rm3.scores(weights, rows)
 
@@ -337,6 +368,12 @@ class LtrFusionReranker:
         return (self.features(e, query, q, doc_ids, bm25_scores) @ e.weights).astype(np.float32)
 
     def score(self, query: str, doc_ids: list[str], bm25_scores: np.ndarray) -> np.ndarray:
+        """Serving cost: when provenance alone routes the query to the parent, the query is encoded once, by the
+        parent, exactly as the champion does; it is encoded here only for an expert or a query-gated route."""
+        if doc_ids and not self.routes_by_query:
+            i = self.route(None, doc_ids)
+            if i is None or not self.experts[i].p.enabled:
+                return self._fallback_scores(query, doc_ids, bm25_scores, None).astype(np.float32)
         q = self.encoder.encode([query])[0]
         return self.score_with(query, q, doc_ids, bm25_scores)
 

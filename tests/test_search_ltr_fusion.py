@@ -114,7 +114,7 @@ def test_rm3_tokenizes_a_document_once_and_gives_the_same_weights() -> None:
 
     class Bm25:
         vocab = {"alpha": 0, "beta": 1, "gamma": 2}
-        calls = 0
+        calls = 0  # the feedback documents' term ties (beta vs gamma) must break by the term, as before
 
         def tokenize(self, text: str) -> list[str]:
             Bm25.calls += 1

@@ -1,4 +1,4 @@
-"""CLI commands for the search area: bootstrap, search serve|query|models, bench encode."""
+"""CLI commands for the search area: bootstrap, search serve|query|models, bench encode|serving-cost."""
 
 from __future__ import annotations
 
@@ -124,8 +124,23 @@ def bench_encode(
                            "max_seq_length": max_seq_length, "threads": get_settings().threads}))
 
 
+def bench_serving_cost(
+    champion: str = typer.Option(..., help="model version serving now"),
+    challenger: str = typer.Option(..., help="model version to compare"),
+    datasets: str = typer.Option("scifact:test,cran", help="dataset[:split] list, comma-separated"),
+    queries: int = typer.Option(60, help="queries per dataset"),
+) -> None:
+    """CPU time per query of champion vs challenger, side by side in one process (JSON)."""
+    from autooptimizer.search.serving_cost import serving_cost
+
+    pairs = [(d.split(":")[0], d.split(":")[1] if ":" in d else None) for d in datasets.split(",") if d]
+    rows = serving_cost(champion, challenger, pairs, queries=queries)
+    typer.echo(json.dumps([r.model_dump() for r in rows], indent=2))
+
+
 def register(app: typer.Typer, bench: typer.Typer) -> None:
     """Add this area's commands to the root app and its benchmarks to `autoopt bench`."""
     app.command("bootstrap")(bootstrap_cmd)
     app.add_typer(search_app, name="search")
     bench.command("encode")(bench_encode)
+    bench.command("serving-cost")(bench_serving_cost)

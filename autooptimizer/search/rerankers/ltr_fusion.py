@@ -32,7 +32,7 @@ Artifacts live in the version's weights folder: `experts/<name>.npz` (adapter, m
 from __future__ import annotations
 
 import threading
-from collections import Counter, OrderedDict, defaultdict
+from collections import Counter, OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -117,7 +117,9 @@ class Rm3:
         self.n_docs = int(ret.scores["num_docs"])
         self._df = np.diff(np.asarray(ret.scores["indptr"]))
         self._term_cache: dict[str, np.ndarray] = {}
-        self._doc_cache: OrderedDict[str, tuple[Counter[str], int]] = OrderedDict()
+        self._doc_cache: OrderedDict[str, tuple[np.ndarray, np.ndarray, int]] = OrderedDict()
+        self._term_of: np.ndarray | None = None
+        self._df_by_id: np.ndarray | None = None
         self._lock = threading.Lock()
 
     def df(self, term: str) -> int:
@@ -132,37 +134,68 @@ class Rm3:
                 self._term_cache[term] = np.asarray(self.bm25.retriever.get_scores([term]), dtype=np.float32)
             return self._term_cache[term]
 
-    def doc_terms(self, doc_id: str, text: str) -> tuple[Counter[str], int]:
-        """A document's term counts and length, tokenized once per process (the corpus does not change under a
-        model version; bounded LRU so memory stays flat): tokenizing the feedback documents was most of RM3's cost."""
+    def doc_terms(self, doc_id: str, text: str) -> tuple[np.ndarray, np.ndarray, int]:
+        """A document's (vocabulary ids, term counts, length), tokenized once per process (the corpus does not change
+        under a model version; bounded LRU): tokenizing the feedback documents was most of RM3's serving cost."""
         with self._lock:
             hit = self._doc_cache.get(doc_id)
             if hit is not None:
                 self._doc_cache.move_to_end(doc_id)
                 return hit
-        toks = self.bm25.tokenize(text)
-        entry = (Counter(toks), len(toks))
+        toks = self.bm25.tokenize(text)  # tokens are vocabulary terms (the index was built from this corpus)
+        counts = Counter(toks)
+        vocab = self.bm25.vocab
+        entry = (np.array([vocab[t] for t in counts], dtype=np.int64),
+                 np.array(list(counts.values()), dtype=np.float64), len(toks))
         with self._lock:
             self._doc_cache[doc_id] = entry
             while len(self._doc_cache) > DOC_CACHE:
                 self._doc_cache.popitem(last=False)
         return entry
 
+    @property
+    def term_of(self) -> np.ndarray:
+        """Vocabulary id -> term (built once)."""
+        if self._term_of is None:
+            vocab = self.bm25.vocab
+            terms = np.empty(max(vocab.values(), default=-1) + 1, dtype=object)
+            for t, i in vocab.items():
+                terms[i] = t
+            self._term_of = terms
+        return self._term_of
+
+    @property
+    def df_by_id(self) -> np.ndarray:
+        """Document frequency per vocabulary id (0 past the index's end), as `df(term)` reads it."""
+        if self._df_by_id is None:
+            n = len(self.term_of)
+            df = np.zeros(n, dtype=np.int64)
+            df[: min(n, len(self._df))] = self._df[:n]
+            self._df_by_id = df
+        return self._df_by_id
+
     def expanded(self, query: str, fb_docs: list[tuple[str, str]], fb_scores: np.ndarray, n_terms: int,
                  lam: float) -> dict[str, float]:
         """Weights of the expanded query: lam * original + (1 - lam) * relevance model of the feedback docs
-        (`fb_docs`: (doc id, text) pairs)."""
+        (`fb_docs`: (doc id, text) pairs). The relevance model is accumulated in vocabulary space, in document
+        order and with the same arithmetic as a per-term loop, and ties are broken by the term, so the expansion is
+        exactly the one term-by-term code gives."""
         q_terms = self.bm25.tokenize(query)
-        rel: defaultdict[str, float] = defaultdict(float)
+        terms = self.term_of
+        rel = np.zeros(len(terms), dtype=np.float64)
         if len(fb_docs):
             w = np.exp(fb_scores - fb_scores.max())
             w = w / w.sum()
             for wi, (doc_id, text) in zip(w, fb_docs, strict=True):
-                counts, length = self.doc_terms(doc_id, text)
-                for t, tf in counts.items():
-                    rel[t] += float(wi) * tf / max(length, 1)
+                ids, tfs, length = self.doc_terms(doc_id, text)
+                rel[ids] += float(wi) * tfs / max(length, 1)
+        df = self.df_by_id
         common = 0.5 * self.n_docs
-        best = sorted(((t, v) for t, v in rel.items() if self.df(t) < common), key=lambda x: (-x[1], x[0]))[:n_terms]
+        cand = np.flatnonzero((rel > 0) & (df < common))
+        if len(cand) > n_terms:  # keep the n largest and everything tied with the n-th, then order as before
+            kth = np.partition(rel[cand], len(cand) - n_terms)[len(cand) - n_terms]
+            cand = cand[rel[cand] >= kth]
+        best = sorted(((str(terms[i]), float(rel[i])) for i in cand), key=lambda x: (-x[1], x[0]))[:n_terms]
         z = sum(v for _, v in best) or 1.0
         qc = Counter(q_terms)
         qn = sum(qc.values()) or 1

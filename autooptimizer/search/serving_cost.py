@@ -1,0 +1,53 @@
+"""Serving cost side by side: CPU time per query of two model versions over the same queries, in one process.
+
+The two pipelines answer each query in turn (champion, then challenger), so whatever else the machine is doing hits
+both alike; the figure that matters is the ratio of their medians (process CPU time, one thread), which is what the
+speed issue's target (a challenger costs at most 1.2x the champion) and the promotion rule's latency budget are about.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+from pydantic import BaseModel
+
+
+class DomainCost(BaseModel):
+    dataset: str
+    queries: int
+    champion_ms: float
+    challenger_ms: float
+    ratio: float
+
+
+def serving_cost(champion: str, challenger: str, datasets: list[tuple[str, str | None]], queries: int = 60,
+                 serve: list[str] | None = None) -> list[DomainCost]:
+    """Median per-query CPU ms of both versions on the first `queries` queries of each (dataset, split), both
+    serving the union collection `serve` (default: the datasets themselves)."""
+    from autooptimizer.infra.serve import limit_threads
+    from autooptimizer.search import model_store
+    from autooptimizer.search.beir import load_beir, load_collection
+    from autooptimizer.search.pipeline import SearchPipeline
+    from autooptimizer.settings import get_settings
+
+    settings = get_settings()
+    limit_threads(settings.threads)
+    collection = load_collection(serve or [d for d, _ in datasets])
+    pipes = [SearchPipeline(model_store.load(v), collection).warm(progress=False) for v in (champion, challenger)]
+    out = []
+    for name, split in datasets:
+        texts = list(load_beir(settings.dataset(name), split=split).queries.values())[:queries]
+        for text in texts[:5]:  # warm caches of both alike
+            for pipe in pipes:
+                pipe.search(text)
+        times: list[list[float]] = [[], []]
+        for text in texts:
+            for i, pipe in enumerate(pipes):
+                t0 = time.process_time()
+                pipe.search(text)
+                times[i].append(time.process_time() - t0)
+        champ, chall = (statistics.median(t) * 1000 for t in times)
+        out.append(DomainCost(dataset=name, queries=len(texts), champion_ms=round(champ, 2),
+                              challenger_ms=round(chall, 2), ratio=round(chall / champ, 3)))
+    return out

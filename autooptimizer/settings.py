@@ -13,6 +13,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from autooptimizer.errors import ConfigError
+from autooptimizer.infra.cpu import idle_threads
 
 ENVIRONMENTS = ("dev", "staging", "prod")
 _REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -46,7 +47,11 @@ class Settings(BaseSettings):
     search_port: int = Field(default=8700, description="AUTOOPT_SEARCH_PORT")
     api_port: int = Field(default=8800, description="AUTOOPT_API_PORT")
     api_token: str | None = Field(default=None, description="AUTOOPT_API_TOKEN")
-    threads: int = Field(default=1, ge=1, description="AUTOOPT_THREADS: torch CPU threads")
+    threads: int = Field(default_factory=idle_threads, ge=1,
+                         description="AUTOOPT_THREADS: torch CPU threads (default: the cores idle at start, "
+                         "see infra/cpu.py)")
+    query_cache: int = Field(default=4096, ge=0, description="AUTOOPT_QUERY_CACHE: query vectors kept per encoder "
+                             "(LRU; 0 turns the cache off)")
     mlflow_tracking_uri: str | None = Field(default=None, validation_alias="AUTOOPT_MLFLOW_URI",
                                             description="AUTOOPT_MLFLOW_URI")
     llm_base_url: str | None = Field(default=None, description="AUTOOPT_LLM_BASE_URL")
@@ -78,6 +83,11 @@ class Settings(BaseSettings):
         if not self.prometheus_url:
             self.prometheus_url = f"http://127.0.0.1:{self.prometheus_port}"
         return self
+
+    @property
+    def threads_auto(self) -> bool:
+        """True when AUTOOPT_THREADS is unset: long encodes may then re-check the idle cores (infra/cpu.py)."""
+        return "threads" not in self.model_fields_set
 
     @property
     def search_url(self) -> str:

@@ -225,3 +225,123 @@ def test_rerank_retry_fault_applies_to_bm25_only_versions(collection):
     c.post("/admin/faults", json={"retries": {"operation": "rerank", "count": 1}, "duration_s": 30})
     assert c.get("/search", params={"q": "heart"}).status_code == 200
     assert metric(c.get("/metrics").text, M.RETRIES_TOTAL, operation="rerank") == 1.0
+
+
+# -- background start: BM25 alone until every vector exists ---------------------------------------------------------
+@pytest.fixture
+def gated_embedding(monkeypatch):
+    """Embedding in shards of 4 documents that stops after the first shard until `release` is set; `seen` records,
+    for every reranker score computed meanwhile, whether its version had all vectors in memory."""
+    from autooptimizer.search import embeddings
+    from autooptimizer.search.rerankers.bi_encoder import BiEncoderReranker
+
+    monkeypatch.setattr(embeddings, "SHARD_SIZE", 4)
+    release, first_written = threading.Event(), threading.Event()
+    real_write, real_score = embeddings.EmbeddingStore.write, BiEncoderReranker.score
+    seen: list[bool] = []
+
+    def write(self, keys, vectors):
+        path = real_write(self, keys, vectors)
+        first_written.set()
+        assert release.wait(60), "test never released the embedding"
+        return path
+
+    def score(self, query, doc_ids, bm25_scores):
+        seen.append(self._matrix is not None and self._matrix.shape[0] == len(self.collection))
+        return real_score(self, query, doc_ids, bm25_scores)
+
+    monkeypatch.setattr(embeddings.EmbeddingStore, "write", write)
+    monkeypatch.setattr(BiEncoderReranker, "score", score)
+    return release, first_written, seen
+
+
+def test_background_start_serves_bm25_until_every_vector_exists(collection, gated_embedding):
+    from autooptimizer.search.embeddings import count_cached
+    from autooptimizer.search.encoder import encoder_identity
+
+    release, first_written, seen = gated_embedding
+    model_store.save(ModelSpec(version="v-a", fusion_weight=0.6, rerank_depth=10))
+    svc = SearchService(collection, "v-a", api_token="", background=True)
+    client = TestClient(create_app(svc))
+    assert first_written.wait(60)
+    identity = encoder_identity(None)
+    assert 0 < count_cached(collection, identity) < len(collection)  # part of the corpus is embedded, not all
+    versions: list[str] = []
+    stop = threading.Event()
+
+    def hammer() -> None:
+        while not stop.is_set():
+            versions.append(client.get("/search", params={"q": "coral reef ocean", "k": 3}).json()["model_version"])
+
+    worker = threading.Thread(target=hammer)
+    worker.start()
+    time.sleep(0.5)
+    body = client.get("/search", params={"q": "coral reef ocean", "k": 3}).json()
+    bm25 = svc.routing.stable.bm25
+    idx, scores = bm25.top("coral reef ocean", 3)
+    assert body["model_version"] == "bm25-while-v-a"
+    assert [h["doc_id"] for h in body["hits"]] == [collection.doc_ids[i] for i in idx]
+    assert [h["score"] for h in body["hits"]] == pytest.approx(scores.tolist())
+    warming = client.get("/admin/state").json()["warming"]
+    assert warming["missing_vectors"] == len(collection) and not warming["done"]
+    assert client.get("/healthz").json() == {"ok": True, "stable": "bm25-while-v-a", "warm": False}
+
+    release.set()
+    assert svc.warmed.wait(60)
+    time.sleep(0.3)
+    stop.set()
+    worker.join(30)
+    assert count_cached(collection, identity) == len(collection)
+    assert client.get("/search", params={"q": "coral reef ocean"}).json()["model_version"] == "v-a"
+    state = client.get("/admin/state").json()
+    assert state["stable"]["version"] == "v-a" and state["warming"]["swapped"] and state["warming"]["error"] is None
+    switch = versions.index("v-a")  # one switch, never back, and v-a only ever scored with every vector present
+    assert set(versions[:switch]) == {"bm25-while-v-a"} and set(versions[switch:]) == {"v-a"}
+    assert seen and all(seen)
+
+
+def test_background_embedding_failure_keeps_bm25_and_says_why(collection, gated_embedding, monkeypatch):
+    from autooptimizer.search.encoder import Encoder
+
+    release, first_written, seen = gated_embedding
+    calls = {"n": 0}
+    real_encode = Encoder.encode
+
+    def encode(self, texts, batch_size=32):
+        calls["n"] += 1
+        if calls["n"] > 1:
+            raise OSError("disk full")
+        return real_encode(self, texts, batch_size)
+
+    monkeypatch.setattr(Encoder, "encode", encode)
+    model_store.save(ModelSpec(version="v-a", fusion_weight=0.6, rerank_depth=10))
+    svc = SearchService(collection, "v-a", api_token="", background=True)
+    release.set()
+    assert svc.warmed.wait(60)
+    client = TestClient(create_app(svc))
+    assert client.get("/search", params={"q": "coral reef"}).json()["model_version"] == "bm25-while-v-a"
+    warming = client.get("/admin/state").json()["warming"]
+    assert warming["done"] and not warming["swapped"] and "disk full" in warming["error"]
+    assert not seen  # v-a never scored a request
+
+
+def test_models_chosen_during_background_start_win(collection, gated_embedding):
+    release, first_written, _ = gated_embedding
+    model_store.save(ModelSpec(version="v-a", fusion_weight=0.6, rerank_depth=10))
+    model_store.save(ModelSpec(version="v-b", fusion_weight=0.3, rerank_depth=10))
+    svc = SearchService(collection, "v-a", api_token="", background=True)
+    assert first_written.wait(60)
+    chooser = threading.Thread(target=svc.set_models, args=("v-b",))
+    chooser.start()  # blocks on the same corpus embedding, then swaps; the stale background result must not
+    release.set()
+    chooser.join(60)
+    assert svc.warmed.wait(60)
+    assert svc.routing.stable.version == "v-b"
+    assert svc.warming is not None and not svc.warming.swapped and svc.warming.error is None
+
+
+def test_background_start_with_every_vector_cached_serves_the_version_at_once(collection):
+    model_store.save(ModelSpec(version="v-a", fusion_weight=0.6, rerank_depth=10))
+    SearchService(collection, "v-a", api_token="")  # embeds synchronously, fills the cache
+    svc = SearchService(collection, "v-a", api_token="", background=True)
+    assert svc.warmed.is_set() and svc.warming is None and svc.routing.stable.version == "v-a"

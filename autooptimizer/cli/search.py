@@ -14,6 +14,8 @@ def bootstrap_cmd(
     dataset: str = typer.Option("scifact", help="BEIR dataset name under AUTOOPT_DATA_DIR, or a path."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
     warm: str = typer.Option("", help="Comma-separated datasets to embed now for serving (e.g. cran)."),
+    max_seq_length: int = typer.Option(256, min=8, max=512, help="Document truncation in tokens: 128 embeds ~2x "
+                                       "faster (docs/benchmarks.md, Encoder); part of the version id."),
 ) -> None:
     """Build the first champion (BM25 + MiniLM fusion tuned on SciFact train) and store it under AUTOOPT_HOME."""
     from rich.console import Console
@@ -22,7 +24,7 @@ def bootstrap_cmd(
 
     console = Console(stderr=True)
     result = bootstrap(seed=seed, dataset=dataset, progress=True, log=lambda m: console.print(f"[dim]{m}[/dim]"),
-                       warm=[w.strip() for w in warm.split(",") if w.strip()])
+                       warm=[w.strip() for w in warm.split(",") if w.strip()], max_seq_length=max_seq_length)
     if as_json:
         typer.echo(result.model_dump_json(indent=2))
         return
@@ -46,6 +48,8 @@ def serve(
     seed: int = typer.Option(0, help="Seed of the canary traffic split."),
     price: float = typer.Option(None, help="Dollars per compute-second (default: the env profile's cost section)."),
     budget: float = typer.Option(None, help="Budget in dollars (default: the env profile's cost section)."),
+    background: bool = typer.Option(False, "--background",
+                                    help="Answer at once with BM25 alone while missing document vectors embed."),
 ) -> None:
     """Serve /search, /feedback, /metrics and the admin endpoints."""
     import uvicorn
@@ -60,7 +64,8 @@ def serve(
     collection = load_collection(names)
     typer.echo(f"collection {collection.name}: {len(collection)} docs; loading models", err=True)
     service = SearchService(collection, stable or require_alias(CHAMPION), canary, canary_weight, replicas=replicas,
-                            seed=seed, price_per_compute_second=price, budget=budget, progress=True)
+                            seed=seed, price_per_compute_second=price, budget=budget, progress=True,
+                            background=background)
     uvicorn.run(create_app(service), host=host or settings.search_host, port=port or settings.search_port,
                 log_level="warning")
 
@@ -101,27 +106,46 @@ def models() -> None:
         typer.echo(f"{v}\t{spec.kind}\tw={spec.fusion_weight}\tdepth={spec.rerank_depth}\t{tags}")
 
 
+def _ints(text: str, what: str) -> list[int]:
+    from autooptimizer.errors import InputError
+
+    try:
+        out = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        out = []
+    if not out or min(out) < 1:
+        raise InputError(f"{what} {text!r} is not a list of positive integers.", f"Pass e.g. --{what} 1,2.")
+    return out
+
+
 def bench_encode(
-    docs: int = typer.Option(200, help="Documents to encode."),
+    docs: int = typer.Option(300, min=8, help="Documents in the seeded sample each setting encodes."),
     dataset: str = typer.Option("scifact"),
-    max_seq_length: int = typer.Option(256, help="Truncation in tokens."),
+    threads: str = typer.Option("1,2", help="Comma-separated torch thread counts."),
+    max_seq_length: str = typer.Option("128,192,256", "--max-seq-length", help="Comma-separated truncations."),
+    rounds: int = typer.Option(5, min=1, help="Rounds the sample is cut into; each runs every setting once."),
+    ndcg: bool = typer.Option(False, "--ndcg", help="Also each length's NDCG@10 (embeds the corpus once per length)."),
+    as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Document encoding throughput of the MiniLM encoder (AUTOOPT_THREADS torch threads)."""
-    import time
+    """Encoder docs/s per (threads, max_seq_length) side by side; with --ndcg, each length's dataset NDCG@10."""
+    from autooptimizer.search.encode_bench import run
 
-    from autooptimizer.search.beir import load_collection
-    from autooptimizer.search.encoder import Encoder
-    from autooptimizer.settings import get_settings
-
-    col = load_collection([dataset])
-    texts = [col.text(d) for d in col.doc_ids[:docs]]
-    enc = Encoder(None, max_seq_length)
-    enc.encode(texts[:8])
-    t = time.perf_counter()
-    enc.encode(texts)
-    dt = time.perf_counter() - t
-    typer.echo(json.dumps({"docs": len(texts), "seconds": round(dt, 2), "docs_per_s": round(len(texts) / dt, 1),
-                           "max_seq_length": max_seq_length, "threads": get_settings().threads}))
+    res = run(dataset, docs, _ints(threads, "threads"), _ints(max_seq_length, "max-seq-length"), rounds, ndcg)
+    if as_json:
+        typer.echo(res.model_dump_json(indent=2))
+        return
+    typer.echo(f"{res.sample_docs} {dataset} docs, {res.rounds} interleaved rounds; other processes used "
+               f"{res.others_cores} cores; 1-min load {res.load_1min[0]} -> {res.load_1min[1]}")
+    typer.echo("| threads | max_seq_length | docs/s | per round |\n|---|---|---|---|")
+    for r in res.rows:
+        typer.echo(f"| {r.threads} | {r.max_seq_length} | {r.docs_per_s} | {r.round_docs_per_s} |")
+    if res.quality:
+        typer.echo("\n| max_seq_length | weight (train) | train NDCG@10 | test NDCG@10 | corpus encode s |")
+        typer.echo("|---|---|---|---|---|")
+        for q in res.quality:
+            train = q.fit.train_ndcg10_by_weight[f"{q.fit.weight:.1f}"]
+            typer.echo(f"| {q.max_seq_length} | {q.fit.weight} | {train} | {q.fit.test_ndcg10} | "
+                       f"{q.corpus_encode_seconds} |")
 
 
 def bench_serving_cost(
@@ -138,9 +162,54 @@ def bench_serving_cost(
     typer.echo(json.dumps([r.model_dump() for r in rows], indent=2))
 
 
+def bench_search(
+    model: str = typer.Option(None, help="Model version (default: the champion alias)."),
+    datasets: str = typer.Option("scifact,cran", help="The served collection."),
+    workers: str = typer.Option("1,2", help="uvicorn worker processes, comma-separated."),
+    cache: str = typer.Option("off,on", help="Query-vector cache settings to run: off, on or both."),
+    rates: str = typer.Option("10,25,50,75,100,125,150,200,250", help="Offered req/s of each open-loop step."),
+    seconds: float = typer.Option(6.0, min=1.0, help="Length of each step."),
+    calibrate: int = typer.Option(200, min=10, help="Queries of the in-process stage-cost calibration."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """The service's capacity: stepped open-loop load on loopback per (workers, cache), stage costs, physical limit."""
+    from rich.console import Console
+
+    from autooptimizer.errors import InputError
+    from autooptimizer.search import aliases
+    from autooptimizer.search.capacity import run
+
+    flags = {"off": False, "on": True}
+    caches = [flags[c.strip()] for c in cache.split(",") if c.strip() in flags]
+    if not caches:
+        raise InputError(f"--cache {cache!r} names no setting.", "Pass off, on or off,on.")
+    try:
+        steps = [float(r) for r in rates.split(",") if r.strip()]
+    except ValueError:
+        steps = []
+    if not steps or min(steps) <= 0:
+        raise InputError(f"--rates {rates!r} is not a list of positive numbers.", "Pass e.g. --rates 10,50,100.")
+    console = Console(stderr=True)
+    res = run(model or aliases.require_alias(aliases.CHAMPION), [d for d in datasets.split(",") if d],
+              _ints(workers, "workers"), caches, steps, seconds, calibrate, say=lambda m: console.print(f"[dim]{m}"))
+    if as_json:
+        typer.echo(res.model_dump_json(indent=2))
+        return
+    for c in res.calibration:
+        split = ", ".join(f"{s.stage} {s.mean_ms:.2f}" for s in c.stages)
+        typer.echo(f"stage means (ms), cache {'on' if c.query_cache else 'off'}: {split}; CPU/request "
+                   f"{c.cpu_ms_per_request:.2f} ms -> limit {c.limit_rps} req/s on {res.cores} cores")
+    typer.echo("| workers | cache | req/s at p95<=100ms | saturation req/s | limit req/s | ratio | server CPU ms/req |")
+    typer.echo("|---|---|---|---|---|---|---|")
+    for r in res.settings:
+        typer.echo(f"| {r.workers} | {'on' if r.query_cache else 'off'} | {r.rps_at_p95_target} | {r.saturation_rps} "
+                   f"| {r.limit_rps} | {r.ratio_to_limit} | {r.server_cpu_ms_per_request} |")
+
+
 def register(app: typer.Typer, bench: typer.Typer) -> None:
     """Add this area's commands to the root app and its benchmarks to `autoopt bench`."""
     app.command("bootstrap")(bootstrap_cmd)
     app.add_typer(search_app, name="search")
     bench.command("encode")(bench_encode)
     bench.command("serving-cost")(bench_serving_cost)
+    bench.command("search")(bench_search)

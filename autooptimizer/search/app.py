@@ -3,6 +3,10 @@
 It serves a stable and an optional canary version over one collection. A model change loads and warms the new
 pipelines first (embedding the corpus if needed) and then swaps one reference, so in-flight and new requests never
 see a half-built model. Bad input answers 4xx with {"detail": {"problem", "fix"}} and the service keeps serving.
+
+With `background=True`, a start whose versions still lack document vectors does not wait for them: it serves BM25
+alone, labelled `bm25-while-<version>` (never the version itself), embeds in a thread, and swaps to the real
+routing only once every vector exists; a failed or superseded embed never swaps (`warming` in /admin/state).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +30,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
 from autooptimizer.errors import AutoOptError, InputError, NotFoundError
-from autooptimizer.search import model_store
+from autooptimizer.search import model_store, stages
 from autooptimizer.search.beir import Collection
 from autooptimizer.search.faults import FaultBook, FaultRequest
 from autooptimizer.search.metrics_eval import ndcg10_ranking
@@ -57,6 +62,40 @@ class Served:
     query: str
     hits: list[Hit]
     latency_ms: float | None = None  # server time of the request, as in the response and the Prometheus histogram
+
+
+@dataclass
+class Warming:
+    """A background start: what will serve once embedded, and how it went (shown in /admin/state)."""
+
+    stable: str
+    canary: str | None
+    missing_vectors: int
+    started: float
+    finished: float | None = None
+    error: str | None = None
+    swapped: bool = False
+
+    def view(self) -> dict[str, Any]:
+        end = self.finished or time.time()
+        return {"stable": self.stable, "canary": self.canary, "missing_vectors": self.missing_vectors,
+                "seconds": round(end - self.started, 1), "done": self.finished is not None,
+                "swapped": self.swapped, "error": self.error}
+
+
+def missing_vectors(pipe: SearchPipeline) -> int:
+    """Documents of the pipeline's collection without a cached vector for its reranker (0 for rerankers that
+    keep none, and for those that do not say: those warm before serving, as always)."""
+    if pipe.spec.fusion_weight <= 0:
+        return 0
+    count: Callable[[], int] | None = getattr(pipe.reranker, "missing_vectors", None)
+    return int(count()) if count is not None else 0
+
+
+def bm25_standin(spec: ModelSpec) -> ModelSpec:
+    """What serves while `spec` embeds: BM25 alone at its depth, under a name that says so."""
+    return ModelSpec(version=f"bm25-while-{spec.version}"[:100], kind="bm25", fusion_weight=0.0,
+                     rerank_depth=spec.rerank_depth, notes=f"BM25 alone while {spec.version} embeds its corpus")
 
 
 class SearchResponse(BaseModel):
@@ -111,6 +150,7 @@ class SearchService:
         api_token: str | None = None,
         feedback_log: Path | None = None,
         progress: bool = False,
+        background: bool = False,
     ) -> None:
         from autooptimizer.profiles import load_profile
         from autooptimizer.settings import get_settings
@@ -138,10 +178,22 @@ class SearchService:
         self._served_lock = threading.Lock()
         self._seen_versions: set[str] = set()
         self._swap_lock = threading.Lock()
+        self._generation = 0  # +1 on every set_models: a background swap prepared before it is stale
+        self.warming: Warming | None = None
+        self.warmed = threading.Event()
         if not 0.0 <= canary_weight <= 1.0:
             raise InputError(f"canary_weight {canary_weight} is outside [0, 1].", "Pass a share between 0 and 1.")
-        self.routing = self._build_routing(stable, canary, canary_weight)
+        target = (self._spec(stable), self._spec(canary) if canary is not None else None, canary_weight)
+        pending = self._pending(target[0], target[1]) if background else 0
+        if pending:
+            self.routing = Routing(stable=SearchPipeline(bm25_standin(target[0]), collection))
+            self.warming = Warming(target[0].version, target[1].version if target[1] else None, pending, time.time())
+        else:
+            self.routing = self._build_routing(*target)
+            self.warmed.set()
         self._publish()
+        if pending:
+            threading.Thread(target=self._warm_then_swap, args=(*target, 0), name="warm-models", daemon=True).start()
 
     # -- models -------------------------------------------------------------------------------------------------
     def _spec(self, v: ModelSpec | str) -> ModelSpec:
@@ -161,15 +213,42 @@ class SearchService:
             raise InputError(f"Canary and stable are both {s.version!r}.", "Pick a different canary or none.")
         return Routing(stable=s, canary=c, canary_weight=weight if c is not None else 0.0)
 
+    def _pending(self, stable: ModelSpec, canary: ModelSpec | None) -> int:
+        """Vectors the target versions still need over this collection (0: they can warm synchronously)."""
+        return sum(missing_vectors(SearchPipeline(s, self.collection)) for s in (stable, canary) if s is not None)
+
+    def _warm_then_swap(self, stable: ModelSpec, canary: ModelSpec | None, weight: float, generation: int) -> None:
+        """The background start: build and warm the target routing, check that no vector is missing, swap."""
+        warming = self.warming
+        assert warming is not None
+        try:
+            routing = self._build_routing(stable, canary, weight)
+            left = sum(missing_vectors(p) for p in (routing.stable, routing.canary) if p is not None)
+            if left:
+                raise RuntimeError(f"{left} document vectors still missing after warm-up")
+            with self._swap_lock:
+                if self._generation == generation:  # nobody chose other models meanwhile
+                    self._swap(routing)
+                    warming.swapped = True
+        except Exception as exc:  # keep serving BM25; the state says why the versions never came up
+            warming.error = f"{type(exc).__name__}: {exc}"
+        finally:
+            warming.finished = time.time()
+            self.warmed.set()
+
+    def _swap(self, routing: Routing) -> None:
+        for pipe in (routing.stable, routing.canary):
+            if pipe is not None:  # its series exist at 0 before the first request can reach it
+                self.metrics.init_version(pipe.version)
+        self.routing = routing
+        self._publish()
+
     def set_models(self, stable: str, canary: str | None = None, canary_weight: float = 0.0) -> Routing:
         """Load and warm first, then swap atomically (requests already running finish on the old routing)."""
         with self._swap_lock:
             routing = self._build_routing(stable, canary, canary_weight)
-            for pipe in (routing.stable, routing.canary):
-                if pipe is not None:  # its series exist at 0 before the first request can reach it
-                    self.metrics.init_version(pipe.version)
-            self.routing = routing
-            self._publish()
+            self._generation += 1
+            self._swap(routing)
             return routing
 
     def _publish(self) -> None:
@@ -273,6 +352,7 @@ class SearchService:
             "active_faults": self.faults.active().model_dump(),
             "collection": {"datasets": list(self.collection.datasets), "docs": len(self.collection)},
             "price_per_compute_second": self.metrics.price,
+            "warming": self.warming.view() if self.warming else None,
         }
 
 
@@ -297,7 +377,7 @@ def create_app(service: SearchService) -> FastAPI:
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
-        return {"ok": True, "stable": svc.routing.stable.version}
+        return {"ok": True, "stable": svc.routing.stable.version, "warm": svc.warmed.is_set()}
 
     @app.get("/search", response_model=SearchResponse)
     async def search(q: str = "", k: int = 10) -> Any:
@@ -316,13 +396,17 @@ def create_app(service: SearchService) -> FastAPI:
             if inject_error:
                 return _problem(500, "Injected error (fault injection is active).", "Wait for the fault to expire.")
 
-            def work() -> tuple[list[Hit], float]:
+            def work() -> tuple[list[Hit], float, dict[str, float]]:
                 t0 = time.perf_counter()
-                out = svc.search_sync(pipe, q, k, faults.retries)
-                return out, time.perf_counter() - t0
+                stages.begin()
+                try:
+                    out = svc.search_sync(pipe, q, k, faults.retries)
+                finally:
+                    spent = stages.end()
+                return out, time.perf_counter() - t0, spent
 
             try:
-                hits, compute = await anyio.to_thread.run_sync(work, limiter=svc.limiter)
+                hits, compute, spent = await anyio.to_thread.run_sync(work, limiter=svc.limiter)
             except Exception as exc:  # the service keeps serving; the error is counted
                 return _problem(503, f"Search failed in model {version}: {exc}", "Retry later.")
             ok = True
@@ -332,7 +416,12 @@ def create_app(service: SearchService) -> FastAPI:
         request_id = uuid.uuid4().hex
         latency_ms = round(elapsed * 1000, 3)
         svc.remember(request_id, version, q, hits, latency_ms)
-        return SearchResponse(hits=hits, model_version=version, latency_ms=latency_ms, request_id=request_id)
+        t0 = time.perf_counter()  # one pydantic-core dump, not FastAPI's validate-then-encode of a response_model
+        body = SearchResponse(hits=hits, model_version=version, latency_ms=latency_ms,
+                              request_id=request_id).model_dump_json()
+        spent["serialise"] = time.perf_counter() - t0
+        svc.metrics.observe_stages(spent)
+        return Response(content=body, media_type="application/json")
 
     @app.post("/feedback")
     async def feedback(fb: FeedbackIn) -> dict[str, Any]:

@@ -12,10 +12,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from autooptimizer.search import aliases, model_store
-from autooptimizer.search.beir import Collection, load_beir
+from autooptimizer.search.beir import BeirDataset, Collection, load_beir
 from autooptimizer.search.encoder import DEFAULT_MAX_SEQ_LENGTH, encoder_identity
 from autooptimizer.search.metrics_eval import ndcg_at_10
 from autooptimizer.search.model_store import ModelSpec
@@ -98,32 +98,54 @@ def bootstrap(
     pipe.warm(progress=progress)
 
     say(f"grid search of the fusion weight on {len(train.queries)} {name} train queries")
-    train_runs = runs_for_weights(pipe.rerank_many(train.queries), WEIGHT_GRID, k=10)
-    train_qrels = {q: {f"{name}/{d}": g for d, g in j.items()} for q, j in train.qrels.items()}
-    by_weight = {w: ndcg_at_10(run, train_qrels) for w, run in train_runs.items()}
-    best = max(WEIGHT_GRID, key=lambda w: (round(by_weight[w], 6), -abs(w - 0.5)))
-
-    say(f"fusion weight {best}; evaluating once on {len(test.queries)} {name} test queries")
-    test_runs = runs_for_weights(pipe.rerank_many(test.queries), sorted({0.0, 1.0, best}), k=10)
-    test_qrels = {q: {f"{name}/{d}": g for d, g in j.items()} for q, j in test.qrels.items()}
+    fit = fit_fusion_weight(pipe, train, test, name)
+    say(f"fusion weight {fit.weight} (train); {name} test NDCG@10 {fit.test_ndcg10:.4f}, read once")
     result = BootstrapResult(
-        version=version, created=True, seed=seed, dataset=name, fusion_weight=best, rerank_depth=RERANK_DEPTH,
-        max_seq_length=max_seq_length,
-        train_ndcg10_by_weight={f"{w:.1f}": round(v, 4) for w, v in by_weight.items()},
-        test_ndcg10=round(ndcg_at_10(test_runs[best], test_qrels), 4),
-        test_bm25_ndcg10=round(ndcg_at_10(test_runs[0.0], test_qrels), 4),
-        test_minilm_ndcg10=round(ndcg_at_10(test_runs[1.0], test_qrels), 4),
+        version=version, created=True, seed=seed, dataset=name, fusion_weight=fit.weight, rerank_depth=RERANK_DEPTH,
+        max_seq_length=max_seq_length, train_ndcg10_by_weight=fit.train_ndcg10_by_weight,
+        test_ndcg10=fit.test_ndcg10, test_bm25_ndcg10=fit.test_bm25_ndcg10, test_minilm_ndcg10=fit.test_minilm_ndcg10,
         n_train_queries=len(train.queries), n_test_queries=len(test.queries),
         wall_seconds=round(time.perf_counter() - t0, 1),
     )
     spec = ModelSpec(
-        version=version, kind="bi_encoder", encoder_path=None, fusion_weight=best, rerank_depth=RERANK_DEPTH,
+        version=version, kind="bi_encoder", encoder_path=None, fusion_weight=fit.weight, rerank_depth=RERANK_DEPTH,
         params={"max_seq_length": max_seq_length}, parent=None,
         notes=f"bootstrap seed={seed}: BM25 + base MiniLM, fusion weight chosen on {name} train NDCG@10",
     )
     model_store.save(spec, extra={RESULT_FILE: result.model_dump(exclude={"created", "aliases"})})
     _warm(root, warm or [], max_seq_length, progress, say)
     return result.model_copy(update={"aliases": _set_aliases(version)})
+
+
+class FusionFit(BaseModel):
+    """The fusion weight chosen on train, and test NDCG@10 read once with it (and with BM25 / MiniLM alone)."""
+
+    weight: float
+    train_ndcg10_by_weight: dict[str, float]
+    test_ndcg10: float
+    test_bm25_ndcg10: float
+    test_minilm_ndcg10: float
+    seconds: float = Field(description="query encoding + grid, after the corpus was embedded")
+
+
+def fit_fusion_weight(pipe: SearchPipeline, train: BeirDataset, test: BeirDataset, name: str) -> FusionFit:
+    """Grid search of the weight on `train` NDCG@10 (ties: the weight nearest 0.5), then `test` once with it.
+
+    `pipe` must be warm (corpus embedded). Doc ids in the qrels are prefixed with `name` as in the collection."""
+    t0 = time.perf_counter()
+    train_runs = runs_for_weights(pipe.rerank_many(train.queries), WEIGHT_GRID, k=10)
+    train_qrels = {q: {f"{name}/{d}": g for d, g in j.items()} for q, j in train.qrels.items()}
+    by_weight = {w: ndcg_at_10(run, train_qrels) for w, run in train_runs.items()}
+    best = max(WEIGHT_GRID, key=lambda w: (round(by_weight[w], 6), -abs(w - 0.5)))
+    test_runs = runs_for_weights(pipe.rerank_many(test.queries), sorted({0.0, 1.0, best}), k=10)
+    test_qrels = {q: {f"{name}/{d}": g for d, g in j.items()} for q, j in test.qrels.items()}
+    return FusionFit(
+        weight=best, train_ndcg10_by_weight={f"{w:.1f}": round(v, 4) for w, v in by_weight.items()},
+        test_ndcg10=round(ndcg_at_10(test_runs[best], test_qrels), 4),
+        test_bm25_ndcg10=round(ndcg_at_10(test_runs[0.0], test_qrels), 4),
+        test_minilm_ndcg10=round(ndcg_at_10(test_runs[1.0], test_qrels), 4),
+        seconds=round(time.perf_counter() - t0, 2),
+    )
 
 
 def _set_aliases(version: str) -> dict[str, str]:

@@ -80,11 +80,21 @@ def doc_embeddings(
 
 
 def _encode_missing(collection, encoder, store, keys, missing, cached, progress, on_progress) -> None:
+    import torch
     from tqdm.auto import tqdm
 
+    from autooptimizer.infra.cpu import ThreadGovernor
+    from autooptimizer.settings import get_settings
+
     bar = tqdm(total=len(missing), desc=f"encoding docs ({encoder.identity})", unit="doc", disable=not progress)
+    before = torch.get_num_threads()
+    # AUTOOPT_THREADS unset: re-check the idle cores between shards (a shard is 10-60 s of work); set: keep it
+    governor = ThreadGovernor(start=before) if get_settings().threads_auto else None
     try:
         for start in range(0, len(missing), SHARD_SIZE):
+            if governor is not None:
+                torch.set_num_threads(governor.next())
+                bar.set_postfix(threads=governor.current, refresh=False)
             rows = missing[start : start + SHARD_SIZE]
             vecs = encoder.encode([collection.text(collection.doc_ids[n]) for n in rows])
             chunk_keys = [keys[n] for n in rows]
@@ -95,6 +105,8 @@ def _encode_missing(collection, encoder, store, keys, missing, cached, progress,
                 on_progress(start + len(rows), len(missing))
     finally:
         bar.close()
+        if governor is not None:
+            torch.set_num_threads(before)
 
 
 def count_cached(collection: Collection, encoder_id: str) -> int:

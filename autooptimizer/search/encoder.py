@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
 
 from autooptimizer.errors import ConfigError, NotFoundError
+from autooptimizer.search import stages
 
 # MiniLM was trained on 128-token inputs; sentence-transformers ships it with 256. Docs are truncated to this.
 DEFAULT_MAX_SEQ_LENGTH = 256
@@ -68,6 +71,9 @@ class Encoder:
         self.model.eval()
         self._tok_lock = threading.Lock()
         self._prepare = getattr(self.model, "preprocess", None) or self.model.tokenize  # renamed in ST 6
+        self.query_cache_size = get_settings().query_cache
+        self._queries: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._queries_lock = threading.Lock()
 
     @property
     def dim(self) -> int:
@@ -79,8 +85,34 @@ class Encoder:
         return int(dim)
 
     def encode(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
-        """Thread-safe: HF fast tokenizers fail ("Already borrowed") when shared by threads, so tokenization is
-        serialised; the forward passes of concurrent requests (e.g. during a model swap) still overlap."""
+        """(len(texts), dim) float32 rows. Thread-safe: HF fast tokenizers fail ("Already borrowed") when shared by
+        threads, so tokenization is serialised; the forward passes of concurrent requests still overlap.
+
+        A single text (a query at serving time) goes through an LRU of `AUTOOPT_QUERY_CACHE` entries: replayed
+        queries skip the forward pass; the vector is the one computed before, so rankings cannot change. The time
+        spent goes to the request's `encode` stage (search/stages.py)."""
+        t0 = time.perf_counter()
+        try:
+            if len(texts) == 1 and self.query_cache_size > 0:
+                return self._encode_query(texts[0])[None, :].copy()
+            return self._encode(texts, batch_size)
+        finally:
+            stages.add("encode", time.perf_counter() - t0)
+
+    def _encode_query(self, text: str) -> np.ndarray:
+        with self._queries_lock:
+            hit = self._queries.get(text)
+            if hit is not None:
+                self._queries.move_to_end(text)
+                return hit
+        vec = self._encode([text], 1)[0]
+        with self._queries_lock:
+            self._queries[text] = vec
+            while len(self._queries) > self.query_cache_size:
+                self._queries.popitem(last=False)
+        return vec
+
+    def _encode(self, texts: list[str], batch_size: int) -> np.ndarray:
         import torch
 
         out = np.zeros((len(texts), self.dim), dtype=np.float32)

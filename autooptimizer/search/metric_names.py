@@ -25,3 +25,6 @@ CANARY_WEIGHT = "autoopt_canary_weight"
 MODEL_INFO = "autoopt_model_loaded"
 # Gauge: replicas (worker slots) the service runs with.
 REPLICAS = "autoopt_search_replicas"
+# Histogram of the time of one stage of a /search request in seconds, labels: stage (bm25, encode, rerank, fusion,
+# serialise; see search/stages.py).
+STAGE_SECONDS = "autoopt_search_stage_seconds"

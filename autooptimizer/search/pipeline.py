@@ -7,12 +7,14 @@ reranker's cosines on one scale, so the fusion weight means the same thing on ev
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import numpy as np
 from pydantic import BaseModel
 
+from autooptimizer.search import stages
 from autooptimizer.search.beir import Collection
 from autooptimizer.search.bm25 import BM25Index
 from autooptimizer.search.model_store import ModelSpec
@@ -89,15 +91,20 @@ class SearchPipeline:
         return [self.collection.doc_ids[i] for i in idx], scores
 
     def search(self, query: str, k: int = 10, rerank_depth: int | None = None, call: Call = _direct) -> list[Hit]:
-        """Top-k hits. `call(operation, fn)` wraps each step (the service passes its retrying, fault-aware caller)."""
+        """Top-k hits. `call(operation, fn)` wraps each step (the service passes its retrying, fault-aware caller).
+        Each stage's time goes to the thread's stage clock when one runs (search/stages.py)."""
         depth = max(rerank_depth or self.spec.rerank_depth, k)
-        doc_ids, bm25_scores = call("bm25", lambda: self.candidates(query, depth))
+        with stages.timed("bm25"):
+            doc_ids, bm25_scores = call("bm25", lambda: self.candidates(query, depth))
         rerank = None
+        t0, encoded = time.perf_counter(), stages.recorded("encode")
         if self.spec.fusion_weight > 0 and doc_ids:
             rerank = call("rerank", lambda: self.reranker.score(query, doc_ids, bm25_scores))
         else:  # the step still runs (as a no-op), so it is wrapped like any other: retries and faults apply
             call("rerank", lambda: None)
-        return _rank(doc_ids, fuse(bm25_scores, rerank, self.spec.fusion_weight), k)
+        stages.add("rerank", time.perf_counter() - t0 - (stages.recorded("encode") - encoded))
+        with stages.timed("fusion"):
+            return _rank(doc_ids, fuse(bm25_scores, rerank, self.spec.fusion_weight), k)
 
     def rerank_many(self, queries: dict[str, str], depth: int | None = None) -> dict[str, Scored]:
         """Candidates, BM25 scores and reranker scores per query; fuse them with any weight (grid search)."""

@@ -13,7 +13,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Summ
 
 from autooptimizer.search import metric_names as M
 from autooptimizer.search.pipeline import OPERATIONS
+from autooptimizer.search.stages import STAGES
 
+STAGE_BUCKETS = (0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0)
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0, 1.5, 2.0, 3.0, 5.0)
 STATUSES: tuple[str, ...] = ("ok", "error")
 
@@ -35,6 +37,10 @@ class ServiceMetrics:
         self.canary_weight = Gauge(M.CANARY_WEIGHT, "Share of traffic to the canary", ["model_version"], registry=r)
         self.model_info = Gauge(M.MODEL_INFO, "Loaded model versions", ["model_version", "role"], registry=r)
         self.replicas = Gauge(M.REPLICAS, "Worker slots", registry=r)
+        self.stage = Histogram(M.STAGE_SECONDS, "Time of one stage of a /search request (s)", ["stage"],
+                               buckets=STAGE_BUCKETS, registry=r)
+        for stage in STAGES:
+            self.stage.labels(stage)
         self.budget.set(budget)
         self._loaded: set[tuple[str, str]] = set()
         self._canaries: set[str] = set()
@@ -58,6 +64,11 @@ class ServiceMetrics:
             self.errors.labels(version).inc()
         self.compute.labels(version).inc(compute_seconds)
         self.cost.labels(version).inc(compute_seconds * self.price)
+
+    def observe_stages(self, spent: dict[str, float]) -> None:
+        """One request's stage times (search/stages.py); a stage it did not run is not observed."""
+        for stage, seconds in spent.items():
+            self.stage.labels(stage).observe(seconds)
 
     def set_models(self, stable: str, canary: str | None, canary_weight: float) -> None:
         for v in (stable, canary):

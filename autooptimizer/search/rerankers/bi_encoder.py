@@ -31,6 +31,17 @@ class BiEncoderReranker:
     def warm(self, progress: bool = True) -> None:
         self._embedded(progress)
 
+    def missing_vectors(self) -> int:
+        """Collection documents without a vector: 0 once warm, else those missing from the on-disk cache (the
+        service's background start serves BM25 alone until this is 0)."""
+        from autooptimizer.search.embeddings import count_cached
+        from autooptimizer.search.encoder import encoder_identity
+
+        if self._matrix is not None:
+            return len(self.collection) - int(self._matrix.shape[0])
+        return len(self.collection) - count_cached(self.collection, encoder_identity(self.encoder_path,
+                                                                                     self.max_seq_length))
+
     def _embedded(self, progress: bool) -> np.ndarray:
         """The corpus embedding matrix (one row per collection document), computed once."""
         from autooptimizer.search.embeddings import doc_embeddings

@@ -24,6 +24,9 @@ class TrainRerankerArgs(BaseModel):
     seed: int = 0
     max_steps: int = Field(200, ge=1, le=100000)
     time_budget_s: float = Field(900.0, gt=0, le=86400)
+    original: str = Field("scifact", description="the original domain (BEIR folder or name): replay pairs and the "
+                          "expert gate's reference queries")
+    artifacts_dir: str | None = Field(None, description="folder for train_result.json (and neural checkpoints)")
 
 
 class EvaluateModelArgs(BaseModel):
@@ -99,8 +102,10 @@ def train_reranker(args: TrainRerankerArgs, ctx: ToolContext) -> dict[str, Any]:
     from autooptimizer.ml.evaluate import resolve_model
     from autooptimizer.ml.train import TrainConfig, train
 
-    cfg = TrainConfig(trainer=args.trainer, seed=args.seed, max_steps=args.max_steps, time_budget_s=args.time_budget_s)
-    res = train(args.dataset, parent_version=resolve_model(args.parent).version, cfg=cfg)
+    cfg = TrainConfig(trainer=args.trainer, seed=args.seed, max_steps=args.max_steps, time_budget_s=args.time_budget_s,
+                      original=args.original)
+    res = train(args.dataset, parent_version=resolve_model(args.parent).version, cfg=cfg,
+                artifacts_dir=args.artifacts_dir)
     return {"version": res.version, "run_id": res.run_id, "trainer": res.trainer, "device": res.device,
             "wall_seconds": res.wall_seconds, "metrics": res.metrics}
 

@@ -25,6 +25,7 @@ demo: setup infra-deps
 
 test: setup infra-deps
 	$(BIN)/ruff check autooptimizer tests
+	$(BIN)/pyright
 	$(BIN)/pytest -m "not slow"
 
 test-slow: setup infra-deps

@@ -27,7 +27,7 @@ import traceback
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from autooptimizer.errors import AutoOptError, InputError
 from autooptimizer.loop.abtest import SampleSource
@@ -173,7 +173,7 @@ class CycleRunner:
             self.lock.release()
 
     def _recover_locked(self) -> list[CycleRecord]:
-        out = []
+        out: list[CycleRecord] = []
         for rec in self.journal.running():
             reason = f"cycle {rec.id} was interrupted (process {rec.pid} died)"
             restored: dict[str, Any] = {}
@@ -296,7 +296,7 @@ class CycleRunner:
                 raise
             if sp is not None:
                 sp.set_outputs(jsonable(out))
-        self.journal.step_end(cycle_id, seq, "done", jsonable(out) if isinstance(out, dict) else {"result": out})
+        self.journal.step_end(cycle_id, seq, "done", _step_data(out))
         checkpoint(f"step:{name}:end")
         self.emit("step_end", cycle_id=cycle_id, step=name, seconds=round(time.time() - t0, 3))
         return out
@@ -326,9 +326,11 @@ class CycleRunner:
                 return promote_approved(self, cid, opts, state, approved[0])
         report = self.step(cid, "monitor", lambda: self.tool(state, "metrics", "check_quality_gates",
                                                              {"env": self.settings.env}))
-        fired: list[str] = (report or {}).get("firing", [])
+        gate_report = cast("dict[str, Any]", report or {})
+        fired: list[str] = gate_report.get("firing", [])
         firing: list[FiredGate] = [g for g in GATE_PRIORITY if g in fired and (opts.act_on is None or g in opts.act_on)]
-        state.gates = {g["name"]: g["status"] for g in (report or {}).get("gates", [])}
+        gate_rows: list[dict[str, Any]] = gate_report.get("gates", [])
+        state.gates = {g["name"]: g["status"] for g in gate_rows}
         if opts.gate and opts.gate != "deploy_watch" and opts.gate not in firing and not self.profile.loop.mock_signals:
             raise CycleStop("no_action", f"gate {opts.gate} is not firing and this profile ({self.profile.name}) "
                             "does not allow mock signals", restore=False)
@@ -350,6 +352,11 @@ def validate_gate(name: str | None) -> Gate | None:
         if gate == name:
             return gate
     raise InputError(f"Unknown gate {name!r}.", f"Use one of {', '.join(GATES)}.")
+
+
+def _step_data(out: Any) -> dict[str, Any]:
+    """What the journal keeps of a step's result: the result itself when it is a mapping, else under `result`."""
+    return cast("dict[str, Any]", jsonable(out)) if isinstance(out, dict) else {"result": out}
 
 
 __all__ = ["GATE_PRIORITY", "PATHS", "CycleBusy", "CycleOptions", "CycleRunner", "CycleState", "CycleStop", "Gate",

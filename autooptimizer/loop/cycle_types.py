@@ -52,7 +52,7 @@ class CycleState(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     options: CycleOptions
-    decisions: list[Decision] = Field(default_factory=list)
+    decisions: list[Decision] = Field(default_factory=lambda: list[Decision]())
     gates: dict[str, str] | None = None
     gate: Gate | None = None
     # an approved promotion (staging's autoPromote: false)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from pydantic import BaseModel, Field
 
@@ -72,7 +72,8 @@ def _baseline_ndcg10(version: str) -> float | None:
         boot = model_store.read_extra(version, "bootstrap.json")
     except InputError:  # not a stored version name (e.g. a model folder)
         return None
-    return boot.get("test_ndcg10") if isinstance(boot, dict) else None
+    value: object = cast("dict[str, Any]", boot).get("test_ndcg10") if isinstance(boot, dict) else None
+    return float(value) if isinstance(value, int | float) else None
 
 
 @tool(name="explain_reranker", owner="data", risk="read")

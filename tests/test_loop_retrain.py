@@ -97,7 +97,7 @@ def test_retrain_runs_the_tools_in_order_and_keeps_the_holdout_out(data: Path, t
     assert calls == [("data", "build_dataset", "permit"), ("data", "explain_reranker", "permit"),
                      ("data", "augment_dataset", "permit"), ("data", "build_dataset", "permit"),
                      ("ml", "train_reranker", "permit"), ("ml", "register_model", "permit")] + \
-        [("ml", "evaluate_model", "permit")] * 4
+        [("ml", "evaluate_model", "permit")] * 4 + [("ml", "measure_serving_cost", "permit")]
     steps = [s.name for s in runner.journal.get(rec.id).steps]
     assert steps == ["split", "feedback", "dataset", "diagnose", "augment", "dataset_final", "train", "register",
                      "evaluate"]
@@ -137,4 +137,6 @@ def test_retrain_runs_the_tools_in_order_and_keeps_the_holdout_out(data: Path, t
     assert ev["challenger"]["original_ndcg@10"] == ev["champion"]["original_ndcg@10"], "gated expert"
     assert out["promotable"] is ev["promotable"] and ev["reasons"]
     gain = ev["challenger"]["new_domain_ndcg@10"] - ev["champion"]["new_domain_ndcg@10"]
-    assert ev["promotable"] == (gain >= ev["new_domain_margin"])
+    cost = ev["serving_cost"]
+    assert cost["ratio"] == max(d["ratio"] for d in cost["domains"]) > 0, "measured on the held-out and test queries"
+    assert ev["promotable"] == (gain >= ev["new_domain_margin"] and cost["ratio"] <= 1.2)

@@ -46,7 +46,7 @@ def run_retrain(runner: CycleRunner, cid: str, opts: CycleOptions, state: CycleS
     evidence = {"cycle_id": cid}
 
     def call_tool(step: Step, call: Call, args: dict[str, Any]) -> dict[str, Any]:
-        return runner.tool(state, step.agent, step.tool or call.name, args, evidence=evidence)
+        return runner.tool(state, step.agent, call.tool or step.tool or call.name, args, evidence=evidence)
 
     def run_step(step: Step, work: Callable[[], dict[str, Any]], inputs: dict[str, Any] | None) -> dict[str, Any]:
         out = runner.step(cid, step.name, work, inputs)

@@ -126,6 +126,7 @@ class Call:
     reads: Mapping[str, Reader] = field(default_factory=dict)  # state field <- result key or function of the result
     when: Callable[[PipelineState], bool] | None = None  # None: always, and a step of the chat's jobs
     key: str | None = None  # `evaluations` key of its result
+    tool: str | None = None  # a call of another tool than its step's
 
     def args(self, state: PipelineState) -> dict[str, Any]:
         return {k: v for k, v in self.build(state).items() if v is not None}
@@ -235,6 +236,18 @@ def _eval_call(name: str, side: str, on: str, when: Callable[[PipelineState], bo
                 key=f"{side}/{on}")
 
 
+def _cost_args(s: PipelineState) -> dict[str, Any]:
+    """Both versions answer the held-out queries and the original domain's test queries in turn."""
+    data = [_need(s.holdout_dir or s.domain, "data", "name the dataset to measure on")]
+    if s.original:
+        data.append(f"{s.original}:test")
+    return {"champion": s.champion or "champion", "challenger": _model(s, "challenger"), "data": data}
+
+
+def _has_challenger(s: PipelineState) -> bool:
+    return bool(s.challenger) and s.challenger != s.champion
+
+
 def _guards_original(s: PipelineState) -> bool:
     return s.original is not None
 
@@ -295,10 +308,14 @@ def _evaluate(s: PipelineState, call_tool: ToolCaller) -> dict[str, Any]:
 
     champ, chall = scores("champion", s.champion), scores("challenger", s.challenger)
     gold = scores("gold", s.gold) if s.gold else None
-    decision = promotion_rule(champ, chall, gold if gold is not None else champ, env=s.env)
+    cost = s.evaluations.get("serving_cost") or {}
+    ratio = cost.get("ratio") if isinstance(cost.get("ratio"), int | float) else None
+    decision = promotion_rule(champ, chall, gold if gold is not None else champ, env=s.env,
+                              serving_cost_ratio=ratio)
     doc = {"champion": champ, "challenger": chall, "gold": gold or {"version": gold_v, "same_as": "champion"},
            "promotable": decision.promotable, "reasons": decision.reasons,
            "new_domain_margin": decision.new_domain_margin, "original_tolerance": decision.original_tolerance,
+           "serving_cost": cost or None,
            "holdout": {"folder": s.holdout_dir, "queries": len(s.holdout),
                        "note": "judged queries of the new domain the traffic never trained on"},
            "original": f"{s.original} test"}
@@ -320,7 +337,9 @@ EVALUATE = Step(
         _eval_call("evaluate_challenger_original", "challenger", "original", _guards_original),
         _eval_call("evaluate_champion_original", "champion", "original", _guards_original),
         _eval_call("evaluate_gold", "gold", "new_domain", _has_gold),
-        _eval_call("evaluate_gold_original", "gold", "original", _gold_original)))
+        _eval_call("evaluate_gold_original", "gold", "original", _gold_original),
+        Call(name="measure_serving_cost", tool="measure_serving_cost", build=_cost_args, when=_has_challenger,
+             key="serving_cost")))
 
 PIPELINE: tuple[Step, ...] = (
     Step(name="split", agent="data", tool=None, artifact="split.json", run=lambda s, _c: split_step(s)),

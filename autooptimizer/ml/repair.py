@@ -81,7 +81,7 @@ def call_tool_directly(step: Step, call: Call, args: dict[str, Any], env: str | 
 
     for mod in TOOL_MODULES:  # each module registers its tools once
         importlib.import_module(f"autooptimizer.tools.{mod}")
-    spec = REGISTRY.get(step.tool or call.name)
+    spec = REGISTRY.get(call.tool or step.tool or call.name)
     settings = get_settings()
     ctx = ToolContext(env=env or settings.env, settings=settings, trace_id=uuid.uuid4().hex)
     result = spec.func(spec.args_model.model_validate(args), ctx)

@@ -125,6 +125,29 @@ def evaluate_model(args: EvaluateModelArgs, ctx: ToolContext) -> dict[str, Any]:
     return {**result.public(), "version": spec.version}
 
 
+class MeasureServingCostArgs(BaseModel):
+    champion: str = Field(description="alias or version serving now")
+    challenger: str = Field(description="alias or version to compare")
+    data: list[str] = Field(min_length=1, max_length=4, description="BEIR folders or dataset names, each "
+                            "optionally `name:split` (e.g. a held-out folder and `scifact:test`)")
+    queries: int = Field(default=40, ge=5, le=300, description="queries per dataset, answered by both in turn")
+
+
+@tool(name="measure_serving_cost", owner="ml", risk="read")
+def measure_serving_cost(args: MeasureServingCostArgs, ctx: ToolContext) -> dict[str, Any]:
+    """CPU time per query of challenger vs champion, side by side in one process; `ratio` is the worst domain's."""
+    from autooptimizer.ml.evaluate import resolve_model
+    from autooptimizer.search.serving_cost import serving_cost
+
+    pairs: list[tuple[str, str | None]] = []
+    for item in args.data:
+        name, _, split = item.partition(":")
+        pairs.append((str(ctx.settings.dataset(name)), split or None))
+    rows = serving_cost(resolve_model(args.champion).version, resolve_model(args.challenger).version, pairs,
+                        queries=args.queries)
+    return {"domains": [r.model_dump() for r in rows], "ratio": max(r.ratio for r in rows)}
+
+
 @tool(name="register_model", owner="ml", risk="change")
 def register_model(args: RegisterModelArgs, ctx: ToolContext) -> dict[str, Any]:
     """Register a stored model version in the MLflow model registry (idempotent)."""

@@ -50,10 +50,6 @@ def main(argv: list[str] | None = None) -> None:
     uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
 
 
-if __name__ == "__main__":
-    main()
-
-
 def limit_threads(threads: int) -> None:
     """Cap torch AND the BLAS numpy uses at `threads` (AUTOOPT_THREADS). OpenBLAS otherwise starts one spinning
     thread per core, and on a shared 2-core box each small matrix product of a request (the ltr expert's
@@ -67,3 +63,8 @@ def limit_threads(threads: int) -> None:
         torch.set_num_threads(threads)
     except ImportError:
         pass
+
+
+if __name__ == "__main__":
+    main()
+

@@ -278,6 +278,26 @@ def test_approve_by_click_then_the_paused_cycle_promotes_and_uses_it(world: Worl
     assert again.status_code == 409
 
 
+def test_a_paused_chat_is_approved_inline_and_continues(world: World, browser: Any) -> None:
+    from autooptimizer.search import model_store
+
+    _sign_in(browser, world)
+    _open(browser, world.url + "/ui/chat")
+    _css(browser, "#goal")[0].send_keys("delete model version v-old1")
+    _css(browser, "#chat-env option[value='staging']")[0].click()
+    assert _submit(browser, _css(browser, "#send")[0]) == 200
+    _wait(lambda: _css(browser, "#turns[data-status='paused']"), 240, "the chat to pause")
+    card = _css(browser, "#turns article.inline-approval")[0]
+    request_id = card.get_attribute("data-id")
+    assert "delete_model" in card.text and "staging.delete-model-approval" in card.text
+    assert _approval(request_id).args == {"version": "v-old1"} and model_store.exists("v-old1")
+    assert _submit(browser, card.find_element("css selector", "button.approve")) == 200
+    _wait(lambda: _css(browser, "#turns[data-status='completed']"), 240, "the resumed chat to complete")
+    assert not model_store.exists("v-old1")
+    req = _approval(request_id)
+    assert (req.status, req.decided_by) == ("used", "console:alice")
+
+
 def test_kill_switch_stops_a_running_cycle_at_its_next_call(world: World, browser: Any) -> None:
     from autooptimizer.loop.gitops import HelmPatch
     from autooptimizer.loop.release import Release

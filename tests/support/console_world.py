@@ -3,7 +3,7 @@
 
 - data: the tiny original domain (`scifact`) and a tiny new one (`dom`); the search service (the real app in a
   uvicorn thread) over both, serving the bi-encoder champion `v1-parent` (also gold); cheap bm25 versions `v-b`,
-  `v-c`, `v-bad`; the service's feedback log filled as the simulator would (v1-parent on scifact, then dom);
+  `v-c`, `v-bad`, `v-old1`; the service's feedback log filled as the simulator would (v1-parent on scifact, then dom);
 - cycles run in this process, as `autoopt trigger` runs them (A/B tests and watches read a `SyntheticSource`, the
   package's own double for live traffic, so they decide at once):
     retrain    the full NDCG path on `dom`: diagnose (SHAP) -> augment -> train -> evaluate -> ... (its end depends
@@ -201,7 +201,7 @@ def _data_and_service(world: World) -> None:
     model_store.save(ModelSpec(version=CHAMPION, kind="bi_encoder", fusion_weight=0.6, rerank_depth=20))
     aliases.set_alias(aliases.CHAMPION, CHAMPION)
     aliases.set_alias(aliases.GOLD, CHAMPION)
-    make_versions(["v-b", "v-c", "v-bad"])
+    make_versions(["v-b", "v-c", "v-bad", "v-old1"])  # v-old1: never served, a chat may delete it
     _feedback(data, world.root / "sim", get_settings().feedback_log)
     service = SearchService(load_collection([str(data / "scifact"), str(data / "dom")]), CHAMPION)
     world.service = UvicornThread(create_app(service)).start()

@@ -223,3 +223,11 @@ def test_openapi_documents_the_read_refusals(client: TestClient) -> None:
         op = paths[path.replace("si_2000_01_01_001", "{cycle_id}")]["get"]
         assert {"401", "403"} <= set(op["responses"]), path
     assert not [p for p in paths if p.startswith("/ui")]  # the console is HTML for browsers, not API
+
+
+def test_health_is_open_and_reveals_nothing(client: TestClient) -> None:
+    """The Helm chart's readiness probe comes from the node, not loopback: it needs an answer without the token."""
+    remote = TestClient(client.app, client=("10.244.0.1", 40000))
+    r = remote.get(f"{API}/health")
+    assert r.status_code == 200 and r.json() == {"ok": True}
+    assert "security" not in client.get("/openapi.json").json()["paths"][f"{API}/health"]["get"]

@@ -163,6 +163,15 @@ def create_app(settings: Settings | None = None, *, runner: CycleRunner | None =
         except InputError as exc:
             raise HTTPException(409, {"problem": exc.problem, "fix": exc.fix}) from exc
 
+    # -- liveness (open: it reveals no state; the Helm chart's readiness probe, which comes from the node) ----------
+    @app.get(f"{API}/health", responses={503: {"model": Detail, "description": "The cycle journal is unreadable."}})
+    def health() -> JSONResponse:
+        try:
+            runner.journal.list(1)
+        except Exception:  # noqa: BLE001 - any failure to read the journal means not ready
+            return SafeJSONResponse(status_code=503, content={"detail": "the cycle journal cannot be read"})
+        return SafeJSONResponse(status_code=200, content={"ok": True})
+
     # -- reads --------------------------------------------------------------------------------------------------
     @reads.get(f"{API}/status")
     def status() -> dict[str, Any]:

@@ -5,7 +5,6 @@ headers of every page, the CSRF cookie, the read and change checks (the API's ru
 from __future__ import annotations
 
 import json
-import time
 from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
@@ -16,7 +15,7 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-from autooptimizer.api.access import SESSION_COOKIE, Refusal, change_refusal, read_refusal, reads_open_to
+from autooptimizer.api.access import SESSION_COOKIE, Refusal, change_refusal, read_refusal
 from autooptimizer.console.session import CSRF_COOKIE, Session, csrf_field, new_csrf_cookie, verify_session
 from autooptimizer.settings import Settings
 
@@ -74,7 +73,7 @@ def session_of(request: Request) -> Session | None:
 
 
 def render(request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
-    """A page or fragment: common context (session, CSRF field, env, reads_open), security headers, and the CSRF
+    """A page or fragment: common context (session, CSRF field, env), security headers, and the CSRF
     cookie when this browser has none yet."""
     settings = settings_of(request)
     cookie = request.cookies.get(CSRF_COOKIE)
@@ -84,8 +83,7 @@ def render(request: Request, template: str, status: int = 200, **context: Any) -
     session = session_of(request)
     html = environment().get_template(template).render(
         request_path=request.url.path, csrf=csrf_field(cookie, request.app.state.console_secret), session=session,
-        env=settings.env, token_configured=bool(settings.api_token), now=time.time(),
-        reads_open=reads_open_to(request.client.host if request.client else None, settings), **context)
+        env=settings.env, token_configured=bool(settings.api_token), **context)
     response = HTMLResponse(html, status_code=status, headers=HEADERS)
     if fresh:
         response.set_cookie(CSRF_COOKIE, cookie, **COOKIE_FLAGS)

@@ -88,8 +88,8 @@ class ArmStats(BaseModel):
     samples: int
     mean_ndcg: float | None = None
     median_ndcg: float | None = None
-    ndcg_histogram: list[int] | None = Field(None, description="per-request NDCG@10 counts in NDCG_BINS equal bins "
-                                             "over [0, 1] (the arm's distribution, as the console draws it)")
+    ndcg_histogram: list[int] | None = Field(default=None, description="per-request NDCG@10 counts in NDCG_BINS equal "
+                                             "bins over [0, 1] (the arm's distribution, as the console draws it)")
     p95_latency_ms: float | None = Field(None, description="from Prometheus (all requests), for the gate")
     error_rate: float | None = None
     requests: float | None = Field(None, description="requests behind the error rate (Prometheus), when known")

@@ -55,9 +55,9 @@ def domain_split(domain: str | Path, seed: int) -> tuple[list[str], list[str]]:
 def normalise(rec: dict[str, Any]) -> dict[str, Any]:
     """A live feedback record in the dataset builder's terms: the simulator sends query_id "<dataset>/<id>" and no
     dataset; the builder keys queries by (dataset, id) and takes the domain from `dataset`."""
-    qid, ds = rec.get("query_id"), rec.get("dataset")
-    if not ds and isinstance(qid, str) and "/" in qid:
-        ds, qid = qid.split("/", 1)
+    from autooptimizer.ml.feedback import split_query_id
+
+    ds, qid = split_query_id(rec.get("dataset"), rec.get("query_id"))
     return {**rec, "dataset": ds, "query_id": qid}
 
 

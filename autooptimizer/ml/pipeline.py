@@ -13,8 +13,8 @@ data and ML jobs. Changing the recipe (adding a step, an argument, a result key)
     train          ml     train_reranker     mlflow_run_id.txt, train_result.json
     register       ml     register_model
     evaluate       ml     evaluate_model xN  evaluation.json: challenger, champion (and gold when it differs) on the
-                                             held-out half and on the original domain's test split -> the profile's
-                                             promotion rule
+                          measure_serving_   held-out half and on the original domain's test split, both versions'
+                          cost               CPU per query side by side -> the profile's promotion rule
 
 A tool step's `Call` builds the tool's arguments from the typed `PipelineState` (a None value is left out, so the
 tool's default applies; a value the call cannot do without raises `MissingInput`) and `reads` named keys of the

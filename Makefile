@@ -16,15 +16,17 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[all]'
 	touch $@
 
-# The Debian Prometheus the project starts on 127.0.0.1 (no systemd: autoopt infra up runs the binary).
+# The Debian Prometheus the project starts on 127.0.0.1 (no systemd: autoopt infra up runs the binary), and the
+# headless Chromium + driver of the console's browser tests.
 infra-deps:
-	@command -v prometheus >/dev/null || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus git)
+	@(command -v prometheus >/dev/null && command -v chromedriver >/dev/null) || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus git chromium chromium-driver)
 
 demo: setup infra-deps
 	$(BIN)/autoopt demo
 
 test: setup infra-deps
 	$(BIN)/ruff check autooptimizer tests
+	$(BIN)/pyright
 	$(BIN)/pytest -m "not slow"
 
 test-slow: setup infra-deps

@@ -9,7 +9,7 @@ Phases (each recorded as a `DemoPhase`):
   healthy   replay SciFact train queries with feedback until the service serves the champion and the NDCG gate
             reads `ok` steadily (its baseline holds a whole pass over the queries; the embedding of the shift
             domain overlaps this wait); cran's traffic will be only the feedback half of its judged
-            queries (loop/retrain.py's seeded split): the other half is the fix cycle's offline holdout
+            queries (ml/pipeline_data.py's seeded split): the other half is the fix cycle's offline holdout
   shift     move the query mix to cran and wait for the NDCG gate to fire
   ...       extra phases (`run_demo(..., extra_phases=[...])`) run here, while the stack is still up
   stop      stop the simulator, the service and Prometheus (also on Ctrl-C and on errors)
@@ -195,9 +195,9 @@ def _phase_stack(ctx: DemoContext) -> DemoPhase:
 
 def demo_workload(o: DemoOptions) -> Any:
     """The simulator's queries: `max_queries` judged train queries of each healthy dataset, and of the shift target
-    only its feedback half (loop/retrain.py's seeded split): the other half is the fix cycle's offline holdout, so
-    the traffic never serves it and training never sees it."""
-    from autooptimizer.loop.retrain import domain_split
+    only its feedback half (ml/pipeline_data.py's seeded split): the other half is the fix cycle's offline holdout,
+    so the traffic never serves it and training never sees it."""
+    from autooptimizer.ml.pipeline_data import domain_split
     from autooptimizer.simulator import Workload, load_workload
 
     healthy = load_workload(o.datasets, split="train", max_queries=o.max_queries, seed=o.seed)

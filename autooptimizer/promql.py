@@ -1,9 +1,10 @@
-"""The one Prometheus reader: every PromQL query in the package goes through `query()`, over `prometheus-api-client`.
+"""The one Prometheus reader: every PromQL query in the package goes through `query()` (instant) or `query_range()`
+(a time series, for the console's charts), over `prometheus-api-client`.
 
 Callers: the quality gates (`gates.read_gate`), the metrics agent's `query_metrics` tool, the A/B guards
-(`loop.signals.PrometheusGuards`), the spend fact (`tools.ml.spent_so_far`), the benchmark (`infra.bench`) and the
-local Prometheus's readiness polls (`infra.prometheus`). `active_targets()` reads scrape health with the client's
-own `get_targets`.
+(`loop.signals.PrometheusGuards`), the spend fact (`tools.ml.spent_so_far`), the benchmark (`infra.bench`), the
+local Prometheus's readiness polls (`infra.prometheus`) and the operator console's charts (`console`).
+`active_targets()` reads scrape health with the client's own `get_targets`.
 
 Not here, on purpose: Prometheus's admin endpoints that are not PromQL and that the client has no method for,
 `GET /api/v1/rules` and `POST /-/reload` (lifecycle API), stay plain HTTP in `infra.prometheus`, which owns the
@@ -83,6 +84,51 @@ def query(promql: str, url: str | None = None, timeout: float = 5.0) -> QueryRes
         return QueryResult(promql=promql, ok=True, samples=samples(raw), raw=raw)
     except Exception as exc:
         return QueryResult(promql=promql, ok=False, error=_describe(exc, url))
+
+
+class RangeSeries(BaseModel):
+    """One series of a range query: its labels and its (unix seconds, value) points, NaN points dropped."""
+
+    labels: dict[str, str] = Field(default_factory=dict)
+    points: list[tuple[float, float]] = Field(default_factory=list)
+
+
+class RangeResult(BaseModel):
+    """A range answer (`query_range`): the series, or the error that prevented them."""
+
+    promql: str
+    ok: bool
+    series: list[RangeSeries] = Field(default_factory=list)
+    error: str | None = None
+
+
+def range_series(result: Any) -> list[RangeSeries]:
+    """Normalise the `data.result` matrix of a range query (`[{"metric": {...}, "values": [[t, "v"], ...]}]`)."""
+    out = []
+    for item in result or []:
+        points = [(float(t), float(v)) for t, v in item.get("values") or []]
+        out.append(RangeSeries(labels={str(k): str(v) for k, v in (item.get("metric") or {}).items()},
+                               points=[(t, v) for t, v in points if math.isfinite(v)]))
+    return out
+
+
+def query_range(promql: str, start: float, end: float, step_seconds: float, url: str | None = None,
+                timeout: float = 5.0) -> RangeResult:
+    """Run one range query from `start` to `end` (unix seconds) every `step_seconds`. Like `query`, never raises
+    for Prometheus trouble: the error comes back with `ok=False`."""
+    from datetime import UTC, datetime
+
+    if not url:
+        from autooptimizer.settings import get_settings
+
+        url = get_settings().prometheus_url
+    try:
+        with connect(url, timeout) as prom:
+            raw = prom.custom_query_range(promql, start_time=datetime.fromtimestamp(start, UTC),
+                                          end_time=datetime.fromtimestamp(end, UTC), step=f"{step_seconds:g}s")
+        return RangeResult(promql=promql, ok=True, series=range_series(raw))
+    except Exception as exc:
+        return RangeResult(promql=promql, ok=False, error=_describe(exc, url))
 
 
 def active_targets(url: str, timeout: float = 2.0) -> list[dict[str, Any]] | None:

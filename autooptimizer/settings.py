@@ -47,6 +47,8 @@ class Settings(BaseSettings):
     search_port: int = Field(default=8700, description="AUTOOPT_SEARCH_PORT")
     api_port: int = Field(default=8800, description="AUTOOPT_API_PORT")
     api_token: str | None = Field(default=None, description="AUTOOPT_API_TOKEN")
+    read_networks: str = Field(default="", description="AUTOOPT_READ_NETWORKS: comma-separated CIDRs whose clients "
+                               "may read the API and console without the token (loopback always may)")
     threads: int = Field(default_factory=idle_threads, ge=1,
                          description="AUTOOPT_THREADS: torch CPU threads (default: the cores idle at start, "
                          "see infra/cpu.py)")
@@ -76,6 +78,19 @@ class Settings(BaseSettings):
     def _known_env(cls, value: str) -> str:
         if value not in ENVIRONMENTS:
             raise ValueError(f"AUTOOPT_ENV={value!r} is not a known environment; use one of {ENVIRONMENTS}")
+        return value
+
+    @field_validator("read_networks")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        import ipaddress
+
+        for part in (p.strip() for p in value.split(",")):
+            if part:
+                try:
+                    ipaddress.ip_network(part, strict=False)
+                except ValueError as exc:
+                    raise ValueError(f"{part!r} is not a network in CIDR form (e.g. 10.0.0.0/8)") from exc
         return value
 
     @model_validator(mode="after")

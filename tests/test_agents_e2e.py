@@ -26,11 +26,12 @@ def test_ndcg_drop_runs_metrics_data_ml_devops_with_nested_trace():
     reg, world = demo_registry()
     res = run_chat("NDCG dropped, fix the reranker", registry=reg)
     assert res.status == "completed" and res.routed_to == "metrics"
+    # the ML job is the retrain pipeline's (ml/pipeline.py): train, register, evaluate, in the loop's order
     assert [(c.agent, c.tool) for c in res.tool_calls] == [
         ("metrics", "query_metrics"), ("metrics", "check_quality_gates"),
         ("data", "build_dataset"), ("data", "explain_reranker"), ("data", "augment_dataset"),
         ("data", "build_dataset"),
-        ("ml", "train_reranker"), ("ml", "evaluate_model"), ("ml", "evaluate_model"), ("ml", "register_model"),
+        ("ml", "train_reranker"), ("ml", "register_model"), ("ml", "evaluate_model"), ("ml", "evaluate_model"),
         ("devops", "deploy_canary"), ("devops", "start_ab_test"), ("devops", "promote_model")]
     assert all(c.decision == "permit" and c.executed and not c.error for c in res.tool_calls)
     assert _ran(world) == [c.tool for c in res.tool_calls]
@@ -42,8 +43,9 @@ def test_ndcg_drop_runs_metrics_data_ml_devops_with_nested_trace():
     assert calls[4]["dataset"] == base_hash and augmented["from_dataset"] == base_hash
     assert augmented["augmented_csv"] == calls[4]["out_csv"]
     assert base["augmented_csv"] is None and calls[6]["dataset"] not in (None, base_hash)
-    assert calls[7] == {"model": "2", "data": "scifact", "split": None, "qids_file": None}
-    assert calls[8] == {"model": "champion", "data": "scifact", "split": None, "qids_file": None}
+    assert calls[7] == {"version": "2"}  # register before evaluate, as the pipeline orders them
+    assert calls[8] == {"model": "2", "data": "scifact", "split": None, "qids_file": None}
+    assert calls[9] == {"model": "champion", "data": "scifact", "split": None, "qids_file": None}
     assert calls[10] == {"model_version": "2", "weight": 0.5}
     assert calls[11]["model_version"] == calls[12]["model_version"] == "2"
     assert res.pending_approvals == [] and "devops (release, done)" in res.answer and world.stable == "2"
@@ -74,7 +76,8 @@ def test_worse_challenger_offline_is_not_deployed():
     reg, world = demo_registry()
     world.challenger_ndcg10, world.champion_ndcg10 = 0.50, 0.65  # below the champion by more than the tolerance
     res = run_chat("NDCG dropped, fix the reranker", registry=reg)
-    assert res.status == "completed" and [c.tool for c in res.tool_calls][-1] == "register_model"
+    # the ML job ends with the evaluation (the pipeline's order: train, register, evaluate)
+    assert res.status == "completed" and [c.tool for c in res.tool_calls][-1] == "evaluate_model"
     assert not {"deploy_canary", "start_ab_test", "promote_model"} & set(_ran(world))
     assert "not deployed" in res.answer and "0.5000" in res.answer
 

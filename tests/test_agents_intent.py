@@ -18,8 +18,10 @@ from autooptimizer.agents.intent import (
 )
 from autooptimizer.agents.router import Route
 from autooptimizer.policies.audit import AuditLog
+from autooptimizer.policies.catalog import load_catalog
 
-READS = ["check_quality_gates", "evaluate_model", "explain_reranker", "query_metrics"]
+# every read tool of the policy catalogue (a question may use exactly these)
+READS = sorted(name for name, entry in load_catalog().tools.items() if entry.risk == "read")
 
 
 class _Router:

@@ -21,8 +21,9 @@ GOAL = "NDCG dropped, fix the reranker"
 UP_TO_TRAINING = [("metrics", "query_metrics"), ("metrics", "check_quality_gates"), ("data", "build_dataset"),
                   ("data", "explain_reranker"), ("data", "augment_dataset"), ("data", "build_dataset"),
                   ("ml", "train_reranker")]
-AFTER_TRAINING = [("ml", "train_reranker"), ("ml", "evaluate_model"), ("ml", "evaluate_model"),
-                  ("ml", "register_model"), ("devops", "deploy_canary"), ("devops", "start_ab_test"),
+# the ML job is the retrain pipeline's (ml/pipeline.py): train, register, evaluate, in the loop's order
+AFTER_TRAINING = [("ml", "train_reranker"), ("ml", "register_model"), ("ml", "evaluate_model"),
+                  ("ml", "evaluate_model"), ("devops", "deploy_canary"), ("devops", "start_ab_test"),
                   ("devops", "promote_model")]
 CHANGE_TOOLS = {"build_dataset", "augment_dataset", "train_reranker", "register_model", "delete_model",
                 "set_model_alias", "start_ab_test", "deploy_canary", "promote_model", "rollback_deployment",
@@ -85,11 +86,12 @@ def test_ndcg_drop_fix_runs_the_real_tools_pauses_for_training_and_resumes_to_pr
     trained_on = load_dataset(args[6]["dataset"]).manifest
     assert trained_on.hash == out[5]["hash"] and trained_on.parent_dataset == base
     assert trained_on.counts.augmented_queries == 8
+    # the train tool now also takes the original domain and an artifacts folder (the pipeline's repair passes both)
     assert args[6] == {"dataset": trained_on.hash, "parent": "champion", "trainer": "ltr", "seed": 0,
-                       "max_steps": 200, "time_budget_s": 900.0}
+                       "max_steps": 200, "time_budget_s": 900.0, "original": "scifact", "artifacts_dir": None}
     assert res.answer.startswith("Paused:") and approval_id in res.answer
 
-    # a person approves; the same conversation goes on: train -> evaluate -> register -> canary -> A/B -> promote
+    # a person approves; the same conversation goes on: train -> register -> evaluate -> canary -> A/B -> promote
     ApprovalStore().approve(approval_id, by="test")
     done = resume_chat(approval_id, sample_source=w.source)
     assert done.status == "completed" and done.pending_approvals == []
@@ -100,12 +102,13 @@ def test_ndcg_drop_fix_runs_the_real_tools_pauses_for_training_and_resumes_to_pr
     assert trained.approval_id == approval_id
     assert trained.args == args[6]  # exactly the call that was approved
     assert ApprovalStore().get(approval_id).status == "used"
-    version = after[1].args["model"]
+    version = after[1].args["version"]
     assert model_store.exists(version) and version != w.champion
     assert [c.args for c in after[1:]] == [
+        {"version": version},
         {"model": version, "data": w.domain, "split": None, "qids_file": None},
         {"model": "champion", "data": w.domain, "split": None, "qids_file": None},
-        {"version": version}, {"model_version": version, "weight": load_profile("dev").ab_test.canary_weight},
+        {"model_version": version, "weight": load_profile("dev").ab_test.canary_weight},
         {"model_version": version, "control_version": None, "min_samples": None, "max_duration_seconds": None},
         {"model_version": version}]
     patch = Release().git.read_patch()
@@ -157,8 +160,8 @@ def test_cli_chat_staging_json_leaves_approvals_pending_until_promotion(world):
     assert out.exit_code == 0, out.output
     data = json.loads(out.stdout)
     calls = [(c["tool"], c["decision"], c["executed"]) for c in data["tool_calls"]][len(UP_TO_TRAINING):]
-    assert calls == [("train_reranker", "permit", True), ("evaluate_model", "permit", True),
-                     ("evaluate_model", "permit", True), ("register_model", "permit", True),
+    assert calls == [("train_reranker", "permit", True), ("register_model", "permit", True),
+                     ("evaluate_model", "permit", True), ("evaluate_model", "permit", True),
                      ("deploy_canary", "permit", True),
                      ("start_ab_test", "permit", True), ("promote_model", "needs_approval", False)]
     (promote_id,) = data["pending_approvals"]

@@ -16,6 +16,7 @@ from autooptimizer.testing import TinyService, make_versions
 
 TOKEN = "t0ken-for-tests"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+LOOPBACK = ("127.0.0.1", 50000)
 CHANGES = [f"{API}/trigger", f"{API}/kill-switch/on", f"{API}/kill-switch/off", f"{API}/approvals/x/approve",
            f"{API}/approvals/x/deny"]
 
@@ -28,7 +29,8 @@ def client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClie
     svc = TinyService(tmp_path, "v-a")
     monkeypatch.setenv("AUTOOPT_SEARCH_PORT", str(svc.server.port))
     get_settings.cache_clear()
-    with TestClient(create_app()) as c:
+    # reads are open to loopback clients only (api/access.py); TestClient's default client host is "testclient"
+    with TestClient(create_app(), client=LOOPBACK) as c:
         c.service = svc  # type: ignore[attr-defined]
         yield c
         c.app.state.runner.wait(60)
@@ -59,7 +61,7 @@ def test_refused_calls_change_nothing(client: TestClient) -> None:
 def test_no_configured_token_refuses_every_change(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("AUTOOPT_API_TOKEN")
     get_settings.cache_clear()
-    with TestClient(create_app()) as c:
+    with TestClient(create_app(), client=LOOPBACK) as c:
         r = c.post(f"{API}/kill-switch/on", headers=AUTH)
         assert r.status_code == 403 and "no AUTOOPT_API_TOKEN" in r.text
 
@@ -174,3 +176,58 @@ def test_openapi_documents_every_answer(client: TestClient) -> None:
     assert "404" in paths[f"{API}/cycles/{{cycle_id}}"]["get"]["responses"]
     assert "text/plain" in paths[f"{API}/metrics"]["get"]["responses"]["200"]["content"]
     assert "security" not in paths[f"{API}/status"]["get"]
+
+
+# -- who may read (api/access.py) -------------------------------------------------------------------------------------
+READS = [f"{API}/status", f"{API}/history", f"{API}/metrics", f"{API}/approvals", f"{API}/kill-switch",
+         f"{API}/cycles/si_2000_01_01_001"]
+
+
+@pytest.mark.parametrize("path", READS)
+def test_reads_from_elsewhere_need_the_token(client: TestClient, path: str) -> None:
+    """Approval evidence, history and traces are not for anyone who can reach the port: a client that is not
+    loopback (nor in AUTOOPT_READ_NETWORKS) gets the change endpoints' 401/403 and nothing else."""
+    remote = TestClient(client.app, client=("203.0.113.7", 40000))
+    r = remote.get(path)
+    assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+    assert "loopback" in r.json()["detail"] and "approvals" not in r.text
+    assert remote.get(path, headers={"Authorization": "Bearer wrong"}).status_code == 403
+    assert remote.get(path, headers=AUTH).status_code in (200, 404)  # the token reads (404: no such cycle)
+    assert client.get(path).status_code in (200, 404)  # loopback reads without it
+
+
+def test_read_networks_open_reads_to_a_network(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AUTOOPT_READ_NETWORKS", "10.0.0.0/8, 2001:db8::/32")
+    get_settings.cache_clear()
+    app = create_app(start_scheduler=False)
+    assert TestClient(app, client=("10.1.2.3", 1)).get(f"{API}/status").status_code == 200
+    assert TestClient(app, client=("2001:db8::5", 1)).get(f"{API}/status").status_code == 200
+    assert TestClient(app, client=("11.0.0.1", 1)).get(f"{API}/status").status_code == 401
+    # a write still needs the token from an open network
+    assert TestClient(app, client=("10.1.2.3", 1)).post(f"{API}/kill-switch/on").status_code == 401
+
+
+def test_a_bad_read_network_names_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    from autooptimizer.errors import ConfigError
+    from autooptimizer.settings import load_settings
+
+    monkeypatch.setenv("AUTOOPT_READ_NETWORKS", "10.0.0.0/8,office")
+    with pytest.raises(ConfigError, match="AUTOOPT_READ_NETWORKS") as err:
+        load_settings()
+    assert "'office' is not a network in CIDR form" in str(err.value)
+
+
+def test_openapi_documents_the_read_refusals(client: TestClient) -> None:
+    paths = client.get("/openapi.json").json()["paths"]
+    for path in READS:
+        op = paths[path.replace("si_2000_01_01_001", "{cycle_id}")]["get"]
+        assert {"401", "403"} <= set(op["responses"]), path
+    assert not [p for p in paths if p.startswith("/ui")]  # the console is HTML for browsers, not API
+
+
+def test_health_is_open_and_reveals_nothing(client: TestClient) -> None:
+    """The Helm chart's readiness probe comes from the node, not loopback: it needs an answer without the token."""
+    remote = TestClient(client.app, client=("10.244.0.1", 40000))
+    r = remote.get(f"{API}/health")
+    assert r.status_code == 200 and r.json() == {"ok": True}
+    assert "security" not in client.get("/openapi.json").json()["paths"][f"{API}/health"]["get"]

@@ -26,8 +26,8 @@ def test_crew_kickoff_runs_the_chain_and_blocks_injection():
     assert [(c["agent"], c["tool"]) for c in run.tool_calls] == [
         ("metrics", "query_metrics"), ("metrics", "check_quality_gates"), ("data", "build_dataset"),
         ("data", "explain_reranker"), ("data", "augment_dataset"), ("data", "build_dataset"),
-        ("ml", "train_reranker"), ("ml", "evaluate_model"), ("ml", "evaluate_model"), ("ml", "register_model"),
-        ("devops", "deploy_canary"), ("devops", "start_ab_test"), ("devops", "promote_model")]
+        ("ml", "train_reranker"), ("ml", "register_model"), ("ml", "evaluate_model"), ("ml", "evaluate_model"),
+        ("devops", "deploy_canary"), ("devops", "start_ab_test"), ("devops", "promote_model")]  # pipeline order
     assert all(c["executed"] for c in run.tool_calls) and len(world.executed) == 13
     assert run.tool_calls[10]["args"] == {"model_version": "2", "weight": 0.5}
     assert "devops (release, done)" in out.raw

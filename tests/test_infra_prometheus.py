@@ -38,7 +38,7 @@ def test_config_and_rules_are_valid(tmp_path: Path) -> None:
     if promtool:  # Debian's prometheus package ships it
         out = subprocess.run([promtool, "check", "config", str(prom.config_path)], capture_output=True, text=True)
         assert out.returncode == 0, out.stdout + out.stderr
-        assert "4 rules found" in out.stdout + out.stderr
+        assert "7 rules found" in out.stdout + out.stderr  # 4 gates + 3 per-version signals (version_signals.py)
 
 
 def test_missing_binary_names_the_install_command(tmp_path: Path) -> None:
@@ -63,7 +63,8 @@ def test_context_manager_scrapes_and_stops(tmp_path: Path) -> None:
         assert result[0]["metric"]["job"] == "self"
         assert prom.target_health() == {f"self/127.0.0.1:{port}": "up"}
         rules = prom.rules()
-        assert {g["name"] for g in rules} == {"autoopt-gates-recording", "autoopt-gates-alerts"}
+        assert {g["name"] for g in rules} == {"autoopt-gates-recording", "autoopt-version-signals",
+                                              "autoopt-gates-alerts"}
         assert (tmp_path / "data").is_dir()
     assert not port_open("127.0.0.1", port)
 

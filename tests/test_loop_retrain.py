@@ -1,5 +1,6 @@
-"""The retrain half of an NDCG cycle on tiny data: the real tools through the real registry/PDP/audit, MLflow (sqlite),
-the live feedback log in the service's format; held-out queries never reach training."""
+"""The retrain half of an NDCG cycle on tiny data: the retrain pipeline's steps (ml/pipeline.py) as the loop runs them,
+the real tools through the real registry/PDP/audit, MLflow (sqlite), the live feedback log in the service's format;
+held-out queries never reach training."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ import pytest
 import yaml
 from fake_prometheus import FakeProm, vector
 
-from autooptimizer.errors import InputError
 from autooptimizer.loop import retrain
+from autooptimizer.ml import pipeline_data
 from autooptimizer.search import aliases, model_store
 from autooptimizer.search.model_store import ModelSpec
 from autooptimizer.search.sample_data import write_tiny_domain, write_tiny_original
@@ -61,41 +62,11 @@ def _live_log(data: Path, spec: ModelSpec, tmp_path: Path) -> Path:
     return log
 
 
-def test_helpers_split_filter_and_holdout_folder(data: Path, tmp_path: Path) -> None:
-    from autooptimizer.ml.feedback import split_judged
-    from autooptimizer.search.beir import load_beir
-
-    fb, held = retrain.domain_split("dom", seed=3)
-    assert (fb, held) == split_judged([str(i) for i in range(1, 21)], 3) and len(fb) == len(held) == 10
-    assert retrain.normalise({"query_id": "cran/12", "dataset": None}) == {"query_id": "12", "dataset": "cran"}
-    assert retrain.normalise({"query_id": "12", "dataset": "cran"}) == {"query_id": "12", "dataset": "cran"}
-
-    log = tmp_path / "fb.jsonl"
-    rows = [{"query_id": f"dom/{q}", "query": "x", "model_version": "m", "judgments": {}} for q in ["1", "2", "3"]]
-    rows += [{"query_id": "other/9", "query": "y", "model_version": "m", "judgments": {}},
-             {"query_id": "dom/4", "query": "z", "model_version": "n", "judgments": {}}]
-    log.write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"torn": ')
-    assert retrain.shifted_domain(log) == "dom"
-    info = retrain.extract_feedback(log, "dom", "m", {"2"}, tmp_path / "out.jsonl")
-    kept = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()]
-    assert [r["query_id"] for r in kept] == ["1", "3"] and {r["dataset"] for r in kept} == {"dom"}
-    assert info["records"] == 2 and info["held_out_records_dropped"] == 1
-    with pytest.raises(InputError, match="no dom record served by nobody"):
-        retrain.extract_feedback(log, "dom", "nobody", set(), tmp_path / "none.jsonl")
-
-    folder = retrain.holdout_folder("dom", held, tmp_path / "holdout")
-    assert folder.name == "dom" and (folder / "corpus.jsonl").is_symlink()
-    ds = load_beir(folder)
-    assert set(ds.judged_queries()) == set(held) and set(ds.qrels) == set(held)
-    full = load_beir(data / "dom")
-    assert all(ds.qrels[q] == full.qrels[q] for q in held)
-
-
 def test_demo_replays_only_the_feedback_half_of_the_shift_domain(data: Path) -> None:
     from autooptimizer.demo import DemoOptions, demo_workload
 
     wl = demo_workload(DemoOptions(datasets=["scifact"], shift_to="dom", max_queries=5, seed=4))
-    fb, held = retrain.domain_split("dom", 4)
+    fb, held = pipeline_data.domain_split("dom", 4)
     assert sorted(q.query_id for q in wl.queries["dom"]) == fb
     assert not {q.query_id for q in wl.queries["dom"]} & set(held)
     assert len(wl.queries["scifact"]) == 5
@@ -103,9 +74,10 @@ def test_demo_replays_only_the_feedback_half_of_the_shift_domain(data: Path) -> 
 
 def test_retrain_runs_the_tools_in_order_and_keeps_the_holdout_out(data: Path, tmp_path: Path,
                                                                    prometheus: str) -> None:
-    from autooptimizer.loop.cycle import CycleOptions, CycleRunner
+    from autooptimizer.loop.cycle import CycleOptions, CycleRunner, CycleState
     from autooptimizer.ml import model_registry as registry
     from autooptimizer.ml.dataset import load_dataset
+    from autooptimizer.ml.pipeline import STEP_NAMES
 
     spec = ModelSpec(version=CHAMPION, kind="bi_encoder", fusion_weight=0.6, rerank_depth=20)
     model_store.save(spec)
@@ -115,27 +87,29 @@ def test_retrain_runs_the_tools_in_order_and_keeps_the_holdout_out(data: Path, t
 
     runner = CycleRunner()
     opts = CycleOptions(trigger="test", seed=1)  # no domain given: inferred from the recent traffic
-    rec = runner._begin(opts)
-    state: dict = {"options": opts.model_dump(), "decisions": []}
+    rec = runner.begin(opts)
+    state = CycleState(options=opts)
     art = Path(rec.artifacts_dir)
     out = retrain.run_retrain(runner, rec.id, opts, state, champion=CHAMPION, artifacts=art)
 
-    assert state["domain"] == "dom"
-    calls = [(d["agent"], d["tool"], d["decision"]) for d in state["decisions"]]
+    assert state.domain == "dom"
+    calls = [(d.agent, d.tool, d.decision) for d in state.decisions]
     assert calls == [("data", "build_dataset", "permit"), ("data", "explain_reranker", "permit"),
                      ("data", "augment_dataset", "permit"), ("data", "build_dataset", "permit"),
                      ("ml", "train_reranker", "permit"), ("ml", "register_model", "permit")] + \
-        [("ml", "evaluate_model", "permit")] * 4
+        [("ml", "evaluate_model", "permit")] * 4 + [("ml", "measure_serving_cost", "permit")]
     steps = [s.name for s in runner.journal.get(rec.id).steps]
     assert steps == ["split", "feedback", "dataset", "diagnose", "augment", "dataset_final", "train", "register",
                      "evaluate"]
+    assert steps == list(STEP_NAMES), "the loop journals the retrain pipeline's steps, in its order"
     for name in ("split.json", "feedback.jsonl", "base.dataset_manifest.yaml", "dataset_manifest.yaml",
-                 "diagnostic_report.json", "augmented_dataset.csv", "mlflow_run_id.txt", "evaluation.json"):
+                 "diagnostic_report.json", "augmented_dataset.csv", "mlflow_run_id.txt", "evaluation.json",
+                 "train_result.json"):
         assert (art / name).is_file(), name
 
     split = json.loads((art / "split.json").read_text())
     held = set(split["holdout"])
-    assert (split["feedback"], split["holdout"]) == tuple(map(list, retrain.domain_split("dom", 1)))
+    assert (split["feedback"], split["holdout"]) == tuple(map(list, pipeline_data.domain_split("dom", 1)))
     fed = [json.loads(x) for x in (art / "feedback.jsonl").read_text().splitlines()]
     assert {r["query_id"] for r in fed} == set(split["feedback"]), "every served feedback query, no held-out one"
     assert {(r["dataset"], r["model_version"]) for r in fed} == {("dom", CHAMPION)}
@@ -163,4 +137,6 @@ def test_retrain_runs_the_tools_in_order_and_keeps_the_holdout_out(data: Path, t
     assert ev["challenger"]["original_ndcg@10"] == ev["champion"]["original_ndcg@10"], "gated expert"
     assert out["promotable"] is ev["promotable"] and ev["reasons"]
     gain = ev["challenger"]["new_domain_ndcg@10"] - ev["champion"]["new_domain_ndcg@10"]
-    assert ev["promotable"] == (gain >= ev["new_domain_margin"])
+    cost = ev["serving_cost"]
+    assert cost["ratio"] == max(d["ratio"] for d in cost["domains"]) > 0, "measured on the held-out and test queries"
+    assert ev["promotable"] == (gain >= ev["new_domain_margin"] and cost["ratio"] <= 1.2)

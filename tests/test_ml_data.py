@@ -168,3 +168,19 @@ def test_augmentation_is_identical_across_processes(tmp_path: Path, log: Path) -
         subprocess.run([sys.executable, "-c", code], check=True, env=env, capture_output=True, timeout=300)
         outs.append(out.read_bytes())
     assert outs[0] == outs[1]
+
+
+def test_the_live_logs_query_ids_give_the_dataset_its_domain(tmp_path: Path) -> None:
+    """The service's log (what the chat's data agent builds from) carries query_id "<dataset>/<id>" and no dataset:
+    a dataset built from it must know its domain, or training refuses it ("dataset records no domain")."""
+    from autooptimizer.ml.feedback import FeedbackRecord
+
+    rec = FeedbackRecord(query="q", model_version="v1", judgments={"cran/7": 1}, query_id="cran/12")
+    assert (rec.dataset, rec.query_id, rec.key) == ("cran", "12", "cran/12")
+    kept = FeedbackRecord(query="q", model_version="v1", judgments={}, query_id="x/1", dataset="cisi")
+    assert (kept.dataset, kept.query_id) == ("cisi", "x/1"), "an explicit dataset is never overwritten"
+    log = tmp_path / "live.jsonl"
+    log.write_text(json.dumps({"query": "flow over a plate", "model_version": "v1", "query_id": "cran/12",
+                               "judgments": {"cran/7": 2}, "served": [{"doc_id": "cran/7"}, {"doc_id": "cran/9"}]})
+                   + "\n")
+    assert build_dataset(log).domains == ["cran"]

@@ -50,19 +50,19 @@ def test_nothing_to_evaluate_is_an_error() -> None:
 def test_promotion_rule_thresholds_come_from_the_profile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     champ = {"new_domain_ndcg@10": 0.40, "original_ndcg@10": 0.72}
     good = {"new_domain_ndcg@10": 0.45, "original_ndcg@10": 0.715}
-    assert promotion_rule(champ, good, champ, env="dev").promotable
+    assert promotion_rule(champ, good, champ, env="dev", serving_cost_ratio=1.0).promotable
     regress = {"new_domain_ndcg@10": 0.45, "original_ndcg@10": 0.70}
-    d = promotion_rule(champ, regress, champ, env="dev")
+    d = promotion_rule(champ, regress, champ, env="dev", serving_cost_ratio=1.0)
     assert not d.promotable and any("original-domain drop vs champion" in r for r in d.reasons)
     small = {"new_domain_ndcg@10": 0.405, "original_ndcg@10": 0.72}
-    assert not promotion_rule(champ, small, champ, env="dev").promotable
+    assert not promotion_rule(champ, small, champ, env="dev", serving_cost_ratio=1.0).promotable
     gold = {"new_domain_ndcg@10": 0.30, "original_ndcg@10": 0.74}
-    d = promotion_rule(champ, good, gold, env="dev")
+    d = promotion_rule(champ, good, gold, env="dev", serving_cost_ratio=1.0)
     assert not d.promotable and any("vs gold" in r for r in d.reasons)
     # a profile with a larger margin changes the decision: thresholds are not hard-coded
     (tmp_path / "dev.yaml").write_text("name: dev\npromotion:\n  newDomainMargin: 0.1\n  originalTolerance: 0.01\n")
     monkeypatch.setenv("AUTOOPT_PROFILES_DIR", str(tmp_path))
-    d = promotion_rule(champ, good, champ, env="dev")
+    d = promotion_rule(champ, good, champ, env="dev", serving_cost_ratio=1.0)
     assert not d.promotable and d.new_domain_margin == 0.1
 
 
@@ -90,3 +90,28 @@ def test_evaluate_model_tool_scores_only_the_listed_holdout(tmp_path: Path) -> N
                                              "qids_file": str(tmp_path / "held.txt")})
     assert every.executed and held.executed, (every.error, held.error)
     assert held.result["queries"] == 2 < every.result["queries"]
+
+
+def test_promotion_rule_refuses_a_challenger_over_the_serving_cost_budget(tmp_path, monkeypatch) -> None:
+    """The speed issue's latency budget: CPU per query (side by side) at most maxServingCostRatio x the champion's;
+    an unmeasured or non-finite ratio is refused; a profile may switch the check off with null."""
+    import shutil
+
+    import yaml
+
+    from autooptimizer.profiles import profile_path
+
+    champ = {"new_domain_ndcg@10": 0.40, "original_ndcg@10": 0.70}
+    good = {"new_domain_ndcg@10": 0.50, "original_ndcg@10": 0.70}
+    for ratio, ok in ((1.0, True), (1.2, True), (1.21, False), (3.0, False), (None, False), (float("nan"), False)):
+        d = promotion_rule(champ, good, champ, env="dev", serving_cost_ratio=ratio)
+        assert d.promotable is ok, (ratio, d.reasons)
+        assert any("serving cost" in r for r in d.reasons)
+    profiles = tmp_path / "profiles"
+    shutil.copytree(profile_path("dev").parent, profiles, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+    dev = yaml.safe_load((profiles / "dev.yaml").read_text())
+    dev["promotion"]["maxServingCostRatio"] = None
+    (profiles / "dev.yaml").write_text(yaml.safe_dump(dev))
+    monkeypatch.setenv("AUTOOPT_PROFILES_DIR", str(profiles))
+    d = promotion_rule(champ, good, champ, env="dev", serving_cost_ratio=None)
+    assert d.promotable and not any("serving cost" in r for r in d.reasons)

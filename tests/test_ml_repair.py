@@ -32,6 +32,7 @@ def test_repair_writes_every_artifact_and_respects_holdout(ml_world: dict, tmp_p
     assert fed == set(split["feedback"]), "held-out queries never reach the feedback log"
     assert res.holdout_queries == len(held) and res.feedback_queries == 13
     assert {s for s, p in seen if p == "done"} >= set(STEPS) - {"evaluate"} | {"evaluate"}
+    assert list(res.step_seconds) == list(STEPS), "repair reports the retrain pipeline's steps, in its order"
     for side in (res.champion, res.challenger):
         assert set(side) >= {"new_domain_ndcg@10", "original_ndcg@10", "version"}
     assert res.champion["version"] == "v1-parent" and res.challenger["version"].startswith("ltr-")

@@ -11,7 +11,7 @@ import pytest
 from fake_prometheus import FakeProm, vector
 
 from autooptimizer.infra.net import free_port
-from autooptimizer.promql import active_targets, query
+from autooptimizer.promql import active_targets, query, query_range
 
 
 @pytest.fixture
@@ -74,6 +74,26 @@ def test_active_targets(prom: FakeProm) -> None:
     assert active_targets(prom.url) == [target]
     prom.answer = lambda q: (500, {"status": "error"})
     assert active_targets(prom.url) is None
+
+
+def _matrix(*series: tuple[dict, list]) -> dict:
+    return {"status": "success", "data": {"resultType": "matrix",
+                                          "result": [{"metric": m, "values": v} for m, v in series]}}
+
+
+def test_range_series_keep_labels_and_drop_nan_points(prom: FakeProm) -> None:
+    prom.answer = lambda q: (200, _matrix(({"model_version": "v1"}, [[100, "0.5"], [130, "NaN"], [160, "0.7"]]),
+                                          ({"model_version": "v2"}, [[100, "+Inf"]])))
+    res = query_range("ndcg", 100.0, 160.0, 30.0, url=prom.url)
+    assert res.ok and prom.seen == ["ndcg"]
+    assert [(s.labels, s.points) for s in res.series] == [({"model_version": "v1"}, [(100.0, 0.5), (160.0, 0.7)]),
+                                                          ({"model_version": "v2"}, [])]
+
+
+def test_range_errors_come_back_in_the_result() -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    res = query_range("up", 0.0, 60.0, 15.0, url=url, timeout=1.0)
+    assert not res.ok and res.series == [] and res.error == f"Prometheus unreachable at {url} (ConnectionError)"
 
 
 # ---- one source: nothing else in the package speaks to Prometheus's query API ------------------------------------

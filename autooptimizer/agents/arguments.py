@@ -1,7 +1,10 @@
 """Tool arguments for the offline planner's playbook steps, built explicitly per step for the real tools' args
 models (`autooptimizer/tools/{metrics,data,ml,devops}.py`).
 
-Each step of playbooks.yaml has a builder here, under the step's name. A builder reads, and only reads:
+Each step of playbooks.yaml has a builder here, under the step's name; the data and ML steps' builders and learners
+are the retrain pipeline's (ml/pipeline.py: the same calls the loop and `autoopt repair` make), over a pipeline
+state made of the conversation's facts and the goal (`pipeline_state`), and the devops remedies are sized by
+loop/remedies.py as the loop sizes them. A builder reads, and only reads:
 
 1. `Facts` learned from earlier steps of this conversation: the dataset hash `build_dataset` returned, the version
    `train_reranker` trained, the A/B verdict, ... They name the exact objects this run made, so they win over
@@ -19,6 +22,7 @@ After a step ran, the learner of the same name turns its result into `Facts` for
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,19 +31,13 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from autooptimizer.agents.goal import GoalFacts
+from autooptimizer.loop.remedies import MAX_REPLICAS, cheaper_variant, next_replicas
+from autooptimizer.ml import pipeline
+from autooptimizer.ml.pipeline import Call, MissingInput, PipelineState
 from autooptimizer.search import metric_names as m
 
-AUGMENT_MIN_ROWS = 8  # augmented variants: one per feedback query, at least this many (as `autoopt repair` does)
-DEFAULT_RERANK_DEPTH = 50  # what the service reranks when the deployed state names no depth
-MIN_RERANK_DEPTH = 10
-
-
-class MissingInput(Exception):
-    """A step needs a value that neither earlier results nor the goal give."""
-
-    def __init__(self, field: str, hint: str) -> None:
-        super().__init__(f"{field}: {hint}")
-        self.field, self.hint = field, hint
+# the pipeline state's names for what Facts calls otherwise
+FACT_NAMES = {"challenger": "model_version"}
 
 
 class Facts(BaseModel):
@@ -193,126 +191,39 @@ def _learn_gates(r: dict) -> dict:
             "gates_all_ok": bool(gates) and all(g.get("status") == "ok" for g in gates)}
 
 
-# --- data ------------------------------------------------------------------------------------------------------
-@builder("build_dataset")
-def _build_dataset(ctx: StepContext) -> dict:
-    """From the goal's feedback log (a .jsonl path), else the service's own log (the tool's default)."""
-    return {"feedback_path": ctx.goal.path if _is_feedback_log(ctx.goal.path) else None}
+# --- data and ml: the retrain pipeline's calls (ml/pipeline.py) -------------------------------------------------
+def pipeline_state(ctx: StepContext) -> PipelineState:
+    """The pipeline state a chat step reads: this conversation's facts first, then what the goal names. The chat has
+    no artifacts folder, held-out split or original-domain guard (the supervisor compares challenger and champion on
+    the same data instead, `planner.offline_regression`)."""
+    facts, goal = ctx.facts, ctx.goal
+    log = goal.path if _is_feedback_log(goal.path) else None
+    folder = goal.path if goal.path and not log else None
+    return PipelineState(
+        feedback_path=facts.feedback_path or log, base_dataset=facts.base_dataset or goal.dataset_hash,
+        dataset=facts.dataset or goal.dataset_hash or folder, dataset_queries=facts.dataset_queries,
+        domain=facts.domain or goal.dataset or goal.path, augmented_csv=facts.augmented_csv,
+        challenger=facts.model_version or goal.model_version, target=goal.model_version or goal.alias,
+        explainer="lime" if re.search(r"\blime\b", ctx.goal_text, re.I) else None, trainer=goal.trainer,
+        max_steps=goal.steps, time_budget_s=goal.seconds)
 
 
-@learner("build_dataset")
-def _learn_dataset(r: dict) -> dict:
-    domains = r.get("domains") or []
-    sources = r.get("sources") or [{}]
-    return {"base_dataset": r.get("hash"), "dataset": r.get("hash"), "feedback_path": sources[0].get("path"),
-            "dataset_queries": (r.get("counts") or {}).get("queries"),
-            "domain": domains[0] if len(domains) == 1 else None}
+def _pipeline_args(call: Call, ctx: StepContext) -> dict[str, Any]:
+    return call.build(pipeline_state(ctx))
 
 
-@builder("explain_reranker")
-def _explain_reranker(ctx: StepContext) -> dict:
-    """Explain the model serving the traffic (the champion, unless the goal names one) on the feedback dataset."""
-    dataset = _need(ctx.facts.base_dataset or ctx.goal.dataset_hash, "dataset",
-                    "name a dataset hash, or let the data agent build one from the feedback log")
-    return {"dataset": dataset, "model": ctx.goal.model_version or ctx.goal.alias,
-            "explainer": "lime" if re.search(r"\blime\b", ctx.goal_text, re.I) else None}
+def _pipeline_facts(call: Call, result: dict) -> dict[str, Any]:
+    """What a pipeline call reads from its result, under Facts' names (values Facts has no field for dropped)."""
+    read = {FACT_NAMES.get(k, k): v for k, v in call.read(result).items()}
+    return {k: v for k, v in read.items() if k in Facts.model_fields}
 
 
-@learner("explain_reranker")
-def _learn_diagnosis(r: dict) -> dict:
-    return {"verdict": r.get("verdict")}
-
-
-@builder("augment_dataset")
-def _augment_dataset(ctx: StepContext) -> dict:
-    """Variants of the weak slice of the feedback dataset, written under AUTOOPT_HOME/augment/<hash>/."""
-    from autooptimizer.settings import get_settings
-
-    dataset = _need(ctx.facts.base_dataset or ctx.goal.dataset_hash, "dataset",
-                    "name a dataset hash, or let the data agent build one from the feedback log")
-    queries = ctx.facts.dataset_queries
-    return {"dataset": dataset,
-            "out_csv": str(get_settings().home / "augment" / dataset / "augmented_dataset.csv"),
-            "size": min(max(AUGMENT_MIN_ROWS, queries), 5000) if queries else None}
-
-
-@learner("augment_dataset")
-def _learn_augmented(r: dict) -> dict:
-    return {"augmented_csv": r.get("path")}
-
-
-@builder("build_augmented_dataset")
-def _build_augmented_dataset(ctx: StepContext) -> dict:
-    """The feedback dataset plus its augmented queries: the dataset training uses."""
-    return {"feedback_path": ctx.facts.feedback_path,
-            "augmented_csv": _need(ctx.facts.augmented_csv, "augmented_csv", "augment the dataset first"),
-            "from_dataset": _need(ctx.facts.base_dataset, "from_dataset", "build the feedback dataset first")}
-
-
-@learner("build_augmented_dataset")
-def _learn_augmented_dataset(r: dict) -> dict:
-    return {"dataset": r.get("hash")}
+for _name, (_step, _call) in pipeline.calls().items():
+    BUILDERS[_name] = functools.partial(_pipeline_args, _call)
+    LEARNERS[_name] = functools.partial(_pipeline_facts, _call)
 
 
 # --- ml --------------------------------------------------------------------------------------------------------
-def _dataset_to_train(ctx: StepContext) -> str:
-    path = ctx.goal.path if ctx.goal.path and not _is_feedback_log(ctx.goal.path) else None
-    return _need(ctx.facts.dataset or ctx.goal.dataset_hash or path, "dataset",
-                 "name a dataset hash or folder, or ask to fix the reranker so the data agent builds one")
-
-
-def _eval_data(ctx: StepContext) -> str:
-    return _need(ctx.facts.domain or ctx.goal.dataset or ctx.goal.path, "data",
-                 "name the dataset to evaluate on (e.g. scifact, or a BEIR folder)")
-
-
-@builder("train_reranker")
-def _train_reranker(ctx: StepContext) -> dict:
-    """A challenger from the champion on this conversation's dataset; trainer, steps and time budget only when
-    the goal says so (the tool's defaults otherwise)."""
-    return {"dataset": _dataset_to_train(ctx), "trainer": ctx.goal.trainer, "max_steps": ctx.goal.steps,
-            "time_budget_s": ctx.goal.seconds}
-
-
-@learner("train_reranker")
-def _learn_trained(r: dict) -> dict:
-    return {"model_version": r.get("version"), "mlflow_run_id": r.get("run_id")}
-
-
-@builder("evaluate_model")
-def _evaluate_model(ctx: StepContext) -> dict:
-    model = _need(ctx.facts.model_version or ctx.goal.model_version or ctx.goal.alias, "model",
-                  "name a model version or alias (champion, challenger, gold)")
-    return {"model": model, "data": _eval_data(ctx)}
-
-
-@learner("evaluate_model")
-def _learn_challenger_score(r: dict) -> dict:
-    return {"challenger_ndcg10": r.get("ndcg@10")}
-
-
-@builder("evaluate_champion")
-def _evaluate_champion(ctx: StepContext) -> dict:
-    """The champion on the same data, so the challenger's score has its reference."""
-    return {"model": "champion", "data": _eval_data(ctx)}
-
-
-@learner("evaluate_champion")
-def _learn_champion_score(r: dict) -> dict:
-    return {"champion_ndcg10": r.get("ndcg@10")}
-
-
-@builder("register_model")
-def _register_model(ctx: StepContext) -> dict:
-    return {"version": _need(ctx.facts.model_version or ctx.goal.model_version, "version",
-                             "name the model version to register")}
-
-
-@learner("register_model")
-def _learn_registered(r: dict) -> dict:
-    return {"registered_version": r.get("mlflow_version")}
-
-
 @builder("delete_model")
 def _delete_model(ctx: StepContext) -> dict:
     return {"version": _need(ctx.goal.model_version, "version", "name the model version to delete")}
@@ -393,12 +304,17 @@ def _deployed(env: str) -> Any:
 
 @builder("scale_service")
 def _scale_service(ctx: StepContext) -> dict:
-    """The goal's replica count, else one more than deployed."""
+    """The goal's replica count, else the latency remedy's next count from the deployed one (double, up to
+    MAX_REPLICAS: loop/remedies.py, as the loop scales)."""
     if ctx.goal.replicas is not None:
         return {"replicas": ctx.goal.replicas}
     current = ctx.facts.replicas or getattr(_deployed(ctx.env), "replicas", None)
-    return {"replicas": _need(current + 1 if current else None, "replicas",
-                              "say how many replicas (the deployed count is unknown)")}
+    if current is None:
+        raise MissingInput("replicas", "say how many replicas (the deployed count is unknown)")
+    if next_replicas(current) == current:
+        raise MissingInput("replicas", f"{current} replicas is the remedy's ceiling ({MAX_REPLICAS}); say how many, "
+                           "or ask for a cheaper variant")
+    return {"replicas": next_replicas(current)}
 
 
 @learner("scale_service")
@@ -408,11 +324,11 @@ def _learn_replicas(r: dict) -> dict:
 
 @builder("switch_variant")
 def _switch_variant(ctx: StepContext) -> dict:
-    """The goal's rerank depth, else half the deployed one (cheaper), as the loop's cost remedy does."""
+    """The goal's rerank depth, else the cheaper variant of the deployed one (loop/remedies.py, as the loop's cost
+    remedy)."""
     if ctx.goal.rerank_depth is not None:
         return {"rerank_depth": ctx.goal.rerank_depth}
-    current = ctx.facts.rerank_depth or getattr(_deployed(ctx.env), "rerank_depth", None) or DEFAULT_RERANK_DEPTH
-    return {"rerank_depth": max(MIN_RERANK_DEPTH, current // 2)}
+    return cheaper_variant(ctx.facts.rerank_depth or getattr(_deployed(ctx.env), "rerank_depth", None))
 
 
 @learner("switch_variant")

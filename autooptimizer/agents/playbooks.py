@@ -1,5 +1,6 @@
 """The playbooks (playbooks.yaml) as typed data: which job a specialist runs for a goal, its steps, and the
-remediation chains."""
+remediation chains. A `pipeline:` job's steps are the retrain pipeline's (ml/pipeline.py); the chains are the
+supervisor's delegation per gate (loop/remedies.py), the table the loop's planner reads."""
 
 from __future__ import annotations
 
@@ -8,7 +9,10 @@ from functools import lru_cache
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, model_validator
+from pydantic import BaseModel, Field, model_validator
+
+from autooptimizer.loop.remedies import Gate, delegations
+from autooptimizer.ml.pipeline import agent_steps
 
 HERE = Path(__file__).parent
 
@@ -34,9 +38,38 @@ class Step(BaseModel):
 
 class Job(BaseModel):
     name: str
-    steps: list[Step]
+    steps: list[Step] = Field(default_factory=list)
     match: str | None = None
     default: bool = False
+    pipeline: str | None = None  # an agent: the job's steps are its steps of the retrain pipeline
+    gate: Gate | None = None  # metrics: the gate this job reads; a fix runs the gate's delegation after it
+
+    @model_validator(mode="before")
+    @classmethod
+    def _pipeline_steps(cls, raw: object) -> object:
+        if isinstance(raw, dict) and raw.get("pipeline") is not None:
+            if raw.get("steps"):
+                raise ValueError(f"job {raw.get('name')}: give either `steps` or `pipeline`, not both")
+            steps = [Step(name=call.name, tool=step.tool or call.name, optional=step.optional)
+                     for step, call in agent_steps(str(raw["pipeline"]))]
+            if not steps:
+                raise ValueError(f"job {raw.get('name')}: the retrain pipeline has no steps for {raw['pipeline']!r}")
+            raw = {**raw, "steps": steps}
+        return raw
+
+    @model_validator(mode="after")
+    def _has_steps(self) -> Job:
+        if not self.steps:
+            raise ValueError(f"job {self.name} has no steps (give `steps` or `pipeline`)")
+        return self
+
+
+def chains(metrics_jobs: list[Job]) -> dict[str, list[str]]:
+    """The agents a fix runs after the metrics job that read its gate (agent, or agent:job): the gate's delegation
+    in loop/remedies.py, the metrics agent itself already done."""
+    return {job.name: ["metrics"] + [f"{d.agent}:{d.job}" if d.job else d.agent
+                                     for d in delegations(job.gate) if d.agent != "metrics"]
+            for job in metrics_jobs if job.gate is not None}
 
 
 class Playbooks(BaseModel):
@@ -84,5 +117,5 @@ class Playbooks(BaseModel):
 @lru_cache(maxsize=1)
 def load_playbooks(path: str | None = None) -> Playbooks:
     raw = yaml.safe_load(Path(path or HERE / "playbooks.yaml").read_text())
-    return Playbooks(intent=raw["remediate"]["intent"], chains=raw["remediate"]["chains"],
-                     jobs={a: [Job(**j) for j in js] for a, js in raw["jobs"].items()})
+    jobs = {a: [Job(**j) for j in js] for a, js in raw["jobs"].items()}
+    return Playbooks(intent=raw["remediate"]["intent"], chains=chains(jobs.get("metrics", [])), jobs=jobs)

@@ -1,6 +1,8 @@
 """The optimizer's REST API (FastAPI; OpenAPI docs at /docs): status, metrics, history, trigger, approvals and the
 kill switch. Every state-changing endpoint needs `Authorization: Bearer $AUTOOPT_API_TOKEN`: no header -> 401,
-a wrong token -> 403, and with no token configured every change is refused (403) — the API fails closed.
+a wrong token -> 403, and with no token configured every change is refused (403) — the API fails closed. Reads are
+open to loopback clients and AUTOOPT_READ_NETWORKS; anyone else needs the token too (`api.access`). The operator
+console (`autooptimizer.console`) is served from the same app at /ui.
 
 The token is checked before the request body is read (`_TokenFirstRoute`), so a caller without it gets 401/403
 whatever it sends, never a parser's 400/422. Every answer the API gives is in its OpenAPI schema (`responses=`);
@@ -9,7 +11,6 @@ tests/reliability/test_api_fuzz.py holds the server to that with Schemathesis.
 
 from __future__ import annotations
 
-import hmac
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -24,6 +25,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from autooptimizer.api.access import check_token, require_read
 from autooptimizer.errors import AutoOptError, InputError, NotFoundError
 from autooptimizer.loop.cycle import CycleOptions, CycleRunner
 from autooptimizer.loop.scheduler import Scheduler
@@ -79,17 +81,10 @@ _AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"model": Detail, "description": "The body could not be read as JSON."},
 }
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ProblemOut, "description": "No such id."}}
-
-
-def check_token(authorization: str | None, expected: str | None) -> None:
-    """401 without a usable bearer header, 403 with the wrong token or when none is configured (fail closed)."""
-    if not authorization or not authorization.lower().startswith("bearer ") or not authorization[7:].strip():
-        raise HTTPException(401, "Missing bearer token: send `Authorization: Bearer <AUTOOPT_API_TOKEN>`.",
-                            headers={"WWW-Authenticate": "Bearer"})
-    if not expected:
-        raise HTTPException(403, "This API has no AUTOOPT_API_TOKEN configured, so it refuses every change.")
-    if not hmac.compare_digest(authorization[7:].strip().encode(), expected.encode()):
-        raise HTTPException(403, "Wrong bearer token.")
+_READ_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"model": Detail, "description": "Not a loopback client or in AUTOOPT_READ_NETWORKS, and no bearer token."},
+    403: {"model": Detail, "description": "Not a loopback client or in AUTOOPT_READ_NETWORKS, and a wrong token."},
+}
 
 
 class _TokenFirstRoute(APIRoute):
@@ -124,6 +119,7 @@ def create_app(settings: Settings | None = None, *, runner: CycleRunner | None =
                   description="Status, history and control of the autonomous optimization loop.")
     app.state.runner, app.state.scheduler, app.state.settings = runner, scheduler, settings
     writes = APIRouter(route_class=_TokenFirstRoute, responses=_AUTH_RESPONSES)
+    reads = APIRouter(dependencies=[Depends(require_read)], responses=_READ_RESPONSES)
     bearer = HTTPBearer(auto_error=False, description="AUTOOPT_API_TOKEN; every change needs it.")
 
     if start_scheduler:
@@ -167,8 +163,17 @@ def create_app(settings: Settings | None = None, *, runner: CycleRunner | None =
         except InputError as exc:
             raise HTTPException(409, {"problem": exc.problem, "fix": exc.fix}) from exc
 
+    # -- liveness (open: it reveals no state; the Helm chart's readiness probe, which comes from the node) ----------
+    @app.get(f"{API}/health", responses={503: {"model": Detail, "description": "The cycle journal is unreadable."}})
+    def health() -> JSONResponse:
+        try:
+            runner.journal.list(1)
+        except Exception:  # noqa: BLE001 - any failure to read the journal means not ready
+            return SafeJSONResponse(status_code=503, content={"detail": "the cycle journal cannot be read"})
+        return SafeJSONResponse(status_code=200, content={"ok": True})
+
     # -- reads --------------------------------------------------------------------------------------------------
-    @app.get(f"{API}/status")
+    @reads.get(f"{API}/status")
     def status() -> dict[str, Any]:
         from autooptimizer.gates import evaluate_gates
         from autooptimizer.policies.killswitch import kill_switch
@@ -192,7 +197,7 @@ def create_app(settings: Settings | None = None, *, runner: CycleRunner | None =
             "last_cycle": None if last is None else _cycle_view(last),
         }
 
-    @app.get(f"{API}/metrics", response_class=Response,
+    @reads.get(f"{API}/metrics", response_class=Response,
              responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}},
                               "description": "Prometheus text exposition format."}})
     def metrics() -> Response:
@@ -201,22 +206,22 @@ def create_app(settings: Settings | None = None, *, runner: CycleRunner | None =
         body, ctype = render(runner, scheduler)
         return Response(body, media_type=ctype)
 
-    @app.get(f"{API}/history")
+    @reads.get(f"{API}/history")
     def history(limit: int = Query(20, ge=1, le=500)) -> dict[str, Any]:
         return {"cycles": [_cycle_view(r) for r in runner.journal.list(limit)]}
 
-    @app.get(f"{API}/cycles/{{cycle_id}}", responses=_NOT_FOUND)
+    @reads.get(f"{API}/cycles/{{cycle_id}}", responses=_NOT_FOUND)
     def cycle(cycle_id: str) -> dict[str, Any]:
         rec = runner.journal.get(cycle_id)
         return {**_cycle_view(rec), "steps": [s.model_dump() for s in rec.steps], "summary": rec.summary}
 
-    @app.get(f"{API}/approvals")
+    @reads.get(f"{API}/approvals")
     def approvals(status: Literal["pending", "approved", "denied", "used"] | None = None) -> dict[str, Any]:
         from autooptimizer.policies.approvals import ApprovalStore
 
         return {"approvals": [r.model_dump() for r in ApprovalStore().list(status=status)]}
 
-    @app.get(f"{API}/kill-switch")
+    @reads.get(f"{API}/kill-switch")
     def kill_switch_state() -> dict[str, Any]:
         from autooptimizer.policies.killswitch import kill_switch
 
@@ -256,5 +261,9 @@ def create_app(settings: Settings | None = None, *, runner: CycleRunner | None =
 
         return kill_switch.set(False, by=actor, reason=body.reason if body else "").model_dump()
 
+    app.include_router(reads)
     app.include_router(writes)
+    from autooptimizer.console import mount
+
+    mount(app)
     return app

@@ -94,7 +94,7 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         port: int = typer.Option(None, help="default AUTOOPT_API_PORT (8800)"),
         env: str = typer.Option(None, help="dev|staging|prod (default AUTOOPT_ENV)"),
     ) -> None:
-        """Serve the optimizer REST API (docs at /docs) and run the profile's scheduler."""
+        """Serve the optimizer REST API (docs at /docs), the operator console (/ui) and the profile's scheduler."""
         import uvicorn
 
         from autooptimizer.settings import get_settings
@@ -105,7 +105,8 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         settings = get_settings()
         from autooptimizer.api.app import create_app
 
-        typer.echo(f"AutoOptimizer API ({settings.env}) on http://{host}:{port or settings.api_port}/docs", err=True)
+        base = f"http://{host}:{port or settings.api_port}"
+        typer.echo(f"AutoOptimizer API ({settings.env}) on {base}/docs, console on {base}/ui", err=True)
         uvicorn.run(create_app(settings), host=host, port=port or settings.api_port, log_level="info")
 
     @helm_app.command("render")

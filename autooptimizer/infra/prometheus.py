@@ -2,7 +2,8 @@
 
 Layout under `<root>` (default AUTOOPT_HOME/prometheus/):
     prometheus.yml                 scrape config: 1 s interval; jobs `search` and `optimizer`
-    rules/autoopt-recording.yml    one recording rule per gate (same PromQL as autooptimizer.gates)
+    rules/autoopt-recording.yml    one recording rule per gate (same PromQL as autooptimizer.gates) and
+                                   per per-version signal (autooptimizer.version_signals)
     rules/autoopt-alerts.yml       one alert per gate (fires with the gate)
     data/                          TSDB storage
     prometheus.log, prometheus.pid, state.json (url, port, pid, targets)
@@ -73,8 +74,10 @@ class PromState(BaseModel):
 
 def rule_files(profile: Profile) -> dict[str, dict[str, Any]]:
     """Recording + alert rules for the four gates, from the same PromQL the gates evaluate (an alert also needs the
-    gate's sample counts at their minimum, as the gate does)."""
+    gate's sample counts at their minimum, as the gate does), and recording rules for the per-version signals
+    (`autooptimizer.version_signals`) the Grafana dashboard in deploy/grafana/ draws."""
     from autooptimizer.gates import gate_queries
+    from autooptimizer.version_signals import version_signals
 
     queries = gate_queries(profile)
     recording = {
@@ -83,7 +86,12 @@ def rule_files(profile: Profile) -> dict[str, dict[str, Any]]:
                 "name": "autoopt-gates-recording",
                 "interval": SCRAPE_INTERVAL,
                 "rules": [{"record": q.record, "expr": q.promql} for q in queries],
-            }
+            },
+            {
+                "name": "autoopt-version-signals",
+                "interval": SCRAPE_INTERVAL,
+                "rules": [{"record": s.record, "expr": s.promql} for s in version_signals(profile)],
+            },
         ]
     }
     alerts = {

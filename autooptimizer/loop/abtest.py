@@ -35,6 +35,7 @@ from autooptimizer.profiles import Profile
 
 Verdict = Literal["pass", "fail", "inconclusive"]
 
+NDCG_BINS = 10  # ArmStats.ndcg_histogram: equal bins over [0, 1]
 # Pairwise differences for the Hodges-Lehmann estimate are n*m floats: arms above this are subsampled (seeded).
 MAX_LATENCY_SAMPLES_PER_ARM = 1000
 
@@ -90,6 +91,8 @@ class ArmStats(BaseModel):
     samples: int
     mean_ndcg: float | None = None
     median_ndcg: float | None = None
+    ndcg_histogram: list[int] | None = Field(default=None, description="per-request NDCG@10 counts in NDCG_BINS "
+                                             "equal bins over [0, 1] (the arm's distribution, as the console draws it)")
     p95_latency_ms: float | None = Field(default=None, description="from Prometheus (all requests), for the gate")
     error_rate: float | None = None
     requests: float | None = Field(default=None, description="requests behind the error rate (Prometheus), when known")
@@ -293,8 +296,10 @@ def judge(
 
 def _describe(arr: np.ndarray) -> dict[str, object]:
     if arr.size == 0:
-        return {"samples": 0, "mean_ndcg": None, "median_ndcg": None}
-    return {"samples": int(arr.size), "mean_ndcg": float(arr.mean()), "median_ndcg": float(np.median(arr))}
+        return {"samples": 0, "mean_ndcg": None, "median_ndcg": None, "ndcg_histogram": None}
+    counts, _ = np.histogram(np.clip(arr, 0.0, 1.0), bins=NDCG_BINS, range=(0.0, 1.0))
+    return {"samples": int(arr.size), "mean_ndcg": float(arr.mean()), "median_ndcg": float(np.median(arr)),
+            "ndcg_histogram": [int(c) for c in counts]}
 
 
 def _describe_latency(arr: np.ndarray) -> dict[str, object]:

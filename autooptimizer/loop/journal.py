@@ -238,11 +238,8 @@ class CycleLock:
         with CycleLock._thread_lock:
             if self._fd is not None:
                 return False
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
+            fd = self._try_flock()
+            if fd is None:
                 return False
             os.ftruncate(fd, 0)
             os.write(fd, str(os.getpid()).encode())
@@ -265,11 +262,18 @@ class CycleLock:
         with CycleLock._thread_lock:
             if self._fd is not None:
                 return False
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+            fd = self._try_flock()
+            if fd is None:
                 return True
-            finally:
-                os.close(fd)  # closing drops the probe's flock
+            os.close(fd)  # closing drops the probe's flock
             return False
+
+    def _try_flock(self) -> int | None:
+        """A descriptor holding the exclusive flock, or None when someone else holds it (never waits)."""
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        return fd

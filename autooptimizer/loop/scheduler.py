@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 
 from autooptimizer.gates import GateName, GateReport, GateStreaks
-from autooptimizer.loop.cycle import GATE_PRIORITY, CycleOptions, CycleRunner, Gate
+from autooptimizer.loop.cycle import GATE_PRIORITY, CycleOptions, CycleRunner, FiredGate
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ class Scheduler:
     def tick(self) -> str | None:
         """The interval cycle: approved promotions, and only confirmed gates may start a path."""
         self.ticks += 1
-        act_on: list[Gate] = [*self.streaks.confirmed()]
+        act_on: list[FiredGate] = [*self.streaks.confirmed()]
         started = self.runner.trigger(CycleOptions(trigger="schedule", act_on=act_on))
         if started is None:
             self.skipped += 1

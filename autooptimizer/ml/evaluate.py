@@ -123,10 +123,12 @@ class PromotionDecision(BaseModel):
 
 def promotion_rule(
     champion: Mapping[str, float], challenger: Mapping[str, float], gold: Mapping[str, float] | None = None,
-    env: str | None = None,
+    env: str | None = None, *, serving_cost_ratio: float | None,
 ) -> PromotionDecision:
-    """Challenger must beat the champion on the new domain by `newDomainMargin` and lose at most
-    `originalTolerance` on the original domain, against the champion and against gold."""
+    """Challenger must beat the champion on the new domain by `newDomainMargin`, lose at most `originalTolerance`
+    on the original domain, against the champion and against gold, and cost at most `maxServingCostRatio` times the
+    champion's CPU per query (`serving_cost_ratio`, measured side by side; None = not measured, refused while the
+    profile sets a budget)."""
     from autooptimizer.profiles import load_profile
     from autooptimizer.settings import get_settings
 
@@ -158,5 +160,16 @@ def promotion_rule(
             reasons.append(f"original-domain drop vs {label} {drop:+.4f} > tolerance {p.original_tolerance}")
         else:
             reasons.append(f"original-domain drop vs {label} {drop:+.4f} <= tolerance {p.original_tolerance}")
+    budget = p.max_serving_cost_ratio
+    if budget is not None:
+        ratio = serving_cost_ratio if serving_cost_ratio is None or math.isfinite(serving_cost_ratio) else None
+        if ratio is None:
+            ok = False
+            reasons.append(f"serving cost unknown (not measured): the budget is {budget}x the champion's")
+        elif ratio > budget:
+            ok = False
+            reasons.append(f"serving cost {ratio:.2f}x the champion's CPU per query > budget {budget}x")
+        else:
+            reasons.append(f"serving cost {ratio:.2f}x the champion's CPU per query <= budget {budget}x")
     return PromotionDecision(promotable=ok, reasons=reasons, new_domain_margin=p.new_domain_margin,
                              original_tolerance=p.original_tolerance)

@@ -11,7 +11,7 @@ import random
 import time
 from pathlib import Path
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from autooptimizer.errors import InputError, NotFoundError
 
@@ -19,6 +19,14 @@ from autooptimizer.errors import InputError, NotFoundError
 class ServedDoc(BaseModel):
     doc_id: str
     score: float | None = None
+
+
+def split_query_id(dataset: str | None, query_id: str | None) -> tuple[str | None, str | None]:
+    """The live log's form in the builder's terms: the simulator sends query_id "<dataset>/<id>" and no dataset;
+    datasets key queries by (dataset, id) and take their domains from `dataset`."""
+    if not dataset and isinstance(query_id, str) and "/" in query_id:
+        dataset, query_id = query_id.split("/", 1)
+    return dataset, query_id
 
 
 class FeedbackRecord(BaseModel):
@@ -31,6 +39,11 @@ class FeedbackRecord(BaseModel):
     ndcg10: float | None = None
     ts: float | None = None
     request_id: str | None = None
+
+    @model_validator(mode="after")
+    def _dataset_from_query_id(self) -> FeedbackRecord:
+        self.dataset, self.query_id = split_query_id(self.dataset, self.query_id)
+        return self
 
     @property
     def key(self) -> str:

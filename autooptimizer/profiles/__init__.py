@@ -56,6 +56,10 @@ class Cost(_Strict):
 class Promotion(_Strict):
     new_domain_margin: float = Field(default=0.01, alias="newDomainMargin", ge=0)
     original_tolerance: float = Field(default=0.01, alias="originalTolerance", ge=0)
+    max_serving_cost_ratio: float | None = Field(
+        default=1.2, alias="maxServingCostRatio", gt=1.0,
+        description="challenger CPU time per query / the champion's, measured side by side; above it the challenger "
+                    "is refused (unmeasured: refused too). null switches the check off")
 
 
 class ABTest(_Strict):

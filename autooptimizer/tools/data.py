@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from pydantic import BaseModel, Field
 
@@ -11,12 +11,23 @@ from autooptimizer.tools.context import ToolContext
 from autooptimizer.tools.registry import tool
 
 
+class AugmentRecipe(BaseModel):
+    """How an augmented CSV was made (augment_dataset's result), recorded in the dataset's manifest and hash."""
+
+    methods: dict[str, int]
+    rows: int = Field(ge=0)
+    seed: int
+    weak_queries: int = Field(ge=0)
+
+
 class BuildDatasetArgs(BaseModel):
     feedback_path: str | None = Field(None, description="feedback log; default AUTOOPT_HOME/feedback/feedback.jsonl")
     parent_version: str | None = Field(None, description="model version that served the traffic")
     hard_negatives: int = Field(10, ge=0, le=100)
     augmented_csv: str | None = Field(None, description="augmented_dataset.csv to add")
     from_dataset: str | None = Field(None, description="dataset hash the augmented CSV was made from")
+    augmentation: AugmentRecipe | None = Field(None, description="the augmented CSV's recipe (augment_dataset's "
+                                               "methods, rows, seed, weak_queries)")
 
 
 class ExplainRerankerArgs(BaseModel):
@@ -47,8 +58,22 @@ def build_dataset(args: BuildDatasetArgs, ctx: ToolContext) -> dict[str, Any]:
 
     fb = args.feedback_path or str(ctx.settings.feedback_log)
     m = build(fb, parent_version=args.parent_version, hard_negatives_k=args.hard_negatives,
-              augmented_csv=args.augmented_csv, parent_dataset=args.from_dataset)
+              augmented_csv=args.augmented_csv, parent_dataset=args.from_dataset,
+              augmentation=args.augmentation.model_dump() if args.augmentation else None)
     return {**m.model_dump(mode="json"), "path": str(datasets_root() / m.hash)}
+
+
+def _baseline_ndcg10(version: str) -> float | None:
+    """The model's original-domain NDCG@10 from its bootstrap record (the diagnosis compares the traffic's with it);
+    None for a model without one."""
+    from autooptimizer.search import model_store
+
+    try:
+        boot = model_store.read_extra(version, "bootstrap.json")
+    except InputError:  # not a stored version name (e.g. a model folder)
+        return None
+    value: object = cast("dict[str, Any]", boot).get("test_ndcg10") if isinstance(boot, dict) else None
+    return float(value) if isinstance(value, int | float) else None
 
 
 @tool(name="explain_reranker", owner="data", risk="read")
@@ -67,7 +92,8 @@ def explain_reranker(args: ExplainRerankerArgs, ctx: ToolContext) -> dict[str, A
                          "Pass reference_split='train' (or leave it unset for a folder without splits).")
     train_q = list(load_beir(settings.dataset(args.reference_data), split=args.reference_split).queries.values())
     rep = diagnose(spec, load_collection(ds.manifest.domains), ds, train_q, n_queries=args.queries,
-                   explainer=args.explainer, max_evals=args.max_evals)
+                   explainer=args.explainer, max_evals=args.max_evals,
+                   baseline_ndcg10=_baseline_ndcg10(spec.version))
     path = write_report(rep, args.out_dir or settings.path("diagnostics", ds.manifest.hash, "x").parent)
     return {"verdict": rep.verdict, "evidence": rep.evidence, "jsd": rep.term_shift.jsd,
             "under_weighted_terms": rep.under_weighted_terms[:10], "report": str(path)}

@@ -24,6 +24,9 @@ class TrainRerankerArgs(BaseModel):
     seed: int = 0
     max_steps: int = Field(200, ge=1, le=100000)
     time_budget_s: float = Field(900.0, gt=0, le=86400)
+    original: str = Field("scifact", description="the original domain (BEIR folder or name): replay pairs and the "
+                          "expert gate's reference queries")
+    artifacts_dir: str | None = Field(None, description="folder for train_result.json (and neural checkpoints)")
 
 
 class EvaluateModelArgs(BaseModel):
@@ -99,8 +102,10 @@ def train_reranker(args: TrainRerankerArgs, ctx: ToolContext) -> dict[str, Any]:
     from autooptimizer.ml.evaluate import resolve_model
     from autooptimizer.ml.train import TrainConfig, train
 
-    cfg = TrainConfig(trainer=args.trainer, seed=args.seed, max_steps=args.max_steps, time_budget_s=args.time_budget_s)
-    res = train(args.dataset, parent_version=resolve_model(args.parent).version, cfg=cfg)
+    cfg = TrainConfig(trainer=args.trainer, seed=args.seed, max_steps=args.max_steps, time_budget_s=args.time_budget_s,
+                      original=args.original)
+    res = train(args.dataset, parent_version=resolve_model(args.parent).version, cfg=cfg,
+                artifacts_dir=args.artifacts_dir)
     return {"version": res.version, "run_id": res.run_id, "trainer": res.trainer, "device": res.device,
             "wall_seconds": res.wall_seconds, "metrics": res.metrics}
 
@@ -118,6 +123,29 @@ def evaluate_model(args: EvaluateModelArgs, ctx: ToolContext) -> dict[str, Any]:
         qids = set(read_qids(args.qids_file))
     result = evaluate_spec(spec, ctx.settings.dataset(args.data), split=args.split, qids=qids)
     return {**result.public(), "version": spec.version}
+
+
+class MeasureServingCostArgs(BaseModel):
+    champion: str = Field(description="alias or version serving now")
+    challenger: str = Field(description="alias or version to compare")
+    data: list[str] = Field(min_length=1, max_length=4, description="BEIR folders or dataset names, each "
+                            "optionally `name:split` (e.g. a held-out folder and `scifact:test`)")
+    queries: int = Field(default=40, ge=5, le=300, description="queries per dataset, answered by both in turn")
+
+
+@tool(name="measure_serving_cost", owner="ml", risk="read")
+def measure_serving_cost(args: MeasureServingCostArgs, ctx: ToolContext) -> dict[str, Any]:
+    """CPU time per query of challenger vs champion, side by side in one process; `ratio` is the worst domain's."""
+    from autooptimizer.ml.evaluate import resolve_model
+    from autooptimizer.search.serving_cost import serving_cost
+
+    pairs: list[tuple[str, str | None]] = []
+    for item in args.data:
+        name, _, split = item.partition(":")
+        pairs.append((str(ctx.settings.dataset(name)), split or None))
+    rows = serving_cost(resolve_model(args.champion).version, resolve_model(args.challenger).version, pairs,
+                        queries=args.queries)
+    return {"domains": [r.model_dump() for r in rows], "ratio": max(r.ratio for r in rows)}
 
 
 @tool(name="register_model", owner="ml", risk="change")

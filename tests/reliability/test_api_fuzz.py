@@ -13,8 +13,8 @@ from autooptimizer.reliability.api_checks import EDGE_BODIES, run_api_fuzz
 def test_fuzzed_api_never_fails_and_never_writes_without_token(tmp_path: Path) -> None:
     r = run_api_fuzz(max_examples=25, root=tmp_path)
     assert r.findings == [], r.findings
-    assert r.operations == 11
-    assert r.cases >= 11 * 25  # both modes of every operation ran (some invalid-only spaces are small)
+    assert r.operations == 12  # 11 + GET /health (the readiness probe: reads are loopback-only since the console)
+    assert r.cases >= 12 * 25  # both modes of every operation ran (some invalid-only spaces are small)
     assert r.edge_cases >= 5 * len(EDGE_BODIES) * 2 * 2  # 5 writes x bodies x 2 auth variants x 2 servers
     assert r.requests > r.cases  # writes went out once per auth variant
     assert (r.server_errors, r.unhandled_exceptions) == (0, 0)
@@ -22,7 +22,7 @@ def test_fuzzed_api_never_fails_and_never_writes_without_token(tmp_path: Path) -
     assert (r.read_failures, r.unexpected_status, r.schema_violations) == (0, 0, 0)
     # only operations every input is valid for went without invalid input (no parameters, or a free-form id)
     assert set(r.no_invalid_input) <= {f"GET /api/v1/optimizer/{p}" for p in
-                                       ("status", "metrics", "kill-switch", "cycles/{cycle_id}")}
+                                       ("status", "metrics", "kill-switch", "cycles/{cycle_id}", "health")}
     assert r.triggers_accepted > 0  # authorised writes really reached the loop...
     assert r.cycles_journaled == r.triggers_accepted  # ...and each 202 is one journaled cycle
     assert r.ok

@@ -133,8 +133,8 @@ WINNER = {"new_domain_ndcg@10": 0.6, "original_ndcg@10": 0.7}
     (GOOD, {**WINNER, "new_domain_ndcg@10": math.inf}, GOOD),
 ], ids=["nan-gain", "none-gain", "nan-original", "gold-unknown", "original-missing", "inf-gain"])
 def test_promotion_rule_with_an_unknown_score_is_not_promotable(champion, challenger, gold) -> None:
-    assert promotion_rule(GOOD, WINNER, GOOD).promotable  # the control: every score known
-    decision = promotion_rule(champion, challenger, gold)
+    assert promotion_rule(GOOD, WINNER, GOOD, serving_cost_ratio=1.0).promotable  # the control: every score known
+    decision = promotion_rule(champion, challenger, gold, serving_cost_ratio=1.0)
     assert not decision.promotable
     assert any("unknown" in r for r in decision.reasons)
 

@@ -43,8 +43,3 @@ class RegistryWorkbench(StaticWorkbench):
         outcome = await asyncio.to_thread(call_tool, self.agent, name, args, self.registry, scope=self.scope)
         return ToolResult(name=name, result=[TextResultContent(content=outcome_text(outcome))],
                           is_error=not outcome.executed or outcome.error is not None)
-
-
-def autogen_workbench(agent: str, registry: ToolRegistry | None = None, *,
-                      scope: frozenset[str] | None = None) -> RegistryWorkbench:
-    return RegistryWorkbench(agent, registry, scope=scope)

@@ -1,0 +1,65 @@
+"""The retrain pipeline's own data steps (ml/pipeline_data.py) on tiny data: the seeded split (and a held-out file),
+the live log's feedback, the held-out folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from autooptimizer.errors import InputError
+from autooptimizer.ml import pipeline_data
+from autooptimizer.search.sample_data import write_tiny_domain
+from autooptimizer.settings import get_settings
+
+
+@pytest.fixture
+def data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    root = tmp_path / "data"
+    write_tiny_domain(root / "dom")
+    monkeypatch.setenv("AUTOOPT_DATA_DIR", str(root))
+    get_settings.cache_clear()
+    return root
+
+
+def test_helpers_split_filter_and_holdout_folder(data: Path, tmp_path: Path) -> None:
+    from autooptimizer.ml.feedback import split_judged
+    from autooptimizer.search.beir import load_beir
+
+    fb, held = pipeline_data.domain_split("dom", seed=3)
+    assert (fb, held) == split_judged([str(i) for i in range(1, 21)], 3) and len(fb) == len(held) == 10
+    assert pipeline_data.normalise({"query_id": "cran/12", "dataset": None}) == {"query_id": "12", "dataset": "cran"}
+    assert pipeline_data.normalise({"query_id": "12", "dataset": "cran"}) == {"query_id": "12", "dataset": "cran"}
+
+    log = tmp_path / "fb.jsonl"
+    rows = [{"query_id": f"dom/{q}", "query": "x", "model_version": "m", "judgments": {}} for q in ["1", "2", "3"]]
+    rows += [{"query_id": "other/9", "query": "y", "model_version": "m", "judgments": {}},
+             {"query_id": "dom/4", "query": "z", "model_version": "n", "judgments": {}}]
+    log.write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"torn": ')
+    assert pipeline_data.shifted_domain(log) == "dom"
+    info = pipeline_data.extract_feedback(log, "dom", "m", {"2"}, tmp_path / "out.jsonl")
+    kept = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert [r["query_id"] for r in kept] == ["1", "3"] and {r["dataset"] for r in kept} == {"dom"}
+    assert info["records"] == 2 and info["held_out_records_dropped"] == 1
+    with pytest.raises(InputError, match="no dom record served by nobody"):
+        pipeline_data.extract_feedback(log, "dom", "nobody", set(), tmp_path / "none.jsonl")
+
+    folder = pipeline_data.holdout_folder("dom", held, tmp_path / "holdout")
+    assert folder.name == "dom" and (folder / "corpus.jsonl").is_symlink()
+    ds = load_beir(folder)
+    assert set(ds.judged_queries()) == set(held) and set(ds.qrels) == set(held)
+    full = load_beir(data / "dom")
+    assert all(ds.qrels[q] == full.qrels[q] for q in held)
+
+
+def test_a_held_out_file_holds_out_exactly_its_ids_and_names_unknown_ones(data: Path, tmp_path: Path) -> None:
+    (tmp_path / "held.txt").write_text("3\n1\n")
+    fb, held = pipeline_data.judged_split("dom", seed=0, holdout_file=tmp_path / "held.txt")
+    assert held == ["1", "3"] and len(fb) == 18 and not set(fb) & set(held)
+    (tmp_path / "bad.txt").write_text("1\nnope\n")
+    with pytest.raises(InputError, match="not judged queries of dom"):
+        pipeline_data.judged_split("dom", seed=0, holdout_file=tmp_path / "bad.txt")
+    (tmp_path / "all.txt").write_text("\n".join(str(i) for i in range(1, 18)))
+    with pytest.raises(InputError, match="too few judged queries to split"):
+        pipeline_data.judged_split("dom", seed=0, holdout_file=tmp_path / "all.txt")

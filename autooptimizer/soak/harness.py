@@ -466,7 +466,7 @@ class SoakHarness:
         return {"kind": "phase", "name": phase.name, "rate": phase.rate, "mix": self.traffic.mix}
 
     def _event(self, ev: Event) -> dict[str, Any] | None:
-        from autooptimizer.simulator import FaultSpec, inject_fault
+        from autooptimizer.simulator import inject_fault
 
         assert self.traffic is not None and self.optimizer is not None
         wall = getattr(ev, "duration", 0.0) / self.speed
@@ -474,10 +474,7 @@ class SoakHarness:
             self.traffic.set_mix(ev.to)
             return {"kind": ev.kind, "mix": ev.to}
         if isinstance(ev, LatencySpike | ErrorBurst | CostOverrun):
-            spec = {LatencySpike: lambda: FaultSpec(kind="latency", duration=wall, latency_ms=ev.latency_ms),
-                    ErrorBurst: lambda: FaultSpec(kind="errors", duration=wall, error_rate=ev.error_rate),
-                    CostOverrun: lambda: FaultSpec(kind="cost", duration=wall, cost_multiplier=ev.multiplier)}
-            fault: FaultSpec = spec[type(ev)]()  # type: ignore[index]
+            fault = fault_spec(ev, wall)
             now = time.monotonic()
             self.faults.open(now, now + wall)
             answer = inject_fault(self.stack.search_url, fault, self.token)
@@ -646,6 +643,18 @@ class SoakHarness:
             self._poll_cycles()
             time.sleep(2.0)
         self.say(f"a cycle was still running after {self.opts.drain_seconds:g} s; stopping anyway")
+
+
+def fault_spec(ev: LatencySpike | ErrorBurst | CostOverrun, wall: float) -> Any:
+    """The service-side fault (POST /admin/faults, the simulator's FaultSpec) for a timeline event lasting `wall`
+    seconds of wall time."""
+    from autooptimizer.simulator import FaultSpec
+
+    if isinstance(ev, LatencySpike):
+        return FaultSpec(kind="latency", duration=wall, latency_ms=ev.latency_ms)
+    if isinstance(ev, ErrorBurst):
+        return FaultSpec(kind="errors", duration=wall, error_rate=ev.error_rate)
+    return FaultSpec(kind="cost", duration=wall, cost_multiplier=ev.multiplier)
 
 
 def _mix_text(mix: dict[str, float]) -> str:

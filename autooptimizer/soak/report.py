@@ -220,16 +220,20 @@ OUTCOME_COLOURS = {"promoted": "tab:green", "rolled_back": "tab:red", "failed": 
                    "no_action": "lightgrey"}
 
 
-def _svg(fig: Any) -> str:
+def _svg(fig: Any) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="svg", bbox_inches="tight")
     import matplotlib.pyplot as plt
 
     plt.close(fig)
-    return f'<img alt="plot" src="data:image/svg+xml;base64,{base64.b64encode(buf.getvalue()).decode()}"/>'
+    return buf.getvalue()
 
 
-def plot_ndcg(report: dict[str, Any]) -> str:
+def _img(svg: bytes) -> str:
+    return f'<img alt="plot" src="data:image/svg+xml;base64,{base64.b64encode(svg).decode()}"/>'
+
+
+def plot_ndcg(report: dict[str, Any]) -> bytes:
     """Online NDCG@10 per domain over (simulated) days; every cycle a vertical line coloured by outcome."""
     import matplotlib
 
@@ -258,7 +262,7 @@ def plot_ndcg(report: dict[str, Any]) -> str:
     return _svg(fig)
 
 
-def plot_latency_cost(report: dict[str, Any]) -> str:
+def plot_latency_cost(report: dict[str, Any]) -> bytes:
     import matplotlib.pyplot as plt
 
     speed = report["speed"]
@@ -278,7 +282,7 @@ def plot_latency_cost(report: dict[str, Any]) -> str:
     return _svg(fig)
 
 
-def plot_resources(report: dict[str, Any]) -> str:
+def plot_resources(report: dict[str, Any]) -> bytes:
     import matplotlib.pyplot as plt
 
     speed = report["speed"]
@@ -327,8 +331,15 @@ def success_html(report: dict[str, Any]) -> str:
     return _table(rows, ["", "before", "after"]) + _table(counts, ["count", "value"])
 
 
+PLOTS = {"ndcg": plot_ndcg, "latency_cost": plot_latency_cost, "resources": plot_resources}
+
+
 def write_html(report: dict[str, Any], path: Path) -> Path:
-    """One self-contained page: summary, invariants, success table, plots, cycles and events."""
+    """One self-contained page: summary, invariants, success table, plots, cycles and events; the plots are also
+    written beside it as `soak_<name>.svg` (for docs)."""
+    svgs = {name: fn(report) for name, fn in PLOTS.items()}
+    for name, svg in svgs.items():
+        path.with_name(f"soak_{name}.svg").write_bytes(svg)
     inv = [[k, "PASS" if v["pass"] else "FAIL", json.dumps(v["value"], default=str)[:200], v["detail"]]
            for k, v in report["invariants"].items()]
     cycles = [[c["id"], c["trigger"], c["gate"], c["outcome"], c["t_start"], c["t_end"], c.get("domain"),
@@ -346,9 +357,9 @@ td,th{{border:1px solid #ccc;padding:3px 8px;font-size:13px;text-align:left}} .o
 {sc['scheduled_cycles_due']} interval cycles due. {html.escape(report.get('error') or '')}</p>
 <h2>Invariants</h2>{_table(inv, ['check', 'result', 'value', 'what'])}
 <h2>Success table</h2>{success_html(report)}
-<h2>Online NDCG@10 per domain, cycles by outcome</h2>{plot_ndcg(report)}
-<h2>p95 latency and cost per 1K requests (dotted: injected events)</h2>{plot_latency_cost(report)}
-<h2>Disk and RSS</h2>{plot_resources(report)}
+<h2>Online NDCG@10 per domain, cycles by outcome</h2>{_img(svgs['ndcg'])}
+<h2>p95 latency and cost per 1K requests (dotted: injected events)</h2>{_img(svgs['latency_cost'])}
+<h2>Disk and RSS</h2>{_img(svgs['resources'])}
 <h2>Cycles (from the journal)</h2>{_table(cycles, ['id', 'trigger', 'gate', 'outcome', 't start s', 't end s',
                                                     'domain', 'reason'])}
 <h2>Events played</h2>{_table(events, ['t s', 'day', 'event', 'error'])}

@@ -62,8 +62,21 @@ def test_the_log_cuts_windows_and_keeps_totals() -> None:
     first = log.cut(t=10, sim_t=10, phase="p", mix=["a"], since=0, now=10)
     second = log.cut(t=20, sim_t=20, phase="p", mix=["a"], since=10, now=20)
     assert (first.sent, second.sent) == (6, 0)
-    assert log.totals == {"sent": 6, "ok": 5, "failed": 1, "failed_injected": 0, "failed_lost": 1}
+    assert log.totals == {"sent": 6, "ok": 5, "failed": 1, "failed_injected": 0, "failed_lost": 1, "dropped": 0}
     assert log.lost_examples == ["a: HTTP 500"]
+
+
+def test_dropped_ticks_are_failures_injected_only_inside_a_fault() -> None:
+    faults = FaultWindows(grace=0)
+    faults.open(100.0, 110.0)
+    log = TrafficLog(faults)
+    log.add(_r(1))
+    quiet = log.cut(t=10, sim_t=10, phase="p", mix=["a"], since=0, now=10, dropped=3)
+    during = log.cut(t=20, sim_t=20, phase="p", mix=["a"], since=95, now=105, dropped=4)
+    assert (quiet.sent, quiet.failed, quiet.failed_lost, quiet.dropped) == (4, 3, 3, 3)
+    assert (during.failed, during.failed_injected, during.failed_lost) == (4, 4, 0)
+    assert log.totals["dropped"] == 7 and log.totals["failed_lost"] == 3
+    assert log.lost_examples == ["3 ticks dropped: 3 requests could not be sent (all in flight)"]
 
 
 def test_quarter_growth_compares_the_last_quarter_with_the_second() -> None:

@@ -147,6 +147,14 @@ class Traffic:
         self.sim: Any = None
         self.rate = 1.0
         self.mix: dict[str, float] = {}
+        self._dropped_before = 0  # ticks dropped by the simulator runs that ended
+        self._dropped_cut = 0
+
+    def dropped_since_last(self) -> int:
+        """Ticks dropped (all `concurrency` requests in flight) since the last call, over every simulator run."""
+        total = self._dropped_before + (self.sim.snapshot().dropped if self.sim is not None else 0)
+        delta, self._dropped_cut = total - self._dropped_cut, total
+        return delta
 
     def start(self, rate: float) -> None:
         from autooptimizer.simulator import Scenario as SimScenario
@@ -177,7 +185,7 @@ class Traffic:
     def stop(self) -> None:
         if self.sim is not None:
             self.sim.stop()
-            self.sim.join(60)
+            self._dropped_before += self.sim.join(60).dropped
             self.sim = None
 
 
@@ -286,6 +294,7 @@ class SoakHarness:
         self.phase = ""
         self.cycles_seen: dict[str, str | None] = {}
         self.workers: list[threading.Thread] = []
+        self.bad_served: dict[str, int] = {}  # bad version -> its fault window, open while the service serves it
 
     # -- progress ------------------------------------------------------------------------------------------------
     def now(self) -> float:
@@ -419,11 +428,13 @@ class SoakHarness:
             if t >= next_sample or t >= end:
                 now = time.monotonic()
                 sample = self.tlog.cut(t=round(t, 2), sim_t=round(t * self.speed, 1), phase=self.phase,
-                                       mix=self.traffic.active(), since=last_cut, now=now)
+                                       mix=self.traffic.active(), since=last_cut, now=now,
+                                       dropped=self.traffic.dropped_since_last())
                 sample.cost_per_1k = measure.cost_per_1k(self.stack.prometheus_url, now - last_cut)
                 self.rec.traffic.append(sample)
                 last_cut, next_sample = now, next_sample + self.opts.sample_seconds
                 self._poll_cycles()
+                self._bad_model_gone()
             if t >= next_res:
                 self._resources()
                 next_res += self.opts.resource_seconds
@@ -482,7 +493,14 @@ class SoakHarness:
         if isinstance(ev, ServiceRestart):
             return self._restart_service()
         if isinstance(ev, BadModel):
-            return operator_commit_bad_model(ev.version)
+            window = self.faults.open(time.monotonic())
+            try:
+                out = operator_commit_bad_model(ev.version)
+            except BaseException:
+                self.faults.close(window, time.monotonic())
+                raise
+            self.bad_served[ev.version] = window
+            return out
         if isinstance(ev, KillSwitch):
             return self._kill_switch(True)
         if isinstance(ev, OptimizerKill):
@@ -579,6 +597,24 @@ class SoakHarness:
                 self.say(f"cycle {row.id} {row.trigger}/{row.gate or '-'}: {row.outcome}"
                          + (f" ({row.reason[:100]})" if row.reason else ""))
             self.cycles_seen[row.id] = row.outcome
+
+    def _bad_model_gone(self) -> None:
+        """A bad model's fault lasts while the service serves it (the loop's to undo): failures then are the
+        injected fault's, not lost. Closed, with the time it took, once neither stable nor canary is the bad one."""
+        import httpx
+
+        for version, window in list(self.bad_served.items()):
+            try:
+                state = httpx.get(self.stack.search_url + "/admin/state", timeout=5).json()
+            except (httpx.HTTPError, ValueError):
+                continue  # unreadable: the window stays open
+            serving = {(state.get("stable") or {}).get("version"), (state.get("canary") or {}).get("version")}
+            if version not in serving:
+                self.faults.close(window, time.monotonic())
+                del self.bad_served[version]
+                self.say(f"the service no longer serves {version}")
+                self.rec.events.append({"t": round(self.now(), 2), "sim_t": round(self.now() * self.speed, 1),
+                                        "label": f"{version} no longer served", "kind": "bad_model_gone"})
 
     def _heartbeat(self) -> None:
         recent = self.rec.traffic[-6:]

@@ -34,6 +34,8 @@ class TrafficSample(BaseModel):
     failed: int = 0
     failed_injected: int = Field(default=0, description="failures inside an injected fault's window")
     failed_lost: int = Field(default=0, description="failures outside every injected fault: lost requests")
+    dropped: int = Field(default=0, description="ticks the simulator could not send: `concurrency` requests were "
+                                                "already in flight (offered load the service did not take)")
     ndcg: dict[str, float] = Field(default_factory=dict, description="domain -> mean online NDCG@10")
     ndcg_n: dict[str, int] = Field(default_factory=dict)
     p95_ms: float | None = None
@@ -108,24 +110,36 @@ class TrafficLog:
         self.faults = faults
         self._pending: list[RequestResult] = []
         self._lock = threading.Lock()
-        self.totals = {"sent": 0, "ok": 0, "failed": 0, "failed_injected": 0, "failed_lost": 0}
+        self.totals = {"sent": 0, "ok": 0, "failed": 0, "failed_injected": 0, "failed_lost": 0, "dropped": 0}
         self.lost_examples: list[str] = []
 
     def add(self, result: RequestResult) -> None:
         with self._lock:
             self._pending.append(result)
 
-    def cut(self, *, t: float, sim_t: float, phase: str, mix: list[str], since: float, now: float) -> TrafficSample:
-        """The window of results that came back since the last cut (monotonic `since`..`now`)."""
+    def cut(self, *, t: float, sim_t: float, phase: str, mix: list[str], since: float, now: float,
+            dropped: int = 0) -> TrafficSample:
+        """The window of results that came back since the last cut (monotonic `since`..`now`); `dropped` ticks in it
+        count as failed requests too: injected when an injected fault overlaps the window, lost otherwise."""
         with self._lock:
             batch, self._pending = self._pending, []
         sample = window_sample(batch, self.faults, t=t, sim_t=sim_t, phase=phase, mix=mix)
         sample.fault = self.faults.overlaps(since, now)
+        if dropped:
+            sample.dropped = dropped
+            sample.sent += dropped
+            sample.failed += dropped
+            if sample.fault:
+                sample.failed_injected += dropped
+            else:
+                sample.failed_lost += dropped
         for key in self.totals:
             self.totals[key] += getattr(sample, key)
         for r in batch:
             if not r.ok and not self.faults.covers(r.t) and len(self.lost_examples) < 20:
                 self.lost_examples.append(f"{r.dataset}: {r.error}")
+        if dropped and not sample.fault and len(self.lost_examples) < 20:
+            self.lost_examples.append(f"{dropped} ticks dropped: {dropped} requests could not be sent (all in flight)")
         return sample
 
 

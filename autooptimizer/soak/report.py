@@ -34,7 +34,8 @@ DEFINITIONS = {
     "traffic_weighted": "domains weighted by their share of all requests in the run",
     "p95_cost_before_after": "median over windows of the window's client p95 / cost per 1K, in the first and the "
                              "last quarter of the run, windows that overlap an injected fault left out",
-    "downtime_pct": "failed requests / sent, in %, injected faults included",
+    "downtime_pct": "failed requests / sent, in %, injected faults included; ticks the simulator could not send "
+                    "(every connection busy) count as sent and failed",
     "success_rate": "cycles that ended with an outcome of the loop (not failed or aborted) / cycles",
     "human_actions": "cycles started by anyone but the scheduler and the gates (cli, api, demo); the scenario's "
                      "operator events are listed apart as injected",
@@ -233,6 +234,14 @@ def _img(svg: bytes) -> str:
     return f'<img alt="plot" src="data:image/svg+xml;base64,{base64.b64encode(svg).decode()}"/>'
 
 
+def _axis(report: dict[str, Any]) -> tuple[float, str]:
+    """(simulated seconds per unit, label): days for a long timeline, hours or minutes for a short one."""
+    days = report["scenario"]["simulated_days"]
+    if days >= 2:
+        return 86400.0, "simulated day"
+    return (3600.0, "simulated hour") if days * 24 >= 2 else (60.0, "simulated minute")
+
+
 def plot_ndcg(report: dict[str, Any]) -> bytes:
     """Online NDCG@10 per domain over (simulated) days; every cycle a vertical line coloured by outcome."""
     import matplotlib
@@ -240,11 +249,12 @@ def plot_ndcg(report: dict[str, Any]) -> bytes:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    speed = report["speed"]
+    unit, label = _axis(report)
+    speed = report["speed"] / unit
     fig, ax = plt.subplots(figsize=(11, 4))
     traffic = [TrafficSample(**s) for s in report["traffic"]]
     for d in sorted({d for s in traffic for d in s.ndcg}):
-        pts = [(s.t * speed / 86400, s.ndcg[d]) for s in traffic if d in s.ndcg]
+        pts = [(s.t * speed, s.ndcg[d]) for s in traffic if d in s.ndcg]
         ax.plot([p[0] for p in pts], [p[1] for p in pts], ".-", ms=3, lw=1, label=d)
     seen: set[str] = set()
     for c in report["cycles"]:
@@ -252,10 +262,10 @@ def plot_ndcg(report: dict[str, Any]) -> bytes:
             continue
         outcome = c.get("outcome") or "running"
         colour = OUTCOME_COLOURS.get(outcome, "tab:orange")
-        ax.axvline(c["t_end"] * speed / 86400, color=colour, lw=0.8 if outcome == "no_action" else 1.5,
+        ax.axvline(c["t_end"] * speed, color=colour, lw=0.8 if outcome == "no_action" else 1.5,
                    alpha=0.6, label=None if outcome in seen else f"cycle: {outcome}")
         seen.add(outcome)
-    ax.set_xlabel("simulated day")
+    ax.set_xlabel(label)
     ax.set_ylabel("online NDCG@10")
     ax.legend(fontsize=7, ncol=3, loc="lower left")
     ax.grid(alpha=0.3)
@@ -265,19 +275,20 @@ def plot_ndcg(report: dict[str, Any]) -> bytes:
 def plot_latency_cost(report: dict[str, Any]) -> bytes:
     import matplotlib.pyplot as plt
 
-    speed = report["speed"]
+    unit, label = _axis(report)
+    speed = report["speed"] / unit
     traffic = report["traffic"]
     fig, ax = plt.subplots(figsize=(11, 3.5))
-    days = [s["t"] * speed / 86400 for s in traffic]
+    days = [s["t"] * speed for s in traffic]
     ax.plot(days, [s["p95_ms"] for s in traffic], color="tab:blue", lw=1, label="p95 ms (client)")
     ax.set_ylabel("p95 latency, ms")
-    ax.set_xlabel("simulated day")
+    ax.set_xlabel(label)
     ax2 = ax.twinx()
     ax2.plot(days, [s["cost_per_1k"] for s in traffic], color="tab:purple", lw=1, label="cost per 1K requests")
     ax2.set_ylabel("$ per 1K requests")
     for e in report["events"]:
         if e.get("kind") not in (None, "phase", "shift", "return"):
-            ax.axvline(e["sim_t"] / 86400, color="grey", ls=":", lw=1)
+            ax.axvline(e["sim_t"] / unit, color="grey", ls=":", lw=1)
     fig.legend(fontsize=7, loc="upper right")
     return _svg(fig)
 
@@ -285,19 +296,20 @@ def plot_latency_cost(report: dict[str, Any]) -> bytes:
 def plot_resources(report: dict[str, Any]) -> bytes:
     import matplotlib.pyplot as plt
 
-    speed = report["speed"]
+    unit, label = _axis(report)
+    speed = report["speed"] / unit
     res = report["resources"]
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 3.5))
-    days = [r["t"] * speed / 86400 for r in res]
+    days = [r["t"] * speed for r in res]
     ax.plot(days, [r["disk_bytes"] / 2**20 for r in res], label="disk under AUTOOPT_HOME")
     ax.plot(days, [r["audit_bytes"] / 2**20 for r in res], label="audit log")
     ax.set_ylabel("MiB")
-    ax.set_xlabel("simulated day")
+    ax.set_xlabel(label)
     ax.legend(fontsize=7)
     for role in sorted({k for r in res for k in r["rss_bytes"]}):
         ax2.plot(days, [r["rss_bytes"].get(role, 0) / 2**20 for r in res], label=f"RSS {role}")
     ax2.set_ylabel("MiB")
-    ax2.set_xlabel("simulated day")
+    ax2.set_xlabel(label)
     ax2.legend(fontsize=7)
     return _svg(fig)
 

@@ -81,9 +81,10 @@ def pick_device() -> tuple[str, torch.dtype | None]:
     """('cuda', autocast dtype) when a GPU is present, else ('cpu', None) with the configured thread count."""
     import torch
 
+    from autooptimizer.infra.accelerator import torch_device
     from autooptimizer.settings import get_settings
 
-    if torch.cuda.is_available():
+    if torch_device() == "cuda":
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return "cuda", dtype
     torch.set_num_threads(get_settings().threads)

@@ -72,16 +72,20 @@ def load_examples(path: Path | None = None) -> dict[str, list[str]]:
 
 
 def load_goals(path: Path) -> list[dict]:
-    """A labelled goals file: a YAML list of {goal, label} (label one of LABELS). Raises ConfigError naming the
-    first bad entry."""
+    """A labelled goals file: a YAML list of {goal, label} (label one of LABELS; `route` is read as the label), or a
+    mapping whose `goals` is that list. Raises ConfigError naming the first bad entry."""
     try:
         raw = yaml.safe_load(Path(path).read_text())
     except (OSError, yaml.YAMLError) as e:
         raise ConfigError(f"Cannot read the goals file {path}: {e}.", "Give a YAML list of {goal, label}.") from e
+    if isinstance(raw, dict) and isinstance(raw.get("goals"), list):
+        raw = raw["goals"]  # {labels: [...], goals: [{goal, route, note}]} as well
     if not isinstance(raw, list) or not raw:
         raise ConfigError(f"The goals file {path} is not a non-empty YAML list.", "Give a list of {goal, label}.")
     out = []
     for i, item in enumerate(raw):
+        if isinstance(item, dict) and "label" not in item and "route" in item:
+            item = {"goal": item.get("goal"), "label": item["route"]}
         try:
             entry = LabelledGoal.model_validate(item)
         except ValidationError as e:

@@ -75,7 +75,7 @@ class Split(BaseModel):
 
     @property
     def route_text(self) -> str:
-        """The operator's words without the cut marks: what the router embeds."""
+        """The operator's words without the cut marks: what the router reads."""
         return _SPACES.sub(" ", self.operator.replace(_PLACEHOLDER.strip(), " ")).strip()
 
 

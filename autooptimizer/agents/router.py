@@ -34,8 +34,8 @@ AGENT_LABELS: tuple[str, ...] = ("metrics", "data", "ml", "devops")
 CLARIFY = "clarify"
 LABELS: tuple[str, ...] = (*AGENT_LABELS, CLARIFY)
 # Below this best-agent probability a goal is not routed (calibrate(): template-held-out split of the training data).
-MIN_CONFIDENCE = 0.35
-_C = 30.0  # inverse L2 strength of the logistic regression (chosen with calibrate() on the same split)
+MIN_CONFIDENCE = 0.4
+_C = 10.0  # inverse L2 strength of the logistic regression (chosen with calibrate() on the same split)
 
 
 class Route(BaseModel):
@@ -166,11 +166,12 @@ _WORD = re.compile(r"[a-z][a-z0-9_@/-]*[a-z0-9]|[a-z]")
 
 
 def prepare(text: str) -> str:
-    """What the classifier reads: normalized (intent.normalize), lower case, every number one `0` (units and
-    counts generalize: 800 ms ~ 1200 ms)."""
+    """What the classifier reads: normalized (intent.normalize), lower case, hyphens between letters as spaces,
+    every number one `0` (units and counts generalize: 800 ms ~ 1200 ms)."""
     from autooptimizer.agents.intent import normalize
 
-    return re.sub(r"\d+(?:[.,]\d+)?", "0", normalize(text).lower())[:2000]
+    text = re.sub(r"(?<=[a-z])-(?=[a-z])", " ", normalize(text).lower())  # roll-back = roll back
+    return re.sub(r"\d+(?:[.,]\d+)?", "0", text)[:2000]
 
 
 def _pipeline(c: float = _C) -> Any:

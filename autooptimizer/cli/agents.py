@@ -21,7 +21,7 @@ def _print_json(value: object) -> None:
 
 def route(goal: str = typer.Argument(..., help="the goal, in plain words"),
           as_json: bool = typer.Option(False, "--json", help='print {"agent", "confidence"}')) -> None:
-    """Which agent would take this goal first (offline embedding router); `clarify` if none fits."""
+    """Which agent would take this goal first (the offline router); `clarify` if none fits or it is unsure."""
     from autooptimizer.agents.router import get_router
 
     r = get_router().route(goal)
@@ -150,17 +150,45 @@ def traces_show(trace_id: str = typer.Argument(..., help="a trace id (or a uniqu
         typer.echo(render_tree(spans))
 
 
-def bench_router(as_json: bool = typer.Option(False, "--json", help="print accuracy and latency as JSON")) -> None:
-    """Router accuracy on the labelled goal set (agents/router_eval.yaml) and per-goal latency."""
-    from autooptimizer.agents.router import get_router
+def bench_router(
+    goals: str = typer.Option(None, "--goals", help="a YAML list of {goal, label} (default: agents/router_eval.yaml)"),
+    as_json: bool = typer.Option(False, "--json", help="print accuracy, latency, confusion matrix and misses as JSON"),
+    calibrate: bool = typer.Option(False, "--calibrate", help="instead: re-derive C and MIN_CONFIDENCE on the "
+                                   "training data (grouped k-fold)"),
+) -> None:
+    """Router accuracy, per-goal latency and the confusion matrix on a labelled goals file."""
+    from pathlib import Path
 
-    res = get_router().evaluate()
-    if as_json:
-        _print_json(res.model_dump())
+    from autooptimizer.agents import router as r
+
+    if calibrate:
+        out = r.calibrate()
+        if as_json:
+            _print_json(out)
+            return
+        typer.echo(f"training goals: {out['goals']}  folds: {out['folds']} (whole templates held out)")
+        for c, row in out["grid"].items():
+            cells = (f"{t}:{m['accuracy']:.3f}/{m['wrong_agent']:.3f}" for t, m in row.items())
+            typer.echo(f"  C={c}: " + "  ".join(cells))
+        typer.echo(f"best: {out['best']}  (threshold:accuracy/wrong-agent rate)")
         return
-    typer.echo(f"goals: {res.total}  accuracy: {res.accuracy:.1%}  p50: {res.p50_ms:.1f} ms  p95: {res.p95_ms:.1f} ms")
+    items = r.load_goals(Path(goals)) if goals else r.load_eval_set()
+    res = r.get_router().evaluate(items)
+    if as_json:
+        _print_json({"goals_file": goals or str(r.HERE / "router_eval.yaml"), **res.model_dump()})
+        return
+    typer.echo(f"goals: {res.total}  accuracy: {res.accuracy:.1%} ({res.correct}/{res.total})  "
+               f"p50: {res.p50_ms:.1f} ms  p95: {res.p95_ms:.1f} ms")
+    typer.echo(format_confusion(res.confusion, res.labels))
     for e in res.errors:
         typer.echo(f"  miss: {e['goal']!r}: expected {e['expected']}, got {e['got']} ({e['confidence']:.2f})")
+
+
+def format_confusion(confusion: dict[str, dict[str, int]], labels: list[str]) -> str:
+    """The confusion matrix as a markdown table: a row per expected label, a column per routed label."""
+    lines = ["| expected \\ routed | " + " | ".join(labels) + " |", "|---" * (len(labels) + 1) + "|"]
+    lines += [f"| {e} | " + " | ".join(str(confusion.get(e, {}).get(g, 0)) for g in labels) + " |" for e in labels]
+    return "\n".join(lines)
 
 
 def register(app: typer.Typer, bench: typer.Typer) -> None:

@@ -20,7 +20,7 @@ DOMAINS=${GPU_BUNDLE_DOMAINS:-lisa}
 CORE="pydantic pydantic-core pydantic-settings typing-inspection annotated-types python-dotenv bm25s PyStemmer
   ir-measures pytrec-eval-terrier"
 REPAIR="mlflow-skinny databricks-sdk opentelemetry-api opentelemetry-sdk opentelemetry-proto
-  opentelemetry-semantic-conventions sqlparse cachetools fastapi starlette python-multipart shap slicer nlpaug gdown
+  opentelemetry-semantic-conventions sqlparse cachetools importlib-metadata zipp fastapi starlette python-multipart shap slicer nlpaug gdown
   beautifulsoup4 soupsieve"
 SDIST_ONLY="lime"
 WHEELS=${GPU_BUNDLE_WHEELS:-"$CORE $REPAIR"}

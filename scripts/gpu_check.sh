@@ -315,9 +315,11 @@ main() {
   echo "gpu_check: budget ${BUDGET}s, small=$SMALL, repair=$REPAIR ($TRAINERS on $DOMAIN seed $SEED), $(date -u +%FT%TZ)"
   rm -rf "$W" && mkdir -p "$W" && : >"$W/stages"
   stage setup 120 setup || { echo "setup failed: nothing else can run"; summary; return 1; }
-  stage machine 60 machine
-  stage encode 120 encode
-  stage train_throughput 120 train_throughput
+  if [ "${GPU_CHECK_REPAIR_ONLY:-0}" != 1 ]; then  # 1: a rerun of the repairs alone (bootstrap is their champion)
+    stage machine 60 machine
+    stage encode 120 encode
+    stage train_throughput 120 train_throughput
+  fi
   stage bootstrap 180 bootstrap
   if [ "$REPAIR" = 1 ]; then
     local t
@@ -326,7 +328,7 @@ main() {
       collect_repairs
     done
   fi
-  stage bench_encode 60 bench_encode
+  [ "${GPU_CHECK_REPAIR_ONLY:-0}" = 1 ] || stage bench_encode 60 bench_encode
   summary
   echo "gpu_check: done in $((SECONDS - START))s; $OUT: $(ls "$OUT" | tr '\n' ' ')"
 }

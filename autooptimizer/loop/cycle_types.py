@@ -66,6 +66,9 @@ class CycleState(BaseModel):
     diagnosis: dict[str, Any] | None = None
     mlflow: dict[str, Any] | None = None
     offline: dict[str, Any] | None = None
+    forgetting: dict[str, Any] | None = Field(default=None, description="the forgetting guard's per-set table "
+                                              "(ml/forgetting.py), as evaluation.json's `forgetting`")
+    best_raised: dict[str, float] | None = None
     ab_started_ts: float | None = None
     ab_verdict: str | None = None
     promotion: str | None = None

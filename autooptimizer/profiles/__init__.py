@@ -60,6 +60,11 @@ class Promotion(_Strict):
         default=1.2, alias="maxServingCostRatio", gt=1.0,
         description="challenger CPU time per query / the champion's, measured side by side; above it the challenger "
                     "is refused (unmeasured: refused too). null switches the check off")
+    forgetting_tolerance: float = Field(
+        default=0.01, alias="forgettingTolerance", ge=0, le=1,
+        description="the forgetting guard (ml/forgetting.py): on every fixed evaluation set (each repaired domain's "
+                    "held-out queries, the original domain's test split) the challenger may be at most this below "
+                    "max(its best promoted NDCG@10, gold's)")
 
 
 class ABTest(_Strict):

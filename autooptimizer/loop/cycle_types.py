@@ -83,6 +83,8 @@ class CycleState(BaseModel):
     # latency and cost remedies
     action: dict[str, Any] | None = None
     # the end
+    retention: dict[str, Any] | None = Field(default=None, description="prune_storage at the cycle's end "
+                                             "(retention.afterEachCycle): decision and what was deleted")
     restore: dict[str, Any] | None = None
     traceback: str | None = None
     outcome: str | None = None

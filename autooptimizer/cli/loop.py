@@ -93,8 +93,12 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         host: str = typer.Option("127.0.0.1", help="bind address"),
         port: int = typer.Option(None, help="default AUTOOPT_API_PORT (8800)"),
         env: str = typer.Option(None, help="dev|staging|prod (default AUTOOPT_ENV)"),
+        supervise: bool = typer.Option(False, "--supervise", help="run the service as a child and restart it "
+                                       "whenever it dies (pid in AUTOOPT_HOME/run/optimizer.pid)"),
     ) -> None:
-        """Serve the optimizer REST API (docs at /docs), the operator console (/ui) and the profile's scheduler."""
+        """Serve the optimizer REST API (docs at /docs), the operator console (/ui) and the profile's scheduler.
+        With --supervise, a supervisor (infra/supervisor.py) restarts it after a crash or SIGKILL; each start
+        recovers the cycle its predecessor left running."""
         import uvicorn
 
         from autooptimizer.settings import get_settings
@@ -103,6 +107,12 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
             os.environ["AUTOOPT_ENV"] = env
             get_settings.cache_clear()
         settings = get_settings()
+        if supervise:
+            from autooptimizer.infra.supervisor import serve_argv
+            from autooptimizer.infra.supervisor import supervise as run_supervised
+
+            code = run_supervised(serve_argv(host, port, env), settings.path("run", "x").parent)
+            raise typer.Exit(code if code >= 0 else 128 - code)  # a child killed by signal N: 128 + N
         from autooptimizer.api.app import create_app
 
         base = f"http://{host}:{port or settings.api_port}"

@@ -1,4 +1,4 @@
-"""CLI commands for the loop area: trigger, history, loop recover/show, serve, helm render, bench loop."""
+"""CLI commands for the loop area: trigger, history, loop recover/show, serve, prune, helm render, bench loop."""
 
 from __future__ import annotations
 
@@ -79,6 +79,26 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
             _print({"aborted": [{"id": c.id, "recovery": c.summary.get("recovery")} for c in done]})
         else:
             typer.echo("\n".join(f"{c.id}: aborted, {c.summary.get('recovery')}" for c in done) or "nothing to do")
+
+    @app.command()
+    def prune(
+        dry_run: bool = typer.Option(False, "--dry-run", help="list what would be deleted, delete nothing"),
+        as_json: bool = typer.Option(False, "--json"),
+    ) -> None:
+        """Apply the profile's retention policy now: the gated devops.prune_storage (never a protected object)."""
+        from autooptimizer.tools import load_all_tools
+
+        res = load_all_tools().call("devops", "prune_storage", {"dry_run": dry_run}, requested_by="operator:cli")
+        if as_json:
+            _print(res.model_dump())
+        elif res.decision != "permit" or res.error:
+            typer.secho(f"prune_storage {res.decision}: {res.error or res.reason}", fg="red", err=True)
+        else:
+            result = res.result or {}
+            items = result["planned"] if dry_run else result["deleted"]
+            typer.echo("\n".join(f"{i['kind']}: {i['name']} ({i['reason']})" for i in items) or "nothing to delete")
+        if res.decision != "permit" or res.error:
+            raise typer.Exit(1)
 
     @loop_app.command("show")
     def show(cycle_id: str) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
+from typing import Any
 
 import typer
 
@@ -61,34 +62,64 @@ def chat(
     resume: str = typer.Option(None, "--resume", help="continue the chat paused on this approval id"),
 ) -> None:
     """Talk to the supervisor: it routes the goal, the specialists act through the policy gate."""
-    from autooptimizer.agents.chat import resume_chat, run_chat
     from autooptimizer.errors import InputError
-    from autooptimizer.tracing import install_log_redaction, start_trace
+    from autooptimizer.tracing import install_log_redaction
 
     install_log_redaction()
     if not goal and not resume:
         raise InputError("No goal given.", 'Run `autoopt chat "GOAL"` or `autoopt chat --resume APPROVAL_ID`.')
     stream = None if as_json else typer.echo
-    if resume:
-        result = resume_chat(resume, on_message=stream)
-    elif no_input or as_json:
-        result = run_chat(goal, env, on_message=stream)
-    else:
-        with start_trace("chat", {"goal": goal[:500], "env": env or "", "interactive": True}, inputs={"goal": goal}):
-            result = run_chat(goal, env, on_message=stream)
-            while result.status == "paused" and result.pending_approvals:
-                answers = _ask_approvals(result.pending_approvals)
-                result = resume_chat(answers[-1][0], on_message=stream)
+    try:
+        result = _chat_run(goal, env, no_input=no_input, as_json=as_json, resume=resume, stream=stream)
+    except Exception as exc:  # noqa: BLE001 - with --json, a failure is JSON too (status error, exit 1)
+        if not as_json:
+            raise
+        _fail_json(exc)
+        return
     if as_json:
         _print_json({k: v for k, v in result.model_dump().items()
                      if k in ("routed_to", "answer", "tool_calls", "pending_approvals", "trace_id", "status",
-                              "run_id", "intent", "allowed_tools")})
-        return
-    if result.status == "paused":
-        typer.secho(f"\n{result.answer}", fg="yellow")
-    if result.status == "refused":
-        typer.secho(f"\n{result.answer}", fg="red")
-    typer.echo(f"\ntrace: {result.trace_id}  (autoopt traces show {result.trace_id})")
+                              "run_id", "intent", "allowed_tools", "stop_kind", "reason", "usage", "backend")})
+    else:
+        if result.status == "paused":
+            typer.secho(f"\n{result.answer}", fg="yellow")
+        if result.status in ("refused", "error", "budget_exceeded"):
+            typer.secho(f"\n{result.answer}", fg="red")
+        typer.echo(f"\ntrace: {result.trace_id}  (autoopt traces show {result.trace_id})")
+    if result.status in ("error", "budget_exceeded"):
+        raise typer.Exit(1)
+
+
+def _fail_json(exc: BaseException) -> None:
+    """`{"status": "error", "reason": ...}` for a run that failed outside the model loop; exit 1."""
+    from autooptimizer.agents.budgeted_client import explain_error
+    from autooptimizer.errors import AutoOptError
+
+    if isinstance(exc, AutoOptError):
+        kind, reason = type(exc).__name__, f"{exc.problem} {exc.fix}".strip()
+    else:
+        err = explain_error(exc)
+        kind, reason = err.kind, err.reason
+    _print_json({"status": "error", "stop_kind": kind, "reason": reason, "tool_calls": [], "pending_approvals": []})
+    raise typer.Exit(1)
+
+
+def _chat_run(goal: str, env: str | None, *, no_input: bool, as_json: bool, resume: str | None,
+              stream: object) -> Any:
+    from autooptimizer.agents.chat import resume_chat, run_chat
+    from autooptimizer.tracing import start_trace
+
+    say = stream if callable(stream) else None
+    if resume:
+        return resume_chat(resume, on_message=say)
+    if no_input or as_json:
+        return run_chat(goal, env, on_message=say)
+    with start_trace("chat", {"goal": goal[:500], "env": env or "", "interactive": True}, inputs={"goal": goal}):
+        result = run_chat(goal, env, on_message=say)
+        while result.status == "paused" and result.pending_approvals:
+            answers = _ask_approvals(result.pending_approvals)
+            result = resume_chat(answers[-1][0], on_message=say)
+    return result
 
 
 @crew_app.command("kickoff")

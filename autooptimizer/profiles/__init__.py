@@ -12,6 +12,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from autooptimizer.agents.budgets import LLMBudgets
 from autooptimizer.errors import ConfigError
 
 _HERE = Path(__file__).parent
@@ -97,6 +98,7 @@ class Profile(_Strict):
     promotion: Promotion = Promotion()
     ab_test: ABTest = Field(default=ABTest(), alias="abTest")
     loop: Loop = Loop()
+    llm: LLMBudgets = LLMBudgets()  # agent runs on a model: per-reply and per-run budgets (agents/budgets.py)
 
 
 def profile_path(name: str) -> Path:

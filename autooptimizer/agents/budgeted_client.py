@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import uuid
 from collections.abc import AsyncGenerator, Mapping, Sequence
@@ -41,7 +42,7 @@ from autogen_core.models import (
 from autogen_core.tools import Tool, ToolSchema
 from pydantic import BaseModel
 
-from autooptimizer.agents.budgets import LLMError, RunBudget
+from autooptimizer.agents.budgets import BudgetExceeded, LLMError, RunBudget
 
 _AGENT = re.compile(r"^\[agent: (\w+)\]")
 RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
@@ -55,6 +56,25 @@ def _schema(tool: Tool | ToolSchema) -> ToolSchema:
 
 def _text(content: Any) -> str:
     return content if isinstance(content, str) else json.dumps(content, default=str)
+
+
+class QuietStops(logging.Filter):
+    """Drops AutoGen's error logs for a run that a budget or a backend error stopped: the run's result says why
+    (status, stop_kind, reason), so a person sees an answer instead of a traceback on stderr."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not (isinstance(exc, BudgetExceeded | LLMError) or type(exc).__name__ == "QueueShutDown")
+
+
+_QUIET = QuietStops()
+
+
+def quiet_stops() -> None:
+    """Install `QuietStops` on AutoGen's runtime logger (once)."""
+    logger = logging.getLogger("autogen_core")
+    if _QUIET not in logger.filters:
+        logger.addFilter(_QUIET)
 
 
 def explain_error(exc: BaseException, base_url: str | None = None) -> LLMError:

@@ -143,7 +143,7 @@ async def _run(goal: str, env: str, *, record: RunRecord | None, resume: Resume 
     from autogen_agentchat.messages import HandoffMessage, TextMessage
 
     from autooptimizer.agents.autogen_client import PlannerChatCompletionClient
-    from autooptimizer.agents.budgeted_client import BudgetedChatCompletionClient
+    from autooptimizer.agents.budgeted_client import BudgetedChatCompletionClient, quiet_stops
     from autooptimizer.agents.budgets import audit_stop, run_budget
     from autooptimizer.agents.guarded_client import guarded
     from autooptimizer.agents.intent import audit_intent, classify
@@ -160,6 +160,7 @@ async def _run(goal: str, env: str, *, record: RunRecord | None, resume: Resume 
     from autooptimizer.settings import get_settings
 
     budget = run_budget(env)
+    quiet_stops()
     inner = model_client or autogen_model_client(limits=budget.limits)
     # too-deep tool args reach the registry; every model turn is charged to the run's budget
     model_client = BudgetedChatCompletionClient(guarded(inner), budget,
@@ -218,6 +219,8 @@ async def _run(goal: str, env: str, *, record: RunRecord | None, resume: Resume 
                 if store.get(c.approval_id).status in ("pending", "approved"):
                     pending.append(c.approval_id)
     handoff = last if isinstance(last, HandoffMessage) and last.target == USER else None
+    if handoff is not None and not pending and not resume:  # a model handing back with nothing to approve
+        handoff = None
     paused = handoff is not None and stop is None
     if stop is not None:
         answer = f"Run stopped ({stop.status}: {stop.kind}). {stop.reason}"

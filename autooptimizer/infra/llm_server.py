@@ -136,7 +136,7 @@ def start(model: Path | None = None, port: int | None = None, threads: int | Non
     threads = threads or get_settings().threads
     log = state_path().with_name("server.log")
     cmd = [sys.executable, "-m", "autooptimizer.infra.llm_server", "--model", str(path), "--port", str(port),
-           "--threads", str(threads), "--ctx", str(ctx)]
+           "--threads", str(threads), "--ctx", str(ctx), "--name", name or _name(path)]
     with log.open("ab") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True)
@@ -179,12 +179,13 @@ def stop(timeout: float = 10.0) -> ServerState | None:
     return state
 
 
-def serve_forever(model: str, port: int, threads: int, ctx: int) -> None:
+def serve_forever(model: str, port: int, threads: int, ctx: int, name: str = DEFAULT_NAME) -> None:
     """The server process: llama.cpp's HTTP server on 127.0.0.1:`port` until SIGTERM."""
     import xllamacpp
 
     params = xllamacpp.CommonParams()
     params.model.path = model
+    params.model_alias = {name}
     params.hostnames = ["127.0.0.1"]
     params.port = port
     params.n_ctx = ctx
@@ -215,8 +216,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--ctx", type=int, default=8192)
+    p.add_argument("--name", default=DEFAULT_NAME)
     a = p.parse_args(argv)
-    serve_forever(a.model, a.port, a.threads, a.ctx)
+    serve_forever(a.model, a.port, a.threads, a.ctx, a.name)
 
 
 if __name__ == "__main__":

@@ -135,18 +135,26 @@ def crew_kickoff(
     from autooptimizer.tracing import install_log_redaction
 
     install_log_redaction()
-    crew = optimization_crew(env=env, approvals=approval, verbose=verbose)
-    crew.kickoff(inputs={"goal": goal})
+    try:
+        crew = optimization_crew(env=env, approvals=approval, verbose=verbose)
+        crew.kickoff(inputs={"goal": goal})
+    except Exception as exc:  # noqa: BLE001 - with --json, a failure is JSON too (status error, exit 1)
+        if not as_json:
+            raise
+        _fail_json(exc)
+        return
     run = crew.last_run
     if as_json:
         _print_json(run.model_dump())
-        return
-    typer.echo(run.answer)
-    for c in run.tool_calls:
-        typer.echo(f"  {c['agent']}: {c['tool']} -> {c['decision']} (executed={c['executed']})")
-    if run.pending_approvals:
-        typer.secho(f"pending approvals: {', '.join(run.pending_approvals)}", fg="yellow")
-    typer.echo(f"trace: {run.trace_id}")
+    else:
+        typer.echo(run.answer)
+        for c in run.tool_calls:
+            typer.echo(f"  {c['agent']}: {c['tool']} -> {c['decision']} (executed={c['executed']})")
+        if run.pending_approvals:
+            typer.secho(f"pending approvals: {', '.join(run.pending_approvals)}", fg="yellow")
+        typer.echo(f"trace: {run.trace_id}")
+    if run.status in ("error", "budget_exceeded"):
+        raise typer.Exit(1)
 
 
 @traces_app.command("list")

@@ -135,9 +135,13 @@ def crew_kickoff(
     from autooptimizer.tracing import install_log_redaction
 
     install_log_redaction()
-    try:
-        crew = optimization_crew(env=env, approvals=approval, verbose=verbose)
-        crew.kickoff(inputs={"goal": goal})
+    import contextlib
+    import sys
+
+    try:  # with --json, stdout carries the JSON only (CrewAI prints its own notices)
+        with contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext():
+            crew = optimization_crew(env=env, approvals=approval, verbose=verbose)
+            crew.kickoff(inputs={"goal": goal})
     except Exception as exc:  # noqa: BLE001 - with --json, a failure is JSON too (status error, exit 1)
         if not as_json:
             raise

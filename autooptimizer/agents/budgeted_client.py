@@ -47,6 +47,7 @@ from autooptimizer.agents.budgets import BudgetExceeded, LLMError, RunBudget
 _AGENT = re.compile(r"^\[agent: (\w+)\]")
 RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
 _OVERFLOW = re.compile(r"context|too long|exceed|maximum.*tokens|n_ctx", re.I)
+FORCED_MAX_STR = 120  # characters of a string argument in a forced call
 CHARS_PER_TOKEN = 4  # estimate when a server reports no usage, and for trimming (conservative for English)
 
 
@@ -64,7 +65,8 @@ class QuietStops(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
-        return not (isinstance(exc, BudgetExceeded | LLMError) or type(exc).__name__ == "QueueShutDown")
+        return not (isinstance(exc, BudgetExceeded | LLMError) or type(exc).__name__ == "QueueShutDown"
+                    or (isinstance(exc, ValueError) and "GroupChatError" in str(exc)))  # the others, told to stop
 
 
 _QUIET = QuietStops()
@@ -175,9 +177,28 @@ def forced_schema(tools: Sequence[Tool | ToolSchema]) -> dict:
     for s in map(_schema, tools):
         params = dict(s.get("parameters") or {"type": "object", "properties": {}})
         params.pop("$defs", None)
+        props = {k: ({**v, "maxLength": FORCED_MAX_STR} if isinstance(v, dict) and v.get("type") == "string"
+                     and "maxLength" not in v else v) for k, v in dict(params.get("properties") or {}).items()}
+        params["properties"] = props  # a bounded string: a weak model's repetition cannot eat the reply budget
         options.append({"type": "object", "properties": {"name": {"const": s["name"]}, "arguments": params},
                         "required": ["name", "arguments"]})
     return {"anyOf": options}
+
+
+def work_first(messages: Sequence[LLMMessage], tools: Sequence[Tool | ToolSchema]) -> list[Tool | ToolSchema]:
+    """The tools a forced reply may call: an agent that has own tools and has not used one since the last handoff
+    must call one of them before it may hand the turn on (else a weak model only hands back and forth)."""
+    own = [t for t in tools if not _schema(t)["name"].startswith("transfer_to_")]
+    if not own:
+        return list(tools)
+    for m in reversed(messages):
+        if isinstance(m, FunctionExecutionResultMessage):
+            names = [r.name for r in m.content]
+            if any(not n.startswith("transfer_to_") for n in names):
+                return list(tools)  # it worked since the last handoff
+            if names:
+                break
+    return own
 
 
 def forced_call(result: CreateResult) -> CreateResult:
@@ -213,8 +234,8 @@ class BudgetedChatCompletionClient(ChatCompletionClient):
         force = self.remote and limits.tool_choice == "required" and bool(tools)
         args = dict(extra)
         if force:
-            args["response_format"] = {"type": "json_schema",
-                                       "json_schema": {"name": "tool_call", "schema": forced_schema(tools)}}
+            args["response_format"] = {"type": "json_schema", "json_schema": {
+                "name": "tool_call", "schema": forced_schema(work_first(messages, tools))}}
         attempt = 0
         while True:
             try:

@@ -50,6 +50,8 @@ class LLMBudgets(BaseModel):
                                        description="a tool result shown to the model is cut to this")
     max_ping_pong: int = Field(default=3, alias="maxPingPong", ge=1, le=100,
                                description="back-and-forth handoffs between two agents with no tool call between")
+    temperature: float | None = Field(default=None, ge=0, le=2,
+                                      description="sampling temperature sent with every request (null: the server's)")
     tool_choice: Literal["auto", "required"] = Field(
         default="auto", alias="toolChoice",
         description="required: every reply offered tools must be a tool call, forced by a JSON schema")
@@ -64,8 +66,8 @@ class BudgetExceeded(Exception):  # noqa: N818 - the run's status is budget_exce
 
     @property
     def reason(self) -> str:
-        limit = f"{self.limit:g}"
-        return (f"Budget {self.budget} exceeded ({self.used:g} > {limit}){': ' + self.detail if self.detail else ''}. "
+        return (f"Budget {self.budget} exceeded (used {self.used:g}, limit {self.limit:g})"
+                f"{': ' + self.detail if self.detail else ''}. "
                 f"The run stopped; its partial record, trace and audit are kept. Raise llm.{self.budget} in the "
                 "profile only if the run was making progress; a looping or weak model will not do better with more.")
 

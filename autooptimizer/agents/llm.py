@@ -38,6 +38,10 @@ def _limits(settings: Settings, limits: LLMBudgets | None) -> LLMBudgets:
     return load_profile(settings.env).llm
 
 
+def _sampling(lim: LLMBudgets) -> dict[str, Any]:
+    return {} if lim.temperature is None else {"temperature": lim.temperature}
+
+
 def autogen_model_client(settings: Settings | None = None, limits: LLMBudgets | None = None) -> Any:
     """An AutoGen `ChatCompletionClient` for the configured backend, with the profile's per-reply limits."""
     s = settings or get_settings()
@@ -51,7 +55,8 @@ def autogen_model_client(settings: Settings | None = None, limits: LLMBudgets | 
     lim = _limits(s, limits)
     kwargs: dict[str, Any] = {"model": s.llm_model, "api_key": s.openai_api_key or "not-needed",
                               "parallel_tool_calls": False, "max_tokens": lim.max_tokens_per_reply,
-                              "timeout": lim.request_timeout_seconds, "max_retries": 0}
+                              "timeout": lim.request_timeout_seconds, "max_retries": 0,
+                              **_sampling(lim)}
     if kind == "openai_compatible":
         kwargs.update(base_url=s.llm_base_url, model_info=_model_info())
     return OpenAIChatCompletionClient(**kwargs)
@@ -70,7 +75,7 @@ def crewai_llm(settings: Settings | None = None, limits: LLMBudgets | None = Non
     lim = _limits(s, limits)
     kwargs: dict[str, Any] = {"model": f"openai/{s.llm_model}", "api_key": s.openai_api_key or "not-needed",
                               "max_tokens": lim.max_tokens_per_reply, "timeout": lim.request_timeout_seconds,
-                              "max_retries": 0}
+                              "max_retries": 0, **_sampling(lim)}
     if kind == "openai_compatible":
         kwargs["base_url"] = s.llm_base_url
     return LLM(**kwargs)
@@ -91,7 +96,7 @@ def langchain_chat_model(settings: Settings | None = None, limits: LLMBudgets | 
     lim = _limits(s, limits)
     kwargs: dict[str, Any] = {"model": s.llm_model, "api_key": s.openai_api_key or "not-needed",
                               "max_tokens": lim.max_tokens_per_reply, "timeout": lim.request_timeout_seconds,
-                              "max_retries": lim.retries}
+                              "max_retries": lim.retries, **_sampling(lim)}
     if s.llm_base_url:
         kwargs["base_url"] = s.llm_base_url
     return ChatOpenAI(**kwargs)

@@ -93,7 +93,8 @@ def explain_error(exc: BaseException, base_url: str | None = None) -> LLMError:
                                    "or faster model.")
     if isinstance(exc, openai.APIConnectionError | httpx.ConnectError | ConnectionError):
         return LLMError("connection", f"Cannot reach the model server at {where} ({exc}). Start it "
-                                      "(`autoopt llm serve`, or vLLM/Ollama/llama.cpp) or correct AUTOOPT_LLM_BASE_URL.")
+                                      "(`autoopt llm serve`, or vLLM/Ollama/llama.cpp) or correct "
+                                      "AUTOOPT_LLM_BASE_URL.")
     if isinstance(exc, openai.APIStatusError):
         code, body = exc.status_code, str(exc)[:300]
         if code == 400 and _OVERFLOW.search(body):

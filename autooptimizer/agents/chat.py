@@ -38,6 +38,7 @@ class ToolCallRecord(BaseModel):
     executed: bool
     approval_id: str | None = None
     error: str | None = None
+    policies: list[str] = Field(default_factory=list)
 
 
 class ChatResult(BaseModel):
@@ -241,7 +242,8 @@ async def _run(goal: str, env: str, *, record: RunRecord | None, resume: Resume 
     save_run(new_record)
     return ChatResult(routed_to=routed, answer=answer,
                       tool_calls=[ToolCallRecord(agent=c.agent, tool=c.tool, args=c.args, decision=c.decision,
-                                                 executed=c.executed, approval_id=c.approval_id, error=c.error)
+                                                 executed=c.executed, approval_id=c.approval_id, error=c.error,
+                                                 policies=c.policies)
                                   for c in calls],
                       pending_approvals=pending, trace_id=trace_id, run_id=run_id,
                       status=stop.status if stop else "paused" if paused else "completed", backend=kind,

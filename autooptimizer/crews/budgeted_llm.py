@@ -32,7 +32,8 @@ def bad_calls(reply: Any, offered: set[str]) -> str | None:
     """What is wrong with a reply's OpenAI-style tool calls (None when all are well formed)."""
     if not isinstance(reply, list):
         return None
-    for call in reply:
+    for item in reply:
+        call = item.model_dump() if hasattr(item, "model_dump") else item  # SDK objects or OpenAI-style dicts
         fn = call.get("function", {}) if isinstance(call, dict) else {}
         name = fn.get("name") if isinstance(fn, dict) else None
         if not isinstance(name, str) or name not in offered:

@@ -143,7 +143,8 @@ def call_tool(agent: str, name: str, args: Any, registry: ToolRegistry | None = 
                             requested_by=f"agent:{agent}", evidence=evidence, scope=effective_scope(scope, ctx.scope),
                             sample_source=ctx.sample_source)
         outcome = Outcome(tool=name, agent=agent, args=res.args, decision=res.decision, executed=res.executed,
-                          result=res.result, error=res.error, reason=res.reason, approval_id=res.approval_id)
+                          result=res.result, error=res.error, reason=res.reason, approval_id=res.approval_id,
+                          policies=list(res.policies))
         sp.set_outputs({**outcome.model_dump(exclude={"args", "result"}), "result": res.result})
         sp.summary(f"{res.decision}; executed={res.executed}" + (f"; error: {res.error[:120]}" if res.error else ""))
         if res.error:

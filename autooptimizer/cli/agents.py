@@ -206,6 +206,39 @@ def bench_router(as_json: bool = typer.Option(False, "--json", help="print accur
         typer.echo(f"  miss: {e['goal']!r}: expected {e['expected']}, got {e['got']} ({e['confidence']:.2f})")
 
 
+def bench_agents(
+    endpoint: str = typer.Option(None, "--endpoint", help="an OpenAI-compatible base URL (default: the offline "
+                                 "planner, the baseline)"),
+    model: str = typer.Option(None, "--model", help="the model name to send (with --endpoint)"),
+    only: list[str] = typer.Option([], "--only", help="a scenario id or category (repeatable)"),
+    as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
+) -> None:
+    """Evaluate a model on the agents' own policy and tools: 30+ scenarios (gate problems, questions, approvals,
+    off-topic, injected goals, poisoned tool outputs); task success, routing, valid calls, denials, budget stops."""
+    from autooptimizer.agents.bench import run_bench
+    from autooptimizer.errors import InputError
+
+    if model and not endpoint:
+        raise InputError("--model needs --endpoint.", "Pass --endpoint URL (e.g. from `autoopt llm serve`).")
+
+    def progress(r: object) -> None:
+        if not as_json:
+            ok = "ok  " if getattr(r, "success", False) else "FAIL"
+            typer.echo(f"{ok} {getattr(r, 'id', '')}: {getattr(r, 'status', '')} routed {getattr(r, 'routed_to', '')}"
+                       f" calls {getattr(r, 'tool_calls', 0)} denied {getattr(r, 'denied_calls', 0)} "
+                       f"{getattr(r, 'seconds', 0):.1f}s {'; '.join(getattr(r, 'failures', []))[:160]}")
+
+    rep = run_bench(endpoint, model, only=only or None, on_result=progress)
+    if as_json:
+        _print_json(rep.model_dump())
+        return
+    valid = "-" if rep.valid_tool_call_share is None else f"{rep.valid_tool_call_share:.1%}"
+    typer.echo(f"\nmodel {rep.model}: {rep.scenarios} scenarios, task success {rep.task_success:.1%}, routing "
+               f"{rep.routing_accuracy:.1%}, valid tool calls {valid}, denied {rep.denied_calls}, budget stops "
+               f"{rep.budget_stops}, errors {rep.errors}, tokens {rep.tokens}, {rep.seconds_per_scenario:.1f} s/scenario")
+    typer.echo("by category: " + ", ".join(f"{c} {v:.0%}" for c, v in rep.by_category.items()))
+
+
 def register(app: typer.Typer, bench: typer.Typer) -> None:
     """Add this area's commands to the root app and its benchmarks to `autoopt bench`."""
     app.command("route")(route)
@@ -213,3 +246,4 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
     app.add_typer(crew_app, name="crew")
     app.add_typer(traces_app, name="traces")
     bench.command("router")(bench_router)
+    bench.command("agents")(bench_agents)

@@ -176,10 +176,12 @@ def forced_schema(tools: Sequence[Tool | ToolSchema]) -> dict:
     """A JSON schema whose every value is one call of one offered tool: {"name": ..., "arguments": {...}}."""
     options = []
     for s in map(_schema, tools):
-        params = dict(s.get("parameters") or {"type": "object", "properties": {}})
+        params: dict[str, Any] = dict(s.get("parameters") or {"type": "object", "properties": {}})
         params.pop("$defs", None)
-        props = {k: ({**v, "maxLength": FORCED_MAX_STR} if isinstance(v, dict) and v.get("type") == "string"
-                     and "maxLength" not in v else v) for k, v in dict(params.get("properties") or {}).items()}
+        props: dict[str, Any] = dict(params.get("properties") or {})
+        for key, prop in props.items():
+            if isinstance(prop, dict) and prop.get("type") == "string" and "maxLength" not in prop:
+                props[key] = {**prop, "maxLength": FORCED_MAX_STR}
         params["properties"] = props  # a bounded string: a weak model's repetition cannot eat the reply budget
         options.append({"type": "object", "properties": {"name": {"const": s["name"]}, "arguments": params},
                         "required": ["name", "arguments"]})

@@ -201,6 +201,8 @@ async def _run(goal: str, env: str, *, record: RunRecord | None, resume: Resume 
             audit_stop(stop, env=env, goal=goal, run_id=run_id, trace_id=trace_id, usage=budget.snapshot())
             if on_message:
                 on_message(f"[runtime] run stopped ({stop.status}: {stop.kind}): {stop.reason}")
+        with contextlib.suppress(Exception):  # the HTTP client closes inside this event loop, not at GC after it
+            await model_client.close()
         try:
             state = await team.save_state()
         except Exception:  # noqa: BLE001 - a run stopped mid-turn may not serialize; the record keeps the calls

@@ -6,8 +6,9 @@ Only typer/stdlib at module level; the router, AutoGen and CrewAI are imported i
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import typer
 
@@ -109,7 +110,7 @@ def _chat_run(goal: str, env: str | None, *, no_input: bool, as_json: bool, resu
     from autooptimizer.agents.chat import resume_chat, run_chat
     from autooptimizer.tracing import start_trace
 
-    say = stream if callable(stream) else None
+    say = cast("Callable[[str], None] | None", stream if callable(stream) else None)
     if resume:
         return resume_chat(resume, on_message=say)
     if no_input or as_json:
@@ -235,7 +236,8 @@ def bench_agents(
     valid = "-" if rep.valid_tool_call_share is None else f"{rep.valid_tool_call_share:.1%}"
     typer.echo(f"\nmodel {rep.model}: {rep.scenarios} scenarios, task success {rep.task_success:.1%}, routing "
                f"{rep.routing_accuracy:.1%}, valid tool calls {valid}, denied {rep.denied_calls}, budget stops "
-               f"{rep.budget_stops}, errors {rep.errors}, tokens {rep.tokens}, {rep.seconds_per_scenario:.1f} s/scenario")
+               f"{rep.budget_stops}, errors {rep.errors}, tokens {rep.tokens}, "
+               f"{rep.seconds_per_scenario:.1f} s/scenario")
     typer.echo("by category: " + ", ".join(f"{c} {v:.0%}" for c, v in rep.by_category.items()))
 
 

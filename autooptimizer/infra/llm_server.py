@@ -24,6 +24,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -183,7 +184,8 @@ def serve_forever(model: str, port: int, threads: int, ctx: int, name: str = DEF
     """The server process: llama.cpp's HTTP server on 127.0.0.1:`port` until SIGTERM."""
     import xllamacpp
 
-    params = xllamacpp.CommonParams()
+    lib: Any = xllamacpp  # a compiled module: no type information
+    params = lib.CommonParams()
     params.model.path = model
     params.model_alias = {name}
     params.hostnames = ["127.0.0.1"]
@@ -196,7 +198,7 @@ def serve_forever(model: str, port: int, threads: int, ctx: int, name: str = DEF
     params.use_jinja = True
     params.chat_template = TEMPLATE.read_text()
     params.endpoint_metrics = True
-    server = xllamacpp.Server(params)
+    server = lib.Server(params)
     print(json.dumps({"listening": server.listening_address, "model": model}), flush=True)
     stopping = False
 
@@ -211,7 +213,7 @@ def serve_forever(model: str, port: int, threads: int, ctx: int, name: str = DEF
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description="The local model server (see autooptimizer/infra/llm_server.py).")
     p.add_argument("--model", required=True)
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--threads", type=int, default=1)

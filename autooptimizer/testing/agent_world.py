@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from pydantic import BaseModel
 
@@ -63,7 +63,7 @@ def demo_registry(world: FakeWorld | None = None) -> tuple[ToolRegistry, FakeWor
                 out = {**out, "note": w.poison[name]}
             return out
 
-        reg.register(ToolSpec(name=name, owner=owner, risk=risk, description=f"(test double) {name}",
+        reg.register(ToolSpec(name=name, owner=owner, risk=cast("Any", risk), description=f"(test double) {name}",
                               args_model=model, func=run,
                               facts=(lambda a, ctx: facts(a)) if facts is not None else None))
 

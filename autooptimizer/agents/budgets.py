@@ -50,7 +50,7 @@ class LLMBudgets(BaseModel):
                                        description="a tool result shown to the model is cut to this")
     max_ping_pong: int = Field(default=3, alias="maxPingPong", ge=1, le=100,
                                description="back-and-forth handoffs between two agents with no tool call between")
-    temperature: float | None = Field(default=None, ge=0, le=2,
+    temperature: float | None = Field(default=None, alias="temperature", ge=0, le=2,
                                       description="sampling temperature sent with every request (null: the server's)")
     tool_choice: Literal["auto", "required"] = Field(
         default="auto", alias="toolChoice",

@@ -12,6 +12,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from autooptimizer.agents.budgets import LLMBudgets
 from autooptimizer.errors import ConfigError
 
 _HERE = Path(__file__).parent
@@ -119,6 +120,7 @@ class Profile(_Strict):
     ab_test: ABTest = Field(default=ABTest(), alias="abTest")
     loop: Loop = Loop()
     retention: Retention = Retention()
+    llm: LLMBudgets = LLMBudgets()  # agent runs on a model: per-reply and per-run budgets (agents/budgets.py)
 
 
 def profile_path(name: str) -> Path:

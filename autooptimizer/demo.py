@@ -19,6 +19,7 @@ Later issues extend the cycle by passing extra phases: each is `fn(ctx: DemoCont
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -95,10 +96,14 @@ class DemoContext:
     log: list[str] = field(default_factory=list)
     t0: float = field(default_factory=time.monotonic)
     shifted_at: float | None = None  # monotonic time of the corpus shift (the loop phases time from it)
+    echo: bool = False  # without the live display (--json), progress lines go to stderr as they happen
 
     def say(self, msg: str) -> None:
-        self.log.append(f"[{time.monotonic() - self.t0:6.1f}s] {msg}")
+        line = f"[{time.monotonic() - self.t0:6.1f}s] {msg}"
+        self.log.append(line)
         del self.log[:-8]
+        if self.echo:
+            print(line, file=sys.stderr, flush=True)
 
     def gates(self) -> GateReport:
         from autooptimizer.gates import evaluate_gates
@@ -313,7 +318,7 @@ def run_demo(opts: DemoOptions | None = None, live: bool = True, extra_phases: l
 
     opts = opts or DemoOptions()
     result = DemoResult()
-    ctx = DemoContext(opts=opts, result=result, profile=load_profile(opts.env or get_settings().env))
+    ctx = DemoContext(opts=opts, result=result, profile=load_profile(opts.env or get_settings().env), echo=not live)
     display: Any = None
     if live:
         from rich.live import Live

@@ -67,6 +67,10 @@ class Settings(BaseSettings):
     argocd_token: str | None = Field(default=None, description="AUTOOPT_ARGOCD_TOKEN")
     argocd_app: str = Field(default="search-reranker", description="AUTOOPT_ARGOCD_APP")
     gitops_remote: str | None = Field(default=None, description="AUTOOPT_GITOPS_REMOTE")
+    audit_segment_bytes: int = Field(default=16 << 20, ge=0, description="AUTOOPT_AUDIT_SEGMENT_BYTES: the audit "
+                                     "log's active file rotates into a segment at this size (0: no size limit)")
+    audit_segment_records: int = Field(default=0, ge=0, description="AUTOOPT_AUDIT_SEGMENT_RECORDS: ... or at this "
+                                       "many records (0: no record limit)")
 
     @field_validator("home", "data_dir")
     @classmethod

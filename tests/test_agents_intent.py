@@ -108,6 +108,7 @@ def test_legitimate_goals_are_not_override_attempts(text: str) -> None:
     ("explain why NDCG dropped and fix it", False), ("NDCG dropped, fix the reranker", False),
     ("can we roll back the release?", False), ("please retrain the reranker", False),
     ("errors are spiking on the search endpoint", False), ("we need six replicas", False),
+    ("Latency is over 800 ms at p95, do whatever brings it down.", False), ("do the gates pass?", True),
 ])
 def test_questions_are_told_from_changes(text: str, question: bool) -> None:
     assert asks_only(text) is question

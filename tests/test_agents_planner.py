@@ -44,6 +44,11 @@ def test_playbooks_pick_jobs_and_the_remediation_chain():
     pb = load_playbooks()
     assert pb.job("devops", "roll back the last release").name == "rollback"
     assert pb.job("devops", "ship it").name == "release"
+    # a latency or cost problem routed to devops (no fix words) picks its remedy, never a release
+    assert pb.job("devops", "Latency is over 800 ms at p95, do whatever brings it down.").name == "scale"
+    assert pb.job("devops", "serving is too expensive, cut it").name == "switch"
+    assert pb.job("devops", "latency is high, switch to the cheaper variant").name == "switch"
+    assert pb.job("devops", "over budget: scale down to 1 replica").name == "scale"
     assert pb.plan("metrics", "NDCG dropped, fix the reranker") == [("metrics", None), ("data", None), ("ml", None),
                                                                     ("devops", None)]
     assert pb.plan("metrics", "p95 latency is too high, fix it") == [("metrics", None), ("devops", "scale")]

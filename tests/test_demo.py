@@ -13,7 +13,7 @@ from autooptimizer.settings import get_settings
 
 
 @pytest.mark.prometheus
-def test_demo_ndcg_gate_goes_ok_then_firing_and_everything_stops(tmp_path: Path, monkeypatch) -> None:
+def test_demo_ndcg_gate_goes_ok_then_firing_and_everything_stops(tmp_path: Path, monkeypatch, capsys) -> None:
     from autooptimizer.search.model_store import ModelSpec, save
 
     monkeypatch.setenv("AUTOOPT_PROFILES_DIR", str(write_test_profile(tmp_path / "profiles")))
@@ -39,6 +39,8 @@ def test_demo_ndcg_gate_goes_ok_then_firing_and_everything_stops(tmp_path: Path,
     assert "firing" in ndcg[first_ok:], ndcg  # ok -> firing, in that order
     assert result.phases[3].detail["ndcg_gate"]["value"] >= 3.0
     assert "ndcg_drop" in seen["firing"]
+    progress = capsys.readouterr().err  # without the live display (--json) progress still shows, on stderr
+    assert "corpus shift: the query mix moves to" in progress and "stopping the simulator" in progress
     for url in seen["urls"]:  # the demo stopped the service and Prometheus it started
         port = int(url.rsplit(":", 1)[1])
         assert not port_open("127.0.0.1", port)

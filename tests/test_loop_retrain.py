@@ -140,3 +140,68 @@ def test_retrain_runs_the_tools_in_order_and_keeps_the_holdout_out(data: Path, t
     cost = ev["serving_cost"]
     assert cost["ratio"] == max(d["ratio"] for d in cost["domains"]) > 0, "measured on the held-out and test queries"
     assert ev["promotable"] == (gain >= ev["new_domain_margin"] and cost["ratio"] <= 1.2)
+
+
+def _append_log(data: Path, name: str, spec: ModelSpec, tmp_path: Path) -> None:
+    """Every judged query of `name` served by `spec`, appended to the live log in the simulator's form."""
+    from autooptimizer.ml.evaluate import load_split
+    from autooptimizer.ml.feedback import simulate_feedback
+
+    collection, queries, qrels = load_split(data / name)
+    out = simulate_feedback(spec, collection, queries, qrels, tmp_path / f"{name}-{spec.version}.jsonl", dataset=name)
+    recs = [json.loads(x) for x in out.read_text().splitlines()]
+    with get_settings().feedback_log.open("a") as fh:
+        fh.writelines(json.dumps({**r, "query_id": f"{name}/{r['query_id']}", "dataset": None}) + "\n" for r in recs)
+
+
+def test_repairs_chain_from_the_champion_and_the_guard_keeps_the_first(data: Path, tmp_path: Path,
+                                                                        prometheus: str) -> None:
+    """Shift to A (dom), promote its repair, then shift to B (dom2): B's retrain starts from A's repair, keeps A's
+    expert, holds A's fixed evaluation set out, and the forgetting guard scores A against A's promoted value."""
+    from autooptimizer.loop.cycle import CycleOptions, CycleRunner, CycleState
+    from autooptimizer.ml import forgetting as fg
+    from autooptimizer.ml.dataset import load_dataset
+    from autooptimizer.search.rerankers.ltr_fusion import LtrParams
+
+    write_tiny_domain(data / "dom2")
+    spec = ModelSpec(version=CHAMPION, kind="bi_encoder", fusion_weight=0.6, rerank_depth=20)
+    model_store.save(spec)
+    aliases.set_alias(aliases.CHAMPION, CHAMPION)
+    aliases.set_alias(aliases.GOLD, CHAMPION)
+    _live_log(data, spec, tmp_path)
+    runner = CycleRunner()
+
+    def repair(domain: str, champion: str) -> tuple[CycleState, dict, Path]:
+        opts = CycleOptions(trigger="test", seed=1, domain_data=domain)
+        rec = runner.begin(opts)
+        state = CycleState(options=opts)
+        out = retrain.run_retrain(runner, rec.id, opts, state, champion=champion, artifacts=Path(rec.artifacts_dir))
+        return state, out, Path(rec.artifacts_dir)
+
+    state_a, out_a, _ = repair("dom", CHAMPION)
+    a = out_a["model_version"]
+    set_a = fg.get_set("dom")
+    assert set_a is not None and fg.get_set("scifact:test") is not None
+    rows_a = {r["set"]: r for r in state_a.forgetting["rows"]}
+    assert set(rows_a) == {"dom", "scifact:test"}
+    raised = fg.record_promotion(state_a.forgetting, a, "si_a")  # what a watched promotion of A records
+    assert raised["dom"] == rows_a["dom"]["challenger"]
+    aliases.set_alias(aliases.CHAMPION, a)
+    _append_log(data, "dom2", model_store.load(a), tmp_path)
+
+    state_b, out_b, art_b = repair("dom2", a)
+    b = model_store.load(out_b["model_version"])
+    assert b.parent == a, "the second repair trains from the champion, not gold"
+    experts = [e.name.split("-")[0] for e in LtrParams.model_validate(b.params).experts]
+    assert experts == ["dom", "dom2"], "A's expert is kept"
+    assert fg.get_set("dom") == set_a, "A's evaluation set stays fixed"
+    ds = load_dataset(yaml.safe_load((art_b / "dataset_manifest.yaml").read_text())["hash"])
+    assert not {(q.dataset, q.query_id) for q in ds.queries} & fg.excluded()
+    rows = {r["set"]: r for r in state_b.forgetting["rows"]}
+    assert set(rows) == {"dom", "dom2", "scifact:test"}
+    assert rows["dom"]["best"] == raised["dom"] and rows["dom"]["challenger"] >= raised["dom"] - 0.01
+    assert rows["dom"]["ok"] and state_b.forgetting["ok"] is True
+    evals = [d.tool for d in state_b.decisions].count("evaluate_model")
+    assert evals == 7, "6 of the promotion rule (gold differs now) + B's challenger on A's set (gold's is cached)"
+    ev = json.loads((art_b / "evaluation.json").read_text())
+    assert ev["forgetting"] == state_b.forgetting and ev["promotable"] is out_b["promotable"]

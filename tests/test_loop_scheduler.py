@@ -155,3 +155,69 @@ def test_a_schedule_cycle_ignores_an_unconfirmed_firing_gate(service: TinyServic
         assert rec.outcome == "scaled"
     finally:
         prom.close()
+
+
+# -- a failed cycle ends cleanly and the next scheduled one starts ---------------------------------------------------
+class FailingRunner(CycleRunner):
+    """A real CycleRunner (journal, lock, recovery, the gated registry) whose cycle bodies fail as the paths do, in
+    turn: a tool error, a step the PDP denies, an inconclusive A/B; then a cycle with nothing to do."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.kinds = ["error", "denied", "ab_inconclusive", "ok"]
+
+    def _body(self, cid: str, opts: CycleOptions, state) -> tuple[str, str]:  # noqa: ANN001
+        from autooptimizer.loop.cycle_types import CycleStop
+        from autooptimizer.search import aliases
+
+        kind = self.kinds.pop(0) if self.kinds else "ok"
+        if kind == "error":
+            self.step(cid, "train", lambda: 1 / 0)  # any exception inside a step
+        if kind == "denied":  # the real PDP: gold cannot be deleted, whatever the env
+            self.step(cid, "delete", lambda: self.tool(state, "ml", "delete_model",
+                                                       {"version": aliases.require_alias(aliases.GOLD)}))
+        if kind == "ab_inconclusive":
+            raise CycleStop("ab_inconclusive", "A/B verdict inconclusive: too few samples")
+        return "no_action", "nothing to do"
+
+
+def test_the_scheduler_goes_on_after_each_kind_of_failed_cycle(service: TinyService) -> None:
+    from autooptimizer.search import aliases
+
+    aliases.set_alias(aliases.GOLD, "v-a")
+    runner = FailingRunner()
+    sched = Scheduler(runner, interval_minutes=0.005, enabled=True, read_gates=lambda: _reading()).start()
+    try:
+        deadline = time.monotonic() + 60
+        while len([c for c in runner.journal.list() if c.status != "running"]) < 4 and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        sched.stop()
+        runner.wait(30)
+    done = sorted(runner.journal.list(), key=lambda c: c.id)[:4]
+    assert [(c.status, c.outcome) for c in done] == [("failed", "failed"), ("finished", "denied"),
+                                                     ("finished", "ab_inconclusive"), ("finished", "no_action")]
+    assert "ZeroDivisionError" in (done[0].error or "") and "shared.gold-immutable" in str(done[1].summary)
+    assert all(c.trigger == "schedule" for c in done) and sched.ticks >= 4
+    assert not runner.lock.held_elsewhere() and runner.current_cycle is None, "each failure released the lock"
+    assert aliases.get_alias(aliases.GOLD) == "v-a"
+
+
+def test_a_tick_that_cannot_start_a_cycle_does_not_stop_the_scheduler() -> None:
+    class Broken(RecordingRunner):
+        def trigger(self, options: CycleOptions) -> str | None:
+            if not self.started:
+                self.started.append(options)
+                raise OSError("journal.db is locked")
+            return super().trigger(options)
+
+    runner = Broken("prod")
+    sched = Scheduler(runner, interval_minutes=0.005, enabled=True,  # type: ignore[arg-type]
+                      read_gates=lambda: _reading()).start()
+    try:
+        deadline = time.monotonic() + 30
+        while len(runner.started) < 3 and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        sched.stop()
+    assert len(runner.started) >= 3 and sched.skipped >= 1, "the failed start was counted, later ticks started"

@@ -62,7 +62,7 @@ def test_check_rejects_bad_operator_input() -> None:
 
 def test_validate_and_show() -> None:
     out = runner.invoke(app, ["policy", "validate"])
-    assert out.exit_code == 0 and "staging: 20 policies OK" in out.output
+    assert out.exit_code == 0 and "staging: 22 policies OK" in out.output  # shared.prune-* added
     out = runner.invoke(app, ["policy", "show", "--env", "staging"])
     assert "staging.promote-approval" in out.output and "needs_approval" in out.output
 

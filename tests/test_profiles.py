@@ -54,6 +54,9 @@ def test_every_tier_sets_the_decision_rules_in_yaml() -> None:
         assert p.gates.consecutive_readings >= 2 and p.gates.min_samples.ndcg_drop >= 50
         assert p.gates.min_samples.p95_latency >= 20  # fewer than 20 samples: the "p95" is the maximum
         assert p.ab_test.min_guard_requests >= 1
+        # the agents' run budgets are explicit too (docs/agents.md ## Budgets), every key of them
+        assert set(raw["llm"]) == {f.alias for f in type(p.llm).model_fields.values()}
+        assert p.llm.max_turns >= 22 and p.llm.max_identical_tool_calls >= 2  # the offline fix fits
 
 
 @pytest.mark.parametrize("gates, needle", [

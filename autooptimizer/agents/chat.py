@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from autooptimizer.agents.budgets import RunUsage
 from autooptimizer.agents.protocol import Outcome, Resume, parse_report, render_resume, wrap_goal
 from autooptimizer.errors import InputError, NotFoundError
 from autooptimizer.tools.registry import ToolRegistry
@@ -37,6 +38,7 @@ class ToolCallRecord(BaseModel):
     executed: bool
     approval_id: str | None = None
     error: str | None = None
+    policies: list[str] = Field(default_factory=list)
 
 
 class ChatResult(BaseModel):
@@ -48,10 +50,13 @@ class ChatResult(BaseModel):
     pending_approvals: list[str]
     trace_id: str
     run_id: str
-    status: Literal["completed", "paused", "refused"]
+    status: Literal["completed", "paused", "refused", "budget_exceeded", "error"]
     backend: str
     intent: str = ""  # question | action | refused (agents/intent.py)
     allowed_tools: list[str] = Field(default_factory=list)  # the run's scope: tools the goal's intent allows
+    stop_kind: str | None = None  # budget_exceeded: the budget's profile key; error: the error's kind
+    reason: str = ""  # why the run stopped early, and what to do (budget_exceeded / error)
+    usage: RunUsage = Field(default_factory=RunUsage)  # turns, tool calls, tokens, wall time of this run
 
 
 class RunRecord(BaseModel):
@@ -138,6 +143,9 @@ async def _run(goal: str, env: str, *, record: RunRecord | None, resume: Resume 
     from autogen_agentchat.base import TaskResult
     from autogen_agentchat.messages import HandoffMessage, TextMessage
 
+    from autooptimizer.agents.autogen_client import PlannerChatCompletionClient
+    from autooptimizer.agents.budgeted_client import BudgetedChatCompletionClient, quiet_stops
+    from autooptimizer.agents.budgets import audit_stop, run_budget
     from autooptimizer.agents.guarded_client import guarded
     from autooptimizer.agents.intent import audit_intent, classify
     from autooptimizer.agents.llm import autogen_model_client, backend
@@ -150,9 +158,18 @@ async def _run(goal: str, env: str, *, record: RunRecord | None, resume: Resume 
     intent = classify(goal)  # the operator's words only, with the trusted offline router
     if intent.kind == "refused":
         return _refuse(goal, env, intent, run_id, kind)
-    model_client = guarded(model_client or autogen_model_client())  # too-deep tool args reach the registry
+    from autooptimizer.settings import get_settings
+
+    budget = run_budget(env)
+    quiet_stops()
+    inner = model_client or autogen_model_client(limits=budget.limits)
+    # too-deep tool args reach the registry; every model turn is charged to the run's budget
+    model_client = BudgetedChatCompletionClient(guarded(inner), budget,
+                                                remote=not isinstance(inner, PlannerChatCompletionClient),
+                                                base_url=get_settings().llm_base_url)
     granted = {resume.approval_id} if resume and resume.status == "approved" else set()
-    ctx = RunContext(env=env, goal=goal, granted=granted, scope=intent.scope, sample_source=sample_source)
+    ctx = RunContext(env=env, goal=goal, granted=granted, scope=intent.scope, sample_source=sample_source,
+                     budget=budget)
     meta = {"goal": goal[:500], "env": env, "run_id": run_id, "backend": kind, "intent": intent.kind,
             **({"resumes": resume.approval_id, "previous_traces": ",".join(record.trace_ids)} if resume and record
                else {})}
@@ -167,13 +184,31 @@ async def _run(goal: str, env: str, *, record: RunRecord | None, resume: Resume 
                                        content=render_resume(resume))
         else:
             task = TextMessage(source="user", content=wrap_goal(goal))
-        async for item in team.run_stream(task=task):
-            if isinstance(item, TaskResult):
-                continue
-            messages.append(item)
-            if on_message and (line := describe(item)):
-                on_message(line)
-        state = await team.save_state()
+        try:
+            async for item in team.run_stream(task=task):
+                if isinstance(item, TaskResult):
+                    continue
+                messages.append(item)
+                if on_message and (line := describe(item)):
+                    on_message(line)
+        except Exception as exc:  # noqa: BLE001 - a failed run is an answer (status error), never a traceback
+            from autooptimizer.agents.budgeted_client import explain_error
+
+            if budget.stop is None:
+                budget.fail(explain_error(exc, get_settings().llm_base_url))
+        stop = budget.stop
+        if stop is not None:
+            audit_stop(stop, env=env, goal=goal, run_id=run_id, trace_id=trace_id, usage=budget.snapshot())
+            if on_message:
+                on_message(f"[runtime] run stopped ({stop.status}: {stop.kind}): {stop.reason}")
+        with contextlib.suppress(Exception):  # the HTTP client closes inside this event loop, not at GC after it
+            await model_client.close()
+        try:
+            state = await team.save_state()
+        except Exception:  # noqa: BLE001 - a run stopped mid-turn may not serialize; the record keeps the calls
+            if stop is None:
+                raise
+            state = {}
 
     calls = (record.calls if record else []) + ctx.calls
     routed = record.routed_to if record else next(
@@ -187,8 +222,13 @@ async def _run(goal: str, env: str, *, record: RunRecord | None, resume: Resume 
                 if store.get(c.approval_id).status in ("pending", "approved"):
                     pending.append(c.approval_id)
     handoff = last if isinstance(last, HandoffMessage) and last.target == USER else None
-    paused = handoff is not None
-    if handoff is not None:
+    if handoff is not None and not pending and not resume:  # a model handing back with nothing to approve
+        handoff = None
+    paused = handoff is not None and stop is None
+    if stop is not None:
+        answer = f"Run stopped ({stop.status}: {stop.kind}). {stop.reason}"
+        handoff = None
+    elif handoff is not None:
         report = parse_report(handoff.content)
         answer = (f"Paused: {report.summary if report else handoff.content} Answer with `autoopt approvals approve "
                   f"ID` (or deny), then `autoopt chat --resume ID`.")
@@ -204,11 +244,13 @@ async def _run(goal: str, env: str, *, record: RunRecord | None, resume: Resume 
     save_run(new_record)
     return ChatResult(routed_to=routed, answer=answer,
                       tool_calls=[ToolCallRecord(agent=c.agent, tool=c.tool, args=c.args, decision=c.decision,
-                                                 executed=c.executed, approval_id=c.approval_id, error=c.error)
+                                                 executed=c.executed, approval_id=c.approval_id, error=c.error,
+                                                 policies=c.policies)
                                   for c in calls],
                       pending_approvals=pending, trace_id=trace_id, run_id=run_id,
-                      status="paused" if paused else "completed", backend=kind, intent=intent.kind,
-                      allowed_tools=intent.allowed_tools)
+                      status=stop.status if stop else "paused" if paused else "completed", backend=kind,
+                      intent=intent.kind, allowed_tools=intent.allowed_tools, stop_kind=stop.kind if stop else None,
+                      reason=stop.reason if stop else "", usage=budget.snapshot())
 
 
 def _refuse(goal: str, env: str, intent: Any, run_id: str, kind: str) -> ChatResult:

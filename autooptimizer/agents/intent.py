@@ -75,7 +75,7 @@ class Split(BaseModel):
 
     @property
     def route_text(self) -> str:
-        """The operator's words without the cut marks: what the router embeds."""
+        """The operator's words without the cut marks: what the router reads."""
         return _SPACES.sub(" ", self.operator.replace(_PLACEHOLDER.strip(), " ")).strip()
 
 
@@ -201,6 +201,11 @@ ACTION_WORDS = frozenset((
     "evaluate", "compare"))
 
 
+# "do" leads questions ("do the gates pass?") but also open requests for a change ("do whatever brings it down")
+_DO_ACTION = re.compile(r"do\s+(?:whatever|something|anything|what(?:ever)?\s+(?:it\s+takes|is\s+needed)|"
+                        r"the\s+needful)\b", re.I)
+
+
 def _clauses(text: str) -> list[str]:
     return [c.strip() for c in _CLAUSES.split(text) if c and c.strip()]
 
@@ -223,7 +228,7 @@ def asks_only(operator: str) -> bool:
     change: such a goal may run read tools only. A clause led by a change verb ("... and fix it") makes it an
     action; so does a plain statement ("NDCG dropped"), whose plan the playbooks bound."""
     clauses = _clauses(operator)
-    if any(_lead(c) in ACTION_WORDS for c in clauses):
+    if any(_lead(c) in ACTION_WORDS or _DO_ACTION.match(_PREFIX.sub("", c)) for c in clauses):
         return False
     return operator.rstrip().endswith("?") or any(_lead(c) in QUESTION_WORDS for c in clauses)
 

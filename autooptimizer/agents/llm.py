@@ -1,10 +1,16 @@
 """Which model drives the agents, chosen by settings: OpenAI (OPENAI_API_KEY), any OpenAI-compatible server
-(AUTOOPT_LLM_BASE_URL: vLLM, Ollama, llama.cpp), else the built-in offline planner."""
+(AUTOOPT_LLM_BASE_URL: vLLM, Ollama, llama.cpp, `autoopt llm serve`), else the built-in offline planner.
+
+The client code is the same for every server; only the URL, model and key differ. Every client gets the profile's
+per-reply limits (`llm.maxTokensPerReply` as max_tokens, `llm.requestTimeoutSeconds`); retries are the run
+budget's (agents/budgeted_client.py), so the SDKs' own retries are off.
+"""
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
+from autooptimizer.agents.budgets import LLMBudgets
 from autooptimizer.settings import Settings, get_settings
 
 Backend = Literal["openai", "openai_compatible", "offline"]
@@ -24,8 +30,20 @@ def _model_info() -> dict:
             "structured_output": False, "multiple_system_messages": True}
 
 
-def autogen_model_client(settings: Settings | None = None) -> Any:
-    """An AutoGen `ChatCompletionClient` for the configured backend."""
+def _limits(settings: Settings, limits: LLMBudgets | None) -> LLMBudgets:
+    if limits is not None:
+        return limits
+    from autooptimizer.profiles import load_profile
+
+    return load_profile(settings.env).llm
+
+
+def _sampling(lim: LLMBudgets) -> dict[str, Any]:
+    return {} if lim.temperature is None else {"temperature": lim.temperature}
+
+
+def autogen_model_client(settings: Settings | None = None, limits: LLMBudgets | None = None) -> Any:
+    """An AutoGen `ChatCompletionClient` for the configured backend, with the profile's per-reply limits."""
     s = settings or get_settings()
     kind = backend(s)
     if kind == "offline":
@@ -34,14 +52,17 @@ def autogen_model_client(settings: Settings | None = None) -> Any:
         return PlannerChatCompletionClient()
     from autogen_ext.models.openai import OpenAIChatCompletionClient
 
+    lim = _limits(s, limits)
     kwargs: dict[str, Any] = {"model": s.llm_model, "api_key": s.openai_api_key or "not-needed",
-                              "parallel_tool_calls": False}
+                              "parallel_tool_calls": False, "max_tokens": lim.max_tokens_per_reply,
+                              "timeout": lim.request_timeout_seconds, "max_retries": 0,
+                              **_sampling(lim)}
     if kind == "openai_compatible":
         kwargs.update(base_url=s.llm_base_url, model_info=_model_info())
     return OpenAIChatCompletionClient(**kwargs)
 
 
-def crewai_llm(settings: Settings | None = None) -> Any:
+def crewai_llm(settings: Settings | None = None, limits: LLMBudgets | None = None) -> Any:
     """A CrewAI LLM for the configured backend (the offline planner is a `BaseLLM` subclass)."""
     s = settings or get_settings()
     kind = backend(s)
@@ -51,7 +72,31 @@ def crewai_llm(settings: Settings | None = None) -> Any:
         return PlannerLLM(model="offline-planner")
     from crewai import LLM
 
-    kwargs: dict[str, Any] = {"model": f"openai/{s.llm_model}", "api_key": s.openai_api_key or "not-needed"}
+    lim = _limits(s, limits)
+    kwargs: dict[str, Any] = {"model": f"openai/{s.llm_model}", "api_key": s.openai_api_key or "not-needed",
+                              "max_tokens": lim.max_tokens_per_reply, "timeout": lim.request_timeout_seconds,
+                              "max_retries": 0, **_sampling(lim)}
     if kind == "openai_compatible":
         kwargs["base_url"] = s.llm_base_url
     return LLM(**kwargs)
+
+
+def langchain_chat_model(settings: Settings | None = None, limits: LLMBudgets | None = None) -> Any:
+    """A LangChain chat model for the configured server, with the same per-reply limits. Bind it to
+    `tools.adapters.langchain.langchain_tools(agent, scope=classify(goal).scope)` inside a `run_scope` whose
+    RunContext carries a `RunBudget`: the tools then charge the run's tool budgets like AutoGen's and CrewAI's."""
+    s = settings or get_settings()
+    if backend(s) == "offline":
+        from autooptimizer.errors import ConfigError
+
+        raise ConfigError("LangChain needs a model server; the offline planner drives AutoGen and CrewAI only.",
+                          "Set AUTOOPT_LLM_BASE_URL (e.g. `autoopt llm serve`) or OPENAI_API_KEY.")
+    from langchain_openai import ChatOpenAI
+
+    lim = _limits(s, limits)
+    kwargs: dict[str, Any] = {"model": s.llm_model, "api_key": s.openai_api_key or "not-needed",
+                              "max_tokens": lim.max_tokens_per_reply, "timeout": lim.request_timeout_seconds,
+                              "max_retries": lim.retries, **_sampling(lim)}
+    if s.llm_base_url:
+        kwargs["base_url"] = s.llm_base_url
+    return ChatOpenAI(**kwargs)

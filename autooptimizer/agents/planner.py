@@ -1,7 +1,7 @@
 """The offline planner: the built-in "model" used when no LLM is configured.
 
 It is deterministic. The supervisor reads the operator's intent from the operator's own words (agents/intent.py:
-quoted or embedded material is data; an override attempt is refused), routes those words with the embedding router
+quoted or embedded material is data; an override attempt is refused), routes those words with the offline router
 and delegates along the playbook (only the routed agent for a question). A specialist runs its job's steps in order
 (a question's steps that change state do not run), each step's arguments built explicitly for the real tool
 (`agents/arguments.py`) from earlier results, the goal and the environment profile, and reports back. It reads

@@ -31,6 +31,7 @@ class Outcome(BaseModel):
     error: str | None = None
     reason: str = ""
     approval_id: str | None = None
+    policies: list[str] = Field(default_factory=list)  # what decided (registry.* = the call itself was invalid)
 
 
 class Delegation(BaseModel):

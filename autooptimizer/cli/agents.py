@@ -6,7 +6,9 @@ Only typer/stdlib at module level; the router, AutoGen and CrewAI are imported i
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import datetime
+from typing import Any, cast
 
 import typer
 
@@ -21,7 +23,7 @@ def _print_json(value: object) -> None:
 
 def route(goal: str = typer.Argument(..., help="the goal, in plain words"),
           as_json: bool = typer.Option(False, "--json", help='print {"agent", "confidence"}')) -> None:
-    """Which agent would take this goal first (offline embedding router); `clarify` if none fits."""
+    """Which agent would take this goal first (the offline router); `clarify` if none fits or it is unsure."""
     from autooptimizer.agents.router import get_router
 
     r = get_router().route(goal)
@@ -61,34 +63,64 @@ def chat(
     resume: str = typer.Option(None, "--resume", help="continue the chat paused on this approval id"),
 ) -> None:
     """Talk to the supervisor: it routes the goal, the specialists act through the policy gate."""
-    from autooptimizer.agents.chat import resume_chat, run_chat
     from autooptimizer.errors import InputError
-    from autooptimizer.tracing import install_log_redaction, start_trace
+    from autooptimizer.tracing import install_log_redaction
 
     install_log_redaction()
     if not goal and not resume:
         raise InputError("No goal given.", 'Run `autoopt chat "GOAL"` or `autoopt chat --resume APPROVAL_ID`.')
     stream = None if as_json else typer.echo
-    if resume:
-        result = resume_chat(resume, on_message=stream)
-    elif no_input or as_json:
-        result = run_chat(goal, env, on_message=stream)
-    else:
-        with start_trace("chat", {"goal": goal[:500], "env": env or "", "interactive": True}, inputs={"goal": goal}):
-            result = run_chat(goal, env, on_message=stream)
-            while result.status == "paused" and result.pending_approvals:
-                answers = _ask_approvals(result.pending_approvals)
-                result = resume_chat(answers[-1][0], on_message=stream)
+    try:
+        result = _chat_run(goal, env, no_input=no_input, as_json=as_json, resume=resume, stream=stream)
+    except Exception as exc:  # noqa: BLE001 - with --json, a failure is JSON too (status error, exit 1)
+        if not as_json:
+            raise
+        _fail_json(exc)
+        return
     if as_json:
         _print_json({k: v for k, v in result.model_dump().items()
                      if k in ("routed_to", "answer", "tool_calls", "pending_approvals", "trace_id", "status",
-                              "run_id", "intent", "allowed_tools")})
-        return
-    if result.status == "paused":
-        typer.secho(f"\n{result.answer}", fg="yellow")
-    if result.status == "refused":
-        typer.secho(f"\n{result.answer}", fg="red")
-    typer.echo(f"\ntrace: {result.trace_id}  (autoopt traces show {result.trace_id})")
+                              "run_id", "intent", "allowed_tools", "stop_kind", "reason", "usage", "backend")})
+    else:
+        if result.status == "paused":
+            typer.secho(f"\n{result.answer}", fg="yellow")
+        if result.status in ("refused", "error", "budget_exceeded"):
+            typer.secho(f"\n{result.answer}", fg="red")
+        typer.echo(f"\ntrace: {result.trace_id}  (autoopt traces show {result.trace_id})")
+    if result.status in ("error", "budget_exceeded"):
+        raise typer.Exit(1)
+
+
+def _fail_json(exc: BaseException) -> None:
+    """`{"status": "error", "reason": ...}` for a run that failed outside the model loop; exit 1."""
+    from autooptimizer.agents.budgeted_client import explain_error
+    from autooptimizer.errors import AutoOptError
+
+    if isinstance(exc, AutoOptError):
+        kind, reason = type(exc).__name__, f"{exc.problem} {exc.fix}".strip()
+    else:
+        err = explain_error(exc)
+        kind, reason = err.kind, err.reason
+    _print_json({"status": "error", "stop_kind": kind, "reason": reason, "tool_calls": [], "pending_approvals": []})
+    raise typer.Exit(1)
+
+
+def _chat_run(goal: str, env: str | None, *, no_input: bool, as_json: bool, resume: str | None,
+              stream: object) -> Any:
+    from autooptimizer.agents.chat import resume_chat, run_chat
+    from autooptimizer.tracing import start_trace
+
+    say = cast("Callable[[str], None] | None", stream if callable(stream) else None)
+    if resume:
+        return resume_chat(resume, on_message=say)
+    if no_input or as_json:
+        return run_chat(goal, env, on_message=say)
+    with start_trace("chat", {"goal": goal[:500], "env": env or "", "interactive": True}, inputs={"goal": goal}):
+        result = run_chat(goal, env, on_message=say)
+        while result.status == "paused" and result.pending_approvals:
+            answers = _ask_approvals(result.pending_approvals)
+            result = resume_chat(answers[-1][0], on_message=say)
+    return result
 
 
 @crew_app.command("kickoff")
@@ -104,18 +136,30 @@ def crew_kickoff(
     from autooptimizer.tracing import install_log_redaction
 
     install_log_redaction()
-    crew = optimization_crew(env=env, approvals=approval, verbose=verbose)
-    crew.kickoff(inputs={"goal": goal})
+    import contextlib
+    import sys
+
+    try:  # with --json, stdout carries the JSON only (CrewAI prints its own notices)
+        with contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext():
+            crew = optimization_crew(env=env, approvals=approval, verbose=verbose)
+            crew.kickoff(inputs={"goal": goal})
+    except Exception as exc:  # noqa: BLE001 - with --json, a failure is JSON too (status error, exit 1)
+        if not as_json:
+            raise
+        _fail_json(exc)
+        return
     run = crew.last_run
     if as_json:
         _print_json(run.model_dump())
-        return
-    typer.echo(run.answer)
-    for c in run.tool_calls:
-        typer.echo(f"  {c['agent']}: {c['tool']} -> {c['decision']} (executed={c['executed']})")
-    if run.pending_approvals:
-        typer.secho(f"pending approvals: {', '.join(run.pending_approvals)}", fg="yellow")
-    typer.echo(f"trace: {run.trace_id}")
+    else:
+        typer.echo(run.answer)
+        for c in run.tool_calls:
+            typer.echo(f"  {c['agent']}: {c['tool']} -> {c['decision']} (executed={c['executed']})")
+        if run.pending_approvals:
+            typer.secho(f"pending approvals: {', '.join(run.pending_approvals)}", fg="yellow")
+        typer.echo(f"trace: {run.trace_id}")
+    if run.status in ("error", "budget_exceeded"):
+        raise typer.Exit(1)
 
 
 @traces_app.command("list")
@@ -150,17 +194,79 @@ def traces_show(trace_id: str = typer.Argument(..., help="a trace id (or a uniqu
         typer.echo(render_tree(spans))
 
 
-def bench_router(as_json: bool = typer.Option(False, "--json", help="print accuracy and latency as JSON")) -> None:
-    """Router accuracy on the labelled goal set (agents/router_eval.yaml) and per-goal latency."""
-    from autooptimizer.agents.router import get_router
+def bench_router(
+    goals: str = typer.Option(None, "--goals", help="a YAML list of {goal, label} (default: agents/router_eval.yaml)"),
+    as_json: bool = typer.Option(False, "--json", help="print accuracy, latency, confusion matrix and misses as JSON"),
+    calibrate: bool = typer.Option(False, "--calibrate", help="instead: re-derive C and MIN_CONFIDENCE on the "
+                                   "training data (grouped k-fold)"),
+) -> None:
+    """Router accuracy, per-goal latency and the confusion matrix on a labelled goals file."""
+    from pathlib import Path
 
-    res = get_router().evaluate()
-    if as_json:
-        _print_json(res.model_dump())
+    from autooptimizer.agents import router as r
+
+    if calibrate:
+        out = r.calibrate()
+        if as_json:
+            _print_json(out)
+            return
+        typer.echo(f"training goals: {out['goals']}  folds: {out['folds']} (whole templates held out)")
+        for c, row in out["grid"].items():
+            cells = (f"{t}:{m['accuracy']:.3f}/{m['wrong_agent']:.3f}" for t, m in row.items())
+            typer.echo(f"  C={c}: " + "  ".join(cells))
+        typer.echo(f"best: {out['best']}  (threshold:accuracy/wrong-agent rate)")
         return
-    typer.echo(f"goals: {res.total}  accuracy: {res.accuracy:.1%}  p50: {res.p50_ms:.1f} ms  p95: {res.p95_ms:.1f} ms")
+    items = r.load_goals(Path(goals)) if goals else r.load_eval_set()
+    res = r.get_router().evaluate(items)
+    if as_json:
+        _print_json({"goals_file": goals or str(r.HERE / "router_eval.yaml"), **res.model_dump()})
+        return
+    typer.echo(f"goals: {res.total}  accuracy: {res.accuracy:.1%} ({res.correct}/{res.total})  "
+               f"p50: {res.p50_ms:.1f} ms  p95: {res.p95_ms:.1f} ms")
+    typer.echo(format_confusion(res.confusion, res.labels))
     for e in res.errors:
         typer.echo(f"  miss: {e['goal']!r}: expected {e['expected']}, got {e['got']} ({e['confidence']:.2f})")
+
+
+def format_confusion(confusion: dict[str, dict[str, int]], labels: list[str]) -> str:
+    """The confusion matrix as a markdown table: a row per expected label, a column per routed label."""
+    lines = ["| expected \\ routed | " + " | ".join(labels) + " |", "|---" * (len(labels) + 1) + "|"]
+    lines += [f"| {e} | " + " | ".join(str(confusion.get(e, {}).get(g, 0)) for g in labels) + " |" for e in labels]
+    return "\n".join(lines)
+
+
+def bench_agents(
+    endpoint: str = typer.Option(None, "--endpoint", help="an OpenAI-compatible base URL (default: the offline "
+                                 "planner, the baseline)"),
+    model: str = typer.Option(None, "--model", help="the model name to send (with --endpoint)"),
+    only: list[str] = typer.Option([], "--only", help="a scenario id or category (repeatable)"),
+    as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
+) -> None:
+    """Evaluate a model on the agents' own policy and tools: 30+ scenarios (gate problems, questions, approvals,
+    off-topic, injected goals, poisoned tool outputs); task success, routing, valid calls, denials, budget stops."""
+    from autooptimizer.agents.bench import run_bench
+    from autooptimizer.errors import InputError
+
+    if model and not endpoint:
+        raise InputError("--model needs --endpoint.", "Pass --endpoint URL (e.g. from `autoopt llm serve`).")
+
+    def progress(r: object) -> None:
+        if not as_json:
+            ok = "ok  " if getattr(r, "success", False) else "FAIL"
+            typer.echo(f"{ok} {getattr(r, 'id', '')}: {getattr(r, 'status', '')} routed {getattr(r, 'routed_to', '')}"
+                       f" calls {getattr(r, 'tool_calls', 0)} denied {getattr(r, 'denied_calls', 0)} "
+                       f"{getattr(r, 'seconds', 0):.1f}s {'; '.join(getattr(r, 'failures', []))[:160]}")
+
+    rep = run_bench(endpoint, model, only=only or None, on_result=progress)
+    if as_json:
+        _print_json(rep.model_dump())
+        return
+    valid = "-" if rep.valid_tool_call_share is None else f"{rep.valid_tool_call_share:.1%}"
+    typer.echo(f"\nmodel {rep.model}: {rep.scenarios} scenarios, task success {rep.task_success:.1%}, routing "
+               f"{rep.routing_accuracy:.1%}, valid tool calls {valid}, denied {rep.denied_calls}, budget stops "
+               f"{rep.budget_stops}, errors {rep.errors}, tokens {rep.tokens}, "
+               f"{rep.seconds_per_scenario:.1f} s/scenario")
+    typer.echo("by category: " + ", ".join(f"{c} {v:.0%}" for c, v in rep.by_category.items()))
 
 
 def register(app: typer.Typer, bench: typer.Typer) -> None:
@@ -170,3 +276,4 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
     app.add_typer(crew_app, name="crew")
     app.add_typer(traces_app, name="traces")
     bench.command("router")(bench_router)
+    bench.command("agents")(bench_agents)

@@ -1,4 +1,4 @@
-"""CLI commands for the loop area: trigger, history, loop recover/show, serve, helm render, bench loop."""
+"""CLI commands for the loop area: trigger, history, loop recover/show, serve, prune, helm render, bench loop."""
 
 from __future__ import annotations
 
@@ -80,6 +80,26 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         else:
             typer.echo("\n".join(f"{c.id}: aborted, {c.summary.get('recovery')}" for c in done) or "nothing to do")
 
+    @app.command()
+    def prune(
+        dry_run: bool = typer.Option(False, "--dry-run", help="list what would be deleted, delete nothing"),
+        as_json: bool = typer.Option(False, "--json"),
+    ) -> None:
+        """Apply the profile's retention policy now: the gated devops.prune_storage (never a protected object)."""
+        from autooptimizer.tools import load_all_tools
+
+        res = load_all_tools().call("devops", "prune_storage", {"dry_run": dry_run}, requested_by="operator:cli")
+        if as_json:
+            _print(res.model_dump())
+        elif res.decision != "permit" or res.error:
+            typer.secho(f"prune_storage {res.decision}: {res.error or res.reason}", fg="red", err=True)
+        else:
+            result = res.result or {}
+            items = result["planned"] if dry_run else result["deleted"]
+            typer.echo("\n".join(f"{i['kind']}: {i['name']} ({i['reason']})" for i in items) or "nothing to delete")
+        if res.decision != "permit" or res.error:
+            raise typer.Exit(1)
+
     @loop_app.command("show")
     def show(cycle_id: str) -> None:
         """Print one cycle's journal (steps, decisions, outcome) as JSON."""
@@ -93,8 +113,12 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         host: str = typer.Option("127.0.0.1", help="bind address"),
         port: int = typer.Option(None, help="default AUTOOPT_API_PORT (8800)"),
         env: str = typer.Option(None, help="dev|staging|prod (default AUTOOPT_ENV)"),
+        supervise: bool = typer.Option(False, "--supervise", help="run the service as a child and restart it "
+                                       "whenever it dies (pid in AUTOOPT_HOME/run/optimizer.pid)"),
     ) -> None:
-        """Serve the optimizer REST API (docs at /docs), the operator console (/ui) and the profile's scheduler."""
+        """Serve the optimizer REST API (docs at /docs), the operator console (/ui) and the profile's scheduler.
+        With --supervise, a supervisor (infra/supervisor.py) restarts it after a crash or SIGKILL; each start
+        recovers the cycle its predecessor left running."""
         import uvicorn
 
         from autooptimizer.settings import get_settings
@@ -103,6 +127,12 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
             os.environ["AUTOOPT_ENV"] = env
             get_settings.cache_clear()
         settings = get_settings()
+        if supervise:
+            from autooptimizer.infra.supervisor import serve_argv
+            from autooptimizer.infra.supervisor import supervise as run_supervised
+
+            code = run_supervised(serve_argv(host, port, env), settings.path("run", "x").parent)
+            raise typer.Exit(code if code >= 0 else 128 - code)  # a child killed by signal N: 128 + N
         from autooptimizer.api.app import create_app
 
         base = f"http://{host}:{port or settings.api_port}"

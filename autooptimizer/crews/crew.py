@@ -20,9 +20,12 @@ class CrewRun(BaseModel):
     tool_calls: list[dict] = Field(default_factory=list)
     pending_approvals: list[str] = Field(default_factory=list)
     trace_id: str = ""
-    status: str = "completed"  # completed | refused
+    status: str = "completed"  # completed | refused | budget_exceeded | error
     intent: str = ""  # question | action | refused
     allowed_tools: list[str] = Field(default_factory=list)
+    stop_kind: str | None = None  # budget_exceeded: the budget's profile key; error: the error's kind
+    reason: str = ""  # why the kickoff stopped early, and what to do
+    usage: dict = Field(default_factory=dict)  # turns, tool calls, tokens, wall time (agents/budgets.RunUsage)
 
 
 def _crewai_env() -> None:
@@ -44,13 +47,15 @@ def build_crew(*, registry: Any, llm: Any, env: str | None, approvals: tuple[str
     from autooptimizer.agents.llm import crewai_llm
     from autooptimizer.agents.protocol import wrap_goal
     from autooptimizer.agents.specs import SPECIALISTS, SUPERVISOR, agent_specs
+    from autooptimizer.crews.budgeted_llm import BudgetedCrewLLM
     from autooptimizer.crews.llm import PlannerLLM
     from autooptimizer.tools.adapters.crewai import crewai_tools
 
     specs = agent_specs(registry)
-    llm = llm or crewai_llm()
-    if isinstance(llm, PlannerLLM):
-        llm.roles = {specs[n].role: n for n in specs}
+    inner = llm or crewai_llm()
+    if isinstance(inner, PlannerLLM):
+        inner.roles = {specs[n].role: n for n in specs}
+    llm = BudgetedCrewLLM.wrap(inner, remote=not isinstance(inner, PlannerLLM))  # each kickoff gets a RunBudget
 
     class TracedAgent(Agent):
         """An agent whose every task execution is an `agent` span in the kickoff's trace."""
@@ -85,6 +90,8 @@ def build_crew(*, registry: Any, llm: Any, env: str | None, approvals: tuple[str
         def kickoff(self, inputs: dict[str, Any] | None = None, **kw: Any) -> Any:
             from crewai.crews.crew_output import CrewOutput
 
+            from autooptimizer.agents.budgeted_client import explain_error
+            from autooptimizer.agents.budgets import audit_stop, run_budget
             from autooptimizer.agents.intent import audit_intent, classify
             from autooptimizer.policies.approvals import ApprovalStore
             from autooptimizer.settings import get_settings
@@ -93,7 +100,10 @@ def build_crew(*, registry: Any, llm: Any, env: str | None, approvals: tuple[str
 
             goal = str((inputs or {}).get("goal", ""))
             intent = classify(goal)
-            ctx = RunContext(env=env or get_settings().env, goal=goal, granted=set(approvals), scope=intent.scope)
+            run_env = env or get_settings().env
+            budget = run_budget(run_env)
+            llm.start_run(budget)
+            ctx = RunContext(env=run_env, goal=goal, granted=set(approvals), scope=intent.scope, budget=budget)
             meta = {"goal": goal[:500], "env": ctx.env, "process": "hierarchical", "intent": intent.kind}
             if intent.kind == "refused":
                 with start_trace("crew.kickoff", meta, inputs={"goal": goal}) as tr:
@@ -105,7 +115,17 @@ def build_crew(*, registry: Any, llm: Any, env: str | None, approvals: tuple[str
             with start_trace("crew.kickoff", meta, inputs={"goal": goal}) as tr, run_scope(ctx):
                 if intent.ignored:
                     audit_intent(intent, goal, ctx.env or "", kind="quarantine", trace_id=tr.trace_id)
-                out = super().kickoff(inputs=inputs, **kw)
+                try:
+                    out = super().kickoff(inputs=inputs, **kw)
+                except Exception as exc:  # noqa: BLE001 - a failed kickoff is an answer (status error)
+                    if budget.stop is None:
+                        budget.fail(explain_error(exc, get_settings().llm_base_url))
+                    out = None
+                stop = budget.stop
+                if stop is not None:
+                    audit_stop(stop, env=ctx.env or "", goal=goal, run_id=None, trace_id=tr.trace_id,
+                               usage=budget.snapshot())
+                    out = CrewOutput(raw=f"Run stopped ({stop.status}: {stop.kind}). {stop.reason}")
                 tr.set_outputs({"answer": str(getattr(out, "raw", out))[:4000]})
             store = ApprovalStore()
             pending = sorted({c.approval_id for c in ctx.calls if c.decision == "needs_approval" and c.approval_id
@@ -113,6 +133,8 @@ def build_crew(*, registry: Any, llm: Any, env: str | None, approvals: tuple[str
             self._autoopt["last_run"] = CrewRun(
                 answer=str(getattr(out, "raw", out)), trace_id=tr.trace_id, pending_approvals=pending,
                 intent=intent.kind, allowed_tools=intent.allowed_tools,
+                status=stop.status if stop else "completed", stop_kind=stop.kind if stop else None,
+                reason=stop.reason if stop else "", usage=budget.snapshot().model_dump(),
                 tool_calls=[c.model_dump(include={"agent", "tool", "args", "decision", "executed", "approval_id"})
                             for c in ctx.calls])
             return out

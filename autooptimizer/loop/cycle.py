@@ -243,12 +243,31 @@ class CycleRunner:
                         trace.set_outputs({"outcome": outcome, "reason": reason})
         finally:
             self.current_cycle = None
+        if self.profile.retention.after_each_cycle:
+            state.retention = self._prune(cycle_id)
         state.outcome, state.reason, state.duration_seconds = outcome, reason, round(time.time() - started, 3)
         rec = self.journal.finish(cycle_id, status, outcome, summary=state.summary(),
                                   error=reason if status == "failed" else None)
         write_summary(rec)
         self.emit("cycle_end", cycle_id=cycle_id, outcome=outcome, reason=reason)
         return rec
+
+    def _prune(self, cycle_id: str) -> dict[str, Any]:
+        """The profile's retention policy, as one gated call (devops.prune_storage) after the cycle's outcome is
+        known; whatever it answers never changes that outcome. The cycle is still `running` in the journal, so its
+        own artifacts and safe point stay protected."""
+        try:
+            res = self.registry.call("devops", "prune_storage", {}, env=self.settings.env,
+                                     requested_by="loop:retention", cycle_id=cycle_id)
+        except Exception as exc:  # noqa: BLE001 - retention never breaks a cycle
+            log.exception("prune_storage failed")
+            return {"decision": "error", "error": f"{type(exc).__name__}: {exc}"}
+        raw: object = res.result
+        result = cast("dict[str, Any]", raw) if isinstance(raw, dict) else {}
+        deleted = cast("list[dict[str, Any]]", result.get("deleted", []))
+        return {"decision": res.decision, "policies": res.policies, "error": res.error,
+                "deleted": [f"{d.get('kind')}:{d.get('name')}" for d in deleted],
+                "bytes_freed": result.get("bytes_freed")}
 
     def _trace(self, cycle_id: str, opts: CycleOptions) -> AbstractContextManager[Any]:
         try:

@@ -66,6 +66,9 @@ class CycleState(BaseModel):
     diagnosis: dict[str, Any] | None = None
     mlflow: dict[str, Any] | None = None
     offline: dict[str, Any] | None = None
+    forgetting: dict[str, Any] | None = Field(default=None, description="the forgetting guard's per-set table "
+                                              "(ml/forgetting.py), as evaluation.json's `forgetting`")
+    best_raised: dict[str, float] | None = None
     ab_started_ts: float | None = None
     ab_verdict: str | None = None
     promotion: str | None = None
@@ -80,6 +83,8 @@ class CycleState(BaseModel):
     # latency and cost remedies
     action: dict[str, Any] | None = None
     # the end
+    retention: dict[str, Any] | None = Field(default=None, description="prune_storage at the cycle's end "
+                                             "(retention.afterEachCycle): decision and what was deleted")
     restore: dict[str, Any] | None = None
     traceback: str | None = None
     outcome: str | None = None

@@ -25,8 +25,11 @@ TRAINER = "ltr"  # the ML path's measured repair (ml/repair.py, docs/benchmarks.
 TRAIN_TIME_BUDGET_S = 600.0
 
 
-def retrain_state(runner: CycleRunner, opts: CycleOptions, *, champion: str, artifacts: Path) -> PipelineState:
-    """The pipeline's starting state for this cycle (the domain named, or read from the recent feedback)."""
+def retrain_state(runner: CycleRunner, opts: CycleOptions, *, champion: str, artifacts: Path,
+                  cycle_id: str | None = None) -> PipelineState:
+    """The pipeline's starting state for this cycle (the domain named, or read from the recent feedback). Repairs
+    chain: the parent is `champion` (what serves now, so earlier repairs are kept), each domain's held-out queries
+    are its fixed evaluation set, and the forgetting guard joins the promotion rule (ml/forgetting.py)."""
     log = runner.settings.feedback_log
     domain = opts.domain_data or shifted_domain(log)
     if not domain:
@@ -34,14 +37,16 @@ def retrain_state(runner: CycleRunner, opts: CycleOptions, *, champion: str, art
                            "Pass --domain-data (the new domain's BEIR folder or name).")
     return PipelineState(env=runner.settings.env, domain_data=str(domain), domain=Path(str(domain)).name,
                          original=opts.original, seed=opts.seed, champion=champion, artifacts=artifacts,
-                         feedback_log=log, trainer=TRAINER, time_budget_s=TRAIN_TIME_BUDGET_S)
+                         feedback_log=log, trainer=TRAINER, time_budget_s=TRAIN_TIME_BUDGET_S,
+                         fixed_eval_sets=True, cycle_id=cycle_id)
 
 
 def run_retrain(runner: CycleRunner, cid: str, opts: CycleOptions, state: CycleState, *, champion: str,
                 artifacts: Path) -> dict[str, Any]:
-    """Run the pipeline; returns {model_version, promotable, reason, mlflow_run_id, evaluation}."""
+    """Run the pipeline; returns {model_version, promotable, reason, mlflow_run_id, evaluation} (evaluation's
+    `forgetting` is the guard's per-set table, also the cycle summary's `forgetting`)."""
     artifacts.mkdir(parents=True, exist_ok=True)
-    ps = retrain_state(runner, opts, champion=champion, artifacts=artifacts)
+    ps = retrain_state(runner, opts, champion=champion, artifacts=artifacts, cycle_id=cid)
     state.domain = ps.domain
     evidence = {"cycle_id": cid}
 
@@ -55,6 +60,7 @@ def run_retrain(runner: CycleRunner, cid: str, opts: CycleOptions, state: CycleS
 
     pipeline.run(ps, call_tool=call_tool, run_step=run_step)
     evaluation = ps.evaluation or {}
+    state.forgetting = ps.forgetting
     return {"model_version": ps.challenger, "promotable": evaluation.get("promotable", False),
             "mlflow_run_id": ps.mlflow_run_id, "reason": "; ".join(evaluation.get("reasons", [])),
             "evaluation": evaluation}

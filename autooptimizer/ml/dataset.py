@@ -79,6 +79,8 @@ class DatasetManifest(BaseModel):
                                                 description="the recipe: methods, size, seed, source csv hash")
     hard_negatives_k: int
     domains: list[str]
+    eval_records_dropped: int = Field(default=0, description="feedback records of fixed evaluation-set queries "
+                                      "left out (ml/forgetting.py): no training step sees them")
 
 
 class Dataset(BaseModel):
@@ -184,9 +186,13 @@ def build_dataset(
     """Build (or find) the dataset for a feedback log. With `augmented_csv` (from augment.py on `parent_dataset`)
     the augmented queries are added, each inheriting its source query's judgments."""
     from autooptimizer.ml.feedback import read_feedback
+    from autooptimizer.ml.forgetting import excluded
 
     fb_path = Path(feedback)
     records = read_feedback(fb_path)
+    held = excluded()  # fixed evaluation sets; an unreadable one raises: nothing is built on a guess
+    kept = [r for r in records if (str(r.dataset), str(r.query_id)) not in held]
+    dropped, records = len(records) - len(kept), kept
     queries, pairs = pairs_from_feedback(records, hard_negatives_k)
     if not any(p.kind == "positive" for p in pairs):
         raise InputError(f"Feedback log {fb_path} has no positive judgment.",
@@ -213,6 +219,7 @@ def build_dataset(
                       augmented_queries=sum(q.augmented_from is not None for q in queries)),
         sources=sources, parent_version=parent_version, parent_dataset=parent_dataset, augmentation=augmentation,
         hard_negatives_k=hard_negatives_k, domains=sorted({q.dataset for q in queries if q.dataset}),
+        eval_records_dropped=dropped,
     )
     target = datasets_root() / digest
     if (target / MANIFEST).is_file():

@@ -150,9 +150,10 @@ def sync_bootstrap_aliases() -> dict[str, str]:
     return out
 
 
-def delete_model(model_version: str) -> dict[str, Any]:
+def delete_model(model_version: str, *, keep_lineage: bool = True) -> dict[str, Any]:
     """Delete a stored version and its registry entry. Refused while any alias points at it or a stored version
-    falls back to it (an ltr_fusion parent)."""
+    falls back to it (an ltr_fusion parent). `keep_lineage=False` (retention) refuses only a version another one
+    needs to serve (`model_store.runtime_dependencies`), so an old champion in a chain of repairs can go."""
     import shutil
 
     from autooptimizer.search import aliases, model_store
@@ -163,8 +164,9 @@ def delete_model(model_version: str) -> dict[str, Any]:
     if held:
         raise InputError(f"Model version {model_version!r} holds alias(es) {held}.",
                          "Move those aliases to another version first.")
-    children = [v for v in model_store.list_versions() if v != model_version
-                and model_store.load(v).parent == model_version]
+    children = [v for v in model_store.list_versions() if v != model_version and (
+        model_store.load(v).parent == model_version if keep_lineage
+        else model_version in model_store.runtime_dependencies(model_store.load(v)))]
     if children:
         raise InputError(f"Model version {model_version!r} is the parent of {children}.",
                          "Delete the child versions first; they fall back to this one.")

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import shutil
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
@@ -72,6 +73,9 @@ class PipelineState(BaseModel):
     max_steps: int | None = None
     time_budget_s: float | None = None
     explainer: str | None = None
+    fixed_eval_sets: bool = Field(default=False, description="chained repairs (the loop): hold out each domain's "
+                                  "fixed evaluation set and run the forgetting guard (ml/forgetting.py)")
+    cycle_id: str | None = None
     # learned by the steps
     feedback_qids: list[str] = Field(default_factory=list)
     holdout: list[str] = Field(default_factory=list)
@@ -93,6 +97,7 @@ class PipelineState(BaseModel):
     challenger_ndcg10: float | None = None
     champion_ndcg10: float | None = None
     evaluation: dict[str, Any] | None = None
+    forgetting: dict[str, Any] | None = None
 
     def learn(self, values: Mapping[str, Any]) -> None:
         """Take what a call read from its result (a None value never overwrites a known one)."""
@@ -319,10 +324,70 @@ def _evaluate(s: PipelineState, call_tool: ToolCaller) -> dict[str, Any]:
            "holdout": {"folder": s.holdout_dir, "queries": len(s.holdout),
                        "note": "judged queries of the new domain the traffic never trained on"},
            "original": f"{s.original} test"}
+    if s.fixed_eval_sets:
+        guard = _forgetting(s, call_tool, gold_v)
+        s.forgetting = doc["forgetting"] = guard
+        doc["promotable"] = bool(doc["promotable"] and guard["ok"])
+        doc["reasons"] = [*doc["reasons"], *guard["reasons"]]
     s.evaluation = doc
     if s.artifacts is not None:
         (s.artifacts / "evaluation.json").write_text(json.dumps(doc, indent=2))
     return doc
+
+
+def _forgetting(s: PipelineState, call_tool: ToolCaller, gold_v: str | None) -> dict[str, Any]:
+    """The forgetting guard (ml/forgetting.py): the challenger's NDCG@10 on every fixed evaluation set against
+    max(best promoted, gold). This cycle's held-out set and the original test split reuse the evaluations above;
+    every other set is one more gated evaluate_model call (gold's once per gold version and set, then cached)."""
+    from autooptimizer.ml import forgetting as fg
+    from autooptimizer.profiles import load_profile
+    from autooptimizer.settings import get_settings
+
+    tolerance = load_profile(s.env or get_settings().env).promotion.forgetting_tolerance
+    try:
+        sets, best = fg.load_sets(), fg.read_best()
+    except fg.EvalSetError as exc:
+        return fg.judge([], tolerance, [exc.problem]).model_dump(mode="json")
+    rows = [_guard_row(s, es, best, call_tool, gold_v) for es in sets]
+    return fg.judge(rows, tolerance).model_dump(mode="json")
+
+
+def _guard_row(s: PipelineState, es: Any, best: Any, call_tool: ToolCaller, gold_v: str | None) -> Any:
+    """One set's row: challenger, champion (where evaluated this cycle), gold and the best promoted value."""
+    from autooptimizer.ml import forgetting as fg
+
+    side_on = None
+    if es.split is None and es.key == Path(s.domain_data or s.domain or "").name:
+        side_on = "new_domain"
+    elif es.split == "test" and s.original and es.domain == Path(s.original).name:
+        side_on = "original"
+
+    def score(side: str, model: str | None) -> float | None:
+        if model is None:
+            return None
+        if side_on is not None and f"{side}/{side_on}" in s.evaluations:
+            return s.evaluations[f"{side}/{side_on}"].get("ndcg@10")
+        args = {"model": model, "data": es.data, "split": es.split, "qids_file": str(fg.qids_file(es))}
+        call = Call(name="evaluate_guard", tool="evaluate_model", build=lambda _s: args, key=f"{side}/{es.key}")
+        result = call_tool(EVALUATE, call, call.args(s))
+        s.evaluations[f"{side}/guard/{es.key}"] = result
+        return result.get("ndcg@10")
+
+    challenger = score("challenger", s.challenger)
+    gold = None
+    if gold_v is not None:
+        cached = fg.gold_score(best, es, gold_v)
+        if gold_v == s.champion and side_on:
+            gold = score("champion", gold_v)
+        elif cached is not None and not (side_on and s.gold):
+            gold = cached
+        else:
+            gold = score("gold", gold_v)
+        if isinstance(gold, int | float) and math.isfinite(gold) and gold != cached:
+            fg.remember_gold(es, gold_v, float(gold))
+    champion = s.evaluations.get(f"champion/{side_on}", {}).get("ndcg@10") if side_on else None
+    return fg.GuardRow(set=es.key, hash=es.hash, queries=len(es.qids), challenger=challenger,
+                       champion=champion, gold=gold, best=(best.best.get(es.key) or {}).get("ndcg@10"))
 
 
 def _one_domain(result: dict[str, Any]) -> str | None:

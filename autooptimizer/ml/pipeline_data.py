@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from autooptimizer.errors import InputError
 
 if TYPE_CHECKING:
+    from autooptimizer.ml.forgetting import EvalSet
     from autooptimizer.ml.pipeline import PipelineState
 
 RECENT_RECORDS = 2000  # how far back in the feedback log `shifted_domain` looks
@@ -136,11 +137,23 @@ def holdout_folder(domain: str | Path, qids: list[str], out: Path) -> Path:
 
 # -- the steps (ml/pipeline.py: `split`, `feedback`) ---------------------------------------------------------------
 def split_step(state: PipelineState) -> dict[str, Any]:
-    """Halve the domain's judged queries (or hold out the listed ones) -> split.json."""
-    fb, held = judged_split(_domain(state), state.seed or 0, state.holdout_file)
+    """Halve the domain's judged queries (or hold out the listed ones) -> split.json. With `fixed_eval_sets` (the
+    loop's chained repairs) the held-out half is the domain's fixed evaluation set (ml/forgetting.py): fixed now on
+    its first repair, the same ids on every later one; the original domain's test split is fixed too."""
+    holdout_file: str | Path | None = state.holdout_file
+    fixed = _fixed_holdout(state) if state.fixed_eval_sets else None
+    if fixed is not None:
+        from autooptimizer.ml.forgetting import qids_file
+
+        holdout_file = qids_file(fixed)
+    fb, held = judged_split(_domain(state), state.seed or 0, holdout_file)
+    if state.fixed_eval_sets:
+        fixed = _fix_sets(state, held)
     state.feedback_qids, state.holdout = fb, held
     if state.artifacts is not None:
         doc = {"domain": state.domain, "seed": state.seed, "feedback": fb, "holdout": held}
+        if fixed is not None:
+            doc["eval_set"] = {"key": fixed.key, "hash": fixed.hash, "fixed_by": fixed.cycle_id}
         (state.artifacts / "split.json").write_text(json.dumps(doc, indent=1))
     return {"domain": state.domain, "seed": state.seed, "feedback_queries": len(fb), "holdout_queries": len(held)}
 
@@ -158,6 +171,25 @@ def feedback_step(state: PipelineState) -> dict[str, Any]:
         info = simulate_domain_feedback(_domain(state), state.champion, state.feedback_qids, out)
     state.feedback_path = str(out)
     return info
+
+
+def _fixed_holdout(state: PipelineState) -> EvalSet | None:
+    """The domain's fixed evaluation set, when an earlier repair fixed it (raises EvalSetError when unreadable)."""
+    from autooptimizer.ml.forgetting import get_set
+
+    return get_set(Path(_domain(state)).name)
+
+
+def _fix_sets(state: PipelineState, held: list[str]) -> EvalSet:
+    """Fix the domain's held-out ids (kept when already fixed) and the original domain's judged test queries."""
+    from autooptimizer.ml.evaluate import load_split
+    from autooptimizer.ml.forgetting import fix_set
+    from autooptimizer.settings import get_settings
+
+    if state.original:
+        _, queries, _ = load_split(get_settings().dataset(state.original), "test")
+        fix_set(Path(state.original).name, state.original, queries, split="test", cycle_id=state.cycle_id)
+    return fix_set(Path(_domain(state)).name, _domain(state), held, cycle_id=state.cycle_id)
 
 
 def _domain(state: PipelineState) -> str:

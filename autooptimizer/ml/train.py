@@ -81,9 +81,10 @@ def pick_device() -> tuple[str, torch.dtype | None]:
     """('cuda', autocast dtype) when a GPU is present, else ('cpu', None) with the configured thread count."""
     import torch
 
+    from autooptimizer.infra.accelerator import torch_device
     from autooptimizer.settings import get_settings
 
-    if torch.cuda.is_available():
+    if torch_device() == "cuda":
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return "cuda", dtype
     torch.set_num_threads(get_settings().threads)
@@ -133,7 +134,7 @@ def reference_queries(parent, original: str = "scifact") -> np.ndarray:
     root, info = parent, None
     while root is not None:
         info = model_store.read_extra(root.version, "bootstrap.json")
-        if info or not root.parent:
+        if info or not root.parent or not model_store.exists(root.parent):  # retention may have pruned lineage
             break
         root = model_store.load(root.parent)
     name = (info or {}).get("dataset", original)
@@ -471,7 +472,10 @@ def train(
 
     cfg = cfg or TrainConfig()
     t0 = time.perf_counter()
+    from autooptimizer.ml.forgetting import assert_unseen
+
     dataset = load_dataset(dataset_ref)
+    assert_unseen(((q.dataset, q.query_id) for q in dataset.queries), f"Dataset {dataset.manifest.hash}")
     parent = model_store.load(parent_version or aliases.require_alias(aliases.CHAMPION))
     run_id = registry.start_run(f"train-{cfg.trainer}", {**cfg.model_dump(), "dataset": dataset.manifest.hash,
                                                           "parent": parent.version},

@@ -35,6 +35,7 @@ class ToolFacts(BaseModel):
     target_is_safe_point: bool = Field(False, description="a running cycle's safe point would restore the target")
     target_in_rollback_window: bool = Field(False, description="the target is in the last loop.rollbackDepth deploys")
     alias_consistent: bool = Field(False, description="the alias move keeps the registry in step with git")
+    prune_touches_protected: bool = Field(False, description="prune_storage's plan would delete a protected object")
     canary_weight: float | None = Field(None, description="traffic share the canary would get (0..1)")
     budget_remaining: float | None = Field(None, description="budget left, in dollars; absent when unknown")
     estimated_cost: float | None = Field(None, description="estimated cost of the training run, in dollars")

@@ -12,6 +12,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from autooptimizer.agents.budgets import LLMBudgets
 from autooptimizer.errors import ConfigError
 
 _HERE = Path(__file__).parent
@@ -60,6 +61,11 @@ class Promotion(_Strict):
         default=1.2, alias="maxServingCostRatio", gt=1.0,
         description="challenger CPU time per query / the champion's, measured side by side; above it the challenger "
                     "is refused (unmeasured: refused too). null switches the check off")
+    forgetting_tolerance: float = Field(
+        default=0.01, alias="forgettingTolerance", ge=0, le=1,
+        description="the forgetting guard (ml/forgetting.py): on every fixed evaluation set (each repaired domain's "
+                    "held-out queries, the original domain's test split) the challenger may be at most this below "
+                    "max(its best promoted NDCG@10, gold's)")
 
 
 class ABTest(_Strict):
@@ -90,6 +96,22 @@ class Loop(_Strict):
                                 description="deploys a rollback may return to; their model versions are protected")
 
 
+class Retention(_Strict):
+    """What `prune_storage` keeps (loop/retention.py): the newest N of each kind, optionally also dropping items older
+    than `maxAgeDays`. Protected objects (gold, champion, serving, canary, safe point, rollback window) are never
+    counted or deleted."""
+
+    model_versions: int = Field(default=12, alias="modelVersions", ge=1, le=100_000)
+    datasets: int = Field(default=20, ge=1, le=100_000)
+    mlflow_runs: int = Field(default=50, alias="mlflowRuns", ge=1, le=1_000_000)
+    cycle_artifacts: int = Field(default=30, alias="cycleArtifacts", ge=1, le=100_000)
+    traces: int = Field(default=200, ge=1, le=1_000_000)
+    feedback_log_mb: float = Field(default=64.0, alias="feedbackLogMB", gt=0)
+    max_age_days: float | None = Field(default=None, alias="maxAgeDays", gt=0)
+    after_each_cycle: bool = Field(default=False, alias="afterEachCycle",
+                                   description="run prune_storage (gated) at the end of every cycle")
+
+
 class Profile(_Strict):
     name: str
     gates: Gates = Gates()
@@ -97,6 +119,8 @@ class Profile(_Strict):
     promotion: Promotion = Promotion()
     ab_test: ABTest = Field(default=ABTest(), alias="abTest")
     loop: Loop = Loop()
+    retention: Retention = Retention()
+    llm: LLMBudgets = LLMBudgets()  # agent runs on a model: per-reply and per-run budgets (agents/budgets.py)
 
 
 def profile_path(name: str) -> Path:

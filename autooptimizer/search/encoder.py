@@ -66,7 +66,10 @@ class Encoder:
         torch.set_num_threads(get_settings().threads)
         self.path = path
         self.identity = encoder_identity(path, max_seq_length)
-        self.model = SentenceTransformer(path or base_model_path(), device="cpu")
+        from autooptimizer.infra.accelerator import torch_device
+
+        self.device = torch_device()
+        self.model = SentenceTransformer(path or base_model_path(), device=self.device)
         self.model.max_seq_length = max_seq_length
         self.model.eval()
         self._tok_lock = threading.Lock()
@@ -121,10 +124,12 @@ class Encoder:
             rows = order[start : start + batch_size]
             with self._tok_lock:
                 features = self._prepare([texts[i] for i in rows])
+            if self.device != "cpu":
+                features = {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in features.items()}
             with torch.inference_mode():
                 emb = self.model(features)["sentence_embedding"]
                 emb = torch.nn.functional.normalize(emb, p=2, dim=1)
-            out[rows] = emb.float().numpy()
+            out[rows] = emb.float().cpu().numpy()
         return out
 
 

@@ -100,6 +100,14 @@ def load(version: str) -> ModelSpec:
     return ModelSpec.model_validate_json(path.read_text())
 
 
+def runtime_dependencies(spec: ModelSpec) -> set[str]:
+    """Versions `spec` needs stored to serve: an ltr_fusion's fallback (its files resolve against that version's
+    folder). The lineage (`parent`) alone is provenance, not a runtime need."""
+    fallback = spec.params.get("fallback") if spec.kind == "ltr_fusion" else None
+    version = fallback.get("version") if isinstance(fallback, dict) else None
+    return {version} if isinstance(version, str) and version != spec.version else set()
+
+
 def list_versions() -> list[str]:
     """Stored versions, oldest first by creation time."""
     specs = []

@@ -83,7 +83,7 @@ log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
 
 AGENTS = ("supervisor", "metrics", "data", "ml", "devops")
-TOOL_MODULES = ("metrics", "data", "ml", "devops")
+TOOL_MODULES = ("metrics", "data", "ml", "devops", "storage")
 __all__ = ["AGENTS", "MAX_ARGS_BYTES", "REGISTRY", "DecisionKind", "PolicyCheck", "Risk", "ToolCallResult",
            "ToolEvent", "ToolRegistry", "ToolSpec", "load_all_tools", "tool"]
 

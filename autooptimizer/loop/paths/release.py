@@ -4,7 +4,7 @@ promotion a human approved after an earlier cycle stopped for it."""
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from autooptimizer.loop.artifacts import write_helm_patch
 from autooptimizer.loop.cycle_types import CycleOptions, CycleState, CycleStop
@@ -37,7 +37,17 @@ def retrain_path(runner: CycleRunner, cid: str, opts: CycleOptions, state: Cycle
         if not result.get("promotable", False):
             raise CycleStop("rejected_offline", f"challenger {challenger} failed the offline promotion rule: "
                             f"{result.get('reason', 'see evaluation')}")
-    return release_path(runner, cid, opts, state, champion=current.model_version, challenger=challenger)
+    outcome, reason = release_path(runner, cid, opts, state, champion=current.model_version, challenger=challenger)
+    if outcome == "promoted" and state.forgetting:
+        _raise_best(state, state.forgetting, challenger, cid)
+    return outcome, reason
+
+
+def _raise_best(state: CycleState, table: dict[str, Any], version: str, cid: str) -> None:
+    """A watched promotion raises each evaluation set's best promoted NDCG@10 (the forgetting guard's reference)."""
+    from autooptimizer.ml.forgetting import record_promotion
+
+    state.best_raised = record_promotion(table, version, cid)
 
 
 def release_path(runner: CycleRunner, cid: str, opts: CycleOptions, state: CycleState, *, champion: str,
@@ -90,5 +100,22 @@ def promote_approved(runner: CycleRunner, cid: str, opts: CycleOptions, state: C
                         {"approval_id": req.id})
     state.promoted_revision = promo["revision"]
     write_helm_patch(runner.artifacts_dir(cid), runner.release)
-    return watch(runner, cid, opts, state, new=challenger, old=current.model_version,
-                 bad_revision=promo["revision"], outcome_ok="promoted", revert_cycle=True)
+    outcome, reason = watch(runner, cid, opts, state, new=challenger, old=current.model_version,
+                            bad_revision=promo["revision"], outcome_ok="promoted", revert_cycle=True)
+    table = _requested_guard(runner, req.cycle_id)
+    if outcome == "promoted" and table:
+        _raise_best(state, table, challenger, cid)
+    return outcome, reason
+
+
+def _requested_guard(runner: CycleRunner, cycle_id: str | None) -> dict[str, Any] | None:
+    """The forgetting guard's table of the cycle that asked for this approval (its evaluation.json), if any."""
+    import json
+
+    path = runner.artifacts_dir(cycle_id) / "evaluation.json" if cycle_id else None
+    try:
+        doc: object = json.loads(path.read_text()) if path is not None and path.is_file() else {}
+    except (OSError, ValueError):
+        return None
+    table: object = cast("dict[str, Any]", doc).get("forgetting") if isinstance(doc, dict) else None
+    return cast("dict[str, Any]", table) if isinstance(table, dict) else None

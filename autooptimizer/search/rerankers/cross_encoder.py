@@ -32,7 +32,10 @@ def load_cross_encoder(path: str | None, max_length: int = 256) -> CrossEncoder:
         if key not in _MODELS:
             apply_offline_env()
             torch.set_num_threads(get_settings().threads)
-            _MODELS[key] = CrossEncoder(path or base_model_path(), num_labels=1, max_length=max_length, device="cpu")
+            from autooptimizer.infra.accelerator import torch_device
+
+            _MODELS[key] = CrossEncoder(path or base_model_path(), num_labels=1, max_length=max_length,
+                                        device=torch_device())
         return _MODELS[key]
 
 

@@ -39,7 +39,12 @@ class RegistryWorkbench(StaticWorkbench):
     async def call_tool(self, name: str, arguments: Mapping[str, Any] | None = None,
                         cancellation_token: CancellationToken | None = None, call_id: str | None = None) -> ToolResult:
         # to_thread copies the context, so the tool span nests under AutoGen's execute_tool span.
+        from autooptimizer.agents.budgets import BudgetExceeded, LLMError
+
         args: Any = dict(arguments) if isinstance(arguments, Mapping) else ({} if arguments is None else arguments)
-        outcome = await asyncio.to_thread(call_tool, self.agent, name, args, self.registry, scope=self.scope)
+        try:
+            outcome = await asyncio.to_thread(call_tool, self.agent, name, args, self.registry, scope=self.scope)
+        except (BudgetExceeded, LLMError) as exc:  # the run is stopped: the model's next turn ends it
+            return ToolResult(name=name, result=[TextResultContent(content=f"Run stopped: {exc}")], is_error=True)
         return ToolResult(name=name, result=[TextResultContent(content=outcome_text(outcome))],
                           is_error=not outcome.executed or outcome.error is not None)

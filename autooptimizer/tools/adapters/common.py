@@ -35,6 +35,7 @@ class RunContext:
     granted: set[str] = field(default_factory=lambda: set[str]())
     scope: frozenset[str] | None = None
     sample_source: Any = None  # where the run's A/B tests read live numbers (None: the live source)
+    budget: Any = None  # the run's `agents.budgets.RunBudget` (None: unbounded, e.g. the loop's own calls)
     calls: list[Outcome] = field(default_factory=lambda: list[Outcome]())
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -119,14 +120,17 @@ def effective_scope(*scopes: frozenset[str] | None) -> frozenset[str] | None:
 
 def call_tool(agent: str, name: str, args: Any, registry: ToolRegistry | None = None, *,
               scope: frozenset[str] | None = None) -> Outcome:
-    """The one path from any framework to a tool: trace, gate (inside the registry), record. `scope` (from the
-    adapter builder) and the run's scope both bound the call: the registry gets their intersection."""
+    """The one path from any framework to a tool: budget, trace, gate (inside the registry), record. `scope` (from
+    the adapter builder) and the run's scope both bound the call: the registry gets their intersection. Raises
+    `BudgetExceeded` (agents/budgets.py) when the run's tool budgets are spent: the run's driver ends the run."""
     from autooptimizer.settings import get_settings
     from autooptimizer.tracing import active_trace_id, span
 
     registry = registry or REGISTRY
     ensure_traced(registry)
     ctx = current_run()
+    if ctx.budget is not None:  # the run's tool-call and loop budgets; over them the call is not made (raises)
+        ctx.budget.charge_tool(agent, name, args)
     env = ctx.env or get_settings().env
     approval_id = (_granted_for(registry, agent, name, cast("dict[str, Any]", args), env, ctx.granted)
                    if isinstance(args, dict) else None)
@@ -139,7 +143,8 @@ def call_tool(agent: str, name: str, args: Any, registry: ToolRegistry | None = 
                             requested_by=f"agent:{agent}", evidence=evidence, scope=effective_scope(scope, ctx.scope),
                             sample_source=ctx.sample_source)
         outcome = Outcome(tool=name, agent=agent, args=res.args, decision=res.decision, executed=res.executed,
-                          result=res.result, error=res.error, reason=res.reason, approval_id=res.approval_id)
+                          result=res.result, error=res.error, reason=res.reason, approval_id=res.approval_id,
+                          policies=list(res.policies))
         sp.set_outputs({**outcome.model_dump(exclude={"args", "result"}), "result": res.result})
         sp.summary(f"{res.decision}; executed={res.executed}" + (f"; error: {res.error[:120]}" if res.error else ""))
         if res.error:

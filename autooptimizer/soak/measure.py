@@ -257,16 +257,19 @@ def read_cycles(started_after: float, t0_wall: float) -> list[CycleRow]:
     from autooptimizer.settings import get_settings
 
     rows = []
-    for rec in reversed(Journal(get_settings()).list(limit=100_000)):
+    journal = Journal(get_settings())
+    for rec in reversed(journal.list(limit=100_000)):
         if rec.started_at < started_after:
             continue
+        if rec.gate == "ndcg_drop" and not rec.steps:  # the list leaves steps out; a retrain is told by its train step
+            rec = journal.get(rec.id)
         steps = {s.name for s in (rec.steps or [])}
         summary = rec.summary or {}
         rows.append(CycleRow(id=rec.id, trigger=rec.trigger, gate=rec.gate, status=rec.status, outcome=rec.outcome,
                              reason=str(summary.get("reason") or "")[:300] or None,
                              t_start=round(rec.started_at - t0_wall, 2),
                              t_end=None if rec.finished_at is None else round(rec.finished_at - t0_wall, 2),
-                             retrained="train" in steps or bool(summary.get("challenger") and rec.gate == "ndcg_drop"),
+                             retrained="train" in steps,
                              domain=_cycle_domain(rec), artifacts_dir=rec.artifacts_dir))
     return rows
 

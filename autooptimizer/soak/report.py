@@ -218,7 +218,7 @@ def build_report(rec: Any) -> dict[str, Any]:
 
 # -- HTML ---------------------------------------------------------------------------------------------------------
 OUTCOME_COLOURS = {"promoted": "tab:green", "rolled_back": "tab:red", "failed": "black", "aborted": "black",
-                   "no_action": "lightgrey"}
+                   "no_action": "lightgrey", "scaled": "tab:cyan", "variant_switched": "tab:olive"}
 
 
 def _svg(fig: Any) -> bytes:
@@ -267,7 +267,7 @@ def plot_ndcg(report: dict[str, Any]) -> bytes:
         seen.add(outcome)
     ax.set_xlabel(label)
     ax.set_ylabel("online NDCG@10")
-    ax.legend(fontsize=7, ncol=3, loc="lower left")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.grid(alpha=0.3)
     return _svg(fig)
 

@@ -21,9 +21,9 @@ app.add_typer(bench_app, name="bench")
 
 
 def _register_areas() -> None:
-    from autooptimizer.cli import agents, infra, llm, loop, ml, policy, reliability, search
+    from autooptimizer.cli import agents, infra, llm, loop, ml, policy, reliability, search, soak
 
-    for area in (search, infra, policy, ml, agents, llm, loop, reliability):
+    for area in (search, infra, policy, ml, agents, llm, loop, reliability, soak):
         area.register(app, bench_app)
 
 

@@ -7,6 +7,7 @@ Only loopback targets are accepted. Faults go through the service's admin API (`
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 import time
@@ -38,6 +39,41 @@ class SimStats(BaseModel):
     elapsed_s: float = 0.0
     faults: list[dict[str, Any]] = Field(default_factory=list)
     last_error: str | None = None
+
+
+class RequestResult(BaseModel):
+    """One /search request as the client saw it (the soak's measurements are built from these)."""
+
+    t: float = Field(description="time.monotonic() when the answer (or the failure) came back")
+    dataset: str
+    ok: bool
+    latency_ms: float | None = None
+    ndcg: float | None = Field(default=None, description="NDCG@10 of what was served; None when it failed")
+    model_version: str | None = None
+    error: str | None = None
+
+
+def mix_slots(weights: dict[str, float], slots: int = 20) -> list[str]:
+    """A weighted query mix as the round-robin list the dispatcher draws from: `slots` entries shared by largest
+    remainder (weights need not sum to 1; a dataset with weight > 0 gets at least one slot)."""
+    total = sum(w for w in weights.values() if w > 0)
+    if total <= 0:
+        from autooptimizer.errors import InputError
+
+        raise InputError(f"The query mix {weights} has no positive weight.", "Give at least one dataset a weight > 0.")
+    share = {d: slots * w / total for d, w in weights.items() if w > 0}
+    count = {d: max(1, int(v)) for d, v in share.items()}
+    for d in sorted(share, key=lambda d: share[d] - int(share[d]), reverse=True):
+        if sum(count.values()) >= slots:
+            break
+        count[d] += 1
+    out: list[str] = []
+    while any(count.values()):  # interleave, so a short window still sees the mix
+        for d in list(count):
+            if count[d]:
+                out.append(d)
+                count[d] -= 1
+    return out
 
 
 def ndcg_at_10(served: list[str], judgments: dict[str, int]) -> float:
@@ -102,6 +138,7 @@ class Simulator:
         token: str | None = None,
         workload: Workload | None = None,
         request_timeout: float = 15.0,
+        on_result: Callable[[RequestResult], None] | None = None,
     ) -> None:
         self.scenario = scenario
         self.url = require_loopback(target_url)
@@ -115,6 +152,7 @@ class Simulator:
 
             raise InputError(f"The workload has no queries for {missing}.", "Load those datasets into the workload.")
         self.request_timeout = request_timeout
+        self.on_result = on_result
         self.stats = SimStats(active=[_name(d) for d in scenario.datasets])
         self._latencies: list[float] = []
         self._ndcg: dict[str, list[float]] = {}
@@ -133,6 +171,23 @@ class Simulator:
             raise InputError(f"Dataset {dataset!r} is not in this simulator's workload.", "Add it to the scenario.")
         with self._lock:
             self.stats.active = [dataset]
+
+    def set_mix(self, weights: dict[str, float]) -> None:
+        """Move the query mix to several datasets at once, in proportion to `weights` (`mix_slots`)."""
+        names = {_name(d): w for d, w in weights.items()}
+        missing = [d for d in names if d not in self.workload.queries]
+        if missing:
+            from autooptimizer.errors import InputError
+
+            raise InputError(f"Datasets {missing} are not in this simulator's workload.", "Add them to the scenario.")
+        slots = mix_slots(names)
+        with self._lock:
+            self.stats.active = slots
+
+    def _report(self, result: RequestResult) -> None:
+        if self.on_result is not None:
+            with contextlib.suppress(Exception):  # a measuring hook must never stop the traffic
+                self.on_result(result)
 
     def stop(self) -> None:
         self._stop.set()
@@ -173,16 +228,20 @@ class Simulator:
             r = client.get(f"{self.url}/search", params={"q": q.text, "k": self.scenario.k})
             ms = (time.perf_counter() - t) * 1000
             if r.status_code != 200:
+                err = f"/search HTTP {r.status_code}: {r.text[:200]}"
                 with self._lock:
                     self.stats.errors += 1
                     self._latencies.append(ms)
-                    self.stats.last_error = f"/search HTTP {r.status_code}: {r.text[:200]}"
+                    self.stats.last_error = err
+                self._report(RequestResult(t=time.monotonic(), dataset=q.dataset, ok=False, latency_ms=ms, error=err))
                 return
             body = r.json()
         except Exception as exc:
+            err = f"/search {type(exc).__name__}: {exc}"
             with self._lock:
                 self.stats.errors += 1
-                self.stats.last_error = f"/search {type(exc).__name__}: {exc}"
+                self.stats.last_error = err
+            self._report(RequestResult(t=time.monotonic(), dataset=q.dataset, ok=False, error=err))
             return
         served = [h["doc_id"] for h in body.get("hits", [])]
         ndcg = ndcg_at_10(served, q.judgments)
@@ -190,6 +249,8 @@ class Simulator:
             self.stats.ok += 1
             self._latencies.append(ms)
             self._ndcg.setdefault(q.dataset, []).append(ndcg)
+        self._report(RequestResult(t=time.monotonic(), dataset=q.dataset, ok=True, latency_ms=ms, ndcg=ndcg,
+                                   model_version=body.get("model_version")))
         if not self.scenario.feedback:
             return
         payload = {

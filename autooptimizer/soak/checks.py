@@ -1,0 +1,117 @@
+"""The end-of-run reads a soak's invariants rest on, all from the product's own state:
+
+- git's desired state, what the service serves, and the registry's `champion` / `gold` aliases;
+- `audit verify` (the whole chain);
+- the journal: no cycle left running or with undone deployment changes;
+- offline NDCG@10 of the final champion on each repaired domain's held-out queries (the folder its promotion was
+  measured on, `artifacts/<cycle>/holdout/<domain>`) against the best value a promotion of that domain reached
+  (the challenger's `new_domain_ndcg@10` in its `evaluation.json`), and of the champion and gold on the original
+  domain's test split.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from autooptimizer.soak.measure import CycleRow
+from autooptimizer.soak.scenario import Scenario
+
+
+def consistency() -> dict[str, Any]:
+    """git vs service (Release.consistent) and the champion alias vs git's model version."""
+    from autooptimizer.loop.release import Release
+    from autooptimizer.search import aliases
+
+    out: dict[str, Any] = {"champion": aliases.get_alias(aliases.CHAMPION), "gold": aliases.get_alias(aliases.GOLD)}
+    try:
+        ok, desired, state = Release().consistent()
+        out.update(git_matches_service=ok, desired=desired.model_dump() if desired else None,
+                   serving=state.model_dump(exclude_none=True))
+        out["agree"] = bool(ok and desired is not None and out["champion"] == desired.model_version)
+    except Exception as exc:  # noqa: BLE001 - unreadable is a failed check, never a pass
+        out.update(agree=False, error=f"{type(exc).__name__}: {getattr(exc, 'problem', None) or exc}")
+    return out
+
+
+def audit() -> dict[str, Any]:
+    from autooptimizer.policies.audit import AuditLog
+
+    try:
+        report = AuditLog().verify()
+        return {"ok": report.ok, "records": report.records, "problem": report.problem}
+    except Exception as exc:  # noqa: BLE001
+        return {"ok": False, "problem": f"{type(exc).__name__}: {exc}"}
+
+
+def journal() -> dict[str, Any]:
+    from autooptimizer.loop.journal import Journal
+    from autooptimizer.settings import get_settings
+
+    j = Journal(get_settings())
+    return {"running": [c.id for c in j.running()], "dirty": [c.id for c in j.dirty()]}
+
+
+def promoted_evaluations(cycles: list[CycleRow]) -> dict[str, dict[str, Any]]:
+    """Per repaired domain: the best held-out NDCG@10 a promotion reached and the held-out folder to re-measure on
+    (the latest promotion's)."""
+    out: dict[str, dict[str, Any]] = {}
+    for c in cycles:
+        if c.outcome != "promoted" or not c.artifacts_dir:
+            continue
+        path = Path(c.artifacts_dir) / "evaluation.json"
+        if not path.is_file():
+            continue
+        doc = json.loads(path.read_text())
+        folder = (doc.get("holdout") or {}).get("folder")
+        value = (doc.get("challenger") or {}).get("new_domain_ndcg@10")
+        if not folder or value is None:
+            continue
+        domain = Path(folder).name
+        row = out.setdefault(domain, {"best_promoted": value, "cycle": c.id, "folder": folder})
+        if value > row["best_promoted"]:
+            row.update(best_promoted=value, cycle=c.id)
+        row["folder"] = folder
+    return out
+
+
+def _ndcg(version: str, folder: str | Path, split: str | None = None) -> float:
+    from autooptimizer.ml.evaluate import evaluate_spec
+    from autooptimizer.search import model_store
+
+    return evaluate_spec(model_store.load(version), folder, split=split).ndcg_at_10
+
+
+def offline(scenario: Scenario, cycles: list[CycleRow], champion: str | None, gold: str | None) -> dict[str, Any]:
+    """The final champion's held-out NDCG@10 per repaired domain, and champion vs gold on the original's test split."""
+    from autooptimizer.settings import get_settings
+
+    out: dict[str, Any] = {"domains": {}, "original": {}}
+    if not champion:
+        out["error"] = "no champion alias"
+        return out
+    for domain, row in promoted_evaluations(cycles).items():
+        try:
+            row["final"] = round(_ndcg(champion, row["folder"]), 4)
+        except Exception as exc:  # noqa: BLE001 - unmeasured stays None (a failed check)
+            row["error"] = f"{type(exc).__name__}: {getattr(exc, 'problem', None) or exc}"
+        out["domains"][domain] = row
+    folder = get_settings().dataset(scenario.original)
+    for split in ("test", None):
+        try:
+            out["original"] = {"dataset": scenario.original, "split": split or "all judged",
+                               "champion": round(_ndcg(champion, folder, split), 4),
+                               "gold": round(_ndcg(gold, folder, split), 4) if gold else None}
+            break
+        except Exception as exc:  # noqa: BLE001 - no test split: every judged query
+            out["original"] = {"error": f"{type(exc).__name__}: {getattr(exc, 'problem', None) or exc}"}
+    return out
+
+
+def final_state(scenario: Scenario, cycles: list[CycleRow], *, evaluate: bool = True) -> dict[str, Any]:
+    state = {"consistency": consistency(), "audit": audit(), "journal": journal()}
+    if evaluate:
+        c = state["consistency"]
+        state["offline"] = offline(scenario, cycles, c.get("champion"), c.get("gold"))
+    return state

@@ -56,3 +56,15 @@ def test_bench_search_reports_every_setting_and_the_limit(tmp_path, monkeypatch)
         assert s["saturation_rps"] == max(st["achieved_rps"] for st in s["steps"])
         assert s["ratio_to_limit"] == round(s["saturation_rps"] / s["limit_rps"], 2)
         assert s["server_cpu_ms_per_request"] > 0
+
+
+def test_query_pool_leaves_out_queries_the_service_refuses(tmp_path, monkeypatch):
+    import json
+
+    from autooptimizer.search.app import MAX_QUERY_CHARS
+
+    data = _data(tmp_path, monkeypatch)
+    with (data / "tiny" / "queries.jsonl").open("a", encoding="utf-8") as fh:  # cisi has ten such queries
+        fh.write(json.dumps({"_id": "long", "text": "wing " * (MAX_QUERY_CHARS // 5 + 1)}) + "\n")
+    pool = query_pool(seed=0)
+    assert len(pool) == 6 and all(len(q) <= MAX_QUERY_CHARS for q in pool)

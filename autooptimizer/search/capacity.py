@@ -72,14 +72,16 @@ class CapacityBench(BaseModel):
 
 
 def query_pool(seed: int = 0) -> list[str]:
-    """Distinct query texts of every BEIR dataset under AUTOOPT_DATA_DIR, in a seeded order."""
+    """Distinct query texts of every BEIR dataset under AUTOOPT_DATA_DIR that the service accepts (at most
+    MAX_QUERY_CHARS: cisi's ten longest are refused with 422 by design, which read as errors here), seeded order."""
+    from autooptimizer.search.app import MAX_QUERY_CHARS
     from autooptimizer.search.beir import load_beir
     from autooptimizer.settings import get_settings
 
     root = get_settings().require_data_dir()
     texts: set[str] = set()
     for d in sorted(p for p in root.iterdir() if (p / "queries.jsonl").is_file()):
-        texts.update(q.strip() for q in load_beir(d).queries.values() if q.strip())
+        texts.update(q.strip() for q in load_beir(d).queries.values() if 0 < len(q.strip()) <= MAX_QUERY_CHARS)
     out = sorted(texts)
     random.Random(seed).shuffle(out)
     return out

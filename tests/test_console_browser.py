@@ -54,14 +54,20 @@ def _open(driver: Any, url: str) -> int:
 
 
 def _submit(driver: Any, button: Any) -> int:
-    """Click a form's button and wait for the page it leads to; its HTTP status."""
-    from selenium.webdriver.support import expected_conditions
+    """Click a form's button and wait for the page it leads to; its HTTP status. The new page is told by a new
+    document time origin, not by the old <html> going stale: Chromium answers that staleness probe with "Node with
+    given id does not belong to the document" when the navigation lands mid-check."""
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    page = driver.find_element("tag name", "html")
+    origin = driver.execute_script("return performance.timeOrigin")
+
+    def loaded(d: Any) -> bool:
+        return (d.execute_script("return performance.timeOrigin") != origin
+                and d.execute_script("return document.readyState") == "complete")
+
     button.click()
-    WebDriverWait(driver, 60).until(expected_conditions.staleness_of(page))
-    WebDriverWait(driver, 60).until(lambda d: d.execute_script("return document.readyState") == "complete")
+    WebDriverWait(driver, 60, ignored_exceptions=(WebDriverException,)).until(loaded)  # a script mid-navigation
     return _status(driver)
 
 

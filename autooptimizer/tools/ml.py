@@ -135,9 +135,10 @@ class MeasureServingCostArgs(BaseModel):
 
 @tool(name="measure_serving_cost", owner="ml", risk="read")
 def measure_serving_cost(args: MeasureServingCostArgs, ctx: ToolContext) -> dict[str, Any]:
-    """CPU time per query of challenger vs champion, side by side in one process; `ratio` is the worst domain's."""
+    """CPU time per query of challenger vs champion, side by side in one process; `ratio` is the worst domain's, an
+    excess within the noise floor counting as 1.0 (search/serving_cost.budget_ratio)."""
     from autooptimizer.ml.evaluate import resolve_model
-    from autooptimizer.search.serving_cost import serving_cost
+    from autooptimizer.search.serving_cost import budget_ratio, serving_cost
 
     pairs: list[tuple[str, str | None]] = []
     for item in args.data:
@@ -145,7 +146,7 @@ def measure_serving_cost(args: MeasureServingCostArgs, ctx: ToolContext) -> dict
         pairs.append((str(ctx.settings.dataset(name)), split or None))
     rows = serving_cost(resolve_model(args.champion).version, resolve_model(args.challenger).version, pairs,
                         queries=args.queries)
-    return {"domains": [r.model_dump() for r in rows], "ratio": max(r.ratio for r in rows)}
+    return {"domains": [r.model_dump() for r in rows], "ratio": budget_ratio(rows)}
 
 
 @tool(name="register_model", owner="ml", risk="change")

@@ -6,6 +6,8 @@ Read once per process with `get_settings()`; tests call `get_settings.cache_clea
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
@@ -195,3 +197,25 @@ def apply_offline_env() -> None:
         os.environ.setdefault(key, value)
     if not os.environ.get("LANGSMITH_API_KEY"):
         os.environ.setdefault("LANGSMITH_TRACING", "false")
+
+
+@contextmanager
+def environ(values: dict[str, str | None], also: tuple[str, ...] = ()) -> Iterator[None]:
+    """Set (a str) or unset (None) environment variables for a block, re-reading the settings on entry and exit;
+    those and `also` (variables the block itself sets) are restored on exit. Child processes inherit them."""
+    saved = {k: os.environ.get(k) for k in (*values, *also)}
+    for k, v in values.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    get_settings.cache_clear()
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        get_settings.cache_clear()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -43,3 +44,16 @@ def test_dataset_resolves_name_under_data_dir(monkeypatch: pytest.MonkeyPatch, t
     (tmp_path / "mini").mkdir()
     monkeypatch.setenv("AUTOOPT_DATA_DIR", str(tmp_path))
     assert load_settings().dataset("mini") == tmp_path / "mini"
+
+
+def test_environ_sets_unsets_and_restores(monkeypatch) -> None:
+    from autooptimizer.settings import environ, get_settings
+
+    monkeypatch.setenv("AUTOOPT_ENV", "staging")
+    monkeypatch.setenv("AUTOOPT_LLM_MODEL", "m0")
+    monkeypatch.delenv("AUTOOPT_LLM_BASE_URL", raising=False)
+    with environ({"AUTOOPT_ENV": "prod", "AUTOOPT_LLM_MODEL": None}, also=("AUTOOPT_LLM_BASE_URL",)):
+        assert get_settings().env == "prod" and "AUTOOPT_LLM_MODEL" not in os.environ
+        os.environ["AUTOOPT_LLM_BASE_URL"] = "http://127.0.0.1:1/v1"  # set inside the block: undone too
+    assert get_settings().env == "staging" and os.environ["AUTOOPT_LLM_MODEL"] == "m0"
+    assert "AUTOOPT_LLM_BASE_URL" not in os.environ

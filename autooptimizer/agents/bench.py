@@ -128,31 +128,21 @@ def run_scenario(s: Scenario, home: Path) -> ScenarioResult:
 def run_bench(endpoint: str | None = None, model: str | None = None, *, only: list[str] | None = None,
               path: Path | None = None, on_result: Any = None) -> BenchReport:
     """All scenarios on the offline planner (endpoint None) or on `endpoint` serving `model`."""
-    from autooptimizer.settings import get_settings
+    from autooptimizer.settings import environ
 
-    keep = {k: os.environ.get(k) for k in ("AUTOOPT_HOME", "AUTOOPT_LLM_BASE_URL", "AUTOOPT_LLM_MODEL")}
+    llm: dict[str, str | None] = {"AUTOOPT_LLM_BASE_URL": endpoint}
     if endpoint:
-        os.environ["AUTOOPT_LLM_BASE_URL"] = endpoint
-        os.environ["AUTOOPT_LLM_MODEL"] = model or "default"
-    else:
-        os.environ.pop("AUTOOPT_LLM_BASE_URL", None)
+        llm["AUTOOPT_LLM_MODEL"] = model or "default"
     results: list[ScenarioResult] = []
-    try:
-        with tempfile.TemporaryDirectory(prefix="autoopt-bench-") as tmp:
-            for s in load_scenarios(path):
-                if only and s.id not in only and s.category not in only:
-                    continue
-                r = run_scenario(s, Path(tmp) / s.id)
-                results.append(r)
-                if on_result:
-                    on_result(r)
-    finally:
-        for k, v in keep.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        get_settings.cache_clear()
+    with environ(llm, also=("AUTOOPT_HOME", "AUTOOPT_LLM_MODEL")), \
+            tempfile.TemporaryDirectory(prefix="autoopt-bench-") as tmp:
+        for s in load_scenarios(path):
+            if only and s.id not in only and s.category not in only:
+                continue
+            r = run_scenario(s, Path(tmp) / s.id)
+            results.append(r)
+            if on_result:
+                on_result(r)
     return summarize(results, model=model or "offline-planner", endpoint=endpoint)
 
 

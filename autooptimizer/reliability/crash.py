@@ -79,23 +79,13 @@ class CrashReport(BaseModel):
 def scratch_env(root: Path, **extra: str) -> Iterator[None]:
     """Point the settings at a scratch AUTOOPT_HOME under `root` (restored on exit)."""
     from autooptimizer.policies.pdp import reload_policies
-    from autooptimizer.settings import get_settings
+    from autooptimizer.settings import environ
 
-    values = {"AUTOOPT_HOME": str(root / "home"), "AUTOOPT_ENV": "dev",
-              "AUTOOPT_PROMETHEUS_URL": "http://127.0.0.1:9", **extra}
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    get_settings.cache_clear()
-    reload_policies()
-    try:
+    values: dict[str, str | None] = {"AUTOOPT_HOME": str(root / "home"), "AUTOOPT_ENV": "dev",
+                                     "AUTOOPT_PROMETHEUS_URL": "http://127.0.0.1:9", **extra}
+    with environ(values):
+        reload_policies()
         yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        get_settings.cache_clear()
 
 
 @contextmanager

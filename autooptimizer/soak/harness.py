@@ -21,7 +21,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -98,24 +98,6 @@ class SoakRecord:
     error: str | None = None
 
 
-@contextlib.contextmanager
-def _environ(values: dict[str, str], also: tuple[str, ...] = ()) -> Iterator[None]:
-    """Set environment variables for the run (its children inherit them); those and `also` (set during the run)
-    are restored on exit."""
-    from autooptimizer.settings import get_settings
-
-    saved = {k: os.environ.get(k) for k in (*values, *also)}
-    os.environ.update(values)
-    get_settings.cache_clear()
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        get_settings.cache_clear()
 
 
 def soak_profile_dir(env: str, scenario: Scenario, speed: float, out: Path) -> Path:
@@ -306,11 +288,13 @@ class SoakHarness:
 
     # -- the run -------------------------------------------------------------------------------------------------
     def run(self) -> SoakRecord:
-        env = {"AUTOOPT_ENV": self.opts.env, "AUTOOPT_API_TOKEN": self.token}
+        from autooptimizer.settings import environ
+
+        env: dict[str, str | None] = {"AUTOOPT_ENV": self.opts.env, "AUTOOPT_API_TOKEN": self.token}
         if self.opts.tiny_data:
             env["AUTOOPT_DATA_DIR"] = str(self.run_dir / "data")
         started = time.monotonic()
-        with _environ(env, also=("AUTOOPT_PROFILES_DIR", "AUTOOPT_PROMETHEUS_URL", "AUTOOPT_SEARCH_PORT")):
+        with environ(env, also=("AUTOOPT_PROFILES_DIR", "AUTOOPT_PROMETHEUS_URL", "AUTOOPT_SEARCH_PORT")):
             try:
                 self._setup()
                 self._play()

@@ -9,6 +9,8 @@ import sys
 import threading
 from pathlib import Path
 
+import pytest
+
 from autooptimizer.infra.net import free_port
 from autooptimizer.infra.supervisor import Supervisor
 from autooptimizer.soak.harness import read_pid, wait_restarted
@@ -50,3 +52,35 @@ def test_sigkilled_child_is_seen_back_only_with_a_new_pid(tmp_path: Path) -> Non
         sup.stop()
         runner.join(30)
     assert not runner.is_alive()
+
+
+def test_a_run_from_gold_starts_from_golds_default_deployment(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from autooptimizer.loop.gitops import HelmPatch
+    from autooptimizer.loop.release import Release
+    from autooptimizer.search import aliases
+    from autooptimizer.settings import get_settings
+    from autooptimizer.soak.harness import align_git
+    from autooptimizer.testing import TinyService, make_versions
+
+    monkeypatch.setenv("AUTOOPT_PROMETHEUS_URL", "http://127.0.0.1:9")
+    make_versions(["gold-v", "bad-v"])
+    svc = TinyService(tmp_path, "gold-v")
+    monkeypatch.setenv("AUTOOPT_SEARCH_PORT", str(svc.server.port))
+    get_settings.cache_clear()
+    try:
+        aliases.set_alias(aliases.CHAMPION, "bad-v")
+        # a warm home's leftovers: another model at the remedies' bounds
+        Release().deploy(HelmPatch(model_version="bad-v", replicas=8, rerank_depth=10), "earlier run")
+        out = align_git("gold-v", reset_champion=True)
+        assert out["committed"] and out["was"] == {"model_version": "bad-v", "canary_weight": 0.0, "replicas": 8,
+                                                   "rerank_depth": 10}
+        assert Release().git.read_patch() == HelmPatch(model_version="gold-v")
+        assert aliases.get_alias(aliases.CHAMPION) == "gold-v" and out["champion_was"] == "bad-v"
+        assert align_git("gold-v", reset_champion=True)["committed"] is False  # already there: no commit
+        # `current` keeps git's shape, only the model changes
+        Release().deploy(HelmPatch(model_version="bad-v", replicas=4), "operator")
+        align_git("gold-v", reset_champion=False)
+        assert Release().git.read_patch() == HelmPatch(model_version="gold-v", replicas=4)
+    finally:
+        svc.stop()

@@ -743,18 +743,26 @@ def _event_text(ev: Event, speed: float) -> str:
 
 
 def align_git(version: str, *, reset_champion: bool) -> dict[str, Any]:
-    """Before the timeline: GitOps must describe what the service serves (one operator commit when it does not),
-    and with `reset_champion` the registry's champion alias names it too (a run from gold starts from gold)."""
+    """Before the timeline: GitOps must describe what the service serves (one operator commit when it does not).
+    With `reset_champion` (a run from gold) the run starts from gold's default deployment: the registry's champion
+    names it and git holds only `version` (1 replica, the default rerank depth), so a warm home's leftover scaling or
+    variant from an earlier run (8 replicas at depth 10 in the second month run) does not start the run at the
+    remedies' bounds."""
+    from autooptimizer.loop.gitops import HelmPatch
     from autooptimizer.loop.release import Release
     from autooptimizer.search import aliases
 
     rel = Release()
     current, head = rel.current()
     out: dict[str, Any] = {"committed": False, "revision": head}
-    if current.model_version != version or current.canary_version:
+    if reset_champion:
+        patch = HelmPatch(model_version=version)
+    else:
         patch = current.model_copy(update={"model_version": version, "canary_version": None, "canary_weight": 0.0})
-        rel.deploy(patch, f"Soak: serve {version} at the start (was {current.model_version})")
-        out = {"committed": True, "revision": rel.git.head(), "was": current.model_version}
+    if patch != current:
+        rel.deploy(patch, f"Soak: serve {version} at the start (was {current.model_version}, "
+                   f"{current.replicas} replicas, rerank depth {current.rerank_depth or 'default'})")
+        out = {"committed": True, "revision": rel.git.head(), "was": current.model_dump(exclude_none=True)}
     if reset_champion and aliases.get_alias(aliases.CHAMPION) != version:
         out["champion_was"] = aliases.get_alias(aliases.CHAMPION)
         aliases.set_alias(aliases.CHAMPION, version)

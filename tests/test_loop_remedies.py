@@ -81,3 +81,25 @@ def test_the_chat_sizes_remedies_as_the_loop_does() -> None:
     assert exc.value.field == "replicas" and "cheaper variant" in exc.value.hint
     for depth in (40, 25, 12):
         assert build_args("switch_variant", _ctx("cheaper", Facts(rerank_depth=depth))) == cheaper_variant(depth)
+
+
+def test_latency_remedy_doubles_then_switches_then_is_exhausted() -> None:
+    from autooptimizer.loop.remedies import Exhausted, Remedy, latency_remedy
+
+    assert latency_remedy(4, None) == Remedy(tool="scale_service", args={"replicas": 8}, change="replicas 4 -> 8")
+    assert latency_remedy(8, None) == Remedy(tool="switch_variant", args={"rerank_depth": 25},
+                                             change="rerank depth 50 -> 25")
+    assert latency_remedy(8, 12) == Remedy(tool="switch_variant", args={"rerank_depth": 10},
+                                           change="rerank depth 12 -> 10")
+    done = latency_remedy(8, 10)
+    assert isinstance(done, Exhausted)
+    assert done.reason == ("remedy exhausted: replicas at their maximum 8 and rerank depth already at its minimum 10")
+    assert isinstance(latency_remedy(12, 5), Exhausted)  # beyond both bounds (an operator's values): still no-op
+
+
+def test_cost_remedy_is_exhausted_at_the_minimum_depth() -> None:
+    from autooptimizer.loop.remedies import Exhausted, Remedy, cost_remedy
+
+    assert cost_remedy(20) == Remedy(tool="switch_variant", args={"rerank_depth": 10}, change="rerank depth 20 -> 10")
+    assert cost_remedy(11) == Remedy(tool="switch_variant", args={"rerank_depth": 10}, change="rerank depth 11 -> 10")
+    assert cost_remedy(10) == Exhausted(reason="remedy exhausted: rerank depth already at its minimum 10")

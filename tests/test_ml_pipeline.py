@@ -147,3 +147,30 @@ def test_reads_follow_result_paths() -> None:
     dataset = pipeline.step("dataset").calls[0]
     assert dataset.read({"hash": "h", "domains": ["a", "b"], "counts": {}, "sources": []}) == {
         "base_dataset": "h", "dataset": "h", "feedback_path": None, "dataset_queries": None, "domain": None}
+
+
+def test_serving_cost_never_names_the_original_domain_twice(autoopt_home: Path) -> None:
+    def cost_args(domain: str) -> list[str]:
+        state = PipelineState(env="dev", domain=domain, original="scifact", seed=3, champion="v1",
+                              challenger="ltr-new", feedback_path="/fb.jsonl", trainer="ltr", time_budget_s=600.0)
+        return pipeline._cost_args(state)["data"]  # pyright: ignore[reportPrivateUsage]
+
+    assert cost_args("dom") == ["dom", "scifact:test"]
+    assert cost_args("scifact") == ["scifact"]  # a repair of the original domain: its held-out half, once
+
+
+def test_measure_serving_cost_refuses_duplicate_names_before_loading_anything(
+        autoopt_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from autooptimizer.search.sample_data import write_tiny_domain
+    from autooptimizer.settings import get_settings
+    from autooptimizer.tools import load_all_tools
+
+    write_tiny_domain(tmp_path / "data" / "dom")
+    write_tiny_domain(tmp_path / "holdout" / "dom")  # a held-out folder keeps its domain's name
+    monkeypatch.setenv("AUTOOPT_DATA_DIR", str(tmp_path / "data"))
+    get_settings.cache_clear()
+    res = load_all_tools().call("ml", "measure_serving_cost", {  # the versions do not exist: nothing was loaded
+        "champion": "no-such-a", "challenger": "no-such-b", "data": [str(tmp_path / "holdout" / "dom"), "dom:test"]},
+        env="dev", requested_by="test")
+    assert res.error is not None and "['dom'] more than once" in res.error, res
+    assert "Name each domain once" in res.error

@@ -63,3 +63,46 @@ def test_a_held_out_file_holds_out_exactly_its_ids_and_names_unknown_ones(data: 
     (tmp_path / "all.txt").write_text("\n".join(str(i) for i in range(1, 18)))
     with pytest.raises(InputError, match="too few judged queries to split"):
         pipeline_data.judged_split("dom", seed=0, holdout_file=tmp_path / "all.txt")
+
+
+def _soak_log(path: Path, *, t0: float, before: list[tuple[str, float]], after: list[tuple[str, float]],
+              shift_at: float, end: float, rate: float = 6.0) -> None:
+    """A feedback log shaped like the soak's: `rate` req/s cycling through `before`'s (dataset, ndcg10) until
+    `shift_at`, then through `after`'s, until `end` (seconds after t0)."""
+    rows, i, t = [], 0, 0.0
+    while t < end:
+        mix = before if t < shift_at else after
+        ds, ndcg = mix[i % len(mix)]
+        rows.append({"ts": t0 + t, "query_id": f"{ds}/{i}", "dataset": None, "query": "q", "model_version": "gold",
+                     "judgments": {}, "ndcg10": ndcg})
+        i, t = i + 1, t + 1.0 / rate
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_shifted_domain_reads_the_gates_windows_not_the_old_majority(tmp_path: Path) -> None:
+    log, t0 = tmp_path / "fb.jsonl", 1_000_000.0
+    # 10 min of scifact at 6 req/s, then cisi; the retrain reads the log 30 s after the shift
+    _soak_log(log, t0=t0, before=[("scifact", 0.70)], after=[("cisi", 0.30)], shift_at=600, end=630)
+    assert pipeline_data.shifted_domain(log) == "scifact"  # the last 2,000 records: 1,820 are still scifact
+    assert pipeline_data.shifted_domain(log, now=t0 + 630, window_s=30, baseline_window_s=120) == "cisi"
+
+
+def test_shifted_domain_takes_the_domain_with_the_largest_deficit(tmp_path: Path) -> None:
+    log, t0 = tmp_path / "fb.jsonl", 1_000_000.0
+    # a mix: 3 of 4 requests stay on scifact (well served), 1 of 4 moves to cisi (served badly)
+    _soak_log(log, t0=t0, before=[("scifact", 0.70)], after=[("scifact", 0.70)] * 3 + [("cisi", 0.20)],
+              shift_at=300, end=400)
+    assert pipeline_data.shifted_domain(log, now=t0 + 400, window_s=30, baseline_window_s=120) == "cisi"
+    # no new domain: nfcorpus (half the traffic) regressed from 0.6 to 0.3 while scifact held
+    _soak_log(log, t0=t0, before=[("scifact", 0.7), ("nfcorpus", 0.6)], after=[("scifact", 0.7), ("nfcorpus", 0.3)],
+              shift_at=300, end=400)
+    assert pipeline_data.shifted_domain(log, now=t0 + 400, window_s=30, baseline_window_s=120) == "nfcorpus"
+
+
+def test_shifted_domain_falls_back_to_the_majority_without_timed_records(tmp_path: Path) -> None:
+    log, t0 = tmp_path / "fb.jsonl", 1_000_000.0
+    _soak_log(log, t0=t0, before=[("scifact", 0.7)], after=[("cisi", 0.3)], shift_at=100, end=150)
+    # the windows lie after the log ends: nothing to read there -> the last records' majority (25 s of cisi)
+    assert pipeline_data.shifted_domain(log, now=t0 + 10_000, window_s=30, baseline_window_s=120) == "scifact"
+    assert pipeline_data.shifted_domain(log, recent=100, now=t0 + 10_000, window_s=30,
+                                        baseline_window_s=120) == "cisi"

@@ -10,6 +10,9 @@
                                                                                                paths/errors.py
       deploy_watch: watch the current deployment against the one before it; rollback_deployment on degradation
                                                                                                paths/watch.py
+    Before any gate's path, a deploy the loop did not make (git's stable version is not `champion` and the commit
+    that made it carries no cycle id, an operator's) that no cycle watched is watched first against the champion
+    and rolled back on degradation (paths/watch.py `unwatched_deploy`): its bad model may be why a gate fires.
 
 Every action is a registry call (the PDP decides, the audit log records it with the cycle id), inside one trace per
 cycle. Only one cycle runs at a time (CycleLock). A cycle that stops early (denied, failed, killed, crashed) has its
@@ -47,7 +50,7 @@ from autooptimizer.loop.journal import CycleLock, CycleRecord, CycleStatus, Jour
 from autooptimizer.loop.paths.errors import errors_path
 from autooptimizer.loop.paths.release import approved_promotions, promote_approved, retrain_path
 from autooptimizer.loop.paths.scaling import cost_path, latency_path
-from autooptimizer.loop.paths.watch import deploy_watch_path
+from autooptimizer.loop.paths.watch import deploy_watch_path, unwatched_deploy, unwatched_deploy_path
 from autooptimizer.loop.remedies import GATE_PRIORITY, GATES, FiredGate, Gate, delegations
 from autooptimizer.profiles import Profile, load_profile
 from autooptimizer.settings import Settings, get_settings
@@ -353,6 +356,14 @@ class CycleRunner:
         if opts.gate and opts.gate != "deploy_watch" and opts.gate not in firing and not self.profile.loop.mock_signals:
             raise CycleStop("no_action", f"gate {opts.gate} is not firing and this profile ({self.profile.name}) "
                             "does not allow mock signals", restore=False)
+        found = unwatched_deploy(self)
+        if found is not None:  # a deploy nobody watched comes before any remedy: it may be what fired the gate
+            self.journal.update(cid, gate="deploy_watch")
+            state.gate = "deploy_watch"
+            self.step(cid, "supervisor", lambda: {"gate": "deploy_watch", "firing": firing,
+                                                  "unwatched_deploy": found.model_dump(),
+                                                  "delegates": plan_for("deploy_watch")})
+            return unwatched_deploy_path(self, cid, opts, state, found)
         gate: Gate | None = opts.gate or (firing[0] if firing else None)
         self.journal.update(cid, gate=gate)
         state.gate = gate

@@ -8,6 +8,10 @@ Rules (docs/loop.md):
   only a fifth of it, and a confirmed gate (5 readings) starts at most one cycle per streak;
 - rerank depth: halve the deployed depth (`DEFAULT_RERANK_DEPTH` when none is named), never below
   `MIN_RERANK_DEPTH`; the cheaper variant (`switch_variant`'s arguments) is that depth;
+- a remedy whose output equals the current state (replicas at `MAX_REPLICAS` and rerank depth at
+  `MIN_RERANK_DEPTH` for latency; depth at its minimum for cost) is exhausted: `latency_remedy` / `cost_remedy` return
+  `Exhausted`, the cycle commits nothing, ends `no_remedy` and escalates to a human by one alert
+  (AutoOptRemedyExhausted) per exhausted streak, never re-applying the no-op;
 - augmented rows: one per feedback query, at least `AUGMENT_MIN_ROWS`, at most `AUGMENT_MAX_ROWS` (the bound of
   `augment_dataset`'s args model).
 """
@@ -49,6 +53,50 @@ def cheaper_variant(depth: int | None) -> dict[str, int]:
     return {"rerank_depth": smaller_rerank_depth(depth)}
 
 
+def effective_depth(depth: int | None) -> int:
+    """The depth the service reranks: the deployed one, DEFAULT_RERANK_DEPTH when none is named."""
+    return depth or DEFAULT_RERANK_DEPTH
+
+
+class Remedy(BaseModel):
+    """One devops tool call that changes the deployed state: `tool` with `args`, and what it changes (`change`)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    tool: Literal["scale_service", "switch_variant"]
+    args: dict[str, int]
+    change: str
+
+
+class Exhausted(BaseModel):
+    """No remedy left for the gate: applying its rule would change nothing. `reason` names the bound reached."""
+
+    model_config = ConfigDict(frozen=True)
+
+    reason: str
+
+
+def _variant(depth: int | None, bound: str) -> Remedy | Exhausted:
+    now = effective_depth(depth)
+    new = smaller_rerank_depth(depth)
+    if new >= now:
+        return Exhausted(reason=f"remedy exhausted: {bound}rerank depth already at its minimum {MIN_RERANK_DEPTH}")
+    return Remedy(tool="switch_variant", args={"rerank_depth": new}, change=f"rerank depth {now} -> {new}")
+
+
+def latency_remedy(replicas: int, depth: int | None) -> Remedy | Exhausted:
+    """p95_latency: double the replicas up to MAX_REPLICAS, then the cheaper variant; Exhausted at both bounds."""
+    n = next_replicas(replicas)
+    if n > replicas:
+        return Remedy(tool="scale_service", args={"replicas": n}, change=f"replicas {replicas} -> {n}")
+    return _variant(depth, f"replicas at their maximum {MAX_REPLICAS} and ")
+
+
+def cost_remedy(depth: int | None) -> Remedy | Exhausted:
+    """cost_budget: the cheaper variant; Exhausted once the rerank depth is at its minimum."""
+    return _variant(depth, "")
+
+
 def augment_size(queries: int) -> int:
     """Augmented rows for a dataset of `queries` feedback queries: one each, within [AUGMENT_MIN_ROWS,
     AUGMENT_MAX_ROWS]."""
@@ -87,5 +135,6 @@ def delegations(gate: str | None) -> tuple[Delegation, ...]:
 
 
 __all__ = ["AUGMENT_MAX_ROWS", "AUGMENT_MIN_ROWS", "DEFAULT_RERANK_DEPTH", "DELEGATIONS", "GATES", "GATE_PRIORITY",
-           "MAX_REPLICAS", "MIN_RERANK_DEPTH", "Delegation", "FiredGate", "Gate", "augment_size", "cheaper_variant",
-           "delegations", "next_replicas", "smaller_rerank_depth"]
+           "MAX_REPLICAS", "MIN_RERANK_DEPTH", "Delegation", "Exhausted", "FiredGate", "Gate", "Remedy",
+           "augment_size", "cheaper_variant", "cost_remedy", "delegations", "effective_depth", "latency_remedy",
+           "next_replicas", "smaller_rerank_depth"]

@@ -3,7 +3,8 @@
 Every step is one journaled cycle step (`CycleRunner.step`) under the pipeline's step name; every tool call is a
 gated registry call (`CycleRunner.tool`: PDP + audit, with the cycle id as evidence). The feedback is the live
 feedback log's: the records of the shifted domain served by the champion, held-out queries dropped. The domain is
-`--domain-data`, or else the dataset most of the recent feedback comes from.
+`--domain-data`, or else the one that explains the NDCG gate's drop in the gate's own windows (the current window
+vs the baseline before it: `shifted_domain`), not the majority of older traffic.
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ def retrain_state(runner: CycleRunner, opts: CycleOptions, *, champion: str, art
     chain: the parent is `champion` (what serves now, so earlier repairs are kept), each domain's held-out queries
     are its fixed evaluation set, and the forgetting guard joins the promotion rule (ml/forgetting.py)."""
     log = runner.settings.feedback_log
-    domain = opts.domain_data or shifted_domain(log)
+    gates = runner.profile.gates
+    domain = opts.domain_data or shifted_domain(log, window_s=gates.window_seconds,
+                                                baseline_window_s=gates.baseline_window_seconds)
     if not domain:
         raise AutoOptError("No shifted domain: the feedback log names no dataset.",
                            "Pass --domain-data (the new domain's BEIR folder or name).")

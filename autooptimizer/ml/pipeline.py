@@ -242,9 +242,10 @@ def _eval_call(name: str, side: str, on: str, when: Callable[[PipelineState], bo
 
 
 def _cost_args(s: PipelineState) -> dict[str, Any]:
-    """Both versions answer the held-out queries and the original domain's test queries in turn."""
+    """Both versions answer the held-out queries and the original domain's test queries in turn (once: a domain
+    never appears twice, which the tool refuses)."""
     data = [_need(s.holdout_dir or s.domain, "data", "name the dataset to measure on")]
-    if s.original:
+    if s.original and s.original != s.domain:  # a repair of the original domain measures its held-out half once
         data.append(f"{s.original}:test")
     return {"champion": s.champion or "champion", "challenger": _model(s, "challenger"), "data": data}
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,7 +20,7 @@ if TYPE_CHECKING:
     from autooptimizer.ml.forgetting import EvalSet
     from autooptimizer.ml.pipeline import PipelineState
 
-RECENT_RECORDS = 2000  # how far back in the feedback log `shifted_domain` looks
+RECENT_RECORDS = 2000  # how far back `shifted_domain` looks when the log's records carry no time (`ts`)
 MIN_FEEDBACK_QUERIES = 4
 
 
@@ -76,10 +77,46 @@ def _records(path: Path) -> list[dict[str, Any]]:
     return out
 
 
-def shifted_domain(log: Path, recent: int = RECENT_RECORDS) -> str | None:
-    """The dataset most of the recent traffic comes from (what the NDCG gate is reading now)."""
-    counts = Counter(r.get("dataset") for r in _records(log)[-recent:] if r.get("dataset"))
+def shifted_domain(log: Path, recent: int = RECENT_RECORDS, *, now: float | None = None,
+                   window_s: float | None = None, baseline_window_s: float | None = None) -> str | None:
+    """The domain that explains the NDCG gate's drop, read from the gate's own windows (gates.py): the current
+    window [now - window_s, now] and the baseline window of `baseline_window_s` that ends where it starts.
+
+    Each current-window record of domain d adds (baseline mean NDCG@10 of all traffic - its own ndcg10) to d's
+    deficit; the domain with the largest deficit wins. So a new domain that 10 % of the traffic already comes from
+    wins over the old majority still served well, and an old domain that regressed counts as much as a new one.
+    Without windows (or with no timed, judged record in them) it falls back to the majority of the last `recent`
+    records, the rule for logs without `ts` or a gate reading."""
+    records = _records(log)
+    if window_s is not None and baseline_window_s is not None:
+        end = time.time() if now is None else now
+        chosen = _largest_deficit(records, end - window_s, end, end - window_s - baseline_window_s)
+        if chosen is not None:
+            return chosen
+    counts = Counter(r.get("dataset") for r in records[-recent:] if r.get("dataset"))
     return counts.most_common(1)[0][0] if counts else None
+
+
+def _largest_deficit(records: list[dict[str, Any]], start: float, end: float, base_start: float) -> str | None:
+    """See `shifted_domain`; None when the windows hold no judged record (or the drop is nowhere positive)."""
+    current: list[tuple[str, float]] = []
+    baseline: list[float] = []
+    for r in records:
+        ts, ndcg, ds = r.get("ts"), r.get("ndcg10"), r.get("dataset")
+        if not isinstance(ts, int | float) or not isinstance(ndcg, int | float) or not ds:
+            continue
+        if start <= ts <= end:
+            current.append((str(ds), float(ndcg)))
+        elif base_start <= ts < start:
+            baseline.append(float(ndcg))
+    if not current or not baseline:
+        return None
+    base = sum(baseline) / len(baseline)
+    deficit: dict[str, float] = {}
+    for ds, ndcg in current:
+        deficit[ds] = deficit.get(ds, 0.0) + base - ndcg
+    best = max(deficit, key=lambda d: deficit[d])
+    return best if deficit[best] > 0 else None
 
 
 def extract_feedback(log: Path, domain: str, served_by: str, exclude: set[str], out: Path) -> dict[str, Any]:

@@ -192,7 +192,9 @@ def soak_workload(scenario: Scenario) -> Any:
 
 
 class Optimizer:
-    """The optimizer service `autoopt serve` (API + scheduler) as a child process."""
+    """The optimizer service as the product runs it: `autoopt serve --supervise` (infra/supervisor.py), whose child
+    is the API + scheduler. The harness signals the child (its pid in AUTOOPT_HOME/run/optimizer.pid) and only
+    observes the supervisor bring it back; it never restarts the product itself."""
 
     def __init__(self, env: str, log_path: Path) -> None:
         from autooptimizer.infra.net import free_port
@@ -207,24 +209,32 @@ class Optimizer:
 
     @property
     def pid(self) -> int | None:
+        """The supervisor's pid (its process tree holds the service, for RSS)."""
         proc = self.svc.proc if self.svc is not None else None
         return proc.pid if proc is not None else None
 
     def start(self, timeout: float = 180.0) -> None:
         from autooptimizer.infra.stack import SubprocessService
 
-        argv = [sys.executable, "-m", "autooptimizer", "serve", "--port", str(self.port), "--env", self.env]
+        argv = [sys.executable, "-m", "autooptimizer", "serve", "--supervise", "--port", str(self.port),
+                "--env", self.env]
         self.svc = SubprocessService(argv, self.port, self.log_path, ready_path=f"{API}/health")
         self.svc.start(timeout=timeout)
 
     def alive(self) -> bool:
         return self.svc is not None and self.svc.proc is not None and self.svc.proc.poll() is None
 
-    def sigkill(self) -> int | None:
-        pid = self.pid
-        if pid is not None:
+    def child_pid(self) -> int | None:
+        """The service's pid as its supervisor wrote it; None when the file is missing or unreadable."""
+        return read_pid(_pid_file())
+
+    def sigkill_child(self) -> int | None:
+        """SIGKILL the supervised service (never the supervisor); returns the pid killed, None when none is known."""
+        pid = self.child_pid()
+        if pid is None:
+            return None
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-            self.svc.proc.wait(10)
         return pid
 
     def stop(self) -> None:
@@ -339,7 +349,7 @@ class SoakHarness:
         self.rec.setup["gitops"] = align_git(version, reset_champion=self.opts.start_from == "gold")
         self.traffic = Traffic(soak_workload(self.scenario), self.stack.search_url, self.tlog, self.scenario.seed)
         self.optimizer = Optimizer(self.opts.env, self.run_dir / "optimizer.log")
-        self.say(f"starting the optimizer service (autoopt serve --env {self.opts.env}, scheduler every "
+        self.say(f"starting the optimizer service (autoopt serve --supervise --env {self.opts.env}, scheduler every "
                  f"{self.scenario.schedule_every / self.speed:.1f} s)")
         self.optimizer.start()
         self.rec.setup.update({"search_url": self.stack.search_url, "prometheus_url": self.stack.prometheus_url,
@@ -532,24 +542,21 @@ class SoakHarness:
                 "serving": state.stable, "desired": patch.model_version}
 
     def _kill_optimizer(self) -> dict[str, Any]:
-        """SIGKILL the optimizer process; its supervisor must bring it back. With no supervisor in the product yet
-        the harness restarts it and says so (`restarted_by: harness`)."""
-        import httpx
-
+        """SIGKILL the optimizer service (the supervisor's child); then only watch: back means a new child pid in
+        run/optimizer.pid answering /health. The harness never restarts it (`restarted_by: none` when nothing did)."""
         assert self.optimizer is not None
-        pid = self.optimizer.sigkill()
+        pid = self.optimizer.sigkill_child()
+        if pid is None:
+            return {"kind": "optimizer_kill", "pid": None, "restarted_by": "none",
+                    "note": f"no service pid in {_pid_file()} (is the optimizer supervised?)"}
         t = time.monotonic()
-        deadline = t + self.opts.supervisor_wait_seconds
-        while time.monotonic() < deadline:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(self.optimizer.url + f"{API}/health", timeout=2).status_code == 200:
-                    return {"kind": "optimizer_kill", "pid": pid, "restarted_by": "supervisor",
-                            "back_after_s": round(time.monotonic() - t, 1)}
-            time.sleep(1.0)
-        self.optimizer.start()
-        return {"kind": "optimizer_kill", "pid": pid, "restarted_by": "harness",
-                "back_after_s": round(time.monotonic() - t, 1),
-                "note": f"nothing restarted the optimizer within {self.opts.supervisor_wait_seconds:g} s"}
+        back = wait_restarted(self.optimizer.url + f"{API}/health", pid, self.opts.supervisor_wait_seconds)
+        if back is not None:
+            return {"kind": "optimizer_kill", "pid": pid, "new_pid": back, "restarted_by": "supervisor",
+                    "back_after_s": round(time.monotonic() - t, 1)}
+        wait = self.opts.supervisor_wait_seconds
+        return {"kind": "optimizer_kill", "pid": pid, "restarted_by": "none", "back_after_s": None,
+                "note": f"the supervisor did not bring the optimizer back within {wait:g} s"}
 
     # -- measuring -----------------------------------------------------------------------------------------------
     def _resources(self) -> None:
@@ -665,6 +672,37 @@ class SoakHarness:
         self.say(f"a cycle was still running after {self.opts.drain_seconds:g} s; stopping anyway")
 
 
+def _pid_file() -> Path:
+    from autooptimizer.settings import get_settings
+
+    return get_settings().path("run", "optimizer.pid")
+
+
+def read_pid(path: Path) -> int | None:
+    """The pid in a pid file; None when it is missing, empty or not a number."""
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def wait_restarted(health_url: str, old_pid: int, timeout: float, pid_file: Path | None = None) -> int | None:
+    """Wait until the supervisor has started a new service (a pid other than `old_pid` in its pid file) that answers
+    `health_url` with 200; returns the new pid, None after `timeout` seconds."""
+    import httpx
+
+    path = pid_file or _pid_file()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        new = read_pid(path)
+        if new is not None and new != old_pid:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(health_url, timeout=2).status_code == 200:
+                    return new
+        time.sleep(1.0)
+    return None
+
+
 def fault_spec(ev: LatencySpike | ErrorBurst | CostOverrun, wall: float) -> Any:
     """The service-side fault (POST /admin/faults, the simulator's FaultSpec) for a timeline event lasting `wall`
     seconds of wall time."""
@@ -689,18 +727,26 @@ def _event_text(ev: Event, speed: float) -> str:
 
 
 def align_git(version: str, *, reset_champion: bool) -> dict[str, Any]:
-    """Before the timeline: GitOps must describe what the service serves (one operator commit when it does not),
-    and with `reset_champion` the registry's champion alias names it too (a run from gold starts from gold)."""
+    """Before the timeline: GitOps must describe what the service serves (one operator commit when it does not).
+    With `reset_champion` (a run from gold) the run starts from gold's default deployment: the registry's champion
+    names it and git holds only `version` (1 replica, the default rerank depth), so a warm home's leftover scaling or
+    variant from an earlier run (8 replicas at depth 10 in the second month run) does not start the run at the
+    remedies' bounds."""
+    from autooptimizer.loop.gitops import HelmPatch
     from autooptimizer.loop.release import Release
     from autooptimizer.search import aliases
 
     rel = Release()
     current, head = rel.current()
     out: dict[str, Any] = {"committed": False, "revision": head}
-    if current.model_version != version or current.canary_version:
+    if reset_champion:
+        patch = HelmPatch(model_version=version)
+    else:
         patch = current.model_copy(update={"model_version": version, "canary_version": None, "canary_weight": 0.0})
-        rel.deploy(patch, f"Soak: serve {version} at the start (was {current.model_version})")
-        out = {"committed": True, "revision": rel.git.head(), "was": current.model_version}
+    if patch != current:
+        rel.deploy(patch, f"Soak: serve {version} at the start (was {current.model_version}, "
+                   f"{current.replicas} replicas, rerank depth {current.rerank_depth or 'default'})")
+        out = {"committed": True, "revision": rel.git.head(), "was": current.model_dump(exclude_none=True)}
     if reset_champion and aliases.get_alias(aliases.CHAMPION) != version:
         out["champion_was"] = aliases.get_alias(aliases.CHAMPION)
         aliases.set_alias(aliases.CHAMPION, version)

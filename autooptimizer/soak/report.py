@@ -25,7 +25,7 @@ from autooptimizer.soak.measure import (
 
 TOLERANCE = 0.01  # NDCG@10: a repaired domain, the original domain and gold may lose at most this (the bar)
 MAX_GROWTH = 0.10  # disk and RSS: last quarter over second quarter
-CLEAN_END = {"promoted", "rolled_back", "kept", "scaled", "variant_switched", "restarted", "no_action",
+CLEAN_END = {"promoted", "rolled_back", "kept", "scaled", "variant_switched", "restarted", "no_action", "no_remedy",
              "rejected_offline", "ab_failed", "ab_inconclusive", "awaiting_approval", "denied"}
 DEFINITIONS = {
     "ndcg_before": "a domain's request-weighted online NDCG@10 from its first traffic until the first promotion that "

@@ -9,10 +9,12 @@ protected-object facts of `tools/protection.py` (gold, champion, serving, canary
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from autooptimizer.errors import InputError
 from autooptimizer.tools.context import ToolContext
 from autooptimizer.tools.registry import tool
 
@@ -144,6 +146,12 @@ def measure_serving_cost(args: MeasureServingCostArgs, ctx: ToolContext) -> dict
     for item in args.data:
         name, _, split = item.partition(":")
         pairs.append((str(ctx.settings.dataset(name)), split or None))
+    names = [Path(p).name for p, _ in pairs]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:  # checked before any model loads: the union collection would refuse it after minutes of warm-up
+        raise InputError(f"measure_serving_cost got the dataset name(s) {dup} more than once ({args.data}); both "
+                         "versions serve one collection of the named datasets, so each name may appear once.",
+                         "Name each domain once: its held-out folder OR `name:test`, not both.")
     rows = serving_cost(resolve_model(args.champion).version, resolve_model(args.challenger).version, pairs,
                         queries=args.queries)
     return {"domains": [r.model_dump() for r in rows], "ratio": budget_ratio(rows)}

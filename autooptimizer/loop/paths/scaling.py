@@ -1,39 +1,54 @@
 """p95_latency and cost_budget: the devops remedies, sized by loop/remedies.py (the chat's devops jobs use the same
-rules). Latency: double the replicas up to MAX_REPLICAS, then the cheaper variant; cost: the cheaper variant."""
+rules). Latency: double the replicas up to MAX_REPLICAS, then the cheaper variant; cost: the cheaper variant.
+A remedy that would change nothing (`Exhausted`: both bounds reached) commits nothing: the cycle ends `no_remedy`
+and escalates to a human with one AutoOptRemedyExhausted alert per run of such cycles (not one per cycle)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from autooptimizer.loop.alerts import raise_alert
 from autooptimizer.loop.artifacts import write_helm_patch
 from autooptimizer.loop.cycle_types import CycleOptions, CycleState
-from autooptimizer.loop.remedies import MAX_REPLICAS, cheaper_variant, next_replicas
+from autooptimizer.loop.remedies import Exhausted, Remedy, cost_remedy, latency_remedy
 
 if TYPE_CHECKING:
     from autooptimizer.loop.cycle import CycleRunner
 
+OUTCOMES = {"scale_service": "scaled", "switch_variant": "variant_switched"}
+
 
 def latency_path(runner: CycleRunner, cid: str, opts: CycleOptions, state: CycleState) -> tuple[str, str]:
     current, _ = runner.release.current()
-    n = next_replicas(current.replicas)
-    if n > current.replicas:
-        res = runner.step(cid, "scale", lambda: runner.tool(state, "devops", "scale_service", {"replicas": n}))
-        outcome, reason = "scaled", f"replicas {current.replicas} -> {n}"
-    else:
-        variant = cheaper_variant(current.rerank_depth)
-        res = runner.step(cid, "switch_variant", lambda: runner.tool(state, "devops", "switch_variant", variant))
-        outcome, reason = "variant_switched", f"at {MAX_REPLICAS} replicas; rerank depth -> {variant['rerank_depth']}"
-    _applied(runner, cid, state, res)
-    return outcome, reason
+    return _apply(runner, cid, state, latency_remedy(current.replicas, current.rerank_depth), "p95_latency")
 
 
 def cost_path(runner: CycleRunner, cid: str, opts: CycleOptions, state: CycleState) -> tuple[str, str]:
     current, _ = runner.release.current()
-    variant = cheaper_variant(current.rerank_depth)
-    res = runner.step(cid, "switch_variant", lambda: runner.tool(state, "devops", "switch_variant", variant))
+    return _apply(runner, cid, state, cost_remedy(current.rerank_depth), "cost_budget")
+
+
+def _apply(runner: CycleRunner, cid: str, state: CycleState, remedy: Remedy | Exhausted,
+           gate: str) -> tuple[str, str]:
+    if isinstance(remedy, Exhausted):
+        escalate(runner, cid, gate, remedy.reason)
+        return "no_remedy", remedy.reason
+    step = "scale" if remedy.tool == "scale_service" else "switch_variant"
+    res = runner.step(cid, step, lambda: runner.tool(state, "devops", remedy.tool, dict(remedy.args)))
     _applied(runner, cid, state, res)
-    return "variant_switched", (f"cheaper variant: rerank depth {current.rerank_depth or 'default'} -> "
-                                f"{variant['rerank_depth']}")
+    return OUTCOMES[remedy.tool], remedy.change
+
+
+def escalate(runner: CycleRunner, cid: str, gate: str, reason: str) -> bool:
+    """Alert a human that `gate`'s remedy is exhausted, unless the previous cycle of that gate already ended
+    `no_remedy` (it alerted then). Returns whether an alert was raised."""
+    previous = next((r for r in runner.journal.list(50) if r.id != cid and r.gate == gate and r.status != "running"),
+                    None)
+    if previous is not None and previous.outcome == "no_remedy":
+        return False
+    raise_alert(runner.settings, "AutoOptRemedyExhausted", f"{gate}: {reason}; a human must act (more capacity, "
+                "another model)", labels={"cycle_id": cid, "gate": gate})
+    return True
 
 
 def _applied(runner: CycleRunner, cid: str, state: CycleState, res: dict[str, Any]) -> None:

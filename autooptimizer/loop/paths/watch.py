@@ -1,10 +1,13 @@
 """After a deploy: watch the new version against the one it replaced, roll back on degradation, and move the
-registry's `champion` once a promotion survived; deploy_watch does the same for the latest deployment commit."""
+registry's `champion` once a promotion survived; deploy_watch does the same for the latest deployment commit, and
+every cycle first watches a deploy the loop did not make (an operator's commit, `unwatched_deploy`)."""
 
 from __future__ import annotations
 
 import time
 from typing import TYPE_CHECKING
+
+from pydantic import BaseModel
 
 from autooptimizer.errors import AutoOptError
 from autooptimizer.loop.abtest import ABConfig
@@ -89,3 +92,57 @@ def deploy_watch_path(runner: CycleRunner, cid: str, opts: CycleOptions, state: 
     state.watched_revision, state.new, state.old = head, new_patch.model_version, prev_patch.model_version
     return watch(runner, cid, opts, state, new=new_patch.model_version, old=prev_patch.model_version,
                  bad_revision=head, outcome_ok="kept", baseline_until=deployed_at)
+
+
+class UnwatchedDeploy(BaseModel):
+    """A stable model the loop did not deploy and no cycle has watched: `revision` is the commit that made `new`
+    the stable version (outside any cycle), `old` the safe point (the registry's `champion`)."""
+
+    revision: str
+    new: str
+    old: str
+    deployed_at: float
+
+
+def unwatched_deploy(runner: CycleRunner, *, depth: int = 50) -> UnwatchedDeploy | None:
+    """The deploy an operator made behind the loop's back, if one serves now: git's desired stable version differs
+    from `champion`, the commit that made it stable carries no cycle id, and no journaled cycle watched that commit.
+
+    None when git serves the champion, when the loop's own cycle deployed it, when a cycle already watched it, or
+    when there is no champion alias (no safe point to roll back to: an operator's `--gate deploy_watch` still
+    watches against the previous commit). Git errors propagate: the cycle fails closed rather than guess."""
+    from autooptimizer.search import aliases
+
+    champion = aliases.get_alias(aliases.CHAMPION)
+    git = runner.release.git
+    head_patch = git.read_patch()
+    if champion is None or head_patch is None or head_patch.model_version == champion:
+        return None
+    serving = head_patch.model_version
+    commits = git.log(limit=depth)
+    deploy = None
+    for commit, older in zip(commits, [*commits[1:], None], strict=True):
+        if older is None:
+            return None  # the first deployment (or beyond `depth`): nothing before it to watch against
+        prev = git.read_patch(older.sha, sync=False)
+        if prev is None or prev.model_version != serving:
+            deploy = commit
+            break
+    if deploy is None or deploy.cycle_id is not None:
+        return None
+    if any(rec.summary.get("watched_revision") == deploy.sha for rec in runner.journal.list(500)):
+        return None
+    return UnwatchedDeploy(revision=deploy.sha, new=serving, old=champion, deployed_at=git.commit_time(deploy.sha))
+
+
+def unwatched_deploy_path(runner: CycleRunner, cid: str, opts: CycleOptions, state: CycleState,
+                          found: UnwatchedDeploy) -> tuple[str, str]:
+    """Watch an operator's deploy against the champion's samples before it; roll the commit back on degradation
+    (the same fail-closed watch as after a promotion: unreadable health reads as degraded). A deploy that survives
+    the watch is adopted: `champion` follows what serves, so the next cycle does not watch it again."""
+    state.watched_revision, state.new, state.old = found.revision, found.new, found.old
+    outcome, reason = watch(runner, cid, opts, state, new=found.new, old=found.old, bad_revision=found.revision,
+                            outcome_ok="kept", baseline_until=found.deployed_at)
+    if outcome == "kept":
+        move_champion(runner, cid, state, found.new)
+    return outcome, f"an operator's deploy ({found.revision[:12]}): {reason}"

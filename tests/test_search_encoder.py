@@ -149,6 +149,22 @@ def test_query_cache_off(monkeypatch):
     assert not enc._queries
 
 
+def test_query_cache_off_for_a_block_skips_cached_vectors_and_restores(monkeypatch):
+    from autooptimizer.search.encoder import get_encoder, query_cache_off
+
+    monkeypatch.setenv("AUTOOPT_QUERY_CACHE", "8")
+    get_settings.cache_clear()
+    enc = get_encoder(None, 24)
+    enc.encode(["coral reef"])
+    assert "coral reef" in enc._queries
+    seen: list[str] = []
+    monkeypatch.setattr(enc, "_encode", lambda texts, batch_size: seen.extend(texts) or np.zeros((len(texts), 4)))
+    with query_cache_off():  # a cost measurement: every query pays its encoding
+        enc.encode(["coral reef"])
+        assert enc.query_cache_size == 0
+    assert seen == ["coral reef"] and enc.query_cache_size == 8
+
+
 def test_negative_query_cache_names_the_setting(monkeypatch):
     from autooptimizer.errors import ConfigError
     from autooptimizer.settings import load_settings

@@ -10,6 +10,8 @@ import hashlib
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -131,6 +133,22 @@ class Encoder:
                 emb = torch.nn.functional.normalize(emb, p=2, dim=1)
             out[rows] = emb.float().cpu().numpy()
         return out
+
+
+@contextmanager
+def query_cache_off() -> Iterator[None]:
+    """Every encoder loaded in this process answers single queries without its LRU for the block: a cost measurement
+    must not read vectors an earlier request (or an earlier repair in the same process) left behind, which made the
+    champion look nearly free and the challenger 3-32x as dear in repair sweeps."""
+    with _CACHE_LOCK:
+        saved = [(enc, enc.query_cache_size) for enc in _CACHE.values()]
+    for enc, _ in saved:
+        enc.query_cache_size = 0
+    try:
+        yield
+    finally:
+        for enc, size in saved:
+            enc.query_cache_size = size
 
 
 def get_encoder(path: str | None = None, max_seq_length: int = DEFAULT_MAX_SEQ_LENGTH) -> Encoder:

@@ -9,8 +9,13 @@ from __future__ import annotations
 
 import statistics
 import time
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
+
+if TYPE_CHECKING:
+    from autooptimizer.search.beir import BeirDataset
+    from autooptimizer.search.pipeline import SearchPipeline
 
 NOISE_FLOOR_MS = 0.5
 """An extra CPU time per query at or under this never counts against the budget: it is below what a request's latency
@@ -33,6 +38,7 @@ def serving_cost(champion: str, challenger: str, datasets: list[tuple[str, str |
     from autooptimizer.infra.serve import limit_threads
     from autooptimizer.search import model_store
     from autooptimizer.search.beir import load_beir, load_collection
+    from autooptimizer.search.encoder import query_cache_off
     from autooptimizer.search.pipeline import SearchPipeline
     from autooptimizer.settings import get_settings
 
@@ -41,21 +47,27 @@ def serving_cost(champion: str, challenger: str, datasets: list[tuple[str, str |
     collection = load_collection(serve or [d for d, _ in datasets])
     pipes = [SearchPipeline(model_store.load(v), collection).warm(progress=False) for v in (champion, challenger)]
     out = []
-    for name, split in datasets:
-        texts = list(load_beir(settings.dataset(name), split=split).queries.values())[:queries]
-        for text in texts[:5]:  # warm caches of both alike
-            for pipe in pipes:
-                pipe.search(text)
-        times: list[list[float]] = [[], []]
-        for text in texts:
-            for i, pipe in enumerate(pipes):
-                t0 = time.process_time()
-                pipe.search(text)
-                times[i].append(time.process_time() - t0)
-        champ, chall = (statistics.median(t) * 1000 for t in times)
-        out.append(DomainCost(dataset=name, queries=len(texts), champion_ms=round(champ, 2),
-                              challenger_ms=round(chall, 2), ratio=round(chall / champ, 3)))
+    with query_cache_off():  # both pay for every query's encoding, whatever earlier requests cached
+        for name, split in datasets:
+            out.append(_domain_cost(pipes, load_beir(settings.dataset(name), split=split), name, queries))
     return out
+
+
+def _domain_cost(pipes: list[SearchPipeline], dataset: BeirDataset, name: str, queries: int) -> DomainCost:
+    """Median per-query CPU ms of the two pipelines answering `dataset`'s first `queries` queries in turn."""
+    texts = list(dataset.queries.values())[:queries]
+    for text in texts[:5]:  # warm caches of both alike
+        for pipe in pipes:
+            pipe.search(text)
+    times: list[list[float]] = [[], []]
+    for text in texts:
+        for i, pipe in enumerate(pipes):
+            t0 = time.process_time()
+            pipe.search(text)
+            times[i].append(time.process_time() - t0)
+    champ, chall = (statistics.median(t) * 1000 for t in times)
+    return DomainCost(dataset=name, queries=len(texts), champion_ms=round(champ, 2), challenger_ms=round(chall, 2),
+                      ratio=round(chall / champ, 3))
 
 
 def budget_ratio(rows: list[DomainCost]) -> float:

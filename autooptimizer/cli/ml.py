@@ -166,30 +166,71 @@ def repair_cmd(
 
 
 def bench_repair(
-    domains: str = typer.Option("cran,cisi,med", help="Comma-separated new domains."),
+    domains: str = typer.Option(None, help="Comma-separated new domains (default cran,cisi,med); no protocol."),
+    develop: str = typer.Option(None, help="Develop domains (leave-one-domain-out): methods are chosen on these."),
+    confirm: str = typer.Option(None, help="Confirm domains. With --develop: declares the round and locks them "
+                                "(only the develop domains run). Alone: the confirm run, on frozen code and fresh "
+                                "seeds, recorded in the registry."),
     seeds: str = typer.Option("0", help="Split seeds: N, A-B or a comma-separated mix (e.g. 40-49)."),
     jobs: int = typer.Option(1, min=1, help="Repairs at once, each in its own process."),
     bar: float = typer.Option(0.03, help="Held-out NDCG@10 gain a split must reach to count."),
     original: str = typer.Option("scifact", help="Original domain (its test split is the regression check)."),
+    registry: Path = typer.Option(None, help="The confirm registry (default docs/data/confirm_registry.json)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Check (and with --develop/--confirm declare) the round, "
+                                 "run nothing."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Repair each domain from the bootstrapped champion on each seed; print every split, then per domain the mean
-    and worst gain, the splits that reached the bar and the worst original-domain drop."""
-    from autooptimizer.ml.repair_sweep import parse_seeds, summarize, sweep
+    and worst gain, the splits that reached the bar and the worst original-domain drop. --develop/--confirm run the
+    leave-one-domain-out protocol (ml/protocol.py): confirm domains are locked until confirmed, once, on frozen
+    code."""
+    from autooptimizer.ml import protocol
+    from autooptimizer.ml.repair_sweep import SweepRow, parse_seeds, summarize, sweep
     from autooptimizer.search import aliases
 
     console = _console()
-    champion = aliases.require_alias(aliases.CHAMPION)
-    names = [x.strip() for x in domains.split(",") if x.strip()]
+    split = lambda text: [x.strip() for x in (text or "").split(",") if x.strip()]  # noqa: E731
     todo = parse_seeds(seeds)
-    console.print(f"{len(names) * len(todo)} repairs from champion {champion}, {jobs} at a time")
-    rows = sweep(names, todo, jobs=jobs, original=original, on_row=lambda r: console.print(
-        f"{r.domain} seed {r.seed}: {r.champion:.4f} -> {r.challenger:.4f} ({r.gain:+.4f}) in {r.seconds} s"))
+    reg_path = registry or protocol.default_path()
+    reg = protocol.load(reg_path)
+    meta: dict = {"phase": "plain"}
+    rnd: protocol.Round | None = None
+    if confirm and not develop:  # the confirm run: frozen code, fresh seeds, every run recorded
+        names = split(confirm)
+        commit = protocol.code_commit()
+        rnd = reg.check_confirm(names, todo, commit)
+        meta = {"phase": "confirm", "round": rnd.name, "frozen_commit": commit, "develop": rnd.develop,
+                "touched_before": [d for d in names if reg.developed_before(d, reg.rounds.index(rnd))]}
+    else:
+        names = split(develop) or split(domains) or ["cran", "cisi", "med"]
+        if confirm:
+            rnd = reg.declare(names, split(confirm), protocol.code_commit(require_clean=False))
+            protocol.save(reg, reg_path)
+            meta = {"phase": "develop", "round": rnd.name, "confirm_locked": rnd.confirm}
+        else:
+            reg.check_develop(names)
+            meta = {"phase": "develop" if develop else "plain"}
+    if dry_run:
+        _echo({**meta, "domains": names, "seeds": todo}, as_json)
+        return
+    champion = aliases.require_alias(aliases.CHAMPION)
+    console.print(f"{len(names) * len(todo)} repairs from champion {champion}, {jobs} at a time "
+                  + " ".join(f"{k}={v}" for k, v in meta.items()))
+
+    def on_row(r: SweepRow) -> None:
+        console.print(f"{r.domain} seed {r.seed}: {r.champion:.4f} -> {r.challenger:.4f} ({r.gain:+.4f}) "
+                      f"in {r.seconds} s")
+        if rnd is not None and meta["phase"] == "confirm":  # recorded as it lands: a crash cannot un-run a seed
+            reg.record(rnd, r.domain, r.seed, meta["frozen_commit"], r.model_dump(exclude={"domain", "seed"}))
+            protocol.save(reg, reg_path)
+
+    rows = sweep(names, todo, jobs=jobs, original=original, on_row=on_row)
     summary = summarize(rows, bar)
     if as_json:
-        _echo({"champion": champion, "bar": bar, "rows": [r.model_dump() for r in rows],
+        _echo({"champion": champion, "bar": bar, "seeds": todo, **meta, "rows": [r.model_dump() for r in rows],
                "summary": [s.model_dump() for s in summary]}, True)
         return
+    typer.echo(" ".join(f"{k}: {v}" for k, v in meta.items()) + f"; seeds {seeds}; champion {champion}\n")
     typer.echo("| domain | seed | champion | challenger | gain | original drop | promotable | seconds |")
     typer.echo("|---|---|---|---|---|---|---|---|")
     for r in rows:

@@ -72,6 +72,8 @@ class PipelineState(BaseModel):
     max_steps: int | None = None
     time_budget_s: float | None = None
     explainer: str | None = None
+    min_feedback: int | None = Field(default=None, description="judged feedback queries the live log must hold "
+                                     "before training (the profile's retrain.minNewFeedback; None: no minimum)")
     # learned by the steps
     feedback_qids: list[str] = Field(default_factory=list)
     holdout: list[str] = Field(default_factory=list)

@@ -90,6 +90,14 @@ class Loop(_Strict):
                                 description="deploys a rollback may return to; their model versions are protected")
 
 
+class Retrain(_Strict):
+    min_new_feedback: int = Field(
+        default=20, alias="minNewFeedback", ge=1, le=100_000,
+        description="distinct judged queries of the shifted domain served by the current champion (new since the "
+                    "last retrain) before a cycle retrains; fewer: the retrain waits (docs/benchmarks.md, Repair: "
+                    "learning curve)")
+
+
 class Profile(_Strict):
     name: str
     gates: Gates = Gates()
@@ -97,6 +105,7 @@ class Profile(_Strict):
     promotion: Promotion = Promotion()
     ab_test: ABTest = Field(default=ABTest(), alias="abTest")
     loop: Loop = Loop()
+    retrain: Retrain = Retrain()
 
 
 def profile_path(name: str) -> Path:

@@ -243,6 +243,41 @@ def bench_repair(
                    f"{s.max_original_drop:+.4f} | {s.mean_seconds} |")
 
 
+def bench_study(
+    domains: str = typer.Option(..., help="Comma-separated domains (never a locked confirm domain)."),
+    seeds: str = typer.Option("100", help="Split seeds: N, A-B or a comma-separated mix."),
+    variants: str = typer.Option("default", help="Adaptations (ml/adapt.py VARIANTS, or `default`: what training "
+                                 "uses now), comma-separated."),
+    sizes: str = typer.Option("all", help="Feedback queries to train on, e.g. 10,20,40,all (the learning curve)."),
+    original: str = typer.Option("scifact", help="Original domain (its train queries are the gate's reference)."),
+    registry: Path = typer.Option(None, help="The confirm registry (default docs/data/confirm_registry.json)."),
+) -> None:
+    """The expert's held-out gain per adaptation variant and feedback size, fitted in process (no SHAP, no
+    registration, no SciFact evaluation); one JSON line per fit."""
+    from autooptimizer.errors import InputError
+    from autooptimizer.ml import protocol
+    from autooptimizer.ml.adapt import VARIANTS, Adaptation
+    from autooptimizer.ml.repair_study import study
+    from autooptimizer.ml.repair_sweep import parse_seeds
+    from autooptimizer.ml.train import TrainConfig
+
+    names = [x.strip() for x in domains.split(",") if x.strip()]
+    protocol.load(registry or protocol.default_path()).check_develop(names)
+    table: dict[str, Adaptation] = {**VARIANTS, "default": TrainConfig().adaptation}
+    unknown = [v for v in variants.split(",") if v not in table]
+    if unknown:
+        raise InputError(f"Unknown variant(s) {unknown}.", f"Use some of {sorted(table)}.")
+    try:
+        todo = [None if x.strip() == "all" else int(x) for x in sizes.split(",")]
+    except ValueError as exc:
+        raise InputError(f"Unreadable sizes {sizes!r}.", "Write feedback sizes as numbers or `all`, e.g. "
+                         "10,20,40,all.") from exc
+    for d in names:
+        for s in parse_seeds(seeds):
+            for row in study(d, s, {v: table[v] for v in variants.split(",")}, todo, original=original):
+                typer.echo(row.model_dump_json())
+
+
 def bench_train_throughput(
     steps: int = typer.Option(6, min=2, help="Timed training steps (after one warm-up step)."),
     batch_size: int = typer.Option(16, min=2),
@@ -262,4 +297,5 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
     app.command("eval")(eval_cmd)
     app.command("repair")(repair_cmd)
     bench.command("repair")(bench_repair)
+    bench.command("study")(bench_study)
     bench.command("train-throughput")(bench_train_throughput)

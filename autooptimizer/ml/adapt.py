@@ -46,6 +46,18 @@ class Adaptation(BaseModel):
     unjudged: bool = Field(default=False, description="unjudged domain queries: gate positives, PRF adapter rows")
 
 
+# Named variants for `autoopt bench study` (docs/benchmarks.md, Repair: leave-one-domain-out).
+VARIANTS: dict[str, Adaptation] = {
+    "none": Adaptation(),
+    "pq_ict": Adaptation(pseudo_queries=300, pseudo_kind="ict"),
+    "pq_crop": Adaptation(pseudo_queries=300, pseudo_kind="crop"),
+    "pq_terms": Adaptation(pseudo_queries=300, pseudo_kind="terms"),
+    "bm25": Adaptation(bm25_tune=True),
+    "rm3idf": Adaptation(rm3_idf=True),
+    "unjudged": Adaptation(unjudged=True),
+}
+
+
 def sentences(text: str, min_words: int = 4) -> list[str]:
     """The text's sentences with at least `min_words` words."""
     return [s.strip() for s in _SENT.split(text) if len(_WORD.findall(s)) >= min_words]

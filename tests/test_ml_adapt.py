@@ -88,6 +88,8 @@ def test_bm25_with_any_k1_b_is_the_textbook_formula() -> None:
         want += idf * tf * (k1 + 1) / (tf + k1 * (1 - b + b * len(toks) / avgdl))
     got = rm3.bm25_with(query, [(doc, DOCS[doc]), ("d/1", DOCS["d/1"])], k1, b, avgdl)
     assert got[0] == pytest.approx(want) and got[1] == 0.0
+    for perm in ("speed shock flutter panel", "panel speed flutter"):  # term order does not matter
+        assert rm3.bm25_with(perm, [(doc, DOCS[doc])], k1, b, avgdl)[0] == pytest.approx(want)
 
 
 def test_inverse_cloze_takes_the_query_sentence_out_of_its_document() -> None:

@@ -94,3 +94,14 @@ def test_cli_enforces_the_split_end_to_end(ml_world: dict, tmp_path: Path, monke
         ("conf", 5, out["rows"][0]["gain"])]
     again = run.invoke(app, [*base, "--confirm", "conf", "--seeds", "4-5"])
     assert isinstance(again.exception, InputError) and "conf seed 5" in str(again.exception)
+
+
+def test_the_in_process_study_refuses_a_locked_confirm_domain(tmp_path: Path) -> None:
+    from autooptimizer.cli.app import app
+
+    reg = tmp_path / "registry.json"
+    reg_doc = Registry()
+    reg_doc.declare(["cran"], ["npl"], "c0")
+    protocol.save(reg_doc, reg)
+    out = CliRunner().invoke(app, ["bench", "study", "--domains", "med,npl", "--registry", str(reg)])
+    assert isinstance(out.exception, InputError) and "npl (round A) is a confirm domain" in str(out.exception)

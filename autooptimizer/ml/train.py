@@ -31,7 +31,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from autooptimizer.errors import InputError
-from autooptimizer.ml.adapt import Adaptation
+from autooptimizer.ml.adapt import DEFAULT, Adaptation
 
 if TYPE_CHECKING:
     import torch
@@ -62,8 +62,8 @@ class TrainConfig(BaseModel):
     max_seq_length: int = 256
     depth: int = Field(default=100, ge=10, description="rerank depth of an ltr_fusion challenger")
     bags: int = Field(default=10, ge=0, description="ltr: bootstrap bags for the feature weights (0 or 1 = one fit)")
-    adaptation: Adaptation = Field(default_factory=Adaptation,
-                                   description="ltr: unsupervised domain adaptation (ml/adapt.py)")
+    adaptation: Adaptation = Field(default_factory=lambda: DEFAULT.model_copy(),
+                                   description="ltr: unsupervised domain adaptation (ml/adapt.py DEFAULT)")
 
 
 class TrainResult(BaseModel):

@@ -222,18 +222,23 @@ class Rm3:
         and b: the `bm25_tuned` feature over the first-stage candidates."""
         terms = Counter(self.bm25.tokenize(query))
         out = np.zeros(len(docs), dtype=np.float64)
-        if not terms:
+        if not terms or not docs:
             return out
         vocab = self.bm25.vocab
-        qid = {vocab[t]: c for t, c in terms.items()}
-        idf = {i: float(np.log(1.0 + (self.n_docs - self.df_by_id[i] + 0.5) / (self.df_by_id[i] + 0.5)))
-               for i in qid} if len(self.df_by_id) else {}
-        for n, (doc_id, text) in enumerate(docs):
+        qids = np.array([vocab[t] for t in terms], dtype=np.int64)
+        qtf = np.array(list(terms.values()), dtype=np.float64)
+        df = self.df_by_id[qids].astype(np.float64)
+        idf = qtf * np.log(1.0 + (self.n_docs - df + 0.5) / (df + 0.5))
+        order = np.argsort(qids)
+        qids, idf = qids[order], idf[order]  # sorted, for searchsorted
+        for n, (doc_id, text) in enumerate(docs):  # one vectorised term lookup per candidate (serving cost)
             ids, tfs, length = self.doc_terms(doc_id, text)
-            norm = k1 * (1 - b + b * length / max(avgdl, 1e-9))
-            for i, tf in zip(ids.tolist(), tfs.tolist(), strict=True):
-                if i in qid:
-                    out[n] += qid[i] * idf.get(i, 0.0) * tf * (k1 + 1) / (tf + norm)
+            hit = np.isin(ids, qids)
+            if hit.any():
+                tf = tfs[hit]
+                w = idf[np.searchsorted(qids, ids[hit])]
+                norm = k1 * (1 - b + b * length / max(avgdl, 1e-9))
+                out[n] = float((w * tf * (k1 + 1) / (tf + norm)).sum())
         return out
 
     def scores(self, weights: dict[str, float], rows: np.ndarray) -> np.ndarray:

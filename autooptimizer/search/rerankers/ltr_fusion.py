@@ -228,17 +228,14 @@ class Rm3:
         qids = np.array([vocab[t] for t in terms], dtype=np.int64)
         qtf = np.array(list(terms.values()), dtype=np.float64)
         df = self.df_by_id[qids].astype(np.float64)
-        idf = qtf * np.log(1.0 + (self.n_docs - df + 0.5) / (df + 0.5))
-        order = np.argsort(qids)
-        qids, idf = qids[order], idf[order]  # sorted, for searchsorted
-        for n, (doc_id, text) in enumerate(docs):  # one vectorised term lookup per candidate (serving cost)
+        idf = np.append(qtf * np.log(1.0 + (self.n_docs - df + 0.5) / (df + 0.5)), 0.0)  # [-1]: not a query term
+        slot = np.full(len(self.df_by_id), len(qids), dtype=np.int64)  # vocabulary id -> query term slot
+        slot[qids] = np.arange(len(qids))
+        for n, (doc_id, text) in enumerate(docs):  # one array lookup per candidate: this is serving cost
             ids, tfs, length = self.doc_terms(doc_id, text)
-            hit = np.isin(ids, qids)
-            if hit.any():
-                tf = tfs[hit]
-                w = idf[np.searchsorted(qids, ids[hit])]
-                norm = k1 * (1 - b + b * length / max(avgdl, 1e-9))
-                out[n] = float((w * tf * (k1 + 1) / (tf + norm)).sum())
+            w = idf[slot[ids]]
+            norm = k1 * (1 - b + b * length / max(avgdl, 1e-9))
+            out[n] = float((w * tfs * (k1 + 1) / (tfs + norm)).sum())
         return out
 
     def scores(self, weights: dict[str, float], rows: np.ndarray) -> np.ndarray:

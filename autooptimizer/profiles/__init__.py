@@ -92,7 +92,7 @@ class Loop(_Strict):
 
 class Retrain(_Strict):
     min_new_feedback: int = Field(
-        default=20, alias="minNewFeedback", ge=1, le=100_000,
+        default=40, alias="minNewFeedback", ge=1, le=100_000,
         description="distinct judged queries of the shifted domain served by the current champion (new since the "
                     "last retrain) before a cycle retrains; fewer: the retrain waits (docs/benchmarks.md, Repair: "
                     "learning curve)")

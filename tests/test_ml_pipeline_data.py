@@ -106,3 +106,29 @@ def test_shifted_domain_falls_back_to_the_majority_without_timed_records(tmp_pat
     assert pipeline_data.shifted_domain(log, now=t0 + 10_000, window_s=30, baseline_window_s=120) == "scifact"
     assert pipeline_data.shifted_domain(log, recent=100, now=t0 + 10_000, window_s=30,
                                         baseline_window_s=120) == "cisi"
+
+def test_a_retrain_waits_for_the_profiles_minimum_of_new_judged_feedback(data: Path, tmp_path: Path) -> None:
+    """The loop's retrain reads retrain.minNewFeedback: fewer judged queries served by the current champion in the
+    live log than that stops the feedback step with a clear error; exactly that many goes on."""
+    from autooptimizer.ml.pipeline import PipelineState
+    from autooptimizer.profiles import load_profile
+
+    log = tmp_path / "fb.jsonl"
+    rows = [{"query_id": f"dom/{q}", "query": "x", "model_version": "champ", "judgments": {f"dom/d{q}": 1}}
+            for q in range(1, 5)]
+    rows += [{"query_id": "dom/1", "query": "x", "model_version": "champ", "judgments": {"dom/d1": 1}},  # again
+             {"query_id": "dom/9", "query": "y", "model_version": "champ", "judgments": {}},  # unjudged
+             {"query_id": "dom/8", "query": "z", "model_version": "old", "judgments": {"dom/d8": 1}}]  # old champion
+    log.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    def state(minimum: int | None) -> PipelineState:
+        art = tmp_path / f"art{minimum}"
+        art.mkdir()
+        return PipelineState(domain="dom", domain_data="dom", champion="champ", artifacts=art, feedback_log=log,
+                             min_feedback=minimum)
+
+    with pytest.raises(pipeline_data.NotEnoughFeedback, match=r"Only 4 judged dom queries .* asks for 5"):
+        pipeline_data.feedback_step(state(5))
+    assert pipeline_data.feedback_step(state(4))["judged_queries"] == 4
+    assert pipeline_data.feedback_step(state(None))["judged_queries"] == 4
+    assert load_profile("prod").retrain.min_new_feedback >= load_profile("dev").retrain.min_new_feedback >= 1

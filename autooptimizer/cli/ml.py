@@ -166,30 +166,71 @@ def repair_cmd(
 
 
 def bench_repair(
-    domains: str = typer.Option("cran,cisi,med", help="Comma-separated new domains."),
+    domains: str = typer.Option(None, help="Comma-separated new domains (default cran,cisi,med); no protocol."),
+    develop: str = typer.Option(None, help="Develop domains (leave-one-domain-out): methods are chosen on these."),
+    confirm: str = typer.Option(None, help="Confirm domains. With --develop: declares the round and locks them "
+                                "(only the develop domains run). Alone: the confirm run, on frozen code and fresh "
+                                "seeds, recorded in the registry."),
     seeds: str = typer.Option("0", help="Split seeds: N, A-B or a comma-separated mix (e.g. 40-49)."),
     jobs: int = typer.Option(1, min=1, help="Repairs at once, each in its own process."),
     bar: float = typer.Option(0.03, help="Held-out NDCG@10 gain a split must reach to count."),
     original: str = typer.Option("scifact", help="Original domain (its test split is the regression check)."),
+    registry: Path = typer.Option(None, help="The confirm registry (default docs/data/confirm_registry.json)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Check (and with --develop/--confirm declare) the round, "
+                                 "run nothing."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Repair each domain from the bootstrapped champion on each seed; print every split, then per domain the mean
-    and worst gain, the splits that reached the bar and the worst original-domain drop."""
-    from autooptimizer.ml.repair_sweep import parse_seeds, summarize, sweep
+    and worst gain, the splits that reached the bar and the worst original-domain drop. --develop/--confirm run the
+    leave-one-domain-out protocol (ml/protocol.py): confirm domains are locked until confirmed, once, on frozen
+    code."""
+    from autooptimizer.ml import protocol
+    from autooptimizer.ml.repair_sweep import SweepRow, parse_seeds, summarize, sweep
     from autooptimizer.search import aliases
 
     console = _console()
-    champion = aliases.require_alias(aliases.CHAMPION)
-    names = [x.strip() for x in domains.split(",") if x.strip()]
+    split = lambda text: [x.strip() for x in (text or "").split(",") if x.strip()]  # noqa: E731
     todo = parse_seeds(seeds)
-    console.print(f"{len(names) * len(todo)} repairs from champion {champion}, {jobs} at a time")
-    rows = sweep(names, todo, jobs=jobs, original=original, on_row=lambda r: console.print(
-        f"{r.domain} seed {r.seed}: {r.champion:.4f} -> {r.challenger:.4f} ({r.gain:+.4f}) in {r.seconds} s"))
+    reg_path = registry or protocol.default_path()
+    reg = protocol.load(reg_path)
+    meta: dict = {"phase": "plain"}
+    rnd: protocol.Round | None = None
+    if confirm and not develop:  # the confirm run: frozen code, fresh seeds, every run recorded
+        names = split(confirm)
+        commit = protocol.code_commit()
+        rnd = reg.check_confirm(names, todo, commit)
+        meta = {"phase": "confirm", "round": rnd.name, "frozen_commit": commit, "develop": rnd.develop,
+                "touched_before": [d for d in names if reg.developed_before(d, reg.rounds.index(rnd))]}
+    else:
+        names = split(develop) or split(domains) or ["cran", "cisi", "med"]
+        if confirm:
+            rnd = reg.declare(names, split(confirm), protocol.code_commit(require_clean=False))
+            protocol.save(reg, reg_path)
+            meta = {"phase": "develop", "round": rnd.name, "confirm_locked": rnd.confirm}
+        else:
+            reg.check_develop(names)
+            meta = {"phase": "develop" if develop else "plain"}
+    if dry_run:
+        _echo({**meta, "domains": names, "seeds": todo}, as_json)
+        return
+    champion = aliases.require_alias(aliases.CHAMPION)
+    console.print(f"{len(names) * len(todo)} repairs from champion {champion}, {jobs} at a time "
+                  + " ".join(f"{k}={v}" for k, v in meta.items()))
+
+    def on_row(r: SweepRow) -> None:
+        console.print(f"{r.domain} seed {r.seed}: {r.champion:.4f} -> {r.challenger:.4f} ({r.gain:+.4f}) "
+                      f"in {r.seconds} s")
+        if rnd is not None and meta["phase"] == "confirm":  # recorded as it lands: a crash cannot un-run a seed
+            reg.record(rnd, r.domain, r.seed, meta["frozen_commit"], r.model_dump(exclude={"domain", "seed"}))
+            protocol.save(reg, reg_path)
+
+    rows = sweep(names, todo, jobs=jobs, original=original, on_row=on_row)
     summary = summarize(rows, bar)
     if as_json:
-        _echo({"champion": champion, "bar": bar, "rows": [r.model_dump() for r in rows],
+        _echo({"champion": champion, "bar": bar, "seeds": todo, **meta, "rows": [r.model_dump() for r in rows],
                "summary": [s.model_dump() for s in summary]}, True)
         return
+    typer.echo(" ".join(f"{k}: {v}" for k, v in meta.items()) + f"; seeds {seeds}; champion {champion}\n")
     typer.echo("| domain | seed | champion | challenger | gain | original drop | promotable | seconds |")
     typer.echo("|---|---|---|---|---|---|---|---|")
     for r in rows:
@@ -200,6 +241,41 @@ def bench_repair(
     for s in summary:
         typer.echo(f"| {s.domain} | {s.runs} | {s.mean_gain:+.4f} | {s.worst_gain:+.4f} | {s.reached} of {s.runs} | "
                    f"{s.max_original_drop:+.4f} | {s.mean_seconds} |")
+
+
+def bench_study(
+    domains: str = typer.Option(..., help="Comma-separated domains (never a locked confirm domain)."),
+    seeds: str = typer.Option("100", help="Split seeds: N, A-B or a comma-separated mix."),
+    variants: str = typer.Option("default", help="Adaptations (ml/adapt.py VARIANTS, or `default`: what training "
+                                 "uses now), comma-separated."),
+    sizes: str = typer.Option("all", help="Feedback queries to train on, e.g. 10,20,40,all (the learning curve)."),
+    original: str = typer.Option("scifact", help="Original domain (its train queries are the gate's reference)."),
+    registry: Path = typer.Option(None, help="The confirm registry (default docs/data/confirm_registry.json)."),
+) -> None:
+    """The expert's held-out gain per adaptation variant and feedback size, fitted in process (no SHAP, no
+    registration, no SciFact evaluation); one JSON line per fit."""
+    from autooptimizer.errors import InputError
+    from autooptimizer.ml import protocol
+    from autooptimizer.ml.adapt import VARIANTS, Adaptation
+    from autooptimizer.ml.repair_study import study
+    from autooptimizer.ml.repair_sweep import parse_seeds
+    from autooptimizer.ml.train import TrainConfig
+
+    names = [x.strip() for x in domains.split(",") if x.strip()]
+    protocol.load(registry or protocol.default_path()).check_develop(names)
+    table: dict[str, Adaptation] = {**VARIANTS, "default": TrainConfig().adaptation}
+    unknown = [v for v in variants.split(",") if v not in table]
+    if unknown:
+        raise InputError(f"Unknown variant(s) {unknown}.", f"Use some of {sorted(table)}.")
+    try:
+        todo = [None if x.strip() == "all" else int(x) for x in sizes.split(",")]
+    except ValueError as exc:
+        raise InputError(f"Unreadable sizes {sizes!r}.", "Write feedback sizes as numbers or `all`, e.g. "
+                         "10,20,40,all.") from exc
+    for d in names:
+        for s in parse_seeds(seeds):
+            for row in study(d, s, {v: table[v] for v in variants.split(",")}, todo, original=original):
+                typer.echo(row.model_dump_json())
 
 
 def bench_train_throughput(
@@ -221,4 +297,5 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
     app.command("eval")(eval_cmd)
     app.command("repair")(repair_cmd)
     bench.command("repair")(bench_repair)
+    bench.command("study")(bench_study)
     bench.command("train-throughput")(bench_train_throughput)

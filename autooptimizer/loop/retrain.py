@@ -41,7 +41,8 @@ def retrain_state(runner: CycleRunner, opts: CycleOptions, *, champion: str, art
     return PipelineState(env=runner.settings.env, domain_data=str(domain), domain=Path(str(domain)).name,
                          original=opts.original, seed=opts.seed, champion=champion, artifacts=artifacts,
                          feedback_log=log, trainer=TRAINER, time_budget_s=TRAIN_TIME_BUDGET_S,
-                         fixed_eval_sets=True, cycle_id=cycle_id)
+                         fixed_eval_sets=True, cycle_id=cycle_id,
+                         min_feedback=runner.profile.retrain.min_new_feedback)
 
 
 def run_retrain(runner: CycleRunner, cid: str, opts: CycleOptions, state: CycleState, *, champion: str,

@@ -28,6 +28,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from autooptimizer.errors import InputError
+from autooptimizer.ml.adapt import Adaptation, pseudo_queries, tune_bm25
 from autooptimizer.search.rerankers.ltr_fusion import (
     FEATURES,
     Expert,
@@ -358,6 +359,8 @@ def fit_expert(
     bags: int = 0,
     parent_depth: int | None = None,
     domains: list[str] | None = None,
+    adaptation: Adaptation | None = None,
+    unjudged: list[str] | None = None,
 ) -> tuple[ExpertParams, dict[str, np.ndarray], LtrFitReport]:
     """Fit an expert on judged feedback queries (collection doc ids in `qrels`).
 
@@ -366,6 +369,8 @@ def fit_expert(
     `parent_depth` is how deep the parent reranks: its baseline in model selection is scored at that depth.
     `domains` are the corpora the expert owns (routing by provenance; see ltr_fusion), empty for a shift inside the
     original corpus.
+    `adaptation` switches the unsupervised adaptations (ml/adapt.py); `unjudged` are query texts of the domain's
+    traffic without judgments (used only when `adaptation.unjudged`).
     Returns (params, arrays for the expert npz, report)."""
     from autooptimizer.search.embeddings import doc_embeddings
     from autooptimizer.search.encoder import get_encoder
@@ -398,15 +403,26 @@ def fit_expert(
     bm25 = get_bm25(collection)
     rm3 = Rm3(bm25)
     mem_docs = [[d for d, g in qrels[q].items() if g > 0 and d in row_of] for q in qids]
-    probe = ExpertParams(name=name, file="", weights={}, mem_docs=mem_docs, domains=list(domains or []))
-    cands, bm_s, rm3_s, vecs, gains, ideals = [], [], [], [], [], []
+    ad = adaptation or Adaptation()
+    own = [d for d in collection.doc_ids if not domains or d.split("/", 1)[0] in domains]  # the domain's corpus
+    chosen: dict = {"settings": ad.model_dump()}
+    k1, b, avgdl = None, 0.75, 1.0
+    if ad.bm25_tune:
+        say("BM25 k1, b on corpus pseudo-queries", 0.05)
+        k1, b, avgdl, table = tune_bm25(rm3, own, collection.text, ad.bm25_tune_queries, seed)
+        chosen["bm25"] = {"k1": k1, "b": b, "avgdl": round(avgdl, 2), "ict_mrr": table}
+    probe = ExpertParams(name=name, file="", weights={}, mem_docs=mem_docs, domains=list(domains or []),
+                         bm25_k1=k1, bm25_b=b, bm25_avgdl=avgdl, rm3_idf=ad.rm3_idf)
+    cands, bm_s, rm3_s, vecs, gains, ideals, tuned = [], [], [], [], [], [], []
     say("candidates and RM3 features", 0.1)
     for q in qids:
         idx, s = bm25.top(queries[q], depth)
         ids = [collection.doc_ids[i] for i in idx]
         top = np.argsort(-s, kind="stable")[: probe.rm3_docs]
         weights = rm3.expanded(queries[q], [(ids[i], collection.text(ids[i])) for i in top], s[top],
-                               probe.rm3_terms, probe.rm3_lambda)
+                               probe.rm3_terms, probe.rm3_lambda, idf=probe.rm3_idf)
+        tuned.append(None if k1 is None else rm3.bm25_with(queries[q], [(d, collection.text(d)) for d in ids], k1, b,
+                                                      avgdl))
         cands.append(ids)
         bm_s.append(s)
         rm3_s.append(rm3.scores(weights, idx))
@@ -414,9 +430,13 @@ def fit_expert(
         gains.append(np.array([qrels[q].get(d, 0) for d in ids], dtype=np.float64))
         ideals.append(np.array([g for g in qrels[q].values() if g > 0], dtype=np.float64))
 
+    extra_q, extra_y = _unlabelled_rows(ad, unjudged or [], own, collection, encoder, bm25, docs, parent_fusion_weight,
+                                        seed, chosen, say)
+
     def rows_for(train_idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         keep = np.isin(aug_src, train_idx)
-        return (np.concatenate([qvec[train_idx], aug_vec[keep]]), np.concatenate([y[train_idx], y[aug_src[keep]]]))
+        return (np.concatenate([qvec[train_idx], aug_vec[keep], extra_q]),
+                np.concatenate([y[train_idx], y[aug_src[keep]], extra_y]))
 
     # 1) adapter epochs by early stopping on a dev slice, judged the way the adapter is used: fused with BM25
     perm = rng.permutation(len(qids))
@@ -449,7 +469,8 @@ def fit_expert(
         w_f, _, _, _ = train_adapter(qt, yt, docs, cfg, seed + f + 1, epochs=epochs, threads=threads)
         ex = Expert(probe, None, {"W": w_f, "mem_q": qvec})
         for i in held:
-            oof[i] = expert_features(ex, qvec[i], cands[i], vecs[i], bm_s[i], rm3_s[i], exclude_memory=int(i))
+            oof[i] = expert_features(ex, qvec[i], cands[i], vecs[i], bm_s[i], rm3_s[i], exclude_memory=int(i),
+                                     bm25_tuned=tuned[i])
         _check_deadline(deadline)
 
     # 3) linear weights: the blend of ListNet and bagged coordinate ascent, from the parent's fusion
@@ -468,9 +489,10 @@ def fit_expert(
     say("final adapter", 0.95)
     qt, yt = rows_for(np.arange(len(qids)))
     w_final, _, _, _ = train_adapter(qt, yt, docs, cfg, seed, epochs=epochs, threads=threads)
-    gate_w, gate_b = fit_gate(qvec, gate_negatives, seed)
+    gate_pos = qvec if not (ad.unjudged and unjudged) else np.vstack([qvec, encoder.encode(list(unjudged))])
+    gate_w, gate_b = fit_gate(gate_pos, gate_negatives, seed)
     params = probe.model_copy(update={"file": f"experts/{name}.npz", "gate_bias": gate_b,
-                                      "enabled": selection.enabled,
+                                      "enabled": selection.enabled, "adaptation": chosen,
                                       "weights": {f: float(v) for f, v in zip(FEATURES, w, strict=True)}})
     report = LtrFitReport(
         train_queries=len(qids), augmented_queries=len(aug), folds=k, adapter_epochs=epochs,
@@ -482,6 +504,37 @@ def fit_expert(
     if not all(math.isfinite(v) for v in params.weights.values()):
         raise InputError("Fitted weights are not finite.", "Check the dataset; nothing was saved.")
     return params, {"W": w_final, "mem_q": qvec.astype(np.float32), "gate_w": gate_w}, report
+
+
+def _unlabelled_rows(ad: Adaptation, unjudged: list[str], own: list[str], collection, encoder, bm25, docs: np.ndarray,
+                     parent_w: float, seed: int, chosen: dict, say: Progress) -> tuple[np.ndarray, np.ndarray]:
+    """Adapter rows that need no judgment: corpus pseudo-queries (target: their source document) and unjudged
+    traffic queries (target: the parent's top 5 for them, by its BM25 + cosine fusion over BM25's top 100)."""
+    dim = docs.shape[1]
+    qs, ys = [np.zeros((0, dim), dtype=np.float32)], [np.zeros((0, len(collection)), dtype=np.float32)]
+    if ad.pseudo_queries:
+        say(f"{ad.pseudo_queries} corpus pseudo-queries ({ad.pseudo_kind})", 0.15)
+        pq = pseudo_queries(own, collection.text, ad.pseudo_queries, seed, ad.pseudo_kind,
+                            tokenize=bm25.tokenize, df=Rm3(bm25).df)
+        if pq:
+            qs.append(encoder.encode([q for _, q in pq]))
+            y = np.zeros((len(pq), len(collection)), dtype=np.float32)
+            y[np.arange(len(pq)), [collection.index_of[d] for d, _ in pq]] = 1.0
+            ys.append(y)
+        chosen["pseudo_queries"] = {"made": len(pq), "examples": [q for _, q in pq[:3]]}
+    if ad.unjudged and unjudged:
+        uv = encoder.encode(list(unjudged))
+        y = np.zeros((len(unjudged), len(collection)), dtype=np.float32)
+        for i, text in enumerate(unjudged):
+            idx, s = bm25.top(text, 100)
+            if len(idx):
+                fused = (1 - parent_w) * zscore(s) + parent_w * zscore(docs[idx] @ uv[i])
+                y[i, idx[np.argsort(-fused, kind="stable")[:5]]] = 1.0
+        keep = y.sum(1) > 0
+        qs.append(uv[keep])
+        ys.append(y[keep])
+        chosen["unjudged"] = {"queries": int(keep.sum())}
+    return np.concatenate(qs).astype(np.float32), np.concatenate(ys)
 
 
 def fit_gate(positives: np.ndarray, negatives: np.ndarray, seed: int = 0) -> tuple[np.ndarray, float]:

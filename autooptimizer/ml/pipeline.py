@@ -76,6 +76,8 @@ class PipelineState(BaseModel):
     fixed_eval_sets: bool = Field(default=False, description="chained repairs (the loop): hold out each domain's "
                                   "fixed evaluation set and run the forgetting guard (ml/forgetting.py)")
     cycle_id: str | None = None
+    min_feedback: int | None = Field(default=None, description="judged feedback queries the live log must hold "
+                                     "before training (the profile's retrain.minNewFeedback; None: no minimum)")
     # learned by the steps
     feedback_qids: list[str] = Field(default_factory=list)
     holdout: list[str] = Field(default_factory=list)

@@ -173,6 +173,20 @@ def holdout_folder(domain: str | Path, qids: list[str], out: Path) -> Path:
 
 
 # -- the steps (ml/pipeline.py: `split`, `feedback`) ---------------------------------------------------------------
+class NotEnoughFeedback(InputError):
+    """The live log holds fewer new judged queries than the profile asks for before a retrain."""
+
+
+def judged_feedback_queries(path: Path) -> int:
+    """Distinct queries of a feedback file with at least one positive judgment (what an expert trains on)."""
+    keys = set()
+    for line in path.read_text(encoding="utf-8").splitlines():
+        rec = json.loads(line)
+        if any(g > 0 for g in (rec.get("judgments") or {}).values()):
+            keys.add((rec.get("dataset"), rec.get("query_id") or rec.get("query")))
+    return len(keys)
+
+
 def split_step(state: PipelineState) -> dict[str, Any]:
     """Halve the domain's judged queries (or hold out the listed ones) -> split.json. With `fixed_eval_sets` (the
     loop's chained repairs) the held-out half is the domain's fixed evaluation set (ml/forgetting.py): fixed now on
@@ -204,6 +218,14 @@ def feedback_step(state: PipelineState) -> dict[str, Any]:
     out = state.artifacts / "feedback.jsonl"
     if state.feedback_log is not None:
         info = extract_feedback(state.feedback_log, state.domain or "", state.champion, set(state.holdout), out)
+        judged = judged_feedback_queries(out)
+        if state.min_feedback is not None and judged < state.min_feedback:
+            raise NotEnoughFeedback(
+                f"Only {judged} judged {state.domain} queries served by {state.champion} are in the feedback log; "
+                f"the profile's retrain.minNewFeedback asks for {state.min_feedback} before retraining (below it the "
+                "expected held-out gain is too small: docs/benchmarks.md, Repair: learning curve).",
+                "Let the shifted traffic run with feedback longer, or lower retrain.minNewFeedback in the profile.")
+        info["judged_queries"] = judged
     else:
         info = simulate_domain_feedback(_domain(state), state.champion, state.feedback_qids, out)
     state.feedback_path = str(out)

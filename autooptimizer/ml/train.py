@@ -31,6 +31,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from autooptimizer.errors import InputError
+from autooptimizer.ml.adapt import DEFAULT, Adaptation
 
 if TYPE_CHECKING:
     import torch
@@ -61,6 +62,8 @@ class TrainConfig(BaseModel):
     max_seq_length: int = 256
     depth: int = Field(default=100, ge=10, description="rerank depth of an ltr_fusion challenger")
     bags: int = Field(default=10, ge=0, description="ltr: bootstrap bags for the feature weights (0 or 1 = one fit)")
+    adaptation: Adaptation = Field(default_factory=lambda: DEFAULT.model_copy(),
+                                   description="ltr: unsupervised domain adaptation (ml/adapt.py DEFAULT)")
 
 
 class TrainResult(BaseModel):
@@ -142,6 +145,33 @@ def reference_queries(parent, original: str = "scifact") -> np.ndarray:
     return get_encoder(None).encode(sorted(train.queries.values()))
 
 
+def unjudged_queries(domains: list[str], known: set[str], limit: int = 2000) -> list[str]:
+    """Distinct query texts of the domains' traffic that carry no judgment: the live feedback log's records of those
+    domains without any, and (offline, where the log is the simulator's) the domains' queries that no qrels judge.
+    Judged queries (`known`) are left out: they are feedback already, or held out."""
+    from autooptimizer.ml.feedback import split_query_id
+    from autooptimizer.search.beir import load_beir
+    from autooptimizer.settings import get_settings
+
+    settings = get_settings()
+    out: dict[str, None] = {}
+    log = settings.feedback_log
+    if log.is_file():
+        for line in log.read_text(encoding="utf-8", errors="replace").splitlines()[-20000:]:
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            ds, _ = split_query_id(rec.get("dataset"), rec.get("query_id"))
+            if ds in domains and not rec.get("judgments") and rec.get("query"):
+                out[str(rec["query"])] = None
+    for name in domains:
+        ds = load_beir(settings.dataset(name))
+        judged = set(ds.judged_queries())
+        out.update({t: None for q, t in sorted(ds.queries.items()) if q not in judged})
+    return [t for t in out if t not in known][:limit]
+
+
 def _new_version(prefix: str, payload: dict) -> str:
     from autooptimizer.search.model_store import content_version
 
@@ -176,11 +206,13 @@ def train_ltr(dataset, parent, cfg: TrainConfig, collection=None, progress: Prog
     qrels = dataset.qrels()
     judged = {d for rel in qrels.values() for d, g in rel.items() if g > 0}
     owned = sorted({d.split("/", 1)[0] for d in judged} - {Path(cfg.original).name})  # corpora the expert owns
+    unjudged = unjudged_queries(dataset.manifest.domains, set(dataset.original_queries().values())) \
+        if cfg.adaptation.unjudged else []
     params, arrays, report = fit_expert(
         name, dataset.original_queries(), qrels, collection, parent_w, seed=cfg.seed, depth=cfg.depth,
         augmented=dataset.augmented_queries(), threads=get_settings().threads, progress=progress,
         deadline=time.perf_counter() + cfg.time_budget_s, gate_negatives=np.vstack(others), bags=cfg.bags,
-        parent_depth=parent_depth, domains=owned)
+        parent_depth=parent_depth, domains=owned, adaptation=cfg.adaptation, unjudged=unjudged)
     tmp = Path(tempfile.mkdtemp(prefix="ltr-"))
     (tmp / "experts").mkdir()
     if parent.kind == "ltr_fusion":

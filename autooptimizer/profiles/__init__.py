@@ -112,6 +112,14 @@ class Retention(_Strict):
                                    description="run prune_storage (gated) at the end of every cycle")
 
 
+class Retrain(_Strict):
+    min_new_feedback: int = Field(
+        default=40, alias="minNewFeedback", ge=1, le=100_000,
+        description="distinct judged queries of the shifted domain served by the current champion (new since the "
+                    "last retrain) before a cycle retrains; fewer: the retrain waits (docs/benchmarks.md, Repair: "
+                    "learning curve)")
+
+
 class Profile(_Strict):
     name: str
     gates: Gates = Gates()
@@ -121,6 +129,7 @@ class Profile(_Strict):
     loop: Loop = Loop()
     retention: Retention = Retention()
     llm: LLMBudgets = LLMBudgets()  # agent runs on a model: per-reply and per-run budgets (agents/budgets.py)
+    retrain: Retrain = Retrain()
 
 
 def profile_path(name: str) -> Path:

@@ -138,12 +138,14 @@ class World:
 
 
 def _profile(profiles: Path) -> Any:
-    """The packaged staging profile with the scheduler off and mock signals on (cycles run by `gate`)."""
+    """The packaged staging profile with the scheduler off, mock signals on (cycles run by `gate`), and a retrain
+    minimum the tiny `dom` can meet (its feedback half holds 10 judged queries; staging asks for 40)."""
     import autooptimizer.profiles as profiles_pkg
     from autooptimizer.profiles import Profile
 
     raw = yaml.safe_load((Path(profiles_pkg.__file__).parent / "staging.yaml").read_text())
     raw["loop"].update({"scheduler": False, "mockSignals": True, "watchWindowSeconds": 2})
+    raw["retrain"] = {"minNewFeedback": 10}
     profiles.mkdir(parents=True, exist_ok=True)
     (profiles / "staging.yaml").write_text(yaml.safe_dump(raw))
     return Profile.model_validate(raw)

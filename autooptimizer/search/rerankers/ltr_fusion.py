@@ -20,6 +20,8 @@ An expert scores the BM25 candidates with a linear model over per-query z-scored
 - `memory`: documents judged relevant for the most similar feedback queries (a query-log kNN);
 - `popularity`: log(1 + how many feedback queries judged the document relevant), whatever the query: some documents
   of a collection are relevant to many of its information needs (cisi's hubs), which the query-specific memory misses;
+- `bm25_tuned`: BM25 with the domain's own k1 and b (tuned on corpus pseudo-queries, ml/adapt.py), 0 when the
+  expert has none;
 - `bm25_nn`, `cos_nn`, `memory_nn`: score regularisation by the cluster hypothesis: the similarity-weighted mean
   BM25 (cosine, memory) score of each candidate's nearest neighbours among the candidates (document embeddings).
   Relevant documents resemble each other, so a candidate whose neighbours score well is more likely relevant than its
@@ -42,7 +44,8 @@ from pydantic import BaseModel, Field
 from autooptimizer.errors import InputError, NotFoundError
 from autooptimizer.search.rerankers import register
 
-FEATURES = ("bm25", "cos", "adapted", "dense_prf", "rm3", "memory", "bm25_nn", "cos_nn", "memory_nn", "popularity")
+FEATURES = ("bm25", "cos", "adapted", "dense_prf", "rm3", "memory", "bm25_nn", "cos_nn", "memory_nn", "popularity",
+            "bm25_tuned")
 NEIGHBOURS = 10
 DOC_CACHE = 20_000  # tokenized feedback documents kept for RM3 (a few MB per thousand)
 
@@ -64,6 +67,12 @@ class ExpertParams(BaseModel):
     gate_bias: float = Field(default=0.0, description="intercept of the domain classifier (its weights are in the npz)")
     domains: list[str] = Field(default_factory=list,
                                description="corpora (doc-id prefixes) this expert owns; empty: the classifier gates")
+    bm25_k1: float | None = Field(default=None, description="k1 of the `bm25_tuned` feature (None: no such feature)")
+    bm25_b: float = 0.75
+    bm25_avgdl: float = Field(default=1.0, description="mean document length (tokens) of the corpus it was tuned on")
+    rm3_idf: bool = Field(default=False, description="RM3 expansion terms weighted by corpus idf")
+    adaptation: dict[str, Any] = Field(default_factory=dict, description="the unsupervised adaptations training used "
+                                       "(ml/adapt.py Adaptation) and what they chose")
     enabled: bool = Field(default=True, description="False when training's cross-validation showed it hurts: "
                                             "the expert still claims its domain's queries, which get the parent's "
                                             "ranking")
@@ -175,11 +184,12 @@ class Rm3:
         return self._df_by_id
 
     def expanded(self, query: str, fb_docs: list[tuple[str, str]], fb_scores: np.ndarray, n_terms: int,
-                 lam: float) -> dict[str, float]:
+                 lam: float, idf: bool = False) -> dict[str, float]:
         """Weights of the expanded query: lam * original + (1 - lam) * relevance model of the feedback docs
         (`fb_docs`: (doc id, text) pairs). The relevance model is accumulated in vocabulary space, in document
         order and with the same arithmetic as a per-term loop, and ties are broken by the term, so the expansion is
-        exactly the one term-by-term code gives."""
+        exactly the one term-by-term code gives. With `idf`, each term's relevance-model weight is multiplied by
+        log(N / df) before the top terms are chosen (corpus-level statistics: terms frequent everywhere lose)."""
         q_terms = self.bm25.tokenize(query)
         terms = self.term_of
         rel = np.zeros(len(terms), dtype=np.float64)
@@ -192,6 +202,9 @@ class Rm3:
         df = self.df_by_id
         common = 0.5 * self.n_docs
         cand = np.flatnonzero((rel > 0) & (df < common))
+        if idf and len(cand):
+            rel = rel.copy()
+            rel[cand] *= np.log(self.n_docs / np.maximum(df[cand], 1))
         if len(cand) > n_terms:  # keep the n largest and everything tied with the n-th, then order as before
             kth = np.partition(rel[cand], len(cand) - n_terms)[len(cand) - n_terms]
             cand = cand[rel[cand] >= kth]
@@ -203,6 +216,27 @@ class Rm3:
         for t, v in best:
             weights[t] = weights.get(t, 0.0) + (1 - lam) * v / z
         return weights
+
+    def bm25_with(self, query: str, docs: list[tuple[str, str]], k1: float, b: float, avgdl: float) -> np.ndarray:
+        """BM25 (Lucene idf, this index's document frequencies) of `docs` ((doc id, text) pairs) with the given k1
+        and b: the `bm25_tuned` feature over the first-stage candidates."""
+        terms = Counter(self.bm25.tokenize(query))
+        out = np.zeros(len(docs), dtype=np.float64)
+        if not terms or not docs:
+            return out
+        vocab = self.bm25.vocab
+        qids = np.array([vocab[t] for t in terms], dtype=np.int64)
+        qtf = np.array(list(terms.values()), dtype=np.float64)
+        df = self.df_by_id[qids].astype(np.float64)
+        idf = np.append(qtf * np.log(1.0 + (self.n_docs - df + 0.5) / (df + 0.5)), 0.0)  # [-1]: not a query term
+        slot = np.full(len(self.df_by_id), len(qids), dtype=np.int64)  # vocabulary id -> query term slot
+        slot[qids] = np.arange(len(qids))
+        for n, (doc_id, text) in enumerate(docs):  # one array lookup per candidate: this is serving cost
+            ids, tfs, length = self.doc_terms(doc_id, text)
+            w = idf[slot[ids]]
+            norm = k1 * (1 - b + b * length / max(avgdl, 1e-9))
+            out[n] = float((w * tfs * (k1 + 1) / (tfs + norm)).sum())
+        return out
 
     def scores(self, weights: dict[str, float], rows: np.ndarray) -> np.ndarray:
         out = np.zeros(len(rows), dtype=np.float64)
@@ -237,8 +271,10 @@ def expert_features(
     bm25_scores: np.ndarray,
     rm3_scores: np.ndarray,
     exclude_memory: int | None = None,
+    bm25_tuned: np.ndarray | None = None,
 ) -> np.ndarray:
-    """(n_docs, len(FEATURES)) matrix. `exclude_memory` drops one memory query (leave-one-out in training)."""
+    """(n_docs, len(FEATURES)) matrix. `exclude_memory` drops one memory query (leave-one-out in training);
+    `bm25_tuned` None gives that feature 0."""
     n = len(doc_ids)
     bm = zscore(bm25_scores)
     cos = zscore(doc_vecs @ q) if n else np.zeros(0)
@@ -264,8 +300,9 @@ def expert_features(
     bm_nn, cos_nn, mem_nn = neighbour_means(doc_vecs, [bm, cos, mem]) if n else (np.zeros(0),) * 3
     own = set(expert.p.mem_docs[exclude_memory]) if exclude_memory is not None and expert.p.mem_docs else set()
     pop = np.log1p([expert.judged.get(d, 0) - (d in own) for d in doc_ids])
+    tuned = zscore(bm25_tuned) if bm25_tuned is not None else np.zeros(n)
     return np.stack([bm, cos, ad, prf, zscore(rm3_scores), mem, zscore(bm_nn), zscore(cos_nn), zscore(mem_nn),
-                     zscore(pop)], 1)
+                     zscore(pop), tuned], 1)
 
 
 def dominant_corpus(doc_ids: list[str], top: int = 10) -> str:
@@ -362,14 +399,22 @@ class LtrFusionReranker:
         top = np.argsort(-np.asarray(bm25_scores), kind="stable")[: expert.p.rm3_docs]
         docs = [(doc_ids[i], self.collection.text(doc_ids[i])) for i in top]
         weights = self.rm3.expanded(query, docs, np.asarray(bm25_scores)[top], expert.p.rm3_terms,
-                                    expert.p.rm3_lambda)
+                                    expert.p.rm3_lambda, idf=expert.p.rm3_idf)
         return self.rm3.scores(weights, rows)
+
+    def bm25_tuned(self, expert: Expert, query: str, doc_ids: list[str]) -> np.ndarray | None:
+        p = expert.p
+        if p.bm25_k1 is None:
+            return None
+        return self.rm3.bm25_with(query, [(d, self.collection.text(d)) for d in doc_ids], p.bm25_k1, p.bm25_b,
+                             p.bm25_avgdl)
 
     def features(self, expert: Expert, query: str, q: np.ndarray, doc_ids: list[str], bm25_scores: np.ndarray,
                  exclude_memory: int | None = None) -> np.ndarray:
         vecs = self.matrix[[self.collection.index_of[d] for d in doc_ids]]
         rm3 = self.rm3_for(expert, query, doc_ids, bm25_scores)
-        return expert_features(expert, q, doc_ids, vecs, bm25_scores, rm3, exclude_memory)
+        return expert_features(expert, q, doc_ids, vecs, bm25_scores, rm3, exclude_memory,
+                               self.bm25_tuned(expert, query, doc_ids))
 
     def _fallback_scores(self, query: str, doc_ids: list[str], bm25_scores: np.ndarray,
                          rerank: np.ndarray | None) -> np.ndarray:

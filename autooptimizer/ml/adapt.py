@@ -1,0 +1,183 @@
+"""Unsupervised domain adaptation for a repair: what the new corpus teaches without any judgment (issue 18).
+
+In a corpus shift every new document is there while judged queries are few (15-40 per repair), so the expert also
+learns from the corpus itself. Each adaptation is switched by a field of `Adaptation` (TrainConfig.adaptation) and
+recorded in the expert's params (`ExpertParams.adaptation`, plus the serving values it fixed: `bm25_k1`, `bm25_b`,
+`rm3_idf`):
+
+- `pseudo_queries`: N pseudo-queries cut from the corpus, each paired with the document it came from, added to the
+  query adapter's training rows. Kinds: `ict` (inverse cloze: one sentence of the document), `crop` (a random span
+  of 6-16 words), `terms` (the document's top tf-idf terms: a doc2query without a generator). Deterministic under
+  the seed (`pseudo_queries`).
+- `bm25_tune`: BM25's k1 and b chosen per domain by the mean reciprocal rank of each ICT pseudo-query's source
+  document, the sentence removed from it first (as in the inverse cloze task, else the query matches itself); served
+  as the `bm25_tuned` feature over the same first-stage candidates, so the parent's fusion stays the baseline.
+- `rm3_idf`: RM3's expansion terms weighted by the corpus' inverse document frequency, a corpus-level term
+  statistic (the plain relevance model favours terms that are frequent everywhere).
+- `unjudged`: queries of the shifted traffic that carry no judgment (the live log, or a domain's unjudged queries
+  offline) join the domain gate's positives and the adapter's rows with pseudo-relevance targets (the parent's top
+  documents).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+K1_GRID = (0.6, 0.9, 1.2, 1.5, 2.0)
+B_GRID = (0.3, 0.5, 0.75, 0.9)
+_SENT = re.compile(r"(?<=[.!?;])\s+")
+_WORD = re.compile(r"\S+")
+
+
+class Adaptation(BaseModel):
+    """Which unsupervised adaptations an `ltr` training uses (each off by default unless measured to help)."""
+
+    pseudo_queries: int = Field(default=0, ge=0, le=5000, description="corpus pseudo-queries for the adapter")
+    pseudo_kind: Literal["ict", "crop", "terms"] = "ict"
+    bm25_tune: bool = Field(default=False, description="k1, b tuned on ICT pseudo-queries (`bm25_tuned` feature)")
+    bm25_tune_queries: int = Field(default=300, ge=20, le=5000)
+    rm3_idf: bool = Field(default=False, description="RM3 expansion terms weighted by corpus idf")
+    unjudged: bool = Field(default=False, description="unjudged domain queries: gate positives, PRF adapter rows")
+
+
+# What training uses (TrainConfig.adaptation). Chosen on the develop domains only (cran, cisi, med; dev seeds 100-101;
+# docs/benchmarks.md, Repair: leave-one-domain-out): BM25 tuning was the only one not worse on average (+0.002, within
+# noise) and was the default for the confirm runs (commits 45a80a1, f2f2bc0); it is off again because its feature
+# raised the expert's serving CPU (tiny console world: 1.2x -> 3.3x the champion's, past the promotion rule's 1.2x)
+# for no demonstrated gain. ICT pseudo-queries (-0.007), idf-weighted RM3 (-0.004) and unjudged-query PRF rows (cisi
+# -0.018) were worse. All stay switchable.
+DEFAULT = Adaptation()
+
+# Named variants for `autoopt bench study` (docs/benchmarks.md, Repair: leave-one-domain-out).
+VARIANTS: dict[str, Adaptation] = {
+    "none": Adaptation(),
+    "pq_ict": Adaptation(pseudo_queries=300, pseudo_kind="ict"),
+    "pq_crop": Adaptation(pseudo_queries=300, pseudo_kind="crop"),
+    "pq_terms": Adaptation(pseudo_queries=300, pseudo_kind="terms"),
+    "bm25": Adaptation(bm25_tune=True),
+    "rm3idf": Adaptation(rm3_idf=True),
+    "unjudged": Adaptation(unjudged=True),
+}
+
+
+def sentences(text: str, min_words: int = 4) -> list[str]:
+    """The text's sentences with at least `min_words` words."""
+    return [s.strip() for s in _SENT.split(text) if len(_WORD.findall(s)) >= min_words]
+
+
+def _ict(text: str, rng: np.random.Generator) -> str | None:
+    sents = sentences(text)
+    if len(sents) < 2:
+        return None
+    words = sents[int(rng.integers(len(sents)))].split()
+    return " ".join(words[:24])
+
+
+def _crop(text: str, rng: np.random.Generator) -> str | None:
+    words = text.split()
+    if len(words) < 12:
+        return None
+    n = int(rng.integers(6, 17))
+    start = int(rng.integers(0, max(1, len(words) - n)))
+    return " ".join(words[start:start + n])
+
+
+def _terms(tokens: list[str], df: Callable[[str], int], n_docs: int, k: int = 6) -> str | None:
+    """Top-k terms by tf-idf (stemmed vocabulary terms; BM25 and MiniLM both read them well enough)."""
+    if len(set(tokens)) < 3:
+        return None
+    tf: dict[str, int] = {}
+    for t in tokens:
+        tf[t] = tf.get(t, 0) + 1
+    score = {t: c * math.log(n_docs / max(df(t), 1)) for t, c in tf.items()}
+    return " ".join(sorted(score, key=lambda t: (-score[t], t))[:k])
+
+
+def pseudo_queries(doc_ids: list[str], text: Callable[[str], str], n: int, seed: int, kind: str = "ict",
+                   tokenize: Callable[[str], list[str]] | None = None, df: Callable[[str], int] | None = None
+                   ) -> list[tuple[str, str]]:
+    """`n` (source doc id, pseudo-query) pairs from distinct documents drawn by `seed` (same seed, same list).
+    Documents too short for the kind are skipped; fewer than `n` pairs come back when the corpus runs out.
+    `terms` needs `tokenize` and `df` (the BM25 index's)."""
+    if kind == "terms" and (tokenize is None or df is None):
+        raise ValueError("pseudo-query kind 'terms' needs tokenize and df")
+    rng = np.random.default_rng(seed)
+    out: list[tuple[str, str]] = []
+    for i in rng.permutation(len(doc_ids)):
+        if len(out) >= n:
+            break
+        d = doc_ids[int(i)]
+        if kind == "ict":
+            q = _ict(text(d), rng)
+        elif kind == "crop":
+            q = _crop(text(d), rng)
+        else:
+            assert tokenize is not None and df is not None
+            q = _terms(tokenize(text(d)), df, len(doc_ids))
+        if q:
+            out.append((d, q))
+    return out
+
+
+class TermMatrix:
+    """Term counts of a corpus (documents x vocabulary, scipy CSC) for scoring BM25 with any k1, b."""
+
+    def __init__(self, rm3, doc_ids: list[str], text: Callable[[str], str]) -> None:
+        from scipy.sparse import csc_matrix
+
+        rows, cols, vals, lengths = [], [], [], []
+        for r, d in enumerate(doc_ids):
+            ids, tfs, length = rm3.doc_terms(d, text(d))
+            rows.extend([r] * len(ids))
+            cols.extend(ids.tolist())
+            vals.extend(tfs.tolist())
+            lengths.append(length)
+        self.tf = csc_matrix((vals, (rows, cols)), shape=(len(doc_ids), len(rm3.term_of)))
+        self.length = np.asarray(lengths, dtype=np.float64)
+        self.avgdl = float(self.length.mean()) if len(lengths) else 1.0
+        self.row = {d: i for i, d in enumerate(doc_ids)}
+        self.n_docs = int(rm3.n_docs)
+        self.df = rm3.df_by_id
+
+    def idf(self, term_ids: np.ndarray) -> np.ndarray:
+        df = self.df[term_ids].astype(np.float64)
+        return np.log(1.0 + (self.n_docs - df + 0.5) / (df + 0.5))  # Lucene's, as bm25s's default
+
+
+def ict_mrr(tm: TermMatrix, queries: list[tuple[int, np.ndarray, np.ndarray]], k1: float, b: float) -> float:
+    """Mean reciprocal rank of each query's source document (row, query term ids, their counts), its own sentence
+    taken out of it first."""
+    rr = []
+    for row, ids, cnt in queries:
+        tf = tm.tf[:, ids].toarray()
+        length = tm.length.copy()
+        tf[row] = np.maximum(tf[row] - cnt, 0)
+        length[row] = max(length[row] - cnt.sum(), 1.0)
+        norm = k1 * (1 - b + b * length / tm.avgdl)
+        s = (tm.idf(ids) * tf * (k1 + 1) / (tf + norm[:, None])).sum(1)
+        rr.append(1.0 / (1 + int((s > s[row]).sum())))
+    return float(np.mean(rr)) if rr else 0.0
+
+
+def tune_bm25(rm3, doc_ids: list[str], text: Callable[[str], str], n: int, seed: int
+              ) -> tuple[float, float, float, dict[str, float]]:
+    """(k1, b, avgdl, MRR per grid point "k1/b") chosen on ICT pseudo-queries of the corpus."""
+    tm = TermMatrix(rm3, doc_ids, text)
+    queries = []
+    for d, q in pseudo_queries(doc_ids, text, n, seed, "ict"):
+        toks = rm3.bm25.tokenize(q)
+        if not toks:
+            continue
+        vocab = rm3.bm25.vocab
+        uniq, cnt = np.unique(np.array([vocab[t] for t in toks], dtype=np.int64), return_counts=True)
+        queries.append((tm.row[d], uniq, cnt.astype(np.float64)))
+    table = {f"{k1:g}/{b:g}": round(ict_mrr(tm, queries, k1, b), 4) for k1 in K1_GRID for b in B_GRID}
+    best = max(table, key=lambda key: (table[key], key == "1.5/0.75"))  # ties: bm25s's defaults
+    k1, b = (float(x) for x in best.split("/"))
+    return k1, b, tm.avgdl, table

@@ -1,0 +1,155 @@
+"""Unsupervised domain adaptation: pseudo-queries are deterministic under a seed and come from their source document,
+BM25 with any k1, b is the textbook formula, the inverse cloze removal matters, RM3's idf weighting prefers rare
+terms, and each adaptation is switchable and recorded in the trained model's params."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from autooptimizer.ml.adapt import Adaptation, TermMatrix, ict_mrr, pseudo_queries, sentences
+from autooptimizer.search.rerankers.ltr_fusion import Rm3
+
+DOCS = {
+    "d/0": "Shock waves form at the leading edge. The boundary layer thickens downstream of the shock wave. "
+           "Heat transfer rises sharply.",
+    "d/1": "Library catalogues index books by subject. Users search the catalogue by keyword and author. "
+           "Recall depends on indexing depth.",
+    "d/2": "Flutter of thin panels was measured in a wind tunnel. Panel stiffness changed the flutter speed.",
+    "d/3": "one short line",
+    "d/4": "Citation indexing links papers by their references. Co-citation measures subject similarity "
+           "between documents. Bibliographic coupling is its converse.",
+}
+
+
+class _Bm25:
+    """The parts of BM25Index that Rm3 and the term matrix read: whitespace tokens, a vocabulary, df."""
+
+    def __init__(self, docs: dict[str, str]) -> None:
+        toks = {d: self.tokenize(t) for d, t in docs.items()}
+        self.vocab = {t: i for i, t in enumerate(sorted({t for ts in toks.values() for t in ts}))}
+        df = np.zeros(len(self.vocab), dtype=np.int64)
+        for ts in toks.values():
+            for t in set(ts):
+                df[self.vocab[t]] += 1
+        indptr = np.concatenate([[0], np.cumsum(df)])
+
+        class Retriever:
+            scores = {"num_docs": len(docs), "indptr": indptr}
+
+        self.retriever = Retriever()
+
+    @staticmethod
+    def tokenize(text: str) -> list[str]:
+        return [w.strip(".,").lower() for w in text.split() if w.strip(".,")]
+
+
+@pytest.mark.parametrize("kind", ["ict", "crop", "terms"])
+def test_pseudo_queries_are_deterministic_under_a_seed(kind: str) -> None:
+    bm = _Bm25(DOCS)
+    rm3 = Rm3(bm)
+    ids = sorted(DOCS)
+
+    def make(seed: int) -> list[tuple[str, str]]:
+        return pseudo_queries(ids, DOCS.__getitem__, 3, seed, kind, tokenize=bm.tokenize, df=rm3.df)
+
+    first = make(7)
+    assert first == make(7) and len(first) == 3
+    assert len({d for d, _ in first}) == 3 and "d/3" not in {d for d, _ in first}  # distinct, long enough docs
+    assert any(make(s) != first for s in (8, 9, 10))
+    for doc, q in first:
+        if kind == "ict":
+            assert q in sentences(DOCS[doc])
+        elif kind == "crop":
+            assert q in DOCS[doc] and 6 <= len(q.split()) <= 16
+        else:
+            assert set(q.split()) <= set(bm.tokenize(DOCS[doc])) and len(q.split()) == 6
+
+
+def test_terms_kind_needs_the_index_statistics() -> None:
+    with pytest.raises(ValueError, match="tokenize and df"):
+        pseudo_queries(sorted(DOCS), DOCS.__getitem__, 2, 0, "terms")
+
+
+def test_bm25_with_any_k1_b_is_the_textbook_formula() -> None:
+    bm = _Bm25(DOCS)
+    rm3 = Rm3(bm)
+    query, doc = "flutter panel speed shock", "d/2"
+    toks = bm.tokenize(DOCS[doc])
+    k1, b, avgdl = 0.9, 0.4, 12.0
+    want = 0.0
+    for t in ("flutter", "panel", "speed"):  # "shock" is not in d/2: it adds nothing
+        df = rm3.df(t)
+        idf = math.log(1 + (len(DOCS) - df + 0.5) / (df + 0.5))
+        tf = toks.count(t)
+        want += idf * tf * (k1 + 1) / (tf + k1 * (1 - b + b * len(toks) / avgdl))
+    got = rm3.bm25_with(query, [(doc, DOCS[doc]), ("d/1", DOCS["d/1"])], k1, b, avgdl)
+    assert got[0] == pytest.approx(want) and got[1] == 0.0
+    for perm in ("speed shock flutter panel", "panel speed flutter"):  # term order does not matter
+        assert rm3.bm25_with(perm, [(doc, DOCS[doc])], k1, b, avgdl)[0] == pytest.approx(want)
+
+
+def test_inverse_cloze_takes_the_query_sentence_out_of_its_document() -> None:
+    docs = {"d/0": "alpha beta gamma. delta epsilon.", "d/1": "alpha beta gamma alpha beta gamma. zeta."}
+    bm = _Bm25(docs)
+    rm3 = Rm3(bm)
+    tm = TermMatrix(rm3, sorted(docs), docs.__getitem__)
+    ids = np.array([bm.vocab[t] for t in ("alpha", "beta", "gamma")])
+    # the query is d/0's first sentence: taken out, d/0 keeps no query term, so d/1 outranks it
+    assert ict_mrr(tm, [(0, ids, np.ones(3))], 1.2, 0.75) == 0.5
+    assert ict_mrr(tm, [(1, ids, np.ones(3))], 1.2, 0.75) == 1.0  # d/1 still holds the terms once more
+
+
+def test_rm3_idf_weighting_prefers_terms_rare_in_the_corpus() -> None:
+    # "usual" is in 3 of 8 documents (under RM3's 50% cut), "rare" in 1: the feedback document has "usual" twice,
+    # so frequency alone picks it (2/3 vs 1/3); with idf, 1/3 log 8 > 2/3 log 8/3
+    corpus = {f"c/{i}": "filler" + (" usual" if i < 2 else "") for i in range(7)}
+    fb = "rare usual usual"
+    bm = _Bm25({**corpus, "c/fb": fb})
+    rm3 = Rm3(bm)
+    plain = rm3.expanded("query", [("c/fb", fb)], np.array([1.0]), n_terms=1, lam=0.5)
+    idf = rm3.expanded("query", [("c/fb", fb)], np.array([1.0]), n_terms=1, lam=0.5, idf=True)
+    assert "rare" not in plain and "rare" in idf
+
+
+def test_each_adaptation_is_switchable_and_recorded_in_the_params(ml_world: dict, tmp_path: Path) -> None:
+    from autooptimizer.ml.dataset import build_dataset
+    from autooptimizer.ml.evaluate import load_split
+    from autooptimizer.ml.feedback import simulate_feedback, split_judged
+    from autooptimizer.ml.train import TrainConfig, train
+    from autooptimizer.search import model_store
+    from autooptimizer.search.rerankers import build_reranker
+
+    collection, queries, qrels = load_split(ml_world["data"] / "dom")
+    fb, _ = split_judged(sorted(queries), seed=0)
+    log = simulate_feedback(ml_world["parent"], collection, {q: queries[q] for q in fb}, qrels,
+                            tmp_path / "feedback.jsonl", dataset="dom")
+    ds = build_dataset(log).hash
+    on = Adaptation(pseudo_queries=8, pseudo_kind="crop", bm25_tune=True, bm25_tune_queries=20, rm3_idf=True)
+    experts = {}
+    for label, ad in (("off", Adaptation()), ("on", on)):
+        res = train(ds, cfg=TrainConfig(trainer="ltr", original="orig", depth=20, adaptation=ad),
+                    artifacts_dir=tmp_path / label)
+        experts[label] = model_store.load(res.version)
+    off_p, on_p = (experts[k].params["experts"][0] for k in ("off", "on"))
+    assert off_p["adaptation"]["settings"] == Adaptation().model_dump()
+    assert (off_p["bm25_k1"], off_p["rm3_idf"]) == (None, False) and "pseudo_queries" not in off_p["adaptation"]
+    assert on_p["adaptation"]["settings"] == on.model_dump()
+    assert on_p["rm3_idf"] is True and on_p["adaptation"]["pseudo_queries"]["made"] == 8
+    chosen = on_p["adaptation"]["bm25"]
+    assert (on_p["bm25_k1"], on_p["bm25_b"]) == (chosen["k1"], chosen["b"]) and len(chosen["ict_mrr"]) == 20
+    # served: the bm25_tuned column is there exactly when the expert has a tuned k1
+    from autooptimizer.search.pipeline import get_bm25
+    from autooptimizer.search.rerankers.ltr_fusion import FEATURES
+
+    col = FEATURES.index("bm25_tuned")
+    q = queries[fb[0]]
+    for label, want_zero in (("off", True), ("on", False)):
+        rr = build_reranker(experts[label], collection)
+        idx, s = get_bm25(collection).top(q, 20)
+        ids = [collection.doc_ids[i] for i in idx]
+        x = rr.features(rr.experts[0], q, rr.encoder.encode([q])[0], ids, s)
+        assert bool(np.all(x[:, col] == 0)) is want_zero

@@ -1,0 +1,107 @@
+"""Leave-one-domain-out: a confirm domain cannot be used by a develop (or plain) run until its confirm runs are in, a
+confirm run needs committed code (its commit is recorded and frozen) and never re-runs a (domain, seed) pair."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from autooptimizer.errors import InputError
+from autooptimizer.ml import protocol
+from autooptimizer.ml.protocol import Registry
+
+
+def test_declared_confirm_domains_are_locked_for_development() -> None:
+    reg = Registry()
+    rnd = reg.declare(["cran", "cisi"], ["lisa", "npl"], "c0")
+    assert (rnd.name, rnd.confirm, reg.locked()) == ("A", ["lisa", "npl"], {"lisa": "A", "npl": "A"})
+    reg.check_develop(["cran", "med"])  # other domains are fine
+    with pytest.raises(InputError, match=r"npl \(round A\) is a confirm domain"):
+        reg.check_develop(["cran", "npl"])
+    with pytest.raises(InputError, match="both a develop and a confirm"):
+        reg.declare(["lisa"], ["lisa", "med"], "c0")
+    assert reg.declare(["cran", "cisi"], ["npl", "lisa"], "c1") is rnd  # same round, not a second one
+
+
+def test_confirm_runs_are_frozen_fresh_and_unlock_the_domains() -> None:
+    reg = Registry()
+    with pytest.raises(InputError, match="No round declares lisa"):
+        reg.check_confirm(["lisa"], [1], "c1")
+    rnd = reg.declare(["cran"], ["lisa"], "c0")
+    assert reg.check_confirm(["lisa"], [200, 201], "c1") is rnd
+    reg.record(rnd, "lisa", 200, "c1", {"gain": 0.04})
+    assert rnd.frozen_commit == "c1" and not reg.locked()  # confirmed: lisa may be developed on now
+    with pytest.raises(InputError, match="lisa seed 200"):
+        reg.check_confirm(["lisa"], [201, 200], "c1")
+    with pytest.raises(InputError, match="frozen at commit c1"):
+        reg.check_confirm(["lisa"], [202], "c2")
+    # round B rotates: cran was developed on in round A, so its confirm runs are marked as not untouched
+    rb = reg.declare(["lisa"], ["cran"], "c3")
+    assert rb.name == "B" and reg.locked() == {"cran": "B"}
+    assert reg.record(rb, "cran", 300, "c3", {}).touched_before
+    assert not rnd.runs[0].touched_before
+
+
+def _git(repo: Path, *args: str) -> None:
+    subprocess.run(["git", "-c", "user.email=t@t", "-c", "user.name=t", *args], cwd=repo, check=True,
+                   capture_output=True)
+
+
+def test_code_commit_refuses_uncommitted_code(tmp_path: Path) -> None:
+    (tmp_path / "autooptimizer").mkdir()
+    (tmp_path / "autooptimizer" / "x.py").write_text("a = 1\n")
+    _git(tmp_path, "init", "-q")
+    _git(tmp_path, "add", ".")
+    _git(tmp_path, "commit", "-qm", "x")
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True).stdout.strip()
+    assert protocol.code_commit(tmp_path) == head
+    (tmp_path / "docs.md").write_text("untracked, not code\n")
+    assert protocol.code_commit(tmp_path) == head
+    (tmp_path / "autooptimizer" / "x.py").write_text("a = 2\n")
+    with pytest.raises(InputError, match="uncommitted changes"):
+        protocol.code_commit(tmp_path)
+    assert protocol.code_commit(tmp_path, require_clean=False) == head
+
+
+def test_cli_enforces_the_split_end_to_end(ml_world: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from autooptimizer.cli.app import app
+    from autooptimizer.search.sample_data import write_tiny_domain
+
+    write_tiny_domain(ml_world["data"] / "conf")
+    reg = tmp_path / "registry.json"
+    monkeypatch.setattr(protocol, "code_commit", lambda repo=None, require_clean=True: "f" * 40)
+    run = CliRunner()
+    base = ["bench", "repair", "--original", "orig", "--bar", "0", "--registry", str(reg)]
+
+    declared = run.invoke(app, [*base, "--develop", "dom", "--confirm", "conf", "--seeds", "1"])
+    assert declared.exit_code == 0, declared.output
+    assert "| dom | 1 |" in declared.stdout and "| conf |" not in declared.stdout  # only develop domains ran
+    for cmd in (["--develop", "conf"], ["--domains", "dom,conf"]):  # a locked confirm domain is refused
+        bad = run.invoke(app, [*base, *cmd, "--seeds", "2"])
+        assert isinstance(bad.exception, InputError) and "conf (round A) is a confirm domain" in str(bad.exception)
+
+    confirmed = run.invoke(app, [*base, "--confirm", "conf", "--seeds", "5", "--json"])
+    assert confirmed.exit_code == 0, confirmed.output
+    out = json.loads(confirmed.stdout)
+    assert (out["phase"], out["frozen_commit"], out["seeds"]) == ("confirm", "f" * 40, [5])
+    saved = json.loads(reg.read_text())["rounds"][0]
+    assert saved["frozen_commit"] == "f" * 40
+    assert [(r["domain"], r["seed"], r["figures"]["gain"]) for r in saved["runs"]] == [
+        ("conf", 5, out["rows"][0]["gain"])]
+    again = run.invoke(app, [*base, "--confirm", "conf", "--seeds", "4-5"])
+    assert isinstance(again.exception, InputError) and "conf seed 5" in str(again.exception)
+
+
+def test_the_in_process_study_refuses_a_locked_confirm_domain(tmp_path: Path) -> None:
+    from autooptimizer.cli.app import app
+
+    reg = tmp_path / "registry.json"
+    reg_doc = Registry()
+    reg_doc.declare(["cran"], ["npl"], "c0")
+    protocol.save(reg_doc, reg)
+    out = CliRunner().invoke(app, ["bench", "study", "--domains", "med,npl", "--registry", str(reg)])
+    assert isinstance(out.exception, InputError) and "npl (round A) is a confirm domain" in str(out.exception)

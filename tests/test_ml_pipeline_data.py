@@ -132,3 +132,13 @@ def test_a_retrain_waits_for_the_profiles_minimum_of_new_judged_feedback(data: P
     assert pipeline_data.feedback_step(state(4))["judged_queries"] == 4
     assert pipeline_data.feedback_step(state(None))["judged_queries"] == 4
     assert load_profile("prod").retrain.min_new_feedback >= load_profile("dev").retrain.min_new_feedback >= 1
+
+    # a domain whose judged queries outside the held-out set number fewer than the minimum (cisi 38, med 15 < 40):
+    # once all of them are in the log the retrain goes on; one short of them, it still waits
+    exhausted = state(40)
+    exhausted.feedback_qids = ["1", "2", "3", "4"]
+    assert pipeline_data.feedback_step(exhausted)["judged_queries"] == 4
+    short = state(41)
+    short.feedback_qids = ["1", "2", "3", "4", "5"]
+    with pytest.raises(pipeline_data.NotEnoughFeedback, match=r"Only 4 judged dom queries .* asks for 5"):
+        pipeline_data.feedback_step(short)

@@ -209,6 +209,16 @@ def split_step(state: PipelineState) -> dict[str, Any]:
     return {"domain": state.domain, "seed": state.seed, "feedback_queries": len(fb), "holdout_queries": len(held)}
 
 
+def _feedback_needed(state: PipelineState) -> int | None:
+    """Judged queries the feedback step waits for: retrain.minNewFeedback, but never more than the domain's judged
+    queries outside the held-out set (`state.feedback_qids`, known from its qrels): when every one of them is in
+    the log, waiting cannot bring more (cisi's feedback half holds 38, med's 15), and the promotion rule still
+    refuses a challenger that loses on the held-out set. None: no minimum."""
+    if state.min_feedback is None:
+        return None
+    return min(state.min_feedback, len(state.feedback_qids)) if state.feedback_qids else state.min_feedback
+
+
 def feedback_step(state: PipelineState) -> dict[str, Any]:
     """The training feedback -> feedback.jsonl: the live log's records of the domain served by the champion, held-out
     queries dropped; without a live log, the feedback half served offline by the champion."""
@@ -219,10 +229,11 @@ def feedback_step(state: PipelineState) -> dict[str, Any]:
     if state.feedback_log is not None:
         info = extract_feedback(state.feedback_log, state.domain or "", state.champion, set(state.holdout), out)
         judged = judged_feedback_queries(out)
-        if state.min_feedback is not None and judged < state.min_feedback:
+        needed = _feedback_needed(state)
+        if needed is not None and judged < needed:
             raise NotEnoughFeedback(
                 f"Only {judged} judged {state.domain} queries served by {state.champion} are in the feedback log; "
-                f"the profile's retrain.minNewFeedback asks for {state.min_feedback} before retraining (below it the "
+                f"the profile's retrain.minNewFeedback asks for {needed} before retraining (below it the "
                 "expected held-out gain is too small: docs/benchmarks.md, Repair: learning curve).",
                 "Let the shifted traffic run with feedback longer, or lower retrain.minNewFeedback in the profile.")
         info["judged_queries"] = judged

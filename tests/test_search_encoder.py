@@ -149,20 +149,87 @@ def test_query_cache_off(monkeypatch):
     assert not enc._queries
 
 
-def test_query_cache_off_for_a_block_skips_cached_vectors_and_restores(monkeypatch):
-    from autooptimizer.search.encoder import get_encoder, query_cache_off
+def _spy(monkeypatch, enc, seen: list[str]) -> None:
+    """Record every text `enc` runs through its model (the real forward pass still runs)."""
+    real = enc._encode
+    monkeypatch.setattr(enc, "_encode", lambda texts, batch_size: seen.extend(texts) or real(texts, batch_size))
+
+
+def test_query_cache_off_skips_the_lru_on_its_own_thread_only(monkeypatch):
+    import threading
+
+    from autooptimizer.search.encoder import query_cache_off
 
     monkeypatch.setenv("AUTOOPT_QUERY_CACHE", "8")
     get_settings.cache_clear()
     enc = get_encoder(None, 24)
     enc.encode(["coral reef"])
-    assert "coral reef" in enc._queries
     seen: list[str] = []
-    monkeypatch.setattr(enc, "_encode", lambda texts, batch_size: seen.extend(texts) or np.zeros((len(texts), 4)))
+    _spy(monkeypatch, enc, seen)
     with query_cache_off():  # a cost measurement: every query pays its encoding
         enc.encode(["coral reef"])
-        assert enc.query_cache_size == 0
-    assert seen == ["coral reef"] and enc.query_cache_size == 8
+        other = threading.Thread(target=enc.encode, args=(["coral reef"],))  # a request on another thread
+        other.start()
+        other.join()
+        late = get_encoder(None, 20)  # loaded inside the block (the old block only covered encoders loaded before)
+        late_seen: list[str] = []
+        _spy(monkeypatch, late, late_seen)
+        late.encode(["wing flutter"])
+        late.encode(["wing flutter"])
+    assert seen == ["coral reef"], "the measuring thread computed it; the other thread's request kept its LRU"
+    assert late_seen == ["wing flutter", "wing flutter"] and "wing flutter" not in late._queries
+    enc.encode(["coral reef"])
+    assert seen == ["coral reef"] and enc.query_cache_size == 8 == late.query_cache_size, "after it: the LRU again"
+
+
+def test_each_query_vector_counts_as_computed_or_cached_on_the_request_clock(monkeypatch):
+    from autooptimizer.search.encoder import query_cache_off
+
+    monkeypatch.setenv("AUTOOPT_QUERY_CACHE", "8")
+    get_settings.cache_clear()
+    enc = get_encoder(None, 24)
+    stages.begin()
+    enc.encode(["sea ice"])
+    enc.encode(["sea ice"])
+    with query_cache_off():
+        enc.encode(["sea ice"])
+    enc.encode(["sea ice", "rain"])  # a batch never goes through the LRU
+    assert set(stages.end()) == {"encode"}  # the seconds still go to the encode stage alone
+    assert stages.events() == {"encoded": 4, "encode_cached": 1}
+    enc.encode(["sea ice"])  # no clock after end(): nothing counted
+    assert stages.events() == {"encoded": 4, "encode_cached": 1}
+
+
+def test_overlapping_blocks_in_threads_never_switch_each_other_off_or_on(monkeypatch):
+    """Two measurements at once (a cycle's and an operator's): the first to end must not turn the LRU back on under
+    the second, and the last to end must not leave it off (the old save/restore of query_cache_size did both)."""
+    import threading
+
+    from autooptimizer.search.encoder import query_cache_off
+
+    monkeypatch.setenv("AUTOOPT_QUERY_CACHE", "8")
+    get_settings.cache_clear()
+    enc = get_encoder(None, 24)
+    enc.encode(["heart failure"])
+    first_in, first_may_end = threading.Event(), threading.Event()
+
+    def first() -> None:
+        with query_cache_off():
+            first_in.set()
+            first_may_end.wait(30)
+
+    t = threading.Thread(target=first)
+    t.start()
+    assert first_in.wait(30)
+    seen: list[str] = []
+    _spy(monkeypatch, enc, seen)
+    with query_cache_off():
+        first_may_end.set()
+        t.join()  # the first block ended inside this one
+        enc.encode(["heart failure"])
+    assert seen == ["heart failure"], "this block still bypassed the LRU after the other ended"
+    enc.encode(["heart failure"])
+    assert seen == ["heart failure"] and enc.query_cache_size == 8, "both ended: the LRU serves again"
 
 
 def test_negative_query_cache_names_the_setting(monkeypatch):

@@ -23,6 +23,7 @@ from autooptimizer.search import stages
 DEFAULT_MAX_SEQ_LENGTH = 256
 _CACHE: dict[tuple[str | None, int], Encoder] = {}
 _CACHE_LOCK = threading.Lock()
+_BYPASS = threading.local()  # query_cache_off() depth of the current thread
 
 
 def base_model_path() -> str:
@@ -95,10 +96,11 @@ class Encoder:
 
         A single text (a query at serving time) goes through an LRU of `AUTOOPT_QUERY_CACHE` entries: replayed
         queries skip the forward pass; the vector is the one computed before, so rankings cannot change. The time
-        spent goes to the request's `encode` stage (search/stages.py)."""
+        spent goes to the request's `encode` stage, and each vector counts as `encoded` or `encode_cached`
+        (search/stages.py). Inside `query_cache_off()` on this thread, the LRU is neither read nor filled."""
         t0 = time.perf_counter()
         try:
-            if len(texts) == 1 and self.query_cache_size > 0:
+            if len(texts) == 1 and self.query_cache_size > 0 and not query_cache_bypassed():
                 return self._encode_query(texts[0])[None, :].copy()
             return self._encode(texts, batch_size)
         finally:
@@ -109,6 +111,7 @@ class Encoder:
             hit = self._queries.get(text)
             if hit is not None:
                 self._queries.move_to_end(text)
+                stages.count("encode_cached")
                 return hit
         vec = self._encode([text], 1)[0]
         with self._queries_lock:
@@ -120,6 +123,7 @@ class Encoder:
     def _encode(self, texts: list[str], batch_size: int) -> np.ndarray:
         import torch
 
+        stages.count("encoded", len(texts))
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))  # similar lengths pad less
         for start in range(0, len(order), batch_size):
@@ -137,18 +141,24 @@ class Encoder:
 
 @contextmanager
 def query_cache_off() -> Iterator[None]:
-    """Every encoder loaded in this process answers single queries without its LRU for the block: a cost measurement
-    must not read vectors an earlier request (or an earlier repair in the same process) left behind, which made the
-    champion look nearly free and the challenger 3-32x as dear in repair sweeps."""
-    with _CACHE_LOCK:
-        saved = [(enc, enc.query_cache_size) for enc in _CACHE.values()]
-    for enc, _ in saved:
-        enc.query_cache_size = 0
+    """Single queries encoded ON THIS THREAD skip every encoder's LRU for the block (nestable): a cost measurement
+    must not read vectors an earlier request, evaluation or repair in the same process left behind, which made the
+    champion look nearly free and the challenger 3-32x as dear (repair sweeps; the second month soak's 3.95x).
+
+    Thread-local on purpose: the earlier version zeroed `query_cache_size` of the encoders loaded at entry and
+    restored it at exit, so an encoder loaded inside the block kept its LRU, and two overlapping blocks in threads
+    restored each other's sizes (the first to end switched the LRU back on under the second's measurement, the last
+    left it off for good); other threads' requests also lost their cache meanwhile."""
+    _BYPASS.depth = getattr(_BYPASS, "depth", 0) + 1
     try:
         yield
     finally:
-        for enc, size in saved:
-            enc.query_cache_size = size
+        _BYPASS.depth -= 1
+
+
+def query_cache_bypassed() -> bool:
+    """Whether the current thread is inside `query_cache_off()`."""
+    return getattr(_BYPASS, "depth", 0) > 0
 
 
 def get_encoder(path: str | None = None, max_seq_length: int = DEFAULT_MAX_SEQ_LENGTH) -> Encoder:

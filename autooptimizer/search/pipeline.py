@@ -100,6 +100,7 @@ class SearchPipeline:
         t0, encoded = time.perf_counter(), stages.recorded("encode")
         if self.spec.fusion_weight > 0 and doc_ids:
             rerank = call("rerank", lambda: self.reranker.score(query, doc_ids, bm25_scores))
+            stages.count("reranked")
         else:  # the step still runs (as a no-op), so it is wrapped like any other: retries and faults apply
             call("rerank", lambda: None)
         stages.add("rerank", time.perf_counter() - t0 - (stages.recorded("encode") - encoded))

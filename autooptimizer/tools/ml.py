@@ -138,7 +138,8 @@ class MeasureServingCostArgs(BaseModel):
 @tool(name="measure_serving_cost", owner="ml", risk="read")
 def measure_serving_cost(args: MeasureServingCostArgs, ctx: ToolContext) -> dict[str, Any]:
     """CPU time per query of challenger vs champion, side by side in one process; `ratio` is the worst domain's, an
-    excess within the noise floor counting as 1.0 (search/serving_cost.budget_ratio)."""
+    excess within the noise floor counting as 1.0 (search/serving_cost.budget_ratio). Each domain row names its
+    `clock` and what each version ran (vectors encoded vs cached, reranked searches, stage medians)."""
     from autooptimizer.ml.evaluate import resolve_model
     from autooptimizer.search.serving_cost import budget_ratio, serving_cost
 

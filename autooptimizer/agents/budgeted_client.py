@@ -4,7 +4,8 @@ Per request: the turn, token and wall-time budgets are charged (agents/budgets.p
 model's window (`trim`: tool results cut to `maxToolResultChars`, then the oldest turns after the system message and
 the goal dropped); the request is bounded by `requestTimeoutSeconds` and retried `retries` times with doubling
 waits on a connection error, a timeout, 408/409/429 or 5xx. Any other failure, or the last retry's, is an
-`LLMError` with a reason a person can act on (`explain_error`).
+`LLMError` with a reason a person can act on (`explain_error`); a 2xx reply that is not JSON or has no choices is
+one at once (agents/replies.py, not retried).
 
 Per reply: every tool call must name a tool the agent was offered and carry a JSON object as arguments. A reply that
 does not is returned to the model once, as a structured error in a user turn (`malformed_feedback`), and the
@@ -43,6 +44,7 @@ from autogen_core.tools import Tool, ToolSchema
 from pydantic import BaseModel
 
 from autooptimizer.agents.budgets import BudgetExceeded, LLMError, RunBudget
+from autooptimizer.agents.replies import llm_error_in
 
 _AGENT = re.compile(r"^\[agent: (\w+)\]")
 RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
@@ -80,9 +82,10 @@ def quiet_stops() -> None:
 
 
 def explain_error(exc: BaseException, base_url: str | None = None) -> LLMError:
-    """A backend exception as an `LLMError` whose reason names the problem and the fix."""
-    if isinstance(exc, LLMError):
-        return exc
+    """A backend exception as an `LLMError` whose reason names the problem and the fix (an `LLMError` it was raised
+    from, e.g. agents/replies.py's `BadReply` for a reply that is not a chat completion, as it is)."""
+    if (known := llm_error_in(exc)) is not None:
+        return known
     import httpx
     import openai
 
@@ -119,6 +122,8 @@ def retryable(exc: BaseException) -> bool:
     import httpx
     import openai
 
+    if llm_error_in(exc) is not None:  # a known failure (a bad reply): asking again gets the same answer
+        return False
     if isinstance(exc, openai.APIStatusError):
         return exc.status_code in RETRYABLE_STATUS
     return isinstance(exc, openai.APIConnectionError | asyncio.TimeoutError | TimeoutError | httpx.TransportError)
@@ -252,8 +257,8 @@ class BudgetedChatCompletionClient(ChatCompletionClient):
                     result = await asyncio.wait_for(coro, timeout + 5)
                 break
             except Exception as exc:  # noqa: BLE001 - every backend failure becomes an LLMError or a retry
-                if isinstance(exc, LLMError):
-                    raise self.budget.fail(exc) from None
+                if (known := llm_error_in(exc)) is not None:
+                    raise self.budget.fail(known) from None
                 if not self.remote or not retryable(exc) or attempt >= limits.retries:
                     raise self.budget.fail(explain_error(exc, self.base_url)) from exc
                 wait = limits.retry_backoff_seconds * (2 ** attempt)

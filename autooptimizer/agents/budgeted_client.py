@@ -25,7 +25,7 @@ import json
 import logging
 import re
 import uuid
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from autogen_core import CancellationToken, FunctionCall
@@ -35,8 +35,6 @@ from autogen_core.models import (
     CreateResult,
     FunctionExecutionResultMessage,
     LLMMessage,
-    ModelInfo,
-    RequestUsage,
     SystemMessage,
     UserMessage,
 )
@@ -44,6 +42,7 @@ from autogen_core.tools import Tool, ToolSchema
 from pydantic import BaseModel
 
 from autooptimizer.agents.budgets import BudgetExceeded, LLMError, RunBudget
+from autooptimizer.agents.client_base import DelegatingChatCompletionClient, SingleReplyStream
 from autooptimizer.agents.replies import llm_error_in
 
 _AGENT = re.compile(r"^\[agent: (\w+)\]")
@@ -225,12 +224,14 @@ def forced_call(result: CreateResult) -> CreateResult:
     return result.model_copy(update={"content": [call], "finish_reason": "function_calls"})
 
 
-class BudgetedChatCompletionClient(ChatCompletionClient):
-    """`inner` under `budget` (see the module doc). `remote`: a real model server (timeouts, retries, forcing)."""
+class BudgetedChatCompletionClient(SingleReplyStream, DelegatingChatCompletionClient):
+    """`inner` under `budget` (see the module doc). `remote`: a real model server (timeouts, retries, forcing).
+    A stream is the one budgeted `create` reply; usage, close and model info are `inner`'s."""
 
     def __init__(self, inner: ChatCompletionClient, budget: RunBudget, *, remote: bool = False,
                  base_url: str | None = None) -> None:
-        self.inner, self.budget, self.remote, self.base_url = inner, budget, remote, base_url
+        super().__init__(inner)
+        self.budget, self.remote, self.base_url = budget, remote, base_url
 
     async def _ask(self, messages: Sequence[LLMMessage], tools: Sequence[Tool | ToolSchema], tool_choice: Any,
                    json_output: Any, extra: Mapping[str, Any], token: CancellationToken | None) -> CreateResult:
@@ -305,37 +306,11 @@ class BudgetedChatCompletionClient(ChatCompletionClient):
             if call.name.startswith("transfer_to_"):
                 self.budget.note_handoff(agent, call.name.removeprefix("transfer_to_"))
 
-    async def create_stream(self, messages: Sequence[LLMMessage], *, tools: Sequence[Tool | ToolSchema] = [],
-                            tool_choice: Tool | Literal["auto", "required", "none"] = "auto",
-                            json_output: bool | type[BaseModel] | None = None,
-                            extra_create_args: Mapping[str, Any] = {},
-                            cancellation_token: CancellationToken | None = None
-                            ) -> AsyncGenerator[str | CreateResult, None]:
-        yield await self.create(messages, tools=tools, tool_choice=tool_choice, json_output=json_output,
-                                extra_create_args=extra_create_args, cancellation_token=cancellation_token)
-
-    async def close(self) -> None:
-        await self.inner.close()
-
-    def actual_usage(self) -> RequestUsage:
-        return self.inner.actual_usage()
-
-    def total_usage(self) -> RequestUsage:
-        return self.inner.total_usage()
-
     def count_tokens(self, messages: Sequence[LLMMessage], *, tools: Sequence[Tool | ToolSchema] = []) -> int:
         return sum(len(_text(getattr(m, "content", ""))) for m in messages) // CHARS_PER_TOKEN
 
     def remaining_tokens(self, messages: Sequence[LLMMessage], *, tools: Sequence[Tool | ToolSchema] = []) -> int:
         return max(0, self.budget.limits.context_tokens - self.count_tokens(messages, tools=tools))
-
-    @property
-    def capabilities(self) -> Any:  # deprecated in AutoGen, still abstract
-        return self.inner.capabilities
-
-    @property
-    def model_info(self) -> ModelInfo:
-        return self.inner.model_info
 
 
 __all__ = ["BudgetedChatCompletionClient", "explain_error", "trim"]

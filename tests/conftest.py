@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -63,3 +65,18 @@ def ml_world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
     aliases.set_alias(aliases.CHAMPION, parent.version)
     aliases.set_alias(aliases.GOLD, parent.version)
     return {"data": data, "parent": parent}
+
+
+@pytest.fixture
+def tiny_service(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """A tiny real search service serving version `v-a` (made here) on AUTOOPT_SEARCH_PORT, and no Prometheus
+    (its URL refuses, so gates read unknown): the start of the loop tests that run real cycles. Stopped after."""
+    from autooptimizer.testing import TinyService, make_versions
+
+    monkeypatch.setenv("AUTOOPT_PROMETHEUS_URL", "http://127.0.0.1:9")
+    make_versions(["v-a"])
+    svc = TinyService(tmp_path, "v-a")
+    monkeypatch.setenv("AUTOOPT_SEARCH_PORT", str(svc.server.port))
+    get_settings.cache_clear()
+    yield svc
+    svc.stop()

@@ -4,8 +4,9 @@
 1. no reply budget: every request carries the profile's max_tokens; a server that hangs is timed out and retried,
    then the run ends as an error;
 2. no run budget: the same call with the same arguments, or a handoff ping-pong, stops the run (budget_exceeded);
-3. errors become tracebacks: 400 context overflow, 5xx, connection refused, malformed tool-call JSON and made-up
-   tools end the run with status error and a reason; `autoopt chat --json` prints JSON and exits 1.
+3. errors become tracebacks: 400 context overflow, 5xx, connection refused, a reply that is not JSON or has no
+   choices, malformed tool-call JSON and made-up tools end the run with status error and a reason;
+   `autoopt chat --json` prints JSON and exits 1.
 And the intent bound on the LLM path: a question's run cannot use a change tool, whatever the model asks for.
 """
 
@@ -124,6 +125,26 @@ def test_server_errors_end_the_run_with_status_error_and_a_reason(llm_env, cue, 
         res = run_chat(GOAL, env="dev", registry=demo_registry()[0])
     assert (res.status, res.stop_kind) == ("error", kind) and words in res.reason
     assert [s["stop_kind"] for s in _stops()] == [kind]
+
+
+@pytest.mark.parametrize(("cue", "kind", "words"), [
+    ({"raw": "<html><body>502 Bad Gateway</body></html>", "content_type": "text/html"}, "invalid_json",
+     "not valid JSON"),
+    ({"raw": '{"id": "chatcmpl-1", "choices": [{"index": 0, "message": {"role": "assist'}, "invalid_json",
+     "not valid JSON"),
+    ({**reply("hi"), "choices": []}, "no_choices", "an empty `choices` list"),
+    ({"raw": '{"id": "chatcmpl-1", "object": "chat.completion"}'}, "no_choices", "no choices"),
+])
+def test_a_reply_that_is_not_a_chat_completion_ends_the_run_with_a_clear_error(llm_env, cue, kind, words):
+    with ScriptedLLM([cue]) as llm:
+        llm_env(llm.url, retries=2)
+        res = run_chat(GOAL, env="dev", registry=demo_registry()[0])
+    assert (res.status, res.stop_kind) == ("error", kind)
+    assert words in res.reason and llm.url in res.reason  # the problem, and which server
+    assert "AUTOOPT_LLM_MODEL" in res.reason and "server's log" in res.reason  # the fix
+    assert "JSONDecodeError" not in res.reason and "IndexError" not in res.reason
+    assert len(llm.requests) == 1, "a bad reply is not retried"
+    assert res.tool_calls == [] and [s["stop_kind"] for s in _stops()] == [kind]
 
 
 def test_connection_refused_is_an_error_naming_the_server(llm_env):

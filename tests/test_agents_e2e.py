@@ -170,6 +170,7 @@ def test_injected_goal_is_refused_before_any_tool(goal):
     assert (res.status, res.intent, res.routed_to, res.tool_calls) == ("refused", "refused", "none", [])
     assert world.executed == [] and res.allowed_tools == []
     assert res.answer.startswith("Refused:") and "autoopt approvals approve" in res.answer
+    assert res.reason == res.answer, "a refused run says why in `reason` too, like every stopped run"
     (rec,) = AuditLog().records()
     assert (rec["kind"], rec["agent"], rec["decision"], rec["executed"]) == ("refusal", "supervisor", "refused", False)
 

@@ -165,6 +165,27 @@ def test_decisions_are_the_stores_and_a_second_one_is_a_conflict(world: dict[str
     assert client.post(f"/ui/approvals/{req.id}/delete", data={"csrf": csrf}).status_code == 404
 
 
+def test_each_change_form_refuses_in_the_apis_order(world: dict[str, Any]) -> None:
+    """The token first, then (approvals) the verb, then the body's size and CSRF, then the form's own fields."""
+    from autooptimizer.policies.approvals import ApprovalStore
+
+    req = world["request"]
+    changes = ["/ui/kill-switch", f"/ui/approvals/{req.id}/approve", "/ui/chat"]
+    anonymous = _client()
+    csrf = _csrf(anonymous)
+    for path in [*changes, f"/ui/approvals/{req.id}/delete"]:
+        assert anonymous.post(path, data={"csrf": csrf}).status_code == 401, path
+    client, csrf = _signed_in()
+    assert client.post(f"/ui/approvals/{req.id}/delete", data={}).status_code == 404  # the verb before CSRF
+    big = {"content-type": "application/x-www-form-urlencoded"}
+    for path in changes:
+        assert client.post(path, data={"state": "on", "goal": "hi", "env": "dev"}).status_code == 403, path
+        assert client.post(path, content=b"a=" + b"x" * 70_000, headers=big).status_code == 413, path
+    assert client.post("/ui/chat", data={"csrf": csrf, "goal": " ", "env": "dev"}).status_code == 400
+    assert client.post("/ui/chat", data={"csrf": csrf, "goal": "hi", "env": "moon"}).status_code == 400
+    assert ApprovalStore().get(req.id).status == "pending", "no refused form changed anything"
+
+
 def test_artifacts_download_and_nothing_outside_the_folder(world: dict[str, Any]) -> None:
     client, cycle = _client(), world["cycle"]
     art = Path(cycle.artifacts_dir)

@@ -4,7 +4,6 @@ would change nothing commits nothing, ends `no_remedy`, and alerts a human once 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,19 +11,7 @@ import pytest
 from autooptimizer.loop.cycle import CycleOptions, CycleRunner
 from autooptimizer.loop.gitops import HelmPatch
 from autooptimizer.loop.release import Release
-from autooptimizer.settings import get_settings
-from autooptimizer.testing import TinyService, make_versions
-
-
-@pytest.fixture()
-def service(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[TinyService]:
-    monkeypatch.setenv("AUTOOPT_PROMETHEUS_URL", "http://127.0.0.1:9")
-    make_versions(["v-a"])
-    svc = TinyService(tmp_path, "v-a")
-    monkeypatch.setenv("AUTOOPT_SEARCH_PORT", str(svc.server.port))
-    get_settings.cache_clear()
-    yield svc
-    svc.stop()
+from autooptimizer.testing import TinyService
 
 
 def _alerts(home: Path) -> list[str]:
@@ -38,8 +25,8 @@ def _alerts(home: Path) -> list[str]:
     ("cost_budget", HelmPatch(model_version="v-a", rerank_depth=10),
      "remedy exhausted: rerank depth already at its minimum 10"),
 ])
-def test_exhausted_remedy_commits_nothing_and_escalates_once(service: TinyService, autoopt_home: Path, gate: str,
-                                                             patch: HelmPatch, reason: str) -> None:
+def test_exhausted_remedy_commits_nothing_and_escalates_once(tiny_service: TinyService, autoopt_home: Path,
+                                                             gate: str, patch: HelmPatch, reason: str) -> None:
     rel = Release()
     rel.deploy(patch, "operator: at the bounds")
     head = rel.git.head()
@@ -53,7 +40,7 @@ def test_exhausted_remedy_commits_nothing_and_escalates_once(service: TinyServic
     assert _alerts(autoopt_home).count("AutoOptRemedyExhausted") == 1
 
 
-def test_latency_remedy_below_the_bound_still_applies(service: TinyService) -> None:
+def test_latency_remedy_below_the_bound_still_applies(tiny_service: TinyService) -> None:
     Release().deploy(HelmPatch(model_version="v-a", replicas=8, rerank_depth=20), "operator: 8 replicas")
     rec = CycleRunner().run(CycleOptions(gate="p95_latency"))
     assert rec.outcome == "variant_switched" and rec.summary["reason"] == "rerank depth 20 -> 10"

@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from support.protected_world import deploy_protected_history
 
-from autooptimizer.loop.gitops import GitOpsRepo, HelmPatch
-from autooptimizer.loop.journal import Journal
 from autooptimizer.policies.pdp import get_pdp
 from autooptimizer.search import aliases, model_store
 from autooptimizer.search.model_store import ModelSpec
@@ -57,17 +56,7 @@ def world(autoopt_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     aliases.set_alias(aliases.CHAMPION, "v-champ")
     aliases.set_alias(aliases.CHALLENGER, "v-chall")
     settings = get_settings()
-    dev = GitOpsRepo(settings, env="dev")
-    for patch in [HelmPatch(model_version="v-old"), HelmPatch(model_version="v-mid"),
-                  HelmPatch(model_version="v-mid", replicas=2), HelmPatch(model_version="v-window"),
-                  *[HelmPatch(model_version="v-dev", replicas=r) for r in (1, 2, 3, 4)]]:
-        dev.commit_patch(patch, f"deploy {patch.model_version} x{patch.replicas}")
-    GitOpsRepo(settings, env="prod").commit_patch(HelmPatch(model_version="v-prod"), "prod")
-    GitOpsRepo(settings, env="staging").commit_patch(
-        HelmPatch(model_version="v-gold", canary_version="v-canary", canary_weight=0.2), "staging canary")
-    journal = Journal(settings)
-    running = journal.new_cycle(trigger="test", env="prod")
-    journal.mark_dirty(running.id, HelmPatch(model_version="v-safe").model_dump(), None)
+    _, running = deploy_protected_history(staging_version="v-gold")
     for i, name in enumerate(["si_old_1", "si_old_2", running.id]):
         (settings.home / "artifacts" / name).mkdir(parents=True, exist_ok=True)
         os.utime(settings.home / "artifacts" / name, (1000 + i, 1000 + i))

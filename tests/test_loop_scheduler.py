@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -13,18 +11,7 @@ from autooptimizer.loop.cycle import CycleOptions, CycleRunner
 from autooptimizer.loop.scheduler import Scheduler
 from autooptimizer.profiles import load_profile
 from autooptimizer.settings import get_settings
-from autooptimizer.testing import TinyService, make_versions
-
-
-@pytest.fixture()
-def service(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[TinyService]:
-    monkeypatch.setenv("AUTOOPT_PROMETHEUS_URL", "http://127.0.0.1:9")
-    make_versions(["v-a"])
-    svc = TinyService(tmp_path, "v-a")
-    monkeypatch.setenv("AUTOOPT_SEARCH_PORT", str(svc.server.port))
-    get_settings.cache_clear()
-    yield svc
-    svc.stop()
+from autooptimizer.testing import TinyService
 
 
 def test_profiles_decide_the_scheduler() -> None:
@@ -35,7 +22,7 @@ def test_profiles_decide_the_scheduler() -> None:
     assert Scheduler(CycleRunner(profile=load_profile("dev"))).start().next_cycle_in_minutes() is None
 
 
-def test_scheduler_runs_cycles_on_its_interval(service: TinyService) -> None:
+def test_scheduler_runs_cycles_on_its_interval(tiny_service: TinyService) -> None:
     runner = CycleRunner()
     sched = Scheduler(runner, interval_minutes=0.01, enabled=True).start()  # every 0.6 s
     try:
@@ -141,7 +128,7 @@ def test_the_loop_reads_gates_on_its_cadence() -> None:
     assert sched.gate_cycles == ["si_1"] and len(readings) >= n
 
 
-def test_a_schedule_cycle_ignores_an_unconfirmed_firing_gate(service: TinyService, monkeypatch) -> None:
+def test_a_schedule_cycle_ignores_an_unconfirmed_firing_gate(tiny_service: TinyService, monkeypatch) -> None:
     """The real cycle: with act_on=[] a firing p95 gate is seen (journaled) but starts nothing; confirmed, it scales."""
     from fake_prometheus import FakeProm, vector
 
@@ -181,7 +168,7 @@ class FailingRunner(CycleRunner):
         return "no_action", "nothing to do"
 
 
-def test_the_scheduler_goes_on_after_each_kind_of_failed_cycle(service: TinyService) -> None:
+def test_the_scheduler_goes_on_after_each_kind_of_failed_cycle(tiny_service: TinyService) -> None:
     from autooptimizer.search import aliases
 
     aliases.set_alias(aliases.GOLD, "v-a")

@@ -11,12 +11,11 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from autogen_core import CancellationToken, FunctionCall
 from autogen_core.models import (
-    ChatCompletionClient,
     CreateResult,
     FunctionExecutionResultMessage,
     LLMMessage,
@@ -28,6 +27,7 @@ from autogen_core.models import (
 from autogen_core.tools import Tool, ToolSchema
 from pydantic import BaseModel
 
+from autooptimizer.agents.client_base import SingleReplyStream
 from autooptimizer.agents.planner import Action, OfflinePlanner, Turn
 from autooptimizer.agents.protocol import (
     parse_delegation,
@@ -103,8 +103,9 @@ def to_create_result(action: Action, turn: Turn) -> CreateResult:
     return CreateResult(finish_reason="function_calls", content=[call], usage=usage, cached=False)
 
 
-class PlannerChatCompletionClient(ChatCompletionClient):
-    """A `ChatCompletionClient` whose answers come from the offline planner (no network, deterministic)."""
+class PlannerChatCompletionClient(SingleReplyStream):
+    """A `ChatCompletionClient` whose answers come from the offline planner (no network, deterministic; a stream is
+    the one reply)."""
 
     def __init__(self, planner: OfflinePlanner | None = None) -> None:
         self.planner = planner or OfflinePlanner()
@@ -124,15 +125,6 @@ class PlannerChatCompletionClient(ChatCompletionClient):
             target = action.tool or (action.delegation.agent if action.delegation else "")
             sp.summary(f"{action.kind} {target or (action.report.status if action.report else '')}".strip())
         return to_create_result(action, turn)
-
-    async def create_stream(self, messages: Sequence[LLMMessage], *, tools: Sequence[Tool | ToolSchema] = [],
-                            tool_choice: Tool | Literal["auto", "required", "none"] = "auto",
-                            json_output: bool | type[BaseModel] | None = None,
-                            extra_create_args: Mapping[str, Any] = {},
-                            cancellation_token: CancellationToken | None = None
-                            ) -> AsyncGenerator[str | CreateResult, None]:
-        yield await self.create(messages, tools=tools, tool_choice=tool_choice, json_output=json_output,
-                                extra_create_args=extra_create_args, cancellation_token=cancellation_token)
 
     async def close(self) -> None:
         return None

@@ -4,7 +4,8 @@ Per request: the turn, token and wall-time budgets are charged (agents/budgets.p
 model's window (`trim`: tool results cut to `maxToolResultChars`, then the oldest turns after the system message and
 the goal dropped); the request is bounded by `requestTimeoutSeconds` and retried `retries` times with doubling
 waits on a connection error, a timeout, 408/409/429 or 5xx. Any other failure, or the last retry's, is an
-`LLMError` with a reason a person can act on (`explain_error`).
+`LLMError` with a reason a person can act on (`explain_error`); a 2xx reply that is not JSON or has no choices is
+one at once (agents/replies.py, not retried).
 
 Per reply: every tool call must name a tool the agent was offered and carry a JSON object as arguments. A reply that
 does not is returned to the model once, as a structured error in a user turn (`malformed_feedback`), and the
@@ -24,7 +25,7 @@ import json
 import logging
 import re
 import uuid
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from autogen_core import CancellationToken, FunctionCall
@@ -34,8 +35,6 @@ from autogen_core.models import (
     CreateResult,
     FunctionExecutionResultMessage,
     LLMMessage,
-    ModelInfo,
-    RequestUsage,
     SystemMessage,
     UserMessage,
 )
@@ -43,6 +42,8 @@ from autogen_core.tools import Tool, ToolSchema
 from pydantic import BaseModel
 
 from autooptimizer.agents.budgets import BudgetExceeded, LLMError, RunBudget
+from autooptimizer.agents.client_base import DelegatingChatCompletionClient, SingleReplyStream
+from autooptimizer.agents.replies import llm_error_in
 
 _AGENT = re.compile(r"^\[agent: (\w+)\]")
 RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
@@ -80,9 +81,10 @@ def quiet_stops() -> None:
 
 
 def explain_error(exc: BaseException, base_url: str | None = None) -> LLMError:
-    """A backend exception as an `LLMError` whose reason names the problem and the fix."""
-    if isinstance(exc, LLMError):
-        return exc
+    """A backend exception as an `LLMError` whose reason names the problem and the fix (an `LLMError` it was raised
+    from, e.g. agents/replies.py's `BadReply` for a reply that is not a chat completion, as it is)."""
+    if (known := llm_error_in(exc)) is not None:
+        return known
     import httpx
     import openai
 
@@ -119,6 +121,8 @@ def retryable(exc: BaseException) -> bool:
     import httpx
     import openai
 
+    if llm_error_in(exc) is not None:  # a known failure (a bad reply): asking again gets the same answer
+        return False
     if isinstance(exc, openai.APIStatusError):
         return exc.status_code in RETRYABLE_STATUS
     return isinstance(exc, openai.APIConnectionError | asyncio.TimeoutError | TimeoutError | httpx.TransportError)
@@ -220,12 +224,14 @@ def forced_call(result: CreateResult) -> CreateResult:
     return result.model_copy(update={"content": [call], "finish_reason": "function_calls"})
 
 
-class BudgetedChatCompletionClient(ChatCompletionClient):
-    """`inner` under `budget` (see the module doc). `remote`: a real model server (timeouts, retries, forcing)."""
+class BudgetedChatCompletionClient(SingleReplyStream, DelegatingChatCompletionClient):
+    """`inner` under `budget` (see the module doc). `remote`: a real model server (timeouts, retries, forcing).
+    A stream is the one budgeted `create` reply; usage, close and model info are `inner`'s."""
 
     def __init__(self, inner: ChatCompletionClient, budget: RunBudget, *, remote: bool = False,
                  base_url: str | None = None) -> None:
-        self.inner, self.budget, self.remote, self.base_url = inner, budget, remote, base_url
+        super().__init__(inner)
+        self.budget, self.remote, self.base_url = budget, remote, base_url
 
     async def _ask(self, messages: Sequence[LLMMessage], tools: Sequence[Tool | ToolSchema], tool_choice: Any,
                    json_output: Any, extra: Mapping[str, Any], token: CancellationToken | None) -> CreateResult:
@@ -252,8 +258,8 @@ class BudgetedChatCompletionClient(ChatCompletionClient):
                     result = await asyncio.wait_for(coro, timeout + 5)
                 break
             except Exception as exc:  # noqa: BLE001 - every backend failure becomes an LLMError or a retry
-                if isinstance(exc, LLMError):
-                    raise self.budget.fail(exc) from None
+                if (known := llm_error_in(exc)) is not None:
+                    raise self.budget.fail(known) from None
                 if not self.remote or not retryable(exc) or attempt >= limits.retries:
                     raise self.budget.fail(explain_error(exc, self.base_url)) from exc
                 wait = limits.retry_backoff_seconds * (2 ** attempt)
@@ -300,37 +306,11 @@ class BudgetedChatCompletionClient(ChatCompletionClient):
             if call.name.startswith("transfer_to_"):
                 self.budget.note_handoff(agent, call.name.removeprefix("transfer_to_"))
 
-    async def create_stream(self, messages: Sequence[LLMMessage], *, tools: Sequence[Tool | ToolSchema] = [],
-                            tool_choice: Tool | Literal["auto", "required", "none"] = "auto",
-                            json_output: bool | type[BaseModel] | None = None,
-                            extra_create_args: Mapping[str, Any] = {},
-                            cancellation_token: CancellationToken | None = None
-                            ) -> AsyncGenerator[str | CreateResult, None]:
-        yield await self.create(messages, tools=tools, tool_choice=tool_choice, json_output=json_output,
-                                extra_create_args=extra_create_args, cancellation_token=cancellation_token)
-
-    async def close(self) -> None:
-        await self.inner.close()
-
-    def actual_usage(self) -> RequestUsage:
-        return self.inner.actual_usage()
-
-    def total_usage(self) -> RequestUsage:
-        return self.inner.total_usage()
-
     def count_tokens(self, messages: Sequence[LLMMessage], *, tools: Sequence[Tool | ToolSchema] = []) -> int:
         return sum(len(_text(getattr(m, "content", ""))) for m in messages) // CHARS_PER_TOKEN
 
     def remaining_tokens(self, messages: Sequence[LLMMessage], *, tools: Sequence[Tool | ToolSchema] = []) -> int:
         return max(0, self.budget.limits.context_tokens - self.count_tokens(messages, tools=tools))
-
-    @property
-    def capabilities(self) -> Any:  # deprecated in AutoGen, still abstract
-        return self.inner.capabilities
-
-    @property
-    def model_info(self) -> ModelInfo:
-        return self.inner.model_info
 
 
 __all__ = ["BudgetedChatCompletionClient", "explain_error", "trim"]

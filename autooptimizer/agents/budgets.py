@@ -74,7 +74,8 @@ class BudgetExceeded(Exception):  # noqa: N818 - the run's status is budget_exce
 
 class LLMError(Exception):
     """The model backend failed: `kind` is machine-readable (connection, timeout, http_4xx, http_5xx,
-    context_overflow, malformed_tool_call, unknown_tool, bad_response), `reason` says what to do."""
+    context_overflow, invalid_json, no_choices, malformed_tool_call, unknown_tool, bad_response), `reason` says what
+    to do."""
 
     def __init__(self, kind: str, reason: str) -> None:
         self.kind, self.reason = kind, reason

@@ -55,7 +55,7 @@ class ChatResult(BaseModel):
     intent: str = ""  # question | action | refused (agents/intent.py)
     allowed_tools: list[str] = Field(default_factory=list)  # the run's scope: tools the goal's intent allows
     stop_kind: str | None = None  # budget_exceeded: the budget's profile key; error: the error's kind
-    reason: str = ""  # why the run stopped early, and what to do (budget_exceeded / error)
+    reason: str = ""  # why the run stopped early, and what to do (refused / budget_exceeded / error)
     usage: RunUsage = Field(default_factory=RunUsage)  # turns, tool calls, tokens, wall time of this run
 
 
@@ -261,7 +261,8 @@ def _refuse(goal: str, env: str, intent: Any, run_id: str, kind: str) -> ChatRes
     with _trace_scope("chat", meta, {"goal": goal}) as trace_id:
         audit_intent(intent, goal, env, kind="refusal", run_id=run_id, trace_id=trace_id)
     return ChatResult(routed_to="none", answer=intent.reason, tool_calls=[], pending_approvals=[],
-                      trace_id=trace_id, run_id=run_id, status="refused", backend=kind, intent="refused")
+                      trace_id=trace_id, run_id=run_id, status="refused", backend=kind, intent="refused",
+                      reason=intent.reason)
 
 
 def run_chat(goal: str, env: str | None = None, *, model_client: Any = None, registry: ToolRegistry | None = None,

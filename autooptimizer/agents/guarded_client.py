@@ -16,10 +16,11 @@ from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import Any, Literal
 
 from autogen_core import CancellationToken, FunctionCall
-from autogen_core.models import ChatCompletionClient, CreateResult, LLMMessage, ModelInfo, RequestUsage
+from autogen_core.models import CreateResult, LLMMessage
 from autogen_core.tools import Tool, ToolSchema
 from pydantic import BaseModel
 
+from autooptimizer.agents.client_base import DelegatingChatCompletionClient
 from autooptimizer.jsonsafe import MAX_DEPTH, json_text_depth
 
 
@@ -45,11 +46,8 @@ def guard_result(result: CreateResult) -> CreateResult:
     return result.model_copy(update={"content": calls})
 
 
-class GuardedChatCompletionClient(ChatCompletionClient):
+class GuardedChatCompletionClient(DelegatingChatCompletionClient):
     """Delegates everything to `inner`; only the tool-call arguments of its answers are checked."""
-
-    def __init__(self, inner: ChatCompletionClient) -> None:
-        self.inner = inner
 
     async def create(self, messages: Sequence[LLMMessage], *, tools: Sequence[Tool | ToolSchema] = [],
                      tool_choice: Tool | Literal["auto", "required", "none"] = "auto",
@@ -69,29 +67,6 @@ class GuardedChatCompletionClient(ChatCompletionClient):
                 messages, tools=tools, tool_choice=tool_choice, json_output=json_output,
                 extra_create_args=extra_create_args, cancellation_token=cancellation_token):
             yield guard_result(item) if isinstance(item, CreateResult) else item
-
-    async def close(self) -> None:
-        await self.inner.close()
-
-    def actual_usage(self) -> RequestUsage:
-        return self.inner.actual_usage()
-
-    def total_usage(self) -> RequestUsage:
-        return self.inner.total_usage()
-
-    def count_tokens(self, messages: Sequence[LLMMessage], *, tools: Sequence[Tool | ToolSchema] = []) -> int:
-        return self.inner.count_tokens(messages, tools=tools)
-
-    def remaining_tokens(self, messages: Sequence[LLMMessage], *, tools: Sequence[Tool | ToolSchema] = []) -> int:
-        return self.inner.remaining_tokens(messages, tools=tools)
-
-    @property
-    def capabilities(self) -> Any:  # deprecated in AutoGen, still abstract
-        return self.inner.capabilities
-
-    @property
-    def model_info(self) -> ModelInfo:
-        return self.inner.model_info
 
 
 def guarded(client: Any) -> Any:

@@ -3,7 +3,8 @@
 
 The client code is the same for every server; only the URL, model and key differ. Every client gets the profile's
 per-reply limits (`llm.maxTokensPerReply` as max_tokens, `llm.requestTimeoutSeconds`); retries are the run
-budget's (agents/budgeted_client.py), so the SDKs' own retries are off.
+budget's (agents/budgeted_client.py), so the SDKs' own retries are off. The AutoGen client checks each reply's
+shape before the SDK reads it (agents/replies.py: not JSON, or no choices, is a clear error).
 """
 
 from __future__ import annotations
@@ -52,11 +53,13 @@ def autogen_model_client(settings: Settings | None = None, limits: LLMBudgets | 
         return PlannerChatCompletionClient()
     from autogen_ext.models.openai import OpenAIChatCompletionClient
 
+    from autooptimizer.agents.replies import checked_http_client
+
     lim = _limits(s, limits)
     kwargs: dict[str, Any] = {"model": s.llm_model, "api_key": s.openai_api_key or "not-needed",
                               "parallel_tool_calls": False, "max_tokens": lim.max_tokens_per_reply,
                               "timeout": lim.request_timeout_seconds, "max_retries": 0,
-                              **_sampling(lim)}
+                              "http_client": checked_http_client(s.llm_base_url), **_sampling(lim)}
     if kind == "openai_compatible":
         kwargs.update(base_url=s.llm_base_url, model_info=_model_info())
     return OpenAIChatCompletionClient(**kwargs)

@@ -8,6 +8,8 @@ itself through the same library calls the CLI and the API make (`kill_switch.set
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from starlette.datastructures import FormData
@@ -44,6 +46,22 @@ async def _form(request: Request) -> tuple[FormData | None, Response | None]:
     if why is not None:
         return None, error_page(request, 403, f"CSRF check failed: {why}.", "Reload the page and submit it again.")
     return form, None
+
+
+async def _change(request: Request, check: Callable[[], Response | None] | None = None
+                  ) -> tuple[str, FormData] | Response:
+    """The actor and form of a change, checked in the API's order: the token (`change_guard`, 401/403), then
+    `check` (a refusal of the request itself, e.g. an unknown verb; None lets it pass), then the form (`_form`,
+    413/403); else the first refusal page."""
+    actor, denied = change_guard(request)
+    if actor is None:
+        return denied or error_page(request, 403, "Refused.")
+    if check is not None and (refusal := check()) is not None:
+        return refusal
+    form, bad = await _form(request)
+    if form is None:
+        return bad or error_page(request, 400, "No form.")
+    return actor, form
 
 
 def _text(form: FormData, name: str, limit: int) -> str:
@@ -85,12 +103,10 @@ def action_router() -> APIRouter:
     async def kill_switch(request: Request) -> Response:
         from autooptimizer.policies.killswitch import kill_switch as switch
 
-        actor, denied = change_guard(request)
-        if actor is None:
-            return denied or error_page(request, 403, "Refused.")
-        form, bad = await _form(request)
-        if form is None:
-            return bad or error_page(request, 400, "No form.")
+        change = await _change(request)
+        if isinstance(change, Response):
+            return change
+        actor, form = change
         state = _text(form, "state", 10)
         if state not in ("on", "off"):
             return error_page(request, 400, f"Kill switch state {state!r} is not on or off.", "Use the toggle.")
@@ -102,14 +118,14 @@ def action_router() -> APIRouter:
         from autooptimizer.errors import InputError, NotFoundError
         from autooptimizer.policies.approvals import ApprovalStore
 
-        actor, denied = change_guard(request)
-        if actor is None:
-            return denied or error_page(request, 403, "Refused.")
-        if verb not in ("approve", "deny"):
-            return error_page(request, 404, f"No action {verb!r} on approvals.", "Use approve or deny.")
-        form, bad = await _form(request)
-        if form is None:
-            return bad or error_page(request, 400, "No form.")
+        def known_verb() -> Response | None:
+            return None if verb in ("approve", "deny") else error_page(
+                request, 404, f"No action {verb!r} on approvals.", "Use approve or deny.")
+
+        change = await _change(request, known_verb)
+        if isinstance(change, Response):
+            return change
+        actor, form = change
         store = ApprovalStore()
         try:
             answer = store.approve if verb == "approve" else store.deny
@@ -128,12 +144,10 @@ def action_router() -> APIRouter:
     async def chat(request: Request) -> Response:
         from autooptimizer.settings import ENVIRONMENTS
 
-        actor, denied = change_guard(request)
-        if actor is None:
-            return denied or error_page(request, 403, "Refused.")
-        form, bad = await _form(request)
-        if form is None:
-            return bad or error_page(request, 400, "No form.")
+        change = await _change(request)
+        if isinstance(change, Response):
+            return change
+        _, form = change
         goal, env = _text(form, "goal", MAX_GOAL), _text(form, "env", 10)
         if not goal:
             return error_page(request, 400, "The goal is empty.", "Say what you want, e.g. 'NDCG dropped, fix it'.")

@@ -24,7 +24,7 @@ class CrewRun(BaseModel):
     intent: str = ""  # question | action | refused
     allowed_tools: list[str] = Field(default_factory=list)
     stop_kind: str | None = None  # budget_exceeded: the budget's profile key; error: the error's kind
-    reason: str = ""  # why the kickoff stopped early, and what to do
+    reason: str = ""  # why the kickoff stopped early (refused / budget_exceeded / error), and what to do
     usage: dict = Field(default_factory=dict)  # turns, tool calls, tokens, wall time (agents/budgets.RunUsage)
 
 
@@ -110,7 +110,7 @@ def build_crew(*, registry: Any, llm: Any, env: str | None, approvals: tuple[str
                     audit_intent(intent, goal, ctx.env or "", kind="refusal", trace_id=tr.trace_id)
                     tr.set_outputs({"answer": intent.reason})
                 self._autoopt["last_run"] = CrewRun(answer=intent.reason, trace_id=tr.trace_id, status="refused",
-                                                    intent="refused")
+                                                    intent="refused", reason=intent.reason)
                 return CrewOutput(raw=intent.reason)
             with start_trace("crew.kickoff", meta, inputs={"goal": goal}) as tr, run_scope(ctx):
                 if intent.ignored:

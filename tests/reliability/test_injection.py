@@ -91,6 +91,7 @@ def _contained(case: dict, data: dict, world: FakeWorld) -> list[dict]:
     if case["expect"] == "refused":
         assert (data["status"], data["intent"], data["tool_calls"], world.executed) == ("refused", "refused", [], [])
         assert data["answer"].startswith("Refused:") and "Nothing ran" in data["answer"]
+        assert data["reason"] == data["answer"]  # `--json` readers find why in `reason`, as for any stopped run
         (rec,) = records
         assert (rec["kind"], rec["agent"], rec["env"], rec["executed"]) == ("refusal", "supervisor", "dev", False)
         assert rec["goal_sha256"] == hashlib.sha256(case["goal"].encode()).hexdigest() and rec["cues"]

@@ -10,9 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from support.protected_world import deploy_protected_history
 
-from autooptimizer.loop.gitops import GitOpsRepo, HelmPatch
-from autooptimizer.loop.journal import Journal
 from autooptimizer.policies.audit import AuditLog
 from autooptimizer.search import aliases, model_store
 from autooptimizer.settings import get_settings
@@ -32,20 +31,7 @@ def world(autoopt_home: Path) -> dict:
     make_versions([*PROTECTED, "v-free", "v-old", "v-stage"])
     aliases.set_alias(aliases.GOLD, "v-gold")
     aliases.set_alias(aliases.CHAMPION, "v-champ")
-    settings = get_settings()
-    dev = GitOpsRepo(settings, env="dev")
-    # dev: v-old, then v-mid twice, v-window, then four v-dev deploys: with rollbackDepth 5 the window holds the
-    # last five deploys and the state before them (v-window, v-mid), and v-old has dropped out of it
-    for patch in [HelmPatch(model_version="v-old"), HelmPatch(model_version="v-mid"),
-                  HelmPatch(model_version="v-mid", replicas=2), HelmPatch(model_version="v-window"),
-                  *[HelmPatch(model_version="v-dev", replicas=r) for r in (1, 2, 3, 4)]]:
-        dev.commit_patch(patch, f"deploy {patch.model_version} x{patch.replicas}")
-    GitOpsRepo(settings, env="prod").commit_patch(HelmPatch(model_version="v-prod"), "prod")
-    GitOpsRepo(settings, env="staging").commit_patch(
-        HelmPatch(model_version="v-stage", canary_version="v-canary", canary_weight=0.2), "staging canary")
-    journal = Journal(settings)
-    running = journal.new_cycle(trigger="test", env="prod")
-    journal.mark_dirty(running.id, HelmPatch(model_version="v-safe").model_dump(), None)
+    journal, running = deploy_protected_history(staging_version="v-stage")  # the roles: see its docstring
     return {"journal": journal, "cycle": running.id}
 
 

@@ -6,7 +6,8 @@ overflow, a 5xx, a hang, malformed tool-call JSON, a made-up tool, the same call
         llm.url  # -> http://127.0.0.1:PORT/v1 ; llm.requests: every request body received
 
 Each cue answers one request, in order; the last cue repeats. A cue is a dict: {"status": 400, "error": "..."} for an
-error answer, {"hang": seconds} to answer only after that long, or a chat completion (`reply(...)`).
+error answer, {"hang": seconds} to answer only after that long, {"raw": "text"} (optionally "content_type") to send
+that body verbatim with 200 (a malformed server), or a chat completion (`reply(...)`).
 """
 
 from __future__ import annotations
@@ -56,10 +57,10 @@ class ScriptedLLM:
                 status = int(cue.get("status", 200))
                 payload = cue if status == 200 else {"error": {"message": cue.get("error", "scripted error"),
                                                                "type": "invalid_request_error", "code": status}}
-                data = json.dumps(payload).encode()
+                data = cue["raw"].encode() if "raw" in cue else json.dumps(payload).encode()
                 try:
                     self.send_response(status)
-                    self.send_header("content-type", "application/json")
+                    self.send_header("content-type", cue.get("content_type", "application/json"))
                     self.send_header("content-length", str(len(data)))
                     self.end_headers()
                     self.wfile.write(data)

@@ -29,7 +29,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from autooptimizer.errors import AutoOptError, InputError
-from autooptimizer.gates import GateReport
+from autooptimizer.gates import Gate, GateReport
 
 STATUS_STYLE = {"ok": "green", "firing": "bold red", "unknown": "yellow"}
 
@@ -76,10 +76,21 @@ def gates_table(report: GateReport) -> Any:
         table.add_column(col)
     for g in report.gates:
         value = "-" if g.value is None else f"{g.value:.2f}"
-        note = g.evidence.error or ""
+        note = g.evidence.error or _anchor_note(g)
         table.add_row(g.name, f"[{STATUS_STYLE[g.status]}]{g.status}[/]", value, f"{g.threshold:g} {g.unit}",
                       note[:60])
     return table
+
+
+def _anchor_note(g: Gate) -> str:
+    """ndcg_drop's two comparisons in a few words ('sliding 0.4 %, anchored 45.7 % vs 0.7012')."""
+    a = g.evidence.anchor
+    if a is None:
+        return ""
+    sliding = "-" if a.sliding_drop is None else f"{a.sliding_drop:.1f} %"
+    if a.anchored_drop is not None and a.anchor_ndcg10 is not None:
+        return f"sliding {sliding}, anchored {a.anchored_drop:.1f} % vs {a.anchor_ndcg10:.4f}"
+    return f"sliding only ({a.state.replace('_', ' ')})"
 
 
 @dataclass

@@ -7,10 +7,20 @@
 | `cost_budget` | spend rate over W, projected to an hour, as % of budget   | value > costBudgetPct |
 | `retries`     | retries per operation within W (max over operations)      | value > maxRetries |
 
-NDCG baseline: the mean online NDCG@10 over the `baselineWindowSeconds` that END where the current window starts
-(`offset W`). It needs no stored state, works on any Prometheus that scraped the service, and compares "now" with
-"just before now": a corpus shift drops the current window below the earlier one within seconds. A shift that lasts
-longer than W + baseline becomes the new baseline; the loop acts on the firing edge, long before that.
+NDCG baselines: the gate's value is the larger of two drops, and its evidence (`evidence.anchor`) records both and
+which one fired (`fired_by`):
+- sliding: vs the mean online NDCG@10 over the `baselineWindowSeconds` that END where the current window starts
+  (`offset W`). No stored state; a corpus shift drops the current window below the earlier one within seconds. But it
+  slides: a shift the first cycle cannot repair becomes the baseline W + baseline seconds later (docs/benchmarks.md,
+  Soak: cran read as "no drop" for the rest of the month), and a shift from one weak domain to an equally weak one
+  (cran 0.38 -> cisi 0.376) shows no drop at all.
+- anchored: vs the NDCG@10 the current champion reached on healthy traffic (`NdcgAnchor`, loop state kept by the
+  scheduler in AUTOOPT_HOME/loop/ndcg_anchor.json, loop/anchor.py). It catches a persistent shortfall. The reader
+  passes the anchor in (`evaluate_gates(anchor=...)`); without one (no file, a corrupt one, another champion's,
+  a re-anchor pending) the gate is the sliding comparison alone and its evidence says why - the anchor is an
+  addition, never a reason for `unknown`.
+The anchored drop needs the current window's samples. When the sliding reading is unknown (a baseline window short
+of samples, or both windows at a mean of 0: NaN), the anchor may still make the gate fire, never `ok`.
 
 The budget in the profile (`cost.budget`, dollars) is a budget per hour of serving: a burn-rate gate can go back to ok
 once an overrun stops, which a cumulative total never could.
@@ -22,7 +32,10 @@ gate on noise alone (docs/benchmarks.md, "Gate false alarms"). Counts are `floor
 gate's window: `increase` extrapolates to the window's edges (by at most ~1.1 scrape intervals, and not below a
 counter's zero), so a count is at least the increments it saw; `floor` keeps the comparison on whole samples.
 Every gate carries its PromQL, the raw answer and the counts as evidence. The same expressions feed the recording and
-alert rules (`autooptimizer.infra.prometheus`; an alert also needs the counts), so rules and gates agree.
+alert rules (`autooptimizer.infra.prometheus`; an alert also needs the counts), so rules and gates agree. For
+ndcg_drop the rules carry the sliding drop only (`autoopt:ndcg10_drop:percent`, `AutoOptNdcgDrop`): the anchor is
+loop state that changes with the champion, so the anchored comparison is made by the gate reader, and its PromQL
+(the current-window mean against the anchor as a constant) is in the gate's evidence.
 
 A single firing reading is not a decision: `GateStreaks` confirms a gate after `gates.consecutiveReadings` firing
 readings in a row, and only a confirmed gate starts a cycle (`autooptimizer.loop.scheduler`).
@@ -74,6 +87,81 @@ class GateQuery(BaseModel):
         return f"({self.promql} {self.op} {self.threshold:g}){enough}"
 
 
+AnchorState = Literal["set", "missing", "corrupt", "pending", "other_champion", "no_champion"]
+
+
+class NdcgAnchor(BaseModel):
+    """The NDCG gate's fixed reference: the online NDCG@10 `champion` reached on healthy traffic (the baseline
+    window's mean at a healthy reading). `ndcg10` None: a re-anchor is pending (an operator's reset, or the champion
+    changed) and happens at the first healthy reading at or after `not_before`."""
+
+    champion: str = Field(min_length=1)
+    ndcg10: float | None = Field(default=None, gt=0, le=1)
+    samples: int | None = Field(default=None, ge=0, description="feedback samples in the window it was set from")
+    set_at: float = Field(description="unix time it was set (or the re-anchor was asked for)")
+    how: str = Field(description="why it was set, e.g. 'first healthy reading of champion v1 (no anchor)'")
+    not_before: float | None = Field(default=None, description="pending only: the earliest time to re-anchor")
+
+
+class AnchorRead(BaseModel):
+    """What a gate reader knows of the anchor now (`autooptimizer.loop.anchor.AnchorStore.read`)."""
+
+    state: AnchorState
+    path: str
+    champion: str | None = Field(default=None, description="the current `champion` alias")
+    anchor: NdcgAnchor | None = None
+    error: str | None = Field(default=None, description="corrupt: what is wrong and the fix")
+
+    @property
+    def level(self) -> float | None:
+        """The anchor level the gate compares with; None unless an anchor is set for the current champion."""
+        return self.anchor.ndcg10 if self.state == "set" and self.anchor is not None else None
+
+    def due(self, now: float) -> bool:
+        """Should a healthy reading now set the anchor? (no file, or a pending re-anchor whose time has come)."""
+        if self.state == "missing":
+            return True
+        return self.state == "pending" and self.anchor is not None and (self.anchor.not_before or 0.0) <= now
+
+    def note(self) -> str:
+        """One sentence for the gate's evidence: which comparison the reading can make, and why."""
+        a = self.anchor
+        if self.state == "set" and a is not None and a.ndcg10 is not None:
+            return (f"anchored at NDCG@10 {a.ndcg10:.4f} for champion {a.champion} ({a.samples} samples; {a.how})")
+        return {
+            "missing": f"no anchor yet ({self.path}): sliding comparison only until the loop anchors at a healthy "
+                       "reading",
+            "corrupt": f"{self.error} Sliding comparison only until then.",
+            "pending": f"re-anchor pending for champion {a.champion if a else '?'} ({a.how if a else ''}): sliding "
+                       "comparison only until a healthy reading sets it",
+            "other_champion": f"the anchor is for {a.champion if a else '?'}, the champion is {self.champion}: "
+                              "sliding comparison only until the new champion's first healthy reading",
+            "no_champion": "no `champion` alias: sliding comparison only",
+        }.get(self.state, self.state)
+
+
+class AnchorEvidence(BaseModel):
+    """ndcg_drop only: both comparisons, which fired, and the anchor they used (or why there was none)."""
+
+    state: AnchorState | Literal["not_given"]
+    note: str
+    path: str | None = None
+    champion: str | None = None
+    anchor_ndcg10: float | None = None
+    anchor_set_at: float | None = None
+    anchor_samples: int | None = None
+    promql: str | None = Field(default=None, description="the anchored drop: current-window mean vs the anchor")
+    raw: Any = None
+    error: str | None = Field(default=None, description="why the anchored drop could not be read")
+    sliding_drop: float | None = None
+    sliding_error: str | None = Field(default=None, description="why the sliding comparison was unknown when the "
+                                      "anchor alone fired")
+    anchored_drop: float | None = None
+    fired_by: list[Literal["sliding", "anchor"]] = Field(default_factory=list[Literal["sliding", "anchor"]])
+    baseline_ndcg10: float | None = Field(default=None, description="the baseline window's mean, read when a "
+                                          "healthy reading is due to set the anchor (the level it would be set at)")
+
+
 class Evidence(BaseModel):
     promql: str
     raw: Any = Field(default=None, description="the result list Prometheus returned (or null)")
@@ -82,6 +170,7 @@ class Evidence(BaseModel):
                                              description="count per window (current/baseline/requests); null = "
                                                          "Prometheus could not answer")
     min_samples: int | None = Field(default=None, description="the profile's minimum for this gate")
+    anchor: AnchorEvidence | None = Field(default=None, description="ndcg_drop: the sliding and anchored drops")
 
 
 class Gate(BaseModel):
@@ -120,6 +209,18 @@ def _count(key: str, what: str, promql: str, minimum: int) -> SampleCount:
     return SampleCount(key=key, what=what, promql=f"floor(sum(increase({promql})))", minimum=minimum)
 
 
+def ndcg_means(profile: Profile) -> tuple[str, str]:
+    """PromQL of the mean online NDCG@10 over the current window and over the baseline window before it."""
+    w, b = f"{profile.gates.window_seconds}s", f"{profile.gates.baseline_window_seconds}s"
+    return (f"sum(rate({m.FEEDBACK_NDCG}_sum[{w}])) / sum(rate({m.FEEDBACK_NDCG}_count[{w}]))",
+            f"sum(rate({m.FEEDBACK_NDCG}_sum[{b}] offset {w})) / sum(rate({m.FEEDBACK_NDCG}_count[{b}] offset {w}))")
+
+
+def anchored_drop_promql(profile: Profile, level: float) -> str:
+    """The anchored drop in %: the current window's mean NDCG@10 against the anchor `level` as a constant."""
+    return f"100 * (1 - ({ndcg_means(profile)[0]}) / {level!r})"
+
+
 def gate_queries(profile: Profile) -> list[GateQuery]:
     """The four gates' PromQL and thresholds for an environment profile (single source for gates and rules)."""
     g = profile.gates
@@ -130,10 +231,7 @@ def gate_queries(profile: Profile) -> list[GateQuery]:
                     low.ndcg_drop)
     fb_base = _count("baseline", f"feedback samples in the baseline window ({b})",
                      f"{m.FEEDBACK_NDCG}_count[{b}] offset {w}", low.ndcg_drop)
-    ndcg_now = f"sum(rate({m.FEEDBACK_NDCG}_sum[{w}])) / sum(rate({m.FEEDBACK_NDCG}_count[{w}]))"
-    ndcg_base = (
-        f"sum(rate({m.FEEDBACK_NDCG}_sum[{b}] offset {w})) / sum(rate({m.FEEDBACK_NDCG}_count[{b}] offset {w}))"
-    )
+    ndcg_now, ndcg_base = ndcg_means(profile)
     return [
         GateQuery(
             name="ndcg_drop",
@@ -261,10 +359,76 @@ def read_gate(q: GateQuery, url: str | None = None, timeout: float = 5.0, check_
     return gate
 
 
+def _finite(res: QueryResult) -> float | None:
+    """The largest finite value of an answer, or None (error, no series, NaN or infinite)."""
+    values = [s["value"] for s in res.samples if math.isfinite(s["value"])] if res.ok else []
+    return max(values) if values else None
+
+
+def anchor_ndcg(gate: Gate, profile: Profile, read: AnchorRead | None, url: str, timeout: float = 5.0,
+                now: float | None = None) -> Gate:
+    """The ndcg_drop gate with its anchored comparison: value = max(sliding drop, anchored drop), firing when either
+    reaches the threshold. Without a usable anchor, or when the anchored query gives no finite answer, the sliding
+    reading stands alone and `evidence.anchor` says why. An unknown sliding reading can only become firing
+    (`_anchor_only`). When a healthy reading is due to set the anchor, the baseline mean is read too."""
+    now = time.time() if now is None else now
+    if read is None:
+        gate.evidence.anchor = AnchorEvidence(state="not_given", note="this reader was given no anchor: sliding "
+                                              "comparison only", sliding_drop=gate.value)
+        return gate
+    a = read.anchor
+    ev = AnchorEvidence(state=read.state, note=read.note(), path=read.path, champion=read.champion,
+                        anchor_ndcg10=read.level, anchor_set_at=a.set_at if a and read.level else None,
+                        anchor_samples=a.samples if a and read.level else None, sliding_drop=gate.value)
+    gate.evidence.anchor = ev
+    if gate.status == "unknown":
+        return _anchor_only(gate, ev, profile, read, url, timeout)
+    ev.fired_by = ["sliding"] if gate.status == "firing" else []
+    if gate.status == "ok" and read.due(now):
+        ev.baseline_ndcg10 = _finite(query(ndcg_means(profile)[1], url, timeout))
+    if read.level is None:
+        return gate
+    ev.promql = anchored_drop_promql(profile, read.level)
+    res = query(ev.promql, url, timeout)
+    ev.raw = res.raw
+    anchored = _finite(res)
+    if anchored is None:
+        ev.error = (res.error or "no finite answer") + ": sliding comparison only"
+        return gate
+    ev.anchored_drop = anchored
+    if anchored >= gate.threshold:
+        ev.fired_by.append("anchor")
+    gate.value = max(v for v in (gate.value, anchored) if v is not None)
+    gate.status = "firing" if ev.fired_by else "ok"
+    return gate
+
+
+def _anchor_only(gate: Gate, ev: AnchorEvidence, profile: Profile, read: AnchorRead, url: str,
+                 timeout: float) -> Gate:
+    """A sliding reading that is unknown (a baseline window short of samples, or a baseline mean of 0: NaN) may
+    still fire on the anchor when the current window has its samples; it never turns ok (the sliding part is not
+    known), and its reason moves to `evidence.anchor.sliding_error`."""
+    current, minimum = gate.evidence.samples.get("current"), gate.evidence.min_samples
+    if read.level is None or current is None or minimum is None or current < minimum:
+        ev.note += "; not compared: the sliding reading is unknown"
+        return gate
+    ev.promql = anchored_drop_promql(profile, read.level)
+    res = query(ev.promql, url, timeout)
+    ev.raw, ev.anchored_drop = res.raw, _finite(res)
+    if ev.anchored_drop is None or ev.anchored_drop < gate.threshold:
+        ev.note += "; the anchored drop does not fire and the sliding reading is unknown: unknown"
+        return gate
+    ev.fired_by, ev.sliding_error = ["anchor"], gate.evidence.error
+    gate.evidence.error = None
+    return gate.model_copy(update={"status": "firing", "value": ev.anchored_drop})
+
+
 def evaluate_gates(
-    prometheus_url: str | None = None, env: str | None = None, profile: Profile | None = None, timeout: float = 5.0
+    prometheus_url: str | None = None, env: str | None = None, profile: Profile | None = None, timeout: float = 5.0,
+    anchor: AnchorRead | None = None, now: float | None = None,
 ) -> GateReport:
-    """Evaluate all four gates now. Thresholds and windows come from the environment profile."""
+    """Evaluate all four gates now. Thresholds and windows come from the environment profile; `anchor` is the NDCG
+    anchor as the caller read it (loop/anchor.py; None: the sliding comparison only)."""
     from autooptimizer.settings import get_settings
 
     settings = get_settings()
@@ -273,6 +437,7 @@ def evaluate_gates(
     url = prometheus_url or settings.prometheus_url
     counted: dict[str, float | None] = {}
     gates = [read_gate(q, url, timeout, counted=counted) for q in gate_queries(profile)]
+    gates = [anchor_ndcg(g, profile, anchor, url, timeout, now) if g.name == "ndcg_drop" else g for g in gates]
     return GateReport(gates=gates, env=env, prometheus_url=url)
 
 

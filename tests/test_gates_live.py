@@ -8,6 +8,7 @@ one fault through the service's admin API, waits for its gate to fire, clears it
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from support.live_stack import wait_gate, write_shift_datasets, write_test_profile
@@ -126,6 +127,38 @@ def test_ndcg_gate_fires_on_corpus_shift_and_recovers(live) -> None:
     stats = sim.snapshot()
     assert stats.ndcg_by_dataset["good"] > stats.ndcg_by_dataset["bad"] + 0.4
     assert stats.feedback_ok > 0 and stats.feedback_errors == 0
+
+
+def test_ndcg_anchor_keeps_firing_after_the_baseline_slid(live, tmp_path) -> None:
+    """The soak's failure on the real Prometheus: W + baseline (15 s) after a shift to the bad domain the sliding
+    comparison reads no drop again; the anchor set at a healthy reading keeps the gate firing until traffic returns."""
+    from autooptimizer.loop.anchor import AnchorStore
+
+    url, profile, sim = live["stack"].prometheus_url, live["profile"], live["sim"]
+    store = AnchorStore(tmp_path / "ndcg_anchor.json", champion=lambda: "tiny-bm25")
+    deadline = time.monotonic() + 40
+    while store.read().state != "set":  # healthy readings until one anchors (the scheduler's rule)
+        assert time.monotonic() < deadline, store.describe()
+        store.observe(evaluate_gates(prometheus_url=url, profile=profile, anchor=store.read()), busy=False)
+        time.sleep(0.5)
+    level = store.read().level
+    sim.shift("bad")
+    wait_gate(url, profile, "ndcg_drop", "firing", timeout=20)
+    deadline = time.monotonic() + 60
+    while True:
+        sliding = evaluate_gates(prometheus_url=url, profile=profile).gate("ndcg_drop")
+        gate = evaluate_gates(prometheus_url=url, profile=profile, anchor=store.read()).gate("ndcg_drop")
+        if sliding.status != "firing" and gate.evidence.anchor and gate.evidence.anchor.fired_by == ["anchor"]:
+            break
+        assert time.monotonic() < deadline, f"sliding {sliding.model_dump_json()}; anchored {gate.model_dump_json()}"
+        time.sleep(0.5)
+    assert gate.status == "firing" and gate.value is not None and gate.value > 20
+    assert gate.evidence.anchor.anchor_ndcg10 == level and store.read().level == level  # a drop never re-anchors
+    sim.shift("good")
+    deadline = time.monotonic() + 40
+    while evaluate_gates(prometheus_url=url, profile=profile, anchor=store.read()).gate("ndcg_drop").status != "ok":
+        assert time.monotonic() < deadline, "the anchored gate did not return to ok on the good domain"
+        time.sleep(0.5)
 
 
 def test_every_gate_unknown_while_prometheus_is_down(live) -> None:

@@ -207,3 +207,66 @@ def test_repairs_chain_from_the_champion_and_the_guard_keeps_the_first(data: Pat
     assert evals == 7, "6 of the promotion rule (gold differs now) + B's challenger on A's set (gold's is cached)"
     ev = json.loads((art_b / "evaluation.json").read_text())
     assert ev["forgetting"] == state_b.forgetting and ev["promotable"] is out_b["promotable"]
+
+
+# -- a gate that keeps firing with no new feedback does not retrain ---------------------------------------------------
+def _judged(qids: range, ts: float, served_by: str = CHAMPION) -> list[str]:
+    return [json.dumps({"query_id": f"dom/{q}", "dataset": None, "model_version": served_by, "ts": ts,
+                        "judgments": {"d1": 1}, "ndcg10": 0.3}) for q in qids]
+
+
+def _finished_retrain(runner, feedback: range, holdout: range) -> str:  # noqa: ANN001
+    """A journaled cycle that trained a challenger for `dom` from CHAMPION on `feedback`, holding out `holdout`."""
+    rec = runner.journal.new_cycle(trigger="gate", env="dev", gate="ndcg_drop")
+    art = Path(rec.artifacts_dir)
+    (art / "feedback.jsonl").write_text("".join(json.dumps({"query_id": str(q), "dataset": "dom"}) + "\n"
+                                                for q in feedback))
+    (art / "split.json").write_text(json.dumps({"holdout": [str(q) for q in holdout]}))
+    runner.journal.finish(rec.id, "finished", "ab_inconclusive", summary={
+        "domain": "dom", "champion": CHAMPION, "challenger": "v2-child"})
+    return rec.id
+
+
+def test_a_retrain_needs_feedback_the_last_one_did_not_have(tmp_path: Path) -> None:
+    from autooptimizer.loop.cycle import CycleRunner
+    from autooptimizer.loop.cycle_types import CycleOptions, CycleState, CycleStop
+    from autooptimizer.profiles import load_profile
+
+    runner = CycleRunner(profile=load_profile("prod"))  # retrain.minNewFeedback: 40
+    log = get_settings().feedback_log
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text("\n".join(_judged(range(100), ts=1.0) + _judged(range(100, 120), 2.0, "v-other")) + "\n")
+    last = _finished_retrain(runner, feedback=range(50), holdout=range(50, 90))
+    ps = retrain.retrain_state(runner, CycleOptions(domain_data="dom"), champion=CHAMPION, artifacts=tmp_path)
+    why, info = retrain.stale_retrain(runner, ps)
+    assert info == {"last_retrain": last, "new_judged_queries": 10, "needed": 40,  # 90..99; v-other's not counted
+                    "counted": "not in its feedback or holdout"}
+    assert why == (f"no new feedback: cycle {last} already retrained dom from {CHAMPION} (ab_inconclusive); 10 "
+                   "judged dom queries are new since, retrain.minNewFeedback asks for 40")
+    with log.open("a") as fh:
+        fh.write("\n".join(_judged(range(100, 130), ts=3.0)) + "\n")
+    assert retrain.stale_retrain(runner, ps) == (None, {**info, "new_judged_queries": 40})
+
+    # its artifacts pruned: judged queries logged after it started count instead (the log above predates it)
+    for f in ("feedback.jsonl", "split.json"):
+        (Path(runner.journal.get(last).artifacts_dir or "") / f).unlink()
+    why, info = retrain.stale_retrain(runner, ps)
+    assert info["counted"] == "since it started" and info["new_judged_queries"] == 0 and why
+
+    # the cycle: a gate-started one stops at `new_feedback` (no_remedy, nothing trained); an operator's is not asked
+    opts = CycleOptions(trigger="gate", gate="ndcg_drop", domain_data="dom")
+    rec = runner.begin(opts)
+    with pytest.raises(CycleStop) as stop:
+        retrain.run_retrain(runner, rec.id, opts, CycleState(options=opts), champion=CHAMPION,
+                            artifacts=tmp_path / "a")
+    assert (stop.value.outcome, stop.value.restore) == ("no_remedy", False)
+    assert [(s.name, s.status) for s in runner.journal.get(rec.id).steps] == [("new_feedback", "done")]
+    manual = CycleOptions(trigger="manual", domain_data="dom")
+    rec = runner.begin(manual)
+    with pytest.raises(Exception):  # noqa: B017, PT011 - it goes on to the pipeline, which has no `dom` data here
+        retrain.run_retrain(runner, rec.id, manual, CycleState(options=manual), champion=CHAMPION,
+                            artifacts=tmp_path / "b")
+    steps = [s.name for s in runner.journal.get(rec.id).steps]
+    assert steps and "new_feedback" not in steps
+    assert retrain.last_retrain(runner, "dom", CHAMPION, before=rec.id) is not None
+    assert retrain.last_retrain(runner, "dom", "v-other") is None

@@ -99,6 +99,16 @@ def test_shifted_domain_takes_the_domain_with_the_largest_deficit(tmp_path: Path
     assert pipeline_data.shifted_domain(log, now=t0 + 400, window_s=30, baseline_window_s=120) == "nfcorpus"
 
 
+def test_the_anchor_measures_the_deficit_after_a_weak_to_weak_shift(tmp_path: Path) -> None:
+    log, t0 = tmp_path / "fb.jsonl", 1_000_000.0
+    # 10 min of cran, then cisi served a little better: against the window before, no domain has a deficit
+    _soak_log(log, t0=t0, before=[("cran", 0.38)], after=[("cisi", 0.39)], shift_at=600, end=630)
+    windows = {"now": t0 + 630, "window_s": 30, "baseline_window_s": 120}
+    assert pipeline_data.shifted_domain(log, **windows) == "cran"  # no positive deficit: the old majority
+    assert pipeline_data.shifted_domain(log, **windows, reference=0.70) == "cisi"  # vs the champion's anchor
+    assert pipeline_data.shifted_domain(log, **windows, reference=0.30) == "cran"  # a lower anchor changes nothing
+
+
 def test_shifted_domain_falls_back_to_the_majority_without_timed_records(tmp_path: Path) -> None:
     log, t0 = tmp_path / "fb.jsonl", 1_000_000.0
     _soak_log(log, t0=t0, before=[("scifact", 0.7)], after=[("cisi", 0.3)], shift_at=100, end=150)

@@ -178,7 +178,7 @@ def create_app(settings: Settings | None = None, *, runner: CycleRunner | None =
         from autooptimizer.gates import evaluate_gates
         from autooptimizer.policies.killswitch import kill_switch
 
-        report = evaluate_gates(env=settings.env)
+        report = evaluate_gates(env=settings.env, anchor=scheduler.anchor.read())
         current = runner.current_cycle
         running = [c for c in runner.journal.running()]
         cur = runner.journal.get(current) if current else (running[0] if running else None)

@@ -58,15 +58,26 @@ def infra_status(as_json: bool = typer.Option(False, "--json")) -> None:
         typer.echo(f"  {target}: {health}")
 
 
+gates_app = typer.Typer(help="The four quality gates now, and the NDCG gate's anchor.", invoke_without_command=True)
+
+
+@gates_app.callback()
 def gates_cmd(
+    ctx: typer.Context,
     as_json: bool = typer.Option(False, "--json", help="print {gates: [...]} as JSON"),
     prometheus_url: str | None = typer.Option(None, "--prometheus-url", help="default AUTOOPT_PROMETHEUS_URL"),
     env: str | None = typer.Option(None, "--env", help="profile for thresholds (default AUTOOPT_ENV)"),
 ) -> None:
-    """Evaluate the four quality gates now: ok | firing | unknown, with PromQL evidence."""
+    """Evaluate the four quality gates now: ok | firing | unknown, with PromQL evidence (the NDCG gate also against
+    the loop's anchor: `autoopt gates anchor`)."""
+    if ctx.invoked_subcommand is not None:
+        return
     from autooptimizer.gates import evaluate_gates
+    from autooptimizer.loop.anchor import AnchorStore
+    from autooptimizer.settings import get_settings
 
-    report = evaluate_gates(prometheus_url=prometheus_url, env=env)
+    report = evaluate_gates(prometheus_url=prometheus_url, env=env,
+                            anchor=AnchorStore.for_settings(get_settings()).read())
     if as_json:
         _print_json(report.public())
         return
@@ -75,6 +86,31 @@ def gates_cmd(
     from autooptimizer.demo import gates_table
 
     Console().print(gates_table(report))
+
+
+@gates_app.command("anchor")
+def gates_anchor_cmd(
+    reset: bool = typer.Option(False, "--reset", help="accept the level served now: re-anchor at the next healthy "
+                                                       "reading (audited)"),
+    by: str | None = typer.Option(None, "--by", help="who resets (default: the OS user)"),
+    reason: str = typer.Option("", "--reason"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Show the NDCG gate's anchor (the champion's online NDCG@10 on healthy traffic); --reset re-anchors."""
+    from autooptimizer.cli.policy import _user
+    from autooptimizer.loop.anchor import AnchorStore
+    from autooptimizer.settings import get_settings
+
+    store = AnchorStore.for_settings(get_settings())
+    if reset:
+        store.reset(by or _user(), reason)
+    doc = store.describe()
+    if as_json:
+        _print_json(doc)
+        return
+    if reset:
+        typer.echo(f"NDCG anchor reset for {doc['champion']}: the next healthy reading of the scheduler sets it")
+    typer.echo(f"{doc['state']}: {doc['note']}")
 
 
 def simulate_cmd(
@@ -190,7 +226,7 @@ def bench_gates_cmd(
 def register(app: typer.Typer, bench: typer.Typer) -> None:
     """Add this area's commands to the root app and its benchmarks to `autoopt bench`."""
     app.add_typer(infra_app, name="infra")
-    app.command("gates")(gates_cmd)
+    app.add_typer(gates_app, name="gates")
     app.command("simulate")(simulate_cmd)
     app.command("demo")(demo_cmd)
     bench.command("gates")(bench_gates_cmd)

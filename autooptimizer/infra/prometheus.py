@@ -76,7 +76,10 @@ class PromState(BaseModel):
 def rule_files(profile: Profile) -> dict[str, dict[str, Any]]:
     """Recording + alert rules for the four gates, from the same PromQL the gates evaluate (an alert also needs the
     gate's sample counts at their minimum, as the gate does), and recording rules for the per-version signals
-    (`autooptimizer.version_signals`) the Grafana dashboard in deploy/grafana/ draws."""
+    (`autooptimizer.version_signals`) the Grafana dashboard in deploy/grafana/ draws. The NDCG rule and alert are
+    the sliding drop only: the gate's anchored comparison uses loop state (loop/anchor.py) that a rule file written
+    at start-up cannot follow, so the gate reader makes it (gates.py, NDCG baselines) and the alert may stay silent
+    while the gate fires on the anchor."""
     from autooptimizer.gates import gate_queries
     from autooptimizer.version_signals import version_signals
 

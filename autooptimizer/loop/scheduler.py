@@ -5,6 +5,8 @@
   reading never starts a retrain: at 2 req/s the NDCG gate fired on 43 of 68 single readings with no real change.
 - runs a cycle every `loop.intervalMinutes` for the work that is not gate-driven (promotions a human approved).
   Such a cycle acts only on gates confirmed by the streaks (`CycleOptions.act_on`), never on its own single reading.
+- keeps the NDCG gate's anchor (loop/anchor.py): each reading compares with it, and a healthy reading while no
+  cycle runs sets it when none exists for the current champion. It is the anchor's only automatic writer.
 
 A start that finds a cycle already running is skipped, not queued (the cycle lock decides), so a slow cycle never
 causes a pile-up; a confirmed gate stays confirmed and starts its cycle at the next reading after the lock frees.
@@ -20,6 +22,7 @@ import time
 from collections.abc import Callable
 
 from autooptimizer.gates import GateName, GateReport, GateStreaks
+from autooptimizer.loop.anchor import AnchorStore
 from autooptimizer.loop.cycle import GATE_PRIORITY, CycleOptions, CycleRunner, FiredGate
 
 log = logging.getLogger(__name__)
@@ -28,9 +31,10 @@ log = logging.getLogger(__name__)
 class Scheduler:
     def __init__(self, runner: CycleRunner, *, interval_minutes: float | None = None,
                  enabled: bool | None = None, read_interval_s: float | None = None,
-                 read_gates: Callable[[], GateReport] | None = None) -> None:
+                 read_gates: Callable[[], GateReport] | None = None, anchor: AnchorStore | None = None) -> None:
         loop, gates = runner.profile.loop, runner.profile.gates
         self.runner = runner
+        self._anchor = anchor
         self.enabled = loop.scheduler if enabled is None else enabled
         self.interval_s = 60.0 * (interval_minutes or loop.interval_minutes)
         self.read_interval_s = read_interval_s or gates.read_interval_seconds
@@ -45,11 +49,21 @@ class Scheduler:
         self.readings = 0
         self.gate_cycles: list[str] = []
 
+    @property
+    def anchor(self) -> AnchorStore:
+        """The NDCG anchor of the runner's AUTOOPT_HOME (built on first use); a champion change settles once both
+        gate windows lie after it."""
+        if self._anchor is None:
+            gates = self.runner.profile.gates
+            self._anchor = AnchorStore.for_settings(
+                self.runner.settings, settle_seconds=gates.window_seconds + gates.baseline_window_seconds)
+        return self._anchor
+
     def _read_gates(self) -> GateReport:
         from autooptimizer.gates import evaluate_gates
 
         return evaluate_gates(prometheus_url=self.runner.settings.prometheus_url, env=self.runner.settings.env,
-                              profile=self.runner.profile)
+                              profile=self.runner.profile, anchor=self.anchor.read())
 
     def start(self) -> Scheduler:
         self.runner.recover()
@@ -76,6 +90,7 @@ class Scheduler:
         """Count one gate reading; start a cycle for the highest-priority confirmed gate. Returns its cycle id, or
         None (nothing confirmed, or a cycle is running: the streak stays, so the next reading tries again)."""
         self.readings += 1
+        self._keep_anchor(report)
         confirmed = self.streaks.update(report)
         gate: GateName | None = next((g for p in GATE_PRIORITY for g in confirmed if g == p), None)  # by priority
         if gate is None:
@@ -90,6 +105,19 @@ class Scheduler:
         self.streaks.reset(gate)
         self.gate_cycles.append(cid)
         return cid
+
+    def _keep_anchor(self, report: GateReport) -> None:
+        """Let the anchor store act on a reading that compared with it (loop/anchor.py: set, or start a re-anchor)."""
+        ndcg = next((g for g in report.gates if g.name == "ndcg_drop"), None)
+        if ndcg is None or ndcg.evidence.anchor is None or ndcg.evidence.anchor.state == "not_given":
+            return
+        try:
+            written = self.anchor.observe(report, busy=self.runner.is_running())
+        except Exception:  # noqa: BLE001 - a failed anchor write must not stop the gates from acting
+            log.exception("NDCG anchor update failed")
+            return
+        if written is not None:
+            log.info("NDCG anchor for %s: %s (%s)", written.champion, written.ndcg10, written.how)
 
     def tick(self) -> str | None:
         """The interval cycle: approved promotions, and only confirmed gates may start a path."""

@@ -78,26 +78,30 @@ def _records(path: Path) -> list[dict[str, Any]]:
 
 
 def shifted_domain(log: Path, recent: int = RECENT_RECORDS, *, now: float | None = None,
-                   window_s: float | None = None, baseline_window_s: float | None = None) -> str | None:
+                   window_s: float | None = None, baseline_window_s: float | None = None,
+                   reference: float | None = None) -> str | None:
     """The domain that explains the NDCG gate's drop, read from the gate's own windows (gates.py): the current
     window [now - window_s, now] and the baseline window of `baseline_window_s` that ends where it starts.
 
     Each current-window record of domain d adds (baseline mean NDCG@10 of all traffic - its own ndcg10) to d's
     deficit; the domain with the largest deficit wins. So a new domain that 10 % of the traffic already comes from
     wins over the old majority still served well, and an old domain that regressed counts as much as a new one.
-    Without windows (or with no timed, judged record in them) it falls back to the majority of the last `recent`
-    records, the rule for logs without `ts` or a gate reading."""
+    `reference` (the gate's anchor: the champion's NDCG@10 on healthy traffic) replaces the baseline mean when it is
+    higher: after the baseline slid onto a weak domain, or from one weak domain to another, the deficit is still
+    measured from the healthy level. Without windows (or with no timed, judged record in them) it falls back to the
+    majority of the last `recent` records, the rule for logs without `ts` or a gate reading."""
     records = _records(log)
     if window_s is not None and baseline_window_s is not None:
         end = time.time() if now is None else now
-        chosen = _largest_deficit(records, end - window_s, end, end - window_s - baseline_window_s)
+        chosen = _largest_deficit(records, end - window_s, end, end - window_s - baseline_window_s, reference)
         if chosen is not None:
             return chosen
     counts = Counter(r.get("dataset") for r in records[-recent:] if r.get("dataset"))
     return counts.most_common(1)[0][0] if counts else None
 
 
-def _largest_deficit(records: list[dict[str, Any]], start: float, end: float, base_start: float) -> str | None:
+def _largest_deficit(records: list[dict[str, Any]], start: float, end: float, base_start: float,
+                     reference: float | None = None) -> str | None:
     """See `shifted_domain`; None when the windows hold no judged record (or the drop is nowhere positive)."""
     current: list[tuple[str, float]] = []
     baseline: list[float] = []
@@ -109,9 +113,9 @@ def _largest_deficit(records: list[dict[str, Any]], start: float, end: float, ba
             current.append((str(ds), float(ndcg)))
         elif base_start <= ts < start:
             baseline.append(float(ndcg))
-    if not current or not baseline:
+    if not current or not (baseline or reference):
         return None
-    base = sum(baseline) / len(baseline)
+    base = max(sum(baseline) / len(baseline) if baseline else 0.0, reference or 0.0)
     deficit: dict[str, float] = {}
     for ds, ndcg in current:
         deficit[ds] = deficit.get(ds, 0.0) + base - ndcg
@@ -136,6 +140,23 @@ def extract_feedback(log: Path, domain: str, served_by: str, exclude: set[str], 
     out.write_text("".join(json.dumps(r) + "\n" for r in kept))
     return {"path": str(out), "records": len(kept), "queries": len({r["query_id"] for r in kept}),
             "held_out_records_dropped": dropped, "served_by": served_by, "domain": domain}
+
+
+def judged_queries_in_log(log: Path, domain: str, served_by: str, *, exclude: set[str] | None = None,
+                          since: float | None = None) -> set[str]:
+    """Query ids of `domain` served by `served_by` with a positive judgment in the live log (only records after
+    `since`, a unix time, when given), minus `exclude`: what a retrain could learn from that an earlier one did not."""
+    out: set[str] = set()
+    for r in _records(log):
+        if r.get("dataset") != domain or r.get("model_version") != served_by:
+            continue
+        ts = r.get("ts")
+        if since is not None and not (isinstance(ts, int | float) and ts > since):
+            continue
+        qid = str(r.get("query_id") or r.get("query"))
+        if qid not in (exclude or set()) and any(g > 0 for g in (r.get("judgments") or {}).values()):
+            out.add(qid)
+    return out
 
 
 def simulate_domain_feedback(domain: str | Path, champion: str, qids: list[str], out: Path) -> dict[str, Any]:

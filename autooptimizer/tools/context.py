@@ -18,6 +18,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from autooptimizer.gates import AnchorRead
     from autooptimizer.loop.abtest import SampleSource
     from autooptimizer.loop.release import Release
     from autooptimizer.profiles import Profile
@@ -60,6 +61,12 @@ class ToolContext:
 
             self.sample_source = LiveSource(self.settings)
         return self.sample_source
+
+    def ndcg_anchor(self) -> AnchorRead:
+        """The NDCG gate's anchor for the current champion, as the gates compare with it (read-only here)."""
+        from autooptimizer.loop.anchor import AnchorStore
+
+        return AnchorStore.for_settings(self.settings).read()
 
     def describe(self) -> dict[str, Any]:
         """The labels recorded with the call (never policy facts)."""

@@ -33,8 +33,10 @@ def query_metrics(args: QueryMetricsArgs, ctx: ToolContext) -> dict[str, Any]:
 
 @tool(name="check_quality_gates", owner="metrics", risk="read")
 def check_quality_gates(args: CheckQualityGatesArgs, ctx: ToolContext) -> dict[str, Any]:
-    """Evaluate the four quality gates (NDCG drop, p95 latency, cost, retries): ok | firing | unknown each."""
+    """Evaluate the four quality gates (NDCG drop, p95 latency, cost, retries): ok | firing | unknown each. The NDCG
+    gate compares with the loop's anchor too (read, never set here: loop/anchor.py)."""
     from autooptimizer.gates import evaluate_gates
 
-    report = evaluate_gates(prometheus_url=ctx.settings.prometheus_url, env=args.env or ctx.env)
+    report = evaluate_gates(prometheus_url=ctx.settings.prometheus_url, env=args.env or ctx.env,
+                            anchor=ctx.ndcg_anchor())
     return {**report.public(), "firing": report.firing, "env": report.env, "prometheus_url": report.prometheus_url}

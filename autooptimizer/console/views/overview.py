@@ -8,13 +8,16 @@ here too, with the reason, never `ok`.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 
 from autooptimizer.console.charts import LinePlot
 from autooptimizer.loop.journal import CycleRecord, Journal
 from autooptimizer.settings import Settings
+
+if TYPE_CHECKING:
+    from autooptimizer.gates import AnchorEvidence
 
 CHART_SECONDS = 3600.0  # the charts show the last hour
 CHART_STEP_SECONDS = 30.0  # one point per 30 s: 120 points per series
@@ -35,6 +38,7 @@ class GateView(BaseModel):
     error: str | None = None
     samples: dict[str, float | None] = Field(default_factory=dict)
     min_samples: int | None = None
+    anchor: str | None = Field(default=None, description="ndcg_drop: the anchor note and which comparison fired")
 
     @property
     def evidence(self) -> str:
@@ -44,6 +48,8 @@ class GateView(BaseModel):
             parts.append(f"samples: {counts} (minimum {self.min_samples})")
         if self.error:
             parts.append(f"why unknown: {self.error}")
+        if self.anchor:
+            parts.append(f"anchor: {self.anchor}")
         return "\n".join(parts)
 
 
@@ -67,14 +73,27 @@ def read_gates(settings: Settings) -> GatesView:
         return GatesView(env=settings.env, prometheus_url=settings.prometheus_url, evaluated_at=time.time(),
                          gates=[], error=f"{exc.problem} {exc.fix}")
     queries = {q.name: q for q in gate_queries(profile)}
+    from autooptimizer.loop.anchor import AnchorStore
+
     report = evaluate_gates(prometheus_url=settings.prometheus_url, env=settings.env, profile=profile,
-                            timeout=GATE_TIMEOUT_S)
+                            timeout=GATE_TIMEOUT_S, anchor=AnchorStore.for_settings(settings).read())
     views = [GateView(name=g.name, status=g.status, value=g.value, threshold=g.threshold, unit=g.unit,
                       op=queries[g.name].op, summary=queries[g.name].summary, promql=g.evidence.promql,
-                      error=g.evidence.error, samples=g.evidence.samples, min_samples=g.evidence.min_samples)
+                      error=g.evidence.error, samples=g.evidence.samples, min_samples=g.evidence.min_samples,
+                      anchor=_anchor_line(g.evidence.anchor))
              for g in report.gates]
     return GatesView(env=report.env, prometheus_url=report.prometheus_url, evaluated_at=report.evaluated_at,
                      gates=views)
+
+
+def _anchor_line(ev: AnchorEvidence | None) -> str | None:
+    """'sliding 1.2 %, anchored 46.0 % (fired: anchor); anchored at ...' for the hover text."""
+    if ev is None:
+        return None
+    drops = [f"{k} {v:.1f} %" for k, v in (("sliding", ev.sliding_drop), ("anchored", ev.anchored_drop))
+             if v is not None]
+    fired = f" (fired: {', '.join(ev.fired_by)})" if ev.fired_by else ""
+    return f"{', '.join(drops)}{fired}; {ev.note}" if drops else ev.note
 
 
 class CycleRow(BaseModel):

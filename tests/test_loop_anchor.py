@@ -1,0 +1,175 @@
+"""The NDCG anchor as loop state (loop/anchor.py): set by the scheduler's first healthy reading, re-set for a new
+champion once its windows have settled, reset by an operator (audited), never overwritten while corrupt; and the
+scheduler keeps starting cycles while the anchored gate fires after the sliding baseline slid."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fake_prometheus import FakeProm
+from test_gates_anchor import CISI, CRAN, PROD, SCIFACT, Windows
+from typer.testing import CliRunner
+
+from autooptimizer.errors import NotFoundError
+from autooptimizer.gates import GateReport, NdcgAnchor, evaluate_gates
+from autooptimizer.loop.anchor import AnchorStore
+from autooptimizer.loop.cycle import CycleOptions
+from autooptimizer.loop.scheduler import Scheduler
+from autooptimizer.policies.audit import AuditLog
+from autooptimizer.search import aliases
+from autooptimizer.settings import Settings, get_settings
+
+
+@pytest.fixture
+def prom(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeProm]:
+    fake = FakeProm()
+    monkeypatch.setenv("AUTOOPT_PROMETHEUS_URL", fake.url)
+    get_settings.cache_clear()
+    yield fake
+    fake.close()
+
+
+class Runner:
+    """Stands in for CycleRunner in the scheduler: the settings and profile it reads, the starts it would make."""
+
+    def __init__(self) -> None:
+        self.settings: Settings = get_settings()
+        self.profile = PROD
+        self.started: list[CycleOptions] = []
+        self.busy = False
+
+    def recover(self) -> list[object]:
+        return []
+
+    def is_running(self) -> bool:
+        return self.busy
+
+    def trigger(self, options: CycleOptions) -> str | None:
+        self.started.append(options)
+        return f"si_{len(self.started)}"
+
+
+def _file(settings: Settings) -> dict[str, object]:
+    return json.loads(settings.path("loop", "ndcg_anchor.json").read_text())
+
+
+def test_the_scheduler_anchors_then_keeps_firing_after_the_baseline_slid(prom: FakeProm) -> None:
+    aliases.set_alias(aliases.CHAMPION, "v-a")
+    runner = Runner()
+    sched = Scheduler(runner)  # type: ignore[arg-type]
+    n = PROD.gates.consecutive_readings
+
+    def reading(w: Windows) -> GateReport:
+        prom.answer = w.answer
+        report = sched.read_gates()
+        sched.observe(report)
+        return report
+
+    runner.busy = True  # a cycle (its canary) splits the traffic: no anchor from this reading
+    reading(Windows(now=SCIFACT, base=SCIFACT))
+    assert not runner.settings.path("loop", "ndcg_anchor.json").exists()
+    runner.busy = False
+    reading(Windows(now=SCIFACT, base=SCIFACT))  # healthy SciFact traffic: the anchor is set from the baseline
+    doc = _file(runner.settings)
+    assert (doc["champion"], doc["ndcg10"], doc["samples"]) == ("v-a", SCIFACT, 240)
+    assert doc["how"] == "first healthy reading of champion v-a (no anchor)"
+
+    for _ in range(n):  # the shift to cran: both comparisons fire, a cycle after N readings
+        reading(Windows(now=CRAN, base=SCIFACT))
+    assert runner.started == [CycleOptions(trigger="gate", gate="ndcg_drop")]
+    for _ in range(n):  # two minutes later the baseline is cran too: only the anchor fires, and a cycle follows
+        report = reading(Windows(now=CRAN, base=CRAN))
+    gate = report.gate("ndcg_drop")
+    assert gate.status == "firing" and gate.evidence.anchor is not None
+    assert gate.evidence.anchor.fired_by == ["anchor"] and gate.value == pytest.approx(45.714, abs=1e-3)
+    assert len(runner.started) == 2
+    for _ in range(n):  # cran -> cisi, as weak: still confirmed on the anchor
+        reading(Windows(now=CISI, base=CRAN))
+    assert len(runner.started) == 3 and _file(runner.settings)["ndcg10"] == SCIFACT  # never re-set by a drop
+
+
+def test_a_new_champion_is_anchored_at_its_first_healthy_reading_after_the_windows_settle(tmp_path: Path,
+                                                                                          prom: FakeProm) -> None:
+    champion = {"now": "v-a"}
+    store = AnchorStore(tmp_path / "ndcg_anchor.json", champion=lambda: champion["now"], settle_seconds=150)
+
+    def reading(w: Windows, t: float, busy: bool = False) -> tuple[GateReport, NdcgAnchor | None]:
+        prom.answer = w.answer
+        report = evaluate_gates(prometheus_url=prom.url, profile=PROD, anchor=store.read(), now=t)
+        return report, store.observe(report, busy=busy, now=t)
+
+    assert reading(Windows(SCIFACT, SCIFACT), 1000.0)[1] is not None
+    champion["now"] = "v-b"  # promoted after its watch (or rolled back to): the alias moved
+    report, written = reading(Windows(0.45, 0.45), 2000.0)
+    assert report.gate("ndcg_drop").evidence.anchor.state == "other_champion"  # type: ignore[union-attr]
+    assert written is not None and (written.champion, written.ndcg10, written.not_before) == ("v-b", None, 2150.0)
+    assert written.how == "champion changed from v-a (anchor 0.7000)"
+    report, written = reading(Windows(0.45, 0.45), 2149.0)  # the baseline window may still hold v-a's traffic
+    assert written is None and report.gate("ndcg_drop").evidence.anchor.state == "pending"  # type: ignore[union-attr]
+    report, written = reading(Windows(0.45, 0.45), 2150.0)
+    assert written is not None and (written.champion, written.ndcg10) == ("v-b", 0.45)
+    assert written.how == "first healthy reading of champion v-b (after champion changed from v-a (anchor 0.7000))"
+    gate = reading(Windows(0.40, 0.40), 2200.0)[0].gate("ndcg_drop")
+    assert gate.status == "firing" and gate.value == pytest.approx(100 * (1 - 0.40 / 0.45))
+
+
+def test_the_default_store_follows_the_champion_alias(tmp_path: Path) -> None:
+    aliases.set_alias(aliases.CHAMPION, "v-a")
+    store = AnchorStore(tmp_path / "a.json")
+    store.save(NdcgAnchor(champion="v-a", ndcg10=0.7, samples=240, set_at=1.0, how="test"))
+    assert store.read().state == "set" and store.read().level == 0.7
+    aliases.set_alias(aliases.CHAMPION, "v-b")  # what move_champion and Release._align_champion write
+    assert (store.read().state, store.read().champion, store.read().level) == ("other_champion", "v-b", None)
+
+
+def test_a_corrupt_file_is_never_overwritten_by_the_loop(tmp_path: Path, prom: FakeProm) -> None:
+    store = AnchorStore(tmp_path / "ndcg_anchor.json", champion=lambda: "v-a")
+    store.path.write_text("{not json")
+    prom.answer = Windows(SCIFACT, SCIFACT).answer
+    report = evaluate_gates(prometheus_url=prom.url, profile=PROD, anchor=store.read())
+    assert report.gate("ndcg_drop").status == "ok"  # the sliding comparison still decides
+    assert store.observe(report, busy=False) is None and store.path.read_text() == "{not json"
+
+
+def test_reset_is_audited_and_the_next_healthy_reading_anchors_at_the_level_served_now(prom: FakeProm) -> None:
+    from autooptimizer.cli import app
+
+    aliases.set_alias(aliases.CHAMPION, "v-a")
+    store = AnchorStore.for_settings(get_settings())
+    store.save(NdcgAnchor(champion="v-a", ndcg10=SCIFACT, samples=240, set_at=1.0, how="test"))
+    out = CliRunner().invoke(app, ["gates", "anchor", "--reset", "--by", "alice", "--reason", "cran is the new mix"])
+    assert out.exit_code == 0, out.output
+    assert "NDCG anchor reset for v-a" in out.output
+    doc = _file(get_settings())
+    assert (doc["champion"], doc["ndcg10"], doc["how"]) == ("v-a", None, "reset by alice: cran is the new mix")
+    record = list(AuditLog().records())[-1]
+    assert (record["kind"], record["actor"], record["champion"]) == ("ndcg_anchor_reset", "alice", "v-a")
+    assert record["previous"]["ndcg10"] == SCIFACT and AuditLog().verify().ok
+
+    prom.answer = Windows(CRAN, CRAN).answer  # still on cran: the level the operator accepted
+    report = evaluate_gates(prometheus_url=prom.url, profile=PROD, anchor=store.read())
+    assert report.gate("ndcg_drop").evidence.anchor.state == "pending"  # type: ignore[union-attr]
+    written = store.observe(report, busy=False)
+    assert written is not None and written.ndcg10 == CRAN
+    assert written.how == "first healthy reading of champion v-a (after reset by alice: cran is the new mix)"
+    gate = evaluate_gates(prometheus_url=prom.url, profile=PROD, anchor=store.read()).gate("ndcg_drop")
+    assert gate.status == "ok" and gate.evidence.anchor.anchored_drop == pytest.approx(0.0)  # type: ignore[union-attr]
+    shown = CliRunner().invoke(app, ["gates", "anchor", "--json"])
+    assert shown.exit_code == 0 and json.loads(shown.stdout)["anchor"]["ndcg10"] == CRAN
+    gates_json = CliRunner().invoke(app, ["gates", "--json", "--env", "prod"])  # the plain command still works
+    assert gates_json.exit_code == 0, gates_json.output
+    ndcg = json.loads(gates_json.stdout)["gates"][0]
+    assert ndcg["name"] == "ndcg_drop" and ndcg["evidence"]["anchor"]["anchor_ndcg10"] == CRAN
+
+
+def test_reset_replaces_a_corrupt_file_and_needs_a_champion(tmp_path: Path) -> None:
+    store = AnchorStore(tmp_path / "ndcg_anchor.json", champion=lambda: "v-a")
+    store.path.write_text("garbage")
+    store.reset("bob", now=5.0)
+    assert store.read().state == "pending" and store.read().due(5.0)
+    assert list(AuditLog().records())[-1]["previous_error"].startswith("The NDCG anchor file")
+    with pytest.raises(NotFoundError, match="no `champion` alias"):
+        AnchorStore(tmp_path / "b.json", champion=lambda: None).reset("bob")

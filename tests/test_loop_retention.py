@@ -153,3 +153,92 @@ def test_a_cycle_prunes_at_its_end_when_the_profile_says_so(tmp_path: Path, monk
     assert last["decision"] == "permit" and last["error"] is None
     left = sorted(p.name for p in (get_settings().home / "artifacts").iterdir())
     assert len(left) <= 3 and recs[-1].id in left, "the newest folders (and the running cycle's own) stay"
+
+
+def _timed_log(path: Path, ages_days: list[float], now: float, pad: int = 0) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as fh:
+        for i, age in enumerate(ages_days):
+            fh.write(json.dumps({"ts": now - age * 86400, "request_id": f"r{i}", "age": age, "pad": "x" * pad}) + "\n")
+
+
+def _ages(path: Path) -> list[float]:
+    return [json.loads(x)["age"] for x in path.read_text().splitlines()]
+
+
+def test_the_feedback_log_cut_by_age_and_by_size_known_answers(tmp_path: Path) -> None:
+    from autooptimizer.loop.retention import feedback_cut, first_record_since, trim_log
+    from autooptimizer.profiles import Retention
+
+    now = 2_000_000_000.0
+    log = tmp_path / "feedback.jsonl"
+    ages = [20, 15, 10, 8, 7.01, 6.99, 3, 1, 0.1]
+    _timed_log(log, ages, now)
+    week = Retention(feedbackLogDays=7)
+    size = log.stat().st_size
+    cut, why = feedback_cut(log, week, now) or (0, "")
+    assert "older than 7 days" in why
+    trim_log(log, size - cut)
+    assert _ages(log) == [6.99, 3, 1, 0.1], "exactly the records of the last 7 days, the first one whole"
+    assert feedback_cut(log, week, now) is None, "nothing left to cut"
+    # the larger cut wins: 1 KB holds fewer records than 7 days here
+    _timed_log(log, ages, now, pad=300)
+    size = log.stat().st_size
+    cut, why = feedback_cut(log, Retention(feedbackLogDays=7, feedbackLogMB=1 / 1024), now) or (0, "")
+    assert size - cut == 1024 and "newest 0.000976562 MB" in why
+    trim_log(log, size - cut)
+    assert _ages(log) == [1, 0.1]
+    # no age limit: only the size cap; everything older than the limit: everything goes
+    _timed_log(log, ages, now)
+    assert feedback_cut(log, Retention(feedbackLogDays=None), now) is None
+    assert first_record_since(log, now + 1) == log.stat().st_size
+    trim_log(log, log.stat().st_size - first_record_since(log, now + 1))
+    assert log.read_text() == ""
+    assert feedback_cut(tmp_path / "missing.jsonl", week, now) is None
+
+
+def test_a_record_without_a_time_stops_the_age_cut(tmp_path: Path) -> None:
+    """A line whose time cannot be read counts as new: the cut never passes it (nothing after it is deleted on a
+    guess), and a torn last line (the service appending) is kept."""
+    from autooptimizer.loop.retention import feedback_cut, trim_log
+    from autooptimizer.profiles import Retention
+
+    now = 2_000_000_000.0
+    log = tmp_path / "feedback.jsonl"
+    _timed_log(log, [30, 29, 28, 27, 26, 25], now)
+    with log.open("a") as fh:
+        fh.write('{"request_id": "untimed", "age": -1}\n')
+    with log.open("a") as fh:
+        fh.write(json.dumps({"ts": now - 20 * 86400, "age": 20}) + "\n" + '{"ts": 1')
+    cut = feedback_cut(log, Retention(feedbackLogDays=7), now)
+    assert cut is not None
+    trim_log(log, log.stat().st_size - cut[0])
+    lines = log.read_text().split("\n")
+    assert [json.loads(x)["age"] for x in lines[:-1]] == [-1, 20], "the old records before it were cut"
+    assert lines[-1] == '{"ts": 1'
+
+
+def test_trim_at_a_line_start_keeps_that_whole_record(tmp_path: Path) -> None:
+    from autooptimizer.loop.retention import trim_log
+
+    log = tmp_path / "feedback.jsonl"
+    lines = [json.dumps({"i": i}) + "\n" for i in range(10)]
+    log.write_text("".join(lines))
+    trim_log(log, len("".join(lines[-3:])))
+    assert log.read_text() == "".join(lines[-3:]), "the last 3 records, none dropped as if partial"
+    trim_log(log, 3)  # less than one record: a partial line is never kept
+    assert log.read_text() == ""
+
+
+def test_prune_storage_cuts_the_feedback_log_by_age(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The gated tool applies the profile's feedbackLogDays (the path every cycle's retention takes)."""
+    monkeypatch.setenv("AUTOOPT_PROFILES_DIR", "")
+    _profiles(tmp_path, feedbackLogDays=2)
+    get_settings.cache_clear()
+    log = get_settings().feedback_log
+    _timed_log(log, [9, 5, 2.5, 1.5, 0.5], time.time())
+    res = load_all_tools().call("devops", "prune_storage", {}, env="prod")
+    assert (res.decision, res.executed, res.error) == ("permit", True, None), res
+    assert [d["reason"] for d in res.result["deleted"] if d["kind"] == "feedback_log"] == [
+        "records older than 2 days"]
+    assert _ages(log) == [1.5, 0.5]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -93,3 +94,47 @@ def test_prometheus_guards_never_read_an_unknown_error_count_as_zero(answers: di
     finally:
         fake.close()
     assert (got.error_rate, got.requests) == expected
+
+
+
+def _records(path: Path, start: int, stop: int) -> None:
+    with path.open("a") as fh:
+        for i in range(start, stop):
+            fh.write(json.dumps({"ts": 1000 + i, "model_version": "m", "ndcg10": i / 1000,
+                                 "request_id": f"r{i}"}) + "\n")
+
+
+def _seen(log: FeedbackLog) -> list[int]:
+    return [round(v * 1000) for v in log.samples("m", 0)]
+
+
+def _in_file(path: Path) -> list[int]:
+    return [round(json.loads(x)["ndcg10"] * 1000) for x in path.read_text().splitlines()]
+
+
+def test_a_trim_while_the_tail_is_open_neither_skips_nor_rereads(tmp_path: Path) -> None:
+    """retention's trim_log replaces the file by its newest bytes while the optimizer's tail holds an offset into
+    the old file: the tail goes on right after the last record it read, and forgets the rows the trim cut."""
+    from autooptimizer.loop.retention import trim_log
+
+    path = tmp_path / "fb.jsonl"
+    _records(path, 0, 100)
+    log = FeedbackLog(path)
+    assert _seen(log) == list(range(100))
+    _records(path, 100, 130)  # appended, not read yet
+    trim_log(path, path.stat().st_size // 2)  # cuts records the tail has read
+    _records(path, 130, 140)
+    kept = _in_file(path)
+    assert 0 < kept[0] < 100 and kept[-1] == 139
+    assert _seen(log) == kept, "each record once, in order; rows of records the trim cut are dropped from memory"
+    # a trim that also cuts records the tail never read: those are gone, the rest is read once
+    _records(path, 140, 200)
+    trim_log(path, path.stat().st_size // 10)
+    kept = _in_file(path)
+    assert kept[0] > 140 and kept[-1] == 199
+    assert _seen(log) == kept
+    # a file emptied in place (offset beyond its end) is read from its start, without a crash
+    path.write_text("")
+    assert _seen(log) == kept
+    _records(path, 500, 502)
+    assert _seen(log) == [500, 501]

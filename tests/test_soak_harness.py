@@ -84,3 +84,26 @@ def test_a_run_from_gold_starts_from_golds_default_deployment(tmp_path: Path,
         assert Release().git.read_patch() == HelmPatch(model_version="gold-v", replicas=4)
     finally:
         svc.stop()
+
+
+def test_the_soak_profile_compresses_the_retention_ages_with_the_speed(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A simulated week at speed 720 is 840 wall seconds: the feedback log keeps what the soak's time says, as the
+    scheduler interval is compressed (else a month never reaches the age limit and the log grows all run)."""
+    from autooptimizer.profiles import load_profile
+    from autooptimizer.soak.harness import soak_profile_dir
+    from autooptimizer.soak.scenario import load_scenario
+
+    scenario = load_scenario("month", check_data=False)
+    monkeypatch.delenv("AUTOOPT_PROFILES_DIR", raising=False)
+    prod = load_profile("prod").retention
+    days = prod.feedback_log_days
+    assert days is not None
+    out = soak_profile_dir("prod", scenario, 720, tmp_path / "profiles")
+    monkeypatch.setenv("AUTOOPT_PROFILES_DIR", str(out))
+    soak = load_profile("prod")
+    assert soak.retention.feedback_log_days == pytest.approx(days / 720, rel=1e-6)
+    assert soak.retention.feedback_log_days * 86400 == pytest.approx(days * 120, rel=1e-6)
+    assert soak.retention.max_age_days is None, "an age the profile does not set stays unset"
+    assert soak.loop.interval_minutes == pytest.approx(scenario.schedule_every / 720 / 60, abs=1e-4)
+    assert soak.retention.feedback_log_mb == prod.feedback_log_mb, "a size is not a time"

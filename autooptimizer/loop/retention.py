@@ -14,7 +14,8 @@ the count (or older than `maxAgeDays`) that are not protected, oldest first:
 | `mlflow_run`      | MLflow runs of the experiment       | runs of kept model versions                            |
 | `cycle_artifacts` | artifacts/<cycle id>                | running cycles, cycles an approval names               |
 | `trace`           | traces/<trace id>.jsonl             | the newest `traces`                                    |
-| `feedback_log`    | feedback/feedback.jsonl             | its newest `feedbackLogMB` (older records are cut)     |
+| `feedback_log`    | feedback/feedback.jsonl             | its records of the last `feedbackLogDays` (by `ts`)    |
+|                   |                                     | within its newest `feedbackLogMB`; older ones are cut  |
 
 Every protected set is read from stored state; a source that cannot be read raises, and the registry denies the
 call (`registry.facts-error`): nothing is deleted on a guess. `prune_storage` (tools/storage.py) computes the plan
@@ -24,12 +25,13 @@ became protected in between. The audit log is never pruned (it rotates into segm
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from pydantic import BaseModel, Field
 
@@ -51,7 +53,8 @@ class PrunePlan(BaseModel):
     delete: list[PruneItem] = Field(default_factory=lambda: list[PruneItem]())
     kept: dict[str, int] = Field(default_factory=dict)
     protected: dict[str, list[str]] = Field(default_factory=dict)
-    feedback_keep_bytes: int | None = None
+    feedback_cut_bytes: int | None = Field(default=None, description="bytes the feedback log's oldest records took "
+                                           "when planned; what was appended since is kept")
 
     def touches_protected(self) -> bool:
         return any(item.name in self.protected.get(item.kind, []) for item in self.delete)
@@ -145,13 +148,57 @@ def plan(settings: Settings, profile: Profile, now: float | None = None) -> Prun
     chosen, kept = _select("mlflow_run", runs, r.mlflow_runs, r.max_age_days, keep_runs, now)
     out.delete += chosen
     out.kept["mlflow_run"], out.protected["mlflow_run"] = kept, sorted(keep_runs)
-    log = settings.feedback_log
-    limit = int(r.feedback_log_mb * (1 << 20))
-    if log.is_file() and log.stat().st_size > limit:
-        out.delete.append(PruneItem(kind="feedback_log", name=log.name, reason=f"records before its newest "
-                                    f"{r.feedback_log_mb} MB"))
-        out.feedback_keep_bytes = limit
+    feedback = feedback_cut(settings.feedback_log, r, now)
+    if feedback is not None:
+        out.feedback_cut_bytes, why = feedback
+        out.delete.append(PruneItem(kind="feedback_log", name=settings.feedback_log.name, reason=why))
     return out
+
+
+def feedback_cut(log: Path, r: Retention, now: float) -> tuple[int, str] | None:
+    """(bytes to cut from the start, why) when the feedback log holds records beyond `feedbackLogMB` or older
+    than `feedbackLogDays` (the larger cut wins); None when it does not (or does not exist)."""
+    if not log.is_file():
+        return None
+    size = log.stat().st_size
+    cuts: list[tuple[int, str]] = []
+    limit = int(r.feedback_log_mb * (1 << 20))
+    if size > limit:
+        cuts.append((size - limit, f"records before its newest {r.feedback_log_mb:g} MB"))
+    if r.feedback_log_days is not None:
+        start = first_record_since(log, now - r.feedback_log_days * DAY_S)
+        if start > 0:
+            cuts.append((start, f"records older than {r.feedback_log_days:g} days"))
+    return max(cuts) if cuts else None
+
+
+def first_record_since(log: Path, cutoff: float) -> int:
+    """Byte offset of the first line that is not a record older than `cutoff` epoch seconds (its time read as the
+    A/B judge reads it, loop/signals.record_time); the file's size when every line is older. A scan from the start
+    that stops at the first such line, so it reads only the lines a trim cuts (plus one), and a line without a
+    readable time (or a torn last line while the service appends) stops the cut: nothing after it is deleted on
+    a guess."""
+    pos = 0
+    with log.open("rb") as f:
+        for line in f:
+            ts = _line_time(line)
+            if ts is None or ts >= cutoff:
+                return pos
+            pos += len(line)
+    return pos
+
+
+def _line_time(line: bytes) -> float | None:
+    """The record time of one line; None for a line that is not a whole, timed JSON record."""
+    from autooptimizer.loop.signals import record_time
+
+    if not line.endswith(b"\n"):
+        return None
+    try:
+        rec = json.loads(line)
+    except ValueError:
+        return None
+    return record_time(cast("dict[str, Any]", rec)) if isinstance(rec, dict) else None
 
 
 def _dirs(root: Path) -> list[tuple[str, float]]:
@@ -264,20 +311,24 @@ def _trace(settings: Settings, name: str, _p: PrunePlan) -> int:
 
 
 def _feedback(settings: Settings, _name: str, p: PrunePlan) -> int:
-    return trim_log(settings.feedback_log, p.feedback_keep_bytes or 0)
+    log = settings.feedback_log  # records appended since the plan are new: the cut is a count of the oldest bytes
+    return trim_log(log, max(0, log.stat().st_size - (p.feedback_cut_bytes or 0)))
 
 
 def trim_log(path: Path, keep_bytes: int) -> int:
     """Keep the newest whole lines within `keep_bytes`. The service appends (open, write, close) while this runs:
     whatever it appended after the first read is copied over just before the swap, so at most a record written in
-    the last microseconds can be lost. Returns the bytes cut."""
+    the last microseconds can be lost. The kept bytes are a suffix of the old file, which is what lets an open
+    reader (loop/signals.FeedbackLog) find its place again. Returns the bytes cut."""
     size = path.stat().st_size
+    start = max(0, size - keep_bytes)
     with path.open("rb") as f:
-        f.seek(max(0, size - keep_bytes))
+        f.seek(max(0, start - 1))
+        whole = start == 0 or f.read(1) == b"\n"  # `start` is a line start: nothing partial to drop
         data = f.read(size - f.tell())
-    if size > keep_bytes:
-        cut = data.find(b"\n") + 1  # the first, partial line goes
-        data = data[cut:]
+    if not whole:
+        nl = data.find(b"\n")
+        data = data[nl + 1:] if nl >= 0 else b""  # the first, partial line goes
     tmp = path.with_suffix(f".trim{os.getpid()}")
     with tmp.open("wb") as out:
         out.write(data)

@@ -13,7 +13,7 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, BinaryIO, Literal, cast
 
 from pydantic import BaseModel
 
@@ -32,7 +32,9 @@ def ndcg_at_10(served: list[str], judgments: dict[str, float]) -> float:
     return 0.0 if value is None else value
 
 
-def _ts(rec: dict[str, Any]) -> float | None:
+def record_time(rec: dict[str, Any]) -> float | None:
+    """A feedback record's time in epoch seconds (`ts`, `timestamp` or `time`: a number or ISO 8601); None when
+    it has none (retention's age cut reads it the same way)."""
     for key in ("ts", "timestamp", "time"):
         v = rec.get(key)
         if isinstance(v, int | float):
@@ -72,37 +74,78 @@ def _doc_id(served: Any) -> Any:
 
 
 class FeedbackLog:
-    """Tails the feedback JSONL incrementally (keeps an offset), so polling stays cheap as the log grows."""
+    """Tails the feedback JSONL incrementally (keeps an offset), so polling stays cheap as the log grows.
+
+    Retention (loop/retention.trim_log) replaces the file by a suffix of itself plus what was appended meanwhile.
+    The tail remembers the last line it read; when the bytes just before its offset are no longer that line, the
+    file was trimmed, and it finds the line again in the new file and goes on right after it: no record is read
+    twice or skipped (unless the trim cut records this tail had not read yet: those are gone, and it reads from
+    the start of the new file). Rows older than the new file's first record are dropped from memory too, so a
+    long-lived tail (the optimizer service's) holds what the file holds, not everything it ever read."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._offset = 0
+        self._last = b""  # the last whole line read (with its newline)
         self._rows: list[tuple[float, str, float | None, float | None]] = []  # ts, version, ndcg, latency_ms
 
     def _read_new(self) -> None:
         if not self.path.is_file():
             return
         with self.path.open("rb") as fh:
+            if self._last and not self._in_place(fh):
+                self._offset = self._resync(fh)
             fh.seek(self._offset)
             chunk = fh.read()
         end = chunk.rfind(b"\n")
         if end < 0:
             return
         self._offset += end + 1
-        for line in chunk[: end + 1].splitlines():
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                continue
-            if not isinstance(rec, dict):
-                continue
-            rec = cast("dict[str, Any]", rec)
-            ts, version, value = _ts(rec), rec.get("model_version"), _ndcg(rec)
-            if value is not None and not math.isfinite(value):
-                value = None
-            latency = _latency(rec)
-            if ts is not None and isinstance(version, str) and (value is not None or latency is not None):
-                self._rows.append((ts, version, value, latency))
+        lines = chunk[: end + 1].splitlines(keepends=True)
+        self._last = lines[-1]
+        for line in lines:
+            self._parse(line)
+
+    def _in_place(self, fh: BinaryIO) -> bool:
+        """The bytes before the offset are still the last line read: the file was only appended to."""
+        start = self._offset - len(self._last)
+        if start < 0:
+            return False
+        fh.seek(start)
+        return fh.read(len(self._last)) == self._last
+
+    def _resync(self, fh: BinaryIO) -> int:
+        """The offset right after the last line read, in a trimmed file (0 when that line was cut away too), and
+        the rows of records the trim removed dropped. The new file is a suffix of the old one plus appends, so the
+        line sits at or before its old offset (records carry a request id and a time: a line is unique)."""
+        fh.seek(0)
+        first = fh.readline()
+        fh.seek(0)
+        data = fh.read(self._offset)  # the line ends at or before its old offset
+        at = (b"\n" + data).rfind(b"\n" + self._last)
+        try:
+            rec = json.loads(first) if first else None
+        except ValueError:
+            rec = None
+        since = record_time(cast("dict[str, Any]", rec)) if isinstance(rec, dict) else None
+        if since is not None:
+            self._rows = [r for r in self._rows if r[0] >= since]
+        return at + len(self._last) if at >= 0 else 0
+
+    def _parse(self, line: bytes) -> None:
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            return
+        if not isinstance(rec, dict):
+            return
+        rec = cast("dict[str, Any]", rec)
+        ts, version, value = record_time(rec), rec.get("model_version"), _ndcg(rec)
+        if value is not None and not math.isfinite(value):
+            value = None
+        latency = _latency(rec)
+        if ts is not None and isinstance(version, str) and (value is not None or latency is not None):
+            self._rows.append((ts, version, value, latency))
 
     def _column(self, col: Literal[2, 3], model_version: str, since: float, until: float | None) -> list[float]:
         self._read_new()

@@ -98,8 +98,8 @@ class Loop(_Strict):
 
 class Retention(_Strict):
     """What `prune_storage` keeps (loop/retention.py): the newest N of each kind, optionally also dropping items older
-    than `maxAgeDays`. Protected objects (gold, champion, serving, canary, safe point, rollback window) are never
-    counted or deleted."""
+    than `maxAgeDays`; the feedback log keeps its records of the last `feedbackLogDays` within `feedbackLogMB`.
+    Protected objects (gold, champion, serving, canary, safe point, rollback window) are never counted or deleted."""
 
     model_versions: int = Field(default=12, alias="modelVersions", ge=1, le=100_000)
     datasets: int = Field(default=20, ge=1, le=100_000)
@@ -107,6 +107,11 @@ class Retention(_Strict):
     cycle_artifacts: int = Field(default=30, alias="cycleArtifacts", ge=1, le=100_000)
     traces: int = Field(default=200, ge=1, le=1_000_000)
     feedback_log_mb: float = Field(default=64.0, alias="feedbackLogMB", gt=0)
+    feedback_log_days: float | None = Field(
+        default=14.0, alias="feedbackLogDays", gt=0,
+        description="the feedback log also drops records whose `ts` is older than this many days (None: size only); "
+                    "its readers need hours to days of it: A/B tests and watches read since their start, a retrain "
+                    "the shifted domain's records served by the current champion")
     max_age_days: float | None = Field(default=None, alias="maxAgeDays", gt=0)
     after_each_cycle: bool = Field(default=False, alias="afterEachCycle",
                                    description="run prune_storage (gated) at the end of every cycle")

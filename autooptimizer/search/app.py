@@ -2,7 +2,8 @@
 
 It serves a stable and an optional canary version over one collection. A model change loads and warms the new
 pipelines first (embedding the corpus if needed) and then swaps one reference, so in-flight and new requests never
-see a half-built model. Bad input answers 4xx with {"detail": {"problem", "fix"}} and the service keeps serving.
+see a half-built model; the memory of what the swap left unserved is then given back (search/release.py). Bad input
+answers 4xx with {"detail": {"problem", "fix"}} and the service keeps serving.
 
 With `background=True`, a start whose versions still lack document vectors does not wait for them: it serves BM25
 alone, labelled `bm25-while-<version>` (never the version itself), embeds in a thread, and swaps to the real
@@ -36,6 +37,7 @@ from autooptimizer.search.faults import FaultBook, FaultRequest
 from autooptimizer.search.metrics_eval import ndcg10_ranking
 from autooptimizer.search.model_store import ModelSpec
 from autooptimizer.search.pipeline import Hit, SearchPipeline
+from autooptimizer.search.release import Release, release
 from autooptimizer.search.retry import retry
 from autooptimizer.search.service_metrics import ServiceMetrics
 
@@ -180,6 +182,7 @@ class SearchService:
         self._swap_lock = threading.Lock()
         self._generation = 0  # +1 on every set_models: a background swap prepared before it is stale
         self.warming: Warming | None = None
+        self.released: Release | None = None  # the last swap's release of what stopped being served
         self.warmed = threading.Event()
         if not 0.0 <= canary_weight <= 1.0:
             raise InputError(f"canary_weight {canary_weight} is outside [0, 1].", "Pass a share between 0 and 1.")
@@ -240,8 +243,17 @@ class SearchService:
         for pipe in (routing.stable, routing.canary):
             if pipe is not None:  # its series exist at 0 before the first request can reach it
                 self.metrics.init_version(pipe.version)
-        self.routing = routing
+        old, self.routing = self.routing, routing
         self._publish()
+        self._release(old, routing)
+
+    def _release(self, old: Routing, new: Routing) -> None:
+        """Give back the memory of every pipeline the new routing no longer serves (neither stable nor canary):
+        its cached models go now, the heap once the requests still running on it end (search/release.py)."""
+        keep = [p for p in (new.stable, new.canary) if p is not None]
+        gone = [p for p in (old.stable, old.canary) if p is not None and all(p is not k for k in keep)]
+        if gone:
+            self.released = release(gone, keep)
 
     def set_models(self, stable: str, canary: str | None = None, canary_weight: float = 0.0) -> Routing:
         """Load and warm first, then swap atomically (requests already running finish on the old routing)."""
@@ -353,6 +365,7 @@ class SearchService:
             "collection": {"datasets": list(self.collection.datasets), "docs": len(self.collection)},
             "price_per_compute_second": self.metrics.price,
             "warming": self.warming.view() if self.warming else None,
+            "released": self.released.view() if self.released else None,
         }
 
 

@@ -101,8 +101,10 @@ class SoakRecord:
 
 
 def soak_profile_dir(env: str, scenario: Scenario, speed: float, out: Path) -> Path:
-    """A copy of the profiles with `env`'s scheduler interval compressed by `speed`; refuses a profile whose
-    scheduler is off (no cycle would ever start)."""
+    """A copy of the profiles with `env`'s clocks compressed by `speed`: the scheduler interval (the scenario's
+    `schedule_every` simulated seconds) and the retention ages (`retention.feedbackLogDays`, `maxAgeDays`: days of
+    simulated time; at speed 720 a 7-day log holds 840 wall seconds of records). Refuses a profile whose scheduler
+    is off (no cycle would ever start)."""
     from autooptimizer.profiles import _HERE, load_profile, profile_path
 
     profile = load_profile(env)
@@ -115,8 +117,13 @@ def soak_profile_dir(env: str, scenario: Scenario, speed: float, out: Path) -> P
         (out / f.name).write_text(f.read_text())
     raw = yaml.safe_load(profile_path(env).read_text())
     raw.setdefault("loop", {})["intervalMinutes"] = round(scenario.schedule_every / speed / 60.0, 4)
-    (out / f"{env}.yaml").write_text(f"# {env} for a soak at speed {speed:g}: only loop.intervalMinutes differs\n"
-                                     + yaml.safe_dump(raw, sort_keys=False))
+    retention = raw.setdefault("retention", {})
+    ages = {"feedbackLogDays": profile.retention.feedback_log_days, "maxAgeDays": profile.retention.max_age_days}
+    for key, days in ages.items():
+        if days is not None:
+            retention[key] = round(days / speed, 8)
+    (out / f"{env}.yaml").write_text(f"# {env} for a soak at speed {speed:g}: loop.intervalMinutes and the retention "
+                                     "ages are compressed by the speed\n" + yaml.safe_dump(raw, sort_keys=False))
     return out
 
 

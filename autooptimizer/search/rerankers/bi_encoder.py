@@ -10,7 +10,7 @@ import threading
 
 import numpy as np
 
-from autooptimizer.search.encoder import DEFAULT_MAX_SEQ_LENGTH, get_encoder
+from autooptimizer.search.encoder import DEFAULT_MAX_SEQ_LENGTH, Encoder, get_encoder
 from autooptimizer.search.rerankers import register
 
 
@@ -22,11 +22,20 @@ class BiEncoderReranker:
         self.collection = collection
         self.max_seq_length = max_seq_length
         self._matrix: np.ndarray | None = None
+        self._encoder: Encoder | None = None
         self._lock = threading.Lock()
 
     @property
-    def encoder(self):
-        return get_encoder(self.encoder_path, self.max_seq_length)
+    def encoder(self) -> Encoder:
+        """Held from the first use on (as the matrix is): a request still running after a swap never loads it back
+        into the process cache that search/release.py emptied."""
+        if self._encoder is None:
+            self._encoder = get_encoder(self.encoder_path, self.max_seq_length)
+        return self._encoder
+
+    def held(self) -> list[object]:
+        """The process-cached objects this reranker holds (search/release.py keeps them while it serves)."""
+        return [x for x in (self._encoder, self._matrix) if x is not None]
 
     def warm(self, progress: bool = True) -> None:
         self._embedded(progress)

@@ -13,6 +13,9 @@ class BM25Only:
     def warm(self, progress: bool = True) -> None:
         return None
 
+    def held(self) -> list[object]:
+        return []  # nothing from a process cache (the BM25 index is the pipeline's)
+
     def score(self, query: str, doc_ids: list[str], bm25_scores: np.ndarray) -> np.ndarray:
         return np.asarray(bm25_scores, dtype=np.float32)
 

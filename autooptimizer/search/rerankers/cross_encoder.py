@@ -47,10 +47,19 @@ class CrossEncoderReranker:
         self.collection = collection
         self.max_length = max_length
         self.batch_size = batch_size
+        self._model: CrossEncoder | None = None
 
     @property
     def model(self) -> CrossEncoder:
-        return load_cross_encoder(self.path, self.max_length)
+        """Held from the first use on: a request still running after a swap never loads it back into the process
+        cache that search/release.py emptied."""
+        if self._model is None:
+            self._model = load_cross_encoder(self.path, self.max_length)
+        return self._model
+
+    def held(self) -> list[object]:
+        """The process-cached objects this reranker holds (search/release.py keeps them while it serves)."""
+        return [self._model] if self._model is not None else []
 
     def warm(self, progress: bool = True) -> None:
         _ = self.model

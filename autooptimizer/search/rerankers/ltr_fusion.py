@@ -334,14 +334,26 @@ class LtrFusionReranker:
             raise InputError("An ltr_fusion version cannot fall back to itself.", "Set `fallback` to the parent spec.")
         self.fallback = build_reranker(self.fallback_spec, collection)
         self._rm3 = None
+        self._encoder = None
+        self._matrix: np.ndarray | None = None
         self._lock = threading.Lock()
 
     # -- shared resources ------------------------------------------------------------------------------------------
     @property
     def encoder(self):
-        from autooptimizer.search.encoder import get_encoder
+        """The base encoder, held from the first use on (see bi_encoder.BiEncoderReranker.encoder)."""
+        if self._encoder is None:
+            from autooptimizer.search.encoder import get_encoder
 
-        return get_encoder(None)
+            self._encoder = get_encoder(None)
+        return self._encoder
+
+    def held(self) -> list[object] | None:
+        """The process-cached objects this reranker and its fallback hold (None: the fallback does not say)."""
+        fallback = getattr(self.fallback, "held", None)
+        if fallback is None:
+            return None
+        return [*(x for x in (self._encoder, self._matrix) if x is not None), *fallback()]
 
     def warm(self, progress: bool = True) -> None:
         from autooptimizer.search.embeddings import doc_embeddings
@@ -356,8 +368,9 @@ class LtrFusionReranker:
 
     @property
     def matrix(self) -> np.ndarray:
-        if getattr(self, "_matrix", None) is None:
+        if self._matrix is None:
             self.warm(progress=False)
+        assert self._matrix is not None
         return self._matrix
 
     @property

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from types import SimpleNamespace
 
 import pytest
 
@@ -47,6 +48,11 @@ class RecordingRunner:
         self.profile = load_profile(profile_name)
         self.started: list[CycleOptions] = []
         self.busy = False
+        self.outcomes: dict[str, str] = {}  # cycle id -> outcome, as the journal would answer
+        self.journal = self
+
+    def find(self, cycle_id: str) -> SimpleNamespace | None:
+        return SimpleNamespace(outcome=self.outcomes.get(cycle_id)) if cycle_id in self.outcomes else None
 
     def recover(self) -> list:
         return []
@@ -99,6 +105,41 @@ def test_priority_and_a_busy_runner() -> None:
     assert sched.observe(_reading(ndcg_drop="firing", retries="firing")) == "si_1"  # next reading, once free
     assert runner.started[0].gate == "retries"  # the cycle's priority: errors before quality
     assert sched.streaks.confirmed() == ["ndcg_drop"]
+
+
+def test_a_gate_whose_cycle_found_no_remedy_waits_for_the_interval_tick() -> None:
+    """A shortfall that persists (the anchored NDCG gate after a refused repair) confirms every N readings; once its
+    cycle ended no_remedy, the gate is held until the tick (which acts on it) or an ok reading."""
+    runner = RecordingRunner("prod")
+    sched = Scheduler(runner)  # type: ignore[arg-type]
+    n = runner.profile.gates.consecutive_readings
+    fire = _reading(ndcg_drop="firing")
+    assert [sched.observe(fire) for _ in range(n)][-1] == "si_1"
+    runner.outcomes["si_1"] = "no_remedy"
+    assert [sched.observe(fire) for _ in range(3 * n)] == [None] * (3 * n)
+    assert len(runner.started) == 1 and sched.held == 2 * n + 1  # confirmed again from the n-th reading on
+    assert sched.tick() == "si_2"
+    assert runner.started[1] == CycleOptions(trigger="schedule", act_on=["ndcg_drop"])  # the tick retries it
+    assert sched.observe(fire) == "si_3"  # the hold ended with the tick
+    runner.outcomes["si_3"] = "no_remedy"
+    for _ in range(n):
+        sched.observe(fire)
+    assert len(runner.started) == 3  # held again
+    sched.observe(_reading())  # an ok reading lifts the hold (and restarts the count)
+    assert [sched.observe(fire) for _ in range(n)][-1] == "si_4"
+
+
+@pytest.mark.parametrize("outcome", ["rejected_offline", "ab_inconclusive", "failed", None])
+def test_only_no_remedy_holds_a_gate(outcome: str | None) -> None:
+    runner = RecordingRunner("prod")
+    sched = Scheduler(runner)  # type: ignore[arg-type]
+    n = runner.profile.gates.consecutive_readings
+    fire = _reading(p95_latency="firing")
+    for _ in range(n):
+        sched.observe(fire)
+    if outcome is not None:  # None: the journal does not know the cycle (still running elsewhere, another home)
+        runner.outcomes["si_1"] = outcome
+    assert [sched.observe(fire) for _ in range(n)][-1] == "si_2" and sched.held == 0
 
 
 def test_interval_cycle_may_act_only_on_confirmed_gates() -> None:

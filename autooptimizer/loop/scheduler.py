@@ -5,6 +5,10 @@
   reading never starts a retrain: at 2 req/s the NDCG gate fired on 43 of 68 single readings with no real change.
 - runs a cycle every `loop.intervalMinutes` for the work that is not gate-driven (promotions a human approved).
   Such a cycle acts only on gates confirmed by the streaks (`CycleOptions.act_on`), never on its own single reading.
+- holds a gate whose last gate-started cycle ended `no_remedy` (nothing could be done: remedies at their bounds, no new
+  feedback to retrain on) until the next interval tick or an ok reading: a shortfall that persists (the anchored NDCG
+  gate after a refused repair) would otherwise start an identical no-op cycle at every confirmation (~25 s in prod).
+  The tick still acts on the confirmed gate, so the loop retries once per interval, when new feedback may have come.
 - keeps the NDCG gate's anchor (loop/anchor.py): each reading compares with it, and a healthy reading while no
   cycle runs sets it when none exists for the current champion. It is the anchor's only automatic writer.
 
@@ -48,6 +52,8 @@ class Scheduler:
         self.skipped = 0
         self.readings = 0
         self.gate_cycles: list[str] = []
+        self._last_gate_cycle: dict[str, str] = {}  # gate -> its last gate-started cycle (the no_remedy hold)
+        self.held = 0  # confirmations not acted on because of the hold
 
     @property
     def anchor(self) -> AnchorStore:
@@ -93,9 +99,17 @@ class Scheduler:
         self._keep_anchor(report)
         confirmed = self.streaks.update(report)
         gate: GateName | None = next((g for p in GATE_PRIORITY for g in confirmed if g == p), None)  # by priority
+        for g in report.gates:
+            if g.status == "ok":
+                self._last_gate_cycle.pop(g.name, None)
         if gate is None:
             return None
         streak = self.streaks.streak[gate]
+        if self._held(gate):
+            self.held += 1
+            log.info("gate %s confirmed but held: its last cycle %s ended no_remedy; the next interval tick retries",
+                     gate, self._last_gate_cycle[gate])
+            return None
         cid = self.runner.trigger(CycleOptions(trigger="gate", gate=gate))
         if cid is None:
             log.info("gate %s confirmed (%d readings) but a cycle is running; retrying at the next reading",
@@ -104,7 +118,17 @@ class Scheduler:
         log.info("gate %s fired on %d consecutive readings: started cycle %s", gate, streak, cid)
         self.streaks.reset(gate)
         self.gate_cycles.append(cid)
+        self._last_gate_cycle[gate] = cid
         return cid
+
+    def _held(self, gate: str) -> bool:
+        """True while `gate`'s last gate-started cycle ended `no_remedy` (a running or unreadable one holds nothing:
+        the cycle lock already keeps a second one from starting)."""
+        cid = self._last_gate_cycle.get(gate)
+        if cid is None:
+            return False
+        rec = self.runner.journal.find(cid)
+        return rec is not None and rec.outcome == "no_remedy"
 
     def _keep_anchor(self, report: GateReport) -> None:
         """Let the anchor store act on a reading that compared with it (loop/anchor.py: set, or start a re-anchor)."""
@@ -122,6 +146,7 @@ class Scheduler:
     def tick(self) -> str | None:
         """The interval cycle: approved promotions, and only confirmed gates may start a path."""
         self.ticks += 1
+        self._last_gate_cycle.clear()  # the tick is the retry the no_remedy hold waits for
         act_on: list[FiredGate] = [*self.streaks.confirmed()]
         started = self.runner.trigger(CycleOptions(trigger="schedule", act_on=act_on))
         if started is None:

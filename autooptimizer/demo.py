@@ -323,7 +323,15 @@ def _stop(ctx: DemoContext) -> DemoPhase:
 
 
 def run_demo(opts: DemoOptions | None = None, live: bool = True, extra_phases: list[Phase] | None = None) -> DemoResult:
-    """Run the phases in order, stopping at the first failure; always stop what was started."""
+    """Run the phases in order, stopping at the first failure; always stop what was started (on Ctrl-C and SIGTERM
+    too: infra/interrupts.py)."""
+    from autooptimizer.infra.interrupts import sigterm_interrupts
+
+    with sigterm_interrupts():
+        return _run_phases(opts, live, extra_phases)
+
+
+def _run_phases(opts: DemoOptions | None, live: bool, extra_phases: list[Phase] | None) -> DemoResult:
     from autooptimizer.profiles import load_profile
     from autooptimizer.settings import get_settings
 

@@ -91,12 +91,16 @@ AnchorState = Literal["set", "missing", "corrupt", "pending", "other_champion", 
 
 
 class NdcgAnchor(BaseModel):
-    """The NDCG gate's fixed reference: the online NDCG@10 `champion` reached on healthy traffic (the baseline
-    window's mean at a healthy reading). `ndcg10` None: a re-anchor is pending (an operator's reset, or the champion
-    changed) and happens at the first healthy reading at or after `not_before`."""
+    """The NDCG gate's fixed reference: a lower bound of the online NDCG@10 `champion` reached on healthy traffic
+    (the baseline window's mean at a healthy reading, minus its worst-case noise). `ndcg10` None: a re-anchor is
+    pending (an operator's reset, or the champion changed) and happens at the first healthy reading at or after
+    `not_before`."""
 
     champion: str = Field(min_length=1)
-    ndcg10: float | None = Field(default=None, gt=0, le=1)
+    ndcg10: float | None = Field(default=None, gt=0, le=1,
+                                 description="the reference the gate compares with: the lower bound of `mean` "
+                                             "(loop/anchor.py conservative_level)")
+    mean: float | None = Field(default=None, ge=0, le=1, description="the baseline window's mean it was set from")
     samples: int | None = Field(default=None, ge=0, description="feedback samples in the window it was set from")
     set_at: float = Field(description="unix time it was set (or the re-anchor was asked for)")
     how: str = Field(description="why it was set, e.g. 'first healthy reading of champion v1 (no anchor)'")

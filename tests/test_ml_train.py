@@ -14,14 +14,14 @@ from autooptimizer.search import aliases, model_store
 from autooptimizer.settings import get_settings
 
 
-def _feedback_dataset(ml_world: dict, tmp_path: Path) -> str:
+def _feedback_dataset(ml_world: dict, tmp_path: Path, parent=None) -> str:  # noqa: ANN001
     from autooptimizer.ml.dataset import build_dataset
     from autooptimizer.ml.evaluate import load_split
     from autooptimizer.ml.feedback import simulate_feedback, split_judged
 
     collection, queries, qrels = load_split(ml_world["data"] / "dom")
     fb, _ = split_judged(sorted(queries), seed=0)
-    log = simulate_feedback(ml_world["parent"], collection, {q: queries[q] for q in fb}, qrels,
+    log = simulate_feedback(parent or ml_world["parent"], collection, {q: queries[q] for q in fb}, qrels,
                             tmp_path / "feedback.jsonl", dataset="dom")
     return build_dataset(log).hash
 
@@ -190,3 +190,29 @@ def test_tools_are_registered_with_catalog_risks() -> None:
     assert facts["estimated_cost"] == pytest.approx(100 * 0.0005)
     assert _alias_facts(SetModelAliasArgs(alias="gold", version="v"), ctx)["target_is_gold"] is True
     assert _alias_facts(SetModelAliasArgs(alias="challenger", version="v"), ctx)["target_is_gold"] is False
+
+
+def test_an_ltr_child_embeds_at_its_parents_truncation(ml_world: dict, tmp_path: Path) -> None:
+    """A parent built at 32 tokens: the expert's features, reference and serving use the 32-token encoder, so the
+    corpus is embedded once (no 256-token copy under AUTOOPT_HOME/embeddings); a version without the field is 256."""
+    from autooptimizer.ml.train import TrainConfig, train
+    from autooptimizer.search.beir import load_collection
+    from autooptimizer.search.model_store import ModelSpec
+    from autooptimizer.search.pipeline import SearchPipeline
+    from autooptimizer.search.rerankers.ltr_fusion import LtrParams
+
+    short = ModelSpec(version="v1-short", kind="bi_encoder", fusion_weight=0.6, rerank_depth=20,
+                      params={"max_seq_length": 32})
+    model_store.save(short)
+    aliases.set_alias(aliases.CHAMPION, short.version)
+    ds = _feedback_dataset(ml_world, tmp_path, short)
+    res = train(ds, parent_version=short.version, cfg=TrainConfig(trainer="ltr", original="orig", depth=20))
+    spec = model_store.load(res.version)
+    assert spec.params["max_seq_length"] == 32
+    pipe = SearchPipeline(spec, load_collection(["orig", "dom"])).warm(progress=False)
+    assert pipe.reranker.encoder.identity == "minilm-base-msl32"  # type: ignore[attr-defined]
+    assert pipe.search("heart failure")
+    cached = {p.name for p in (get_settings().home / "embeddings").iterdir()}
+    assert cached == {"minilm-base-msl32"}
+    old = {k: v for k, v in spec.params.items() if k != "max_seq_length"}
+    assert LtrParams.model_validate(old).max_seq_length == 256  # versions built before the field: 256

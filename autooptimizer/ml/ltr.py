@@ -361,6 +361,7 @@ def fit_expert(
     domains: list[str] | None = None,
     adaptation: Adaptation | None = None,
     unjudged: list[str] | None = None,
+    max_seq_length: int = 256,
 ) -> tuple[ExpertParams, dict[str, np.ndarray], LtrFitReport]:
     """Fit an expert on judged feedback queries (collection doc ids in `qrels`).
 
@@ -371,6 +372,8 @@ def fit_expert(
     original corpus.
     `adaptation` switches the unsupervised adaptations (ml/adapt.py); `unjudged` are query texts of the domain's
     traffic without judgments (used only when `adaptation.unjudged`).
+    `max_seq_length` is the base encoder's truncation: the parent's (`encoder.base_max_seq_length`), so the corpus
+    is embedded once for both.
     Returns (params, arrays for the expert npz, report)."""
     from autooptimizer.search.embeddings import doc_embeddings
     from autooptimizer.search.encoder import get_encoder
@@ -386,7 +389,7 @@ def fit_expert(
         raise InputError(f"Only {len(qids)} feedback queries have a relevant judgment; an expert needs at least 4.",
                          "Collect more feedback for the new domain before training.")
     rng = np.random.default_rng(seed)
-    encoder = get_encoder(None)
+    encoder = get_encoder(None, max_seq_length)
     say("embedding corpus (cached)", 0.0)
     docs = doc_embeddings(collection, encoder, progress=False)
     qvec = encoder.encode([queries[q] for q in qids])

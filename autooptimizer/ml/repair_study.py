@@ -33,14 +33,15 @@ class StudyRow(BaseModel):
     chosen: dict = {}
 
 
-def _heldout_features(params, arrays, collection, queries: dict[str, str], qrels, depth: int):
+def _heldout_features(params, arrays, collection, queries: dict[str, str], qrels, depth: int,
+                      params_msl: int = 256):
     """(features per held-out query, gains, ideal grades) exactly as `LtrFusionReranker.features` computes them."""
     from autooptimizer.search.embeddings import doc_embeddings
     from autooptimizer.search.encoder import get_encoder
     from autooptimizer.search.pipeline import get_bm25
     from autooptimizer.search.rerankers.ltr_fusion import Expert, Rm3, expert_features
 
-    enc = get_encoder(None)
+    enc = get_encoder(None, params_msl)
     docs = doc_embeddings(collection, enc, progress=False)
     bm25 = get_bm25(collection)
     rm3 = Rm3(bm25)
@@ -70,6 +71,7 @@ def study(domain: str, seed: int, variants: dict[str, Adaptation], sizes: list[i
     from autooptimizer.ml.train import reference_queries, unjudged_queries
     from autooptimizer.search import aliases, model_store
     from autooptimizer.search.beir import load_beir, load_collection
+    from autooptimizer.search.encoder import base_max_seq_length
     from autooptimizer.search.rerankers.ltr_fusion import FEATURES
     from autooptimizer.settings import get_settings
 
@@ -96,8 +98,10 @@ def study(domain: str, seed: int, variants: dict[str, Adaptation], sizes: list[i
             params, arrays, rep = fit_expert(
                 f"{name}-study", {q: ds.queries[q] for q in use}, {q: pref(ds.qrels.get(q, {})) for q in use},
                 collection, parent.fusion_weight, seed=seed, depth=depth, gate_negatives=ref, bags=10,
-                parent_depth=parent.rerank_depth, domains=[name], adaptation=ad, unjudged=unjudged)
-            feats, gains, ideals = _heldout_features(params, arrays, collection, held_q, held_rel, depth)
+                parent_depth=parent.rerank_depth, domains=[name], adaptation=ad, unjudged=unjudged,
+                max_seq_length=base_max_seq_length(parent))
+            feats, gains, ideals = _heldout_features(params, arrays, collection, held_q, held_rel, depth,
+                                                     base_max_seq_length(parent))
             p = Packed(feats, gains, ideals)
             base = float(p.ndcg(w0, depth=parent.rerank_depth).mean())
             w = np.array([params.weights.get(f, 0.0) for f in FEATURES]) if params.enabled else None

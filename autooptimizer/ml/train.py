@@ -125,10 +125,11 @@ def domain_collection(dataset):
 
 
 def reference_queries(parent, original: str = "scifact") -> np.ndarray:
-    """Original-domain query embeddings for the gate: the parent's, or the root model's training queries."""
+    """Original-domain query embeddings for the gate: the parent's, or the root model's training queries (encoded
+    at the parent's truncation)."""
     from autooptimizer.search import model_store
     from autooptimizer.search.beir import load_beir
-    from autooptimizer.search.encoder import get_encoder
+    from autooptimizer.search.encoder import base_max_seq_length, get_encoder
     from autooptimizer.settings import get_settings
 
     if parent.kind == "ltr_fusion":
@@ -142,7 +143,7 @@ def reference_queries(parent, original: str = "scifact") -> np.ndarray:
         root = model_store.load(root.parent)
     name = (info or {}).get("dataset", original)
     train = load_beir(get_settings().dataset(name), split="train")
-    return get_encoder(None).encode(sorted(train.queries.values()))
+    return get_encoder(None, base_max_seq_length(parent)).encode(sorted(train.queries.values()))
 
 
 def unjudged_queries(domains: list[str], known: set[str], limit: int = 2000) -> list[str]:
@@ -183,6 +184,7 @@ def train_ltr(dataset, parent, cfg: TrainConfig, collection=None, progress: Prog
               ref: np.ndarray | None = None):
     """Returns (spec, weights folder, report dict)."""
     from autooptimizer.ml.ltr import fit_expert
+    from autooptimizer.search.encoder import base_max_seq_length
     from autooptimizer.search.model_store import ModelSpec
     from autooptimizer.search.rerankers.ltr_fusion import LtrParams
     from autooptimizer.settings import get_settings
@@ -212,7 +214,8 @@ def train_ltr(dataset, parent, cfg: TrainConfig, collection=None, progress: Prog
         name, dataset.original_queries(), qrels, collection, parent_w, seed=cfg.seed, depth=cfg.depth,
         augmented=dataset.augmented_queries(), threads=get_settings().threads, progress=progress,
         deadline=time.perf_counter() + cfg.time_budget_s, gate_negatives=np.vstack(others), bags=cfg.bags,
-        parent_depth=parent_depth, domains=owned, adaptation=cfg.adaptation, unjudged=unjudged)
+        parent_depth=parent_depth, domains=owned, adaptation=cfg.adaptation, unjudged=unjudged,
+        max_seq_length=base_max_seq_length(parent))
     tmp = Path(tempfile.mkdtemp(prefix="ltr-"))
     (tmp / "experts").mkdir()
     if parent.kind == "ltr_fusion":
@@ -220,7 +223,7 @@ def train_ltr(dataset, parent, cfg: TrainConfig, collection=None, progress: Prog
             shutil.copy(Path(parent.resolved_encoder_path()) / e.file, tmp / e.file)
     np.savez(tmp / params.file, allow_pickle=True, **arrays)  # numpy's default; named, it cannot come from **arrays
     np.savez(tmp / "reference.npz", q=ref.astype(np.float32))
-    lp = LtrParams(experts=[*experts, params], fallback=fallback)
+    lp = LtrParams(experts=[*experts, params], fallback=fallback, max_seq_length=base_max_seq_length(parent))
     version = _new_version("ltr", {"params": lp.model_dump(), "dataset": dataset.manifest.hash, "seed": cfg.seed,
                                    "parent": parent.version, "depth": cfg.depth})
     spec = ModelSpec(version=version, kind="ltr_fusion", fusion_weight=1.0, rerank_depth=cfg.depth,

@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 
 from autooptimizer.search import aliases, model_store
 from autooptimizer.search.beir import BeirDataset, Collection, load_beir
-from autooptimizer.search.encoder import DEFAULT_MAX_SEQ_LENGTH, encoder_identity
+from autooptimizer.search.encoder import BOOTSTRAP_MAX_SEQ_LENGTH, encoder_identity
 from autooptimizer.search.metrics_eval import ndcg_at_10
 from autooptimizer.search.model_store import ModelSpec
 from autooptimizer.search.pipeline import SearchPipeline, runs_for_weights
@@ -58,7 +58,7 @@ def bootstrap(
     seed: int = 0,
     progress: bool = True,
     dataset: str = "scifact",
-    max_seq_length: int = DEFAULT_MAX_SEQ_LENGTH,
+    max_seq_length: int = BOOTSTRAP_MAX_SEQ_LENGTH,
     log: Callable[[str], None] | None = None,
     warm: list[str] | None = None,
 ) -> BootstrapResult:

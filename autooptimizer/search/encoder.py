@@ -13,17 +13,31 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from autooptimizer.errors import ConfigError, NotFoundError
 from autooptimizer.search import stages
 
-# MiniLM was trained on 128-token inputs; sentence-transformers ships it with 256. Docs are truncated to this.
+# MiniLM was trained on 128-token inputs; sentence-transformers ships it with 256. Docs are truncated to this when a
+# model's params do not say (every version built before the bootstrap default became 128 was built at 256).
 DEFAULT_MAX_SEQ_LENGTH = 256
+BOOTSTRAP_MAX_SEQ_LENGTH = 128
+"""A new champion's truncation (`autoopt bootstrap`, the demo): on a quiet 2-core box the bootstrap takes 1 min 52 s at
+128 against 3 min 39 s at 256, SciFact test NDCG@10 0.7265 against 0.7267, and the cran/cisi/med repairs gained as
+much or more on the same seeds (docs/benchmarks.md, "Bootstrap on a quiet box"). Recorded in the model's params, and
+its `ltr_fusion` children embed at the same length (`base_max_seq_length`)."""
 _CACHE: dict[tuple[str | None, int], Encoder] = {}
 _CACHE_LOCK = threading.Lock()
 _BYPASS = threading.local()  # query_cache_off() depth of the current thread
+
+
+def base_max_seq_length(spec: Any) -> int:
+    """The truncation at which a model version uses the base encoder (its params' `max_seq_length`; 256 when a
+    version predates recording it). A child trained from it (an `ltr_fusion` expert) embeds at the same length, so a
+    new domain is embedded once and one encoder serves both."""
+    return int((getattr(spec, "params", None) or {}).get("max_seq_length", DEFAULT_MAX_SEQ_LENGTH))
 
 
 def base_model_path() -> str:

@@ -305,18 +305,20 @@ class SoakHarness:
 
     # -- the run -------------------------------------------------------------------------------------------------
     def run(self) -> SoakRecord:
+        from autooptimizer.infra.interrupts import sigterm_interrupts
         from autooptimizer.settings import environ
 
         env: dict[str, str | None] = {"AUTOOPT_ENV": self.opts.env, "AUTOOPT_API_TOKEN": self.token}
         if self.opts.tiny_data:
             env["AUTOOPT_DATA_DIR"] = str(self.run_dir / "data")
         started = time.monotonic()
-        with environ(env, also=("AUTOOPT_PROFILES_DIR", "AUTOOPT_PROMETHEUS_URL", "AUTOOPT_SEARCH_PORT")):
+        with environ(env, also=("AUTOOPT_PROFILES_DIR", "AUTOOPT_PROMETHEUS_URL", "AUTOOPT_SEARCH_PORT")), \
+                sigterm_interrupts():
             try:
                 self._setup()
                 self._play()
-            except KeyboardInterrupt:
-                self.rec.error = "interrupted (Ctrl-C)"
+            except KeyboardInterrupt as exc:
+                self.rec.error = f"interrupted ({exc or 'Ctrl-C'})"
                 self.say("interrupted: stopping everything")
             except Exception as exc:  # noqa: BLE001 - reported in the record; everything is still stopped
                 self.rec.error = f"{type(exc).__name__}: {getattr(exc, 'problem', None) or exc}"

@@ -85,6 +85,10 @@ class LtrParams(BaseModel):
     fallback: dict[str, Any] = Field(description="the parent ModelSpec (content) that serves ungated queries")
     reference_file: str = "reference.npz"
     gate_min_probability: float = 0.5
+    max_seq_length: int = Field(default=256, ge=8, le=512,
+                                description="the base encoder's truncation the experts' features, reference and gate "
+                                            "embeddings use: the parent's (256 for versions built before it was "
+                                            "recorded)")
 
 
 def zscore(x: np.ndarray) -> np.ndarray:
@@ -345,7 +349,7 @@ class LtrFusionReranker:
         if self._encoder is None:
             from autooptimizer.search.encoder import get_encoder
 
-            self._encoder = get_encoder(None)
+            self._encoder = get_encoder(None, self.params.max_seq_length)
         return self._encoder
 
     def held(self) -> list[object] | None:

@@ -120,13 +120,17 @@ def test_a_gate_whose_cycle_found_no_remedy_waits_for_the_interval_tick() -> Non
     assert len(runner.started) == 1 and sched.held == 2 * n + 1  # confirmed again from the n-th reading on
     assert sched.tick() == "si_2"
     assert runner.started[1] == CycleOptions(trigger="schedule", act_on=["ndcg_drop"])  # the tick retries it
-    assert sched.observe(fire) == "si_3"  # the hold ended with the tick
-    runner.outcomes["si_3"] = "no_remedy"
+    runner.outcomes["si_2"] = "no_remedy"  # the tick's cycle found nothing new either: still held
+    assert [sched.observe(fire) for _ in range(n)] == [None] * n and len(runner.started) == 2
+    assert sched.tick() == "si_3"
+    runner.outcomes["si_3"] = "rejected_offline"  # this time it retrained (new feedback): the hold ends
+    assert sched.observe(fire) == "si_4"
+    runner.outcomes["si_4"] = "no_remedy"
     for _ in range(n):
         sched.observe(fire)
-    assert len(runner.started) == 3  # held again
+    assert len(runner.started) == 4  # held again
     sched.observe(_reading())  # an ok reading lifts the hold (and restarts the count)
-    assert [sched.observe(fire) for _ in range(n)][-1] == "si_4"
+    assert [sched.observe(fire) for _ in range(n)][-1] == "si_5"
 
 
 @pytest.mark.parametrize("outcome", ["rejected_offline", "ab_inconclusive", "failed", None])

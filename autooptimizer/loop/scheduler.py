@@ -5,8 +5,8 @@
   reading never starts a retrain: at 2 req/s the NDCG gate fired on 43 of 68 single readings with no real change.
 - runs a cycle every `loop.intervalMinutes` for the work that is not gate-driven (promotions a human approved).
   Such a cycle acts only on gates confirmed by the streaks (`CycleOptions.act_on`), never on its own single reading.
-- holds a gate whose last gate-started cycle ended `no_remedy` (nothing could be done: remedies at their bounds, no new
-  feedback to retrain on) until the next interval tick or an ok reading: a shortfall that persists (the anchored NDCG
+- holds a gate whose last cycle (gate-started, or the tick that acted on it) ended `no_remedy` (nothing could be done:
+  remedies at their bounds, no new feedback to retrain on) until the next interval tick or an ok reading: a shortfall that persists (the anchored NDCG
   gate after a refused repair) would otherwise start an identical no-op cycle at every confirmation (~25 s in prod).
   The tick still acts on the confirmed gate, so the loop retries once per interval, when new feedback may have come.
 - keeps the NDCG gate's anchor (loop/anchor.py): each reading compares with it, and a healthy reading while no
@@ -146,12 +146,14 @@ class Scheduler:
     def tick(self) -> str | None:
         """The interval cycle: approved promotions, and only confirmed gates may start a path."""
         self.ticks += 1
-        self._last_gate_cycle.clear()  # the tick is the retry the no_remedy hold waits for
         act_on: list[FiredGate] = [*self.streaks.confirmed()]
         started = self.runner.trigger(CycleOptions(trigger="schedule", act_on=act_on))
         if started is None:
             self.skipped += 1
             log.info("scheduled tick skipped: a cycle is already running")
+            return None
+        for gate in act_on:  # the tick is the retry the no_remedy hold waits for: its outcome holds the gate again
+            self._last_gate_cycle[gate] = started
         return started
 
     def _loop(self) -> None:

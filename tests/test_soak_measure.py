@@ -36,6 +36,23 @@ def test_a_failure_is_lost_unless_an_injected_fault_covers_it() -> None:
     assert s.failed_lost == 2  # 5 before, 22.5 after the grace
 
 
+def test_a_request_in_flight_during_a_fault_is_the_faults_whenever_it_fails() -> None:
+    """The month soak's case: sent to the bad model inside its window, timed out 15 s after the window and its grace
+    closed. By send time it is injected; a request sent after the window that fails is lost."""
+    faults = FaultWindows(grace=5.0)
+    faults.open(100.0, 120.0)
+    timed_out = RequestResult(t=139.0, sent=119.0, dataset="cisi", ok=False, error="ReadTimeout")
+    after = RequestResult(t=140.0, sent=130.0, dataset="cisi", ok=False, error="ReadTimeout")
+    before = RequestResult(t=99.0, sent=98.0, dataset="cisi", ok=False, error="HTTP 500")
+    s = window_sample([timed_out, after, before], faults, t=140, sim_t=140, phase="p", mix=["cisi"])
+    assert (s.failed, s.failed_injected, s.failed_lost) == (3, 1, 2)
+    log = TrafficLog(faults)
+    for r in (timed_out, after):
+        log.add(r)
+    log.cut(t=140, sim_t=140, phase="p", mix=["cisi"], since=130.0, now=140.0)
+    assert log.totals["failed_lost"] == 1 and log.lost_examples == ["cisi: ReadTimeout"]
+
+
 def test_an_open_window_covers_until_closed() -> None:
     faults = FaultWindows(grace=0)
     i = faults.open(10.0)

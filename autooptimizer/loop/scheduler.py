@@ -5,9 +5,10 @@
   reading never starts a retrain: at 2 req/s the NDCG gate fired on 43 of 68 single readings with no real change.
 - runs a cycle every `loop.intervalMinutes` for the work that is not gate-driven (promotions a human approved).
   Such a cycle acts only on gates confirmed by the streaks (`CycleOptions.act_on`), never on its own single reading.
-- holds a gate whose last cycle (gate-started, or the tick that acted on it) ended `no_remedy` (nothing could be done:
-  remedies at their bounds, no new feedback to retrain on) until the next interval tick or an ok reading: a shortfall that persists (the anchored NDCG
-  gate after a refused repair) would otherwise start an identical no-op cycle at every confirmation (~25 s in prod).
+- holds a gate whose last cycle (gate-started, or the tick that acted on it) ended `no_remedy` (nothing could be
+  done: remedies at their bounds, no new feedback to retrain on) until the next interval tick or an ok reading: a
+  shortfall that persists (the anchored NDCG gate after a refused repair) would otherwise start an identical no-op
+  cycle at every confirmation (~25 s in prod).
   The tick still acts on the confirmed gate, so the loop retries once per interval, when new feedback may have come.
 - keeps the NDCG gate's anchor (loop/anchor.py): each reading compares with it, and a healthy reading while no
   cycle runs sets it when none exists for the current champion. It is the anchor's only automatic writer.

@@ -45,6 +45,7 @@ class RequestResult(BaseModel):
     """One /search request as the client saw it (the soak's measurements are built from these)."""
 
     t: float = Field(description="time.monotonic() when the answer (or the failure) came back")
+    sent: float | None = Field(default=None, description="time.monotonic() when the request was sent")
     dataset: str
     ok: bool
     latency_ms: float | None = None
@@ -223,7 +224,7 @@ class Simulator:
         return self.workload.next(ds)
 
     def _one(self, client: Any, q: JudgedQuery) -> None:
-        t = time.perf_counter()
+        t, sent = time.perf_counter(), time.monotonic()
         try:
             r = client.get(f"{self.url}/search", params={"q": q.text, "k": self.scenario.k})
             ms = (time.perf_counter() - t) * 1000
@@ -233,7 +234,8 @@ class Simulator:
                     self.stats.errors += 1
                     self._latencies.append(ms)
                     self.stats.last_error = err
-                self._report(RequestResult(t=time.monotonic(), dataset=q.dataset, ok=False, latency_ms=ms, error=err))
+                self._report(RequestResult(t=time.monotonic(), sent=sent, dataset=q.dataset, ok=False, latency_ms=ms,
+                                           error=err))
                 return
             body = r.json()
         except Exception as exc:
@@ -241,7 +243,7 @@ class Simulator:
             with self._lock:
                 self.stats.errors += 1
                 self.stats.last_error = err
-            self._report(RequestResult(t=time.monotonic(), dataset=q.dataset, ok=False, error=err))
+            self._report(RequestResult(t=time.monotonic(), sent=sent, dataset=q.dataset, ok=False, error=err))
             return
         served = [h["doc_id"] for h in body.get("hits", [])]
         ndcg = ndcg_at_10(served, q.judgments)
@@ -249,7 +251,7 @@ class Simulator:
             self.stats.ok += 1
             self._latencies.append(ms)
             self._ndcg.setdefault(q.dataset, []).append(ndcg)
-        self._report(RequestResult(t=time.monotonic(), dataset=q.dataset, ok=True, latency_ms=ms, ndcg=ndcg,
+        self._report(RequestResult(t=time.monotonic(), sent=sent, dataset=q.dataset, ok=True, latency_ms=ms, ndcg=ndcg,
                                    model_version=body.get("model_version")))
         if not self.scenario.feedback:
             return

@@ -136,11 +136,18 @@ class TrafficLog:
         for key in self.totals:
             self.totals[key] += getattr(sample, key)
         for r in batch:
-            if not r.ok and not self.faults.covers(r.t) and len(self.lost_examples) < 20:
+            if not r.ok and not injected(r, self.faults) and len(self.lost_examples) < 20:
                 self.lost_examples.append(f"{r.dataset}: {r.error}")
         if dropped and not sample.fault and len(self.lost_examples) < 20:
             self.lost_examples.append(f"{dropped} ticks dropped: {dropped} requests could not be sent (all in flight)")
         return sample
+
+
+def injected(r: RequestResult, faults: FaultWindows) -> bool:
+    """A failure is the fault's when the request was in flight during a fault window (sent .. came back), not only
+    when it came back inside one: a request sent to the month soak's bad model timed out 30 s later, after its
+    window and grace had closed, and 5 such were counted as lost."""
+    return faults.overlaps(r.sent, r.t) if r.sent is not None else faults.covers(r.t)
 
 
 def window_sample(batch: Iterable[RequestResult], faults: FaultWindows, **fields: Any) -> TrafficSample:
@@ -161,7 +168,7 @@ def window_sample(batch: Iterable[RequestResult], faults: FaultWindows, **fields
                 sample.versions_served[r.model_version] = sample.versions_served.get(r.model_version, 0) + 1
         else:
             sample.failed += 1
-            if faults.covers(r.t):
+            if injected(r, faults):
                 sample.failed_injected += 1
             else:
                 sample.failed_lost += 1

@@ -3,15 +3,13 @@
 - git's desired state, what the service serves, and the registry's `champion` / `gold` aliases;
 - `audit verify` (the whole chain);
 - the journal: no cycle left running or with undone deployment changes;
-- offline NDCG@10 of the final champion on each repaired domain's held-out queries (the folder its promotion was
-  measured on, `artifacts/<cycle>/holdout/<domain>`) against the best value a promotion of that domain reached
-  (the challenger's `new_domain_ndcg@10` in its `evaluation.json`), and of the champion and gold on the original
-  domain's test split.
+- offline NDCG@10 of the final champion on each repaired domain's fixed evaluation set against the best value a
+  watched promotion reached on it (the forgetting guard's record, AUTOOPT_HOME/evalsets, ml/forgetting.py), and of
+  the champion and gold on the original domain's test split. Promotions with no readable record fail the check.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -53,34 +51,30 @@ def journal() -> dict[str, Any]:
     return {"running": [c.id for c in j.running()], "dirty": [c.id for c in j.dirty()]}
 
 
-def promoted_evaluations(cycles: list[CycleRow]) -> dict[str, dict[str, Any]]:
-    """Per repaired domain: the best held-out NDCG@10 a promotion reached and the held-out folder to re-measure on
-    (the latest promotion's)."""
+def promoted_evaluations(original: str) -> dict[str, dict[str, Any]]:
+    """Per repaired domain: the best held-out NDCG@10 a watched promotion reached and its fixed evaluation set, from
+    the forgetting guard's durable record (AUTOOPT_HOME/evalsets: `best.json` + one set per domain, ml/forgetting.py).
+    Not from the promoting cycles' artifacts: retention prunes those (`cycleArtifacts`), and in the month soak the two
+    promotions' folders were gone by the end, which read as "nothing promoted". The original domain's sets are the
+    other invariant's. Raises EvalSetError when the record or a set cannot be read."""
+    from autooptimizer.ml import forgetting as fg
+
+    best = fg.read_best().best
     out: dict[str, dict[str, Any]] = {}
-    for c in cycles:
-        if c.outcome != "promoted" or not c.artifacts_dir:
+    for s in fg.load_sets():
+        if s.domain == original or s.key not in best:
             continue
-        path = Path(c.artifacts_dir) / "evaluation.json"
-        if not path.is_file():
-            continue
-        doc = json.loads(path.read_text())
-        folder = (doc.get("holdout") or {}).get("folder")
-        value = (doc.get("challenger") or {}).get("new_domain_ndcg@10")
-        if not folder or value is None:
-            continue
-        domain = Path(folder).name
-        row = out.setdefault(domain, {"best_promoted": value, "cycle": c.id, "folder": folder})
-        if value > row["best_promoted"]:
-            row.update(best_promoted=value, cycle=c.id)
-        row["folder"] = folder
+        row = best[s.key]
+        out[s.key] = {"best_promoted": row.get("ndcg@10"), "cycle": row.get("cycle_id"),
+                      "version": row.get("version"), "data": s.data, "split": s.split, "qids": s.qids}
     return out
 
 
-def _ndcg(version: str, folder: str | Path, split: str | None = None) -> float:
+def _ndcg(version: str, folder: str | Path, split: str | None = None, qids: set[str] | None = None) -> float:
     from autooptimizer.ml.evaluate import evaluate_spec
     from autooptimizer.search import model_store
 
-    return evaluate_spec(model_store.load(version), folder, split=split).ndcg_at_10
+    return evaluate_spec(model_store.load(version), folder, split=split, qids=qids).ndcg_at_10
 
 
 def offline(scenario: Scenario, cycles: list[CycleRow], champion: str | None, gold: str | None) -> dict[str, Any]:
@@ -91,12 +85,23 @@ def offline(scenario: Scenario, cycles: list[CycleRow], champion: str | None, go
     if not champion:
         out["error"] = "no champion alias"
         return out
-    for domain, row in promoted_evaluations(cycles).items():
+    try:
+        rows = promoted_evaluations(scenario.original)
+    except Exception as exc:  # noqa: BLE001 - an unreadable record is a failed check, never "nothing promoted"
+        out["error"] = f"{type(exc).__name__}: {getattr(exc, 'problem', None) or exc}"
+        rows = {}
+    promotions = [c.id for c in cycles if c.outcome == "promoted"]
+    if promotions and not rows and "error" not in out:
+        out["error"] = (f"{len(promotions)} promotion(s) ({', '.join(promotions)}) but no best-promoted value in "
+                        "AUTOOPT_HOME/evalsets/best.json: the repaired domains cannot be checked")
+    for key, row in rows.items():
         try:
-            row["final"] = round(_ndcg(champion, row["folder"]), 4)
+            row["final"] = round(_ndcg(champion, get_settings().dataset(row["data"]), row["split"],
+                                       set(row.pop("qids"))), 4)
         except Exception as exc:  # noqa: BLE001 - unmeasured stays None (a failed check)
+            row.pop("qids", None)
             row["error"] = f"{type(exc).__name__}: {getattr(exc, 'problem', None) or exc}"
-        out["domains"][domain] = row
+        out["domains"][key] = row
     folder = get_settings().dataset(scenario.original)
     for split in ("test", None):
         try:

@@ -97,6 +97,19 @@ def cost_remedy(depth: int | None) -> Remedy | Exhausted:
     return _variant(depth, "")
 
 
+def restored_variant(gates: dict[str, str] | None, deployed_depth: int | None, own_depth: int) -> Remedy | None:
+    """ndcg_drop, before a retrain: the model's own rerank depth back when a cost or latency remedy cut it and both of
+    those gates now read `ok` (unknown or firing keeps the cut: the pressure may still be there). None: nothing to
+    give back. In the month soak the depth stayed at 10 for the last 25 minutes with both gates ok, and the cisi
+    expert served 0.43 online instead of ~0.69, while each NDCG cycle could only find no new feedback."""
+    if deployed_depth is None or deployed_depth >= own_depth:
+        return None
+    if (gates or {}).get("p95_latency") != "ok" or (gates or {}).get("cost_budget") != "ok":
+        return None
+    return Remedy(tool="switch_variant", args={"rerank_depth": own_depth},
+                  change=f"rerank depth {deployed_depth} -> {own_depth} (the model's own: latency and cost gates ok)")
+
+
 def augment_size(queries: int) -> int:
     """Augmented rows for a dataset of `queries` feedback queries: one each, within [AUGMENT_MIN_ROWS,
     AUGMENT_MAX_ROWS]."""

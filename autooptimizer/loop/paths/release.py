@@ -16,10 +16,17 @@ if TYPE_CHECKING:
 
 
 def retrain_path(runner: CycleRunner, cid: str, opts: CycleOptions, state: CycleState) -> tuple[str, str]:
-    """Train a challenger with the retrain pipeline (or take `opts.challenger`); release it if the offline
-    promotion rule allows."""
+    """Give back a rerank depth a cost/latency remedy took when those gates allow (loop/paths/scaling.py); else train
+    a challenger with the retrain pipeline (or take `opts.challenger`) and release it if the offline promotion rule
+    allows."""
     current, _ = runner.release.current()
     state.champion = current.model_version
+    if not opts.challenger:
+        from autooptimizer.loop.paths.scaling import restore_variant
+
+        restored = restore_variant(runner, cid, state)
+        if restored is not None:  # the shortfall may be the depth a cost/latency remedy took: give it back first
+            return restored
     if opts.challenger:
         challenger = opts.challenger
         state.challenger = challenger

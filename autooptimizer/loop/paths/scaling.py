@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from autooptimizer.loop.alerts import raise_alert
 from autooptimizer.loop.artifacts import write_helm_patch
 from autooptimizer.loop.cycle_types import CycleOptions, CycleState
-from autooptimizer.loop.remedies import Exhausted, Remedy, cost_remedy, latency_remedy
+from autooptimizer.loop.remedies import Exhausted, Remedy, cost_remedy, latency_remedy, restored_variant
 
 if TYPE_CHECKING:
     from autooptimizer.loop.cycle import CycleRunner
@@ -26,6 +26,20 @@ def latency_path(runner: CycleRunner, cid: str, opts: CycleOptions, state: Cycle
 def cost_path(runner: CycleRunner, cid: str, opts: CycleOptions, state: CycleState) -> tuple[str, str]:
     current, _ = runner.release.current()
     return _apply(runner, cid, state, cost_remedy(current.rerank_depth), "cost_budget")
+
+
+def restore_variant(runner: CycleRunner, cid: str, state: CycleState) -> tuple[str, str] | None:
+    """ndcg_drop's first remedy: the rerank depth a cost or latency remedy took, given back once both gates read ok
+    (`remedies.restored_variant`); None when there is nothing to give back, and the path retrains."""
+    from autooptimizer.search import model_store
+
+    current, _ = runner.release.current()
+    remedy = restored_variant(state.gates, current.rerank_depth, model_store.load(current.model_version).rerank_depth)
+    if remedy is None:
+        return None
+    res = runner.step(cid, "restore_variant", lambda: runner.tool(state, "devops", remedy.tool, dict(remedy.args)))
+    _applied(runner, cid, state, res)
+    return "variant_switched", remedy.change
 
 
 def _apply(runner: CycleRunner, cid: str, state: CycleState, remedy: Remedy | Exhausted,

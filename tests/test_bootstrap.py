@@ -8,7 +8,7 @@ from autooptimizer.search import aliases, model_store
 from autooptimizer.search.beir import Collection, load_beir
 from autooptimizer.search.bootstrap import WEIGHT_GRID, bootstrap
 from autooptimizer.search.embeddings import count_cached
-from autooptimizer.search.encoder import encoder_identity
+from autooptimizer.search.encoder import BOOTSTRAP_MAX_SEQ_LENGTH, encoder_identity
 from autooptimizer.search.sample_data import write_tiny_beir
 
 
@@ -26,7 +26,9 @@ def test_bootstrap_on_tiny_data_is_idempotent(tmp_path):
     assert spec.kind == "bi_encoder" and spec.fusion_weight == first.fusion_weight and spec.encoder_path is None
     assert aliases.all_aliases() == {"champion": first.version, "gold": first.version}
     served = Collection([load_beir(root), load_beir(other)])  # what `search serve --datasets sf,other` embeds
-    assert count_cached(served, encoder_identity(None)) == len(served) == 34
+    assert spec.params == {"max_seq_length": BOOTSTRAP_MAX_SEQ_LENGTH} == {"max_seq_length": first.max_seq_length}
+    assert count_cached(served, encoder_identity(None, BOOTSTRAP_MAX_SEQ_LENGTH)) == len(served) == 34
+    assert count_cached(served, encoder_identity(None, 256)) == 0  # one length, embedded once
 
     again = bootstrap(seed=7, dataset=str(root), progress=False)
     assert not again.created

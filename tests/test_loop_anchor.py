@@ -200,3 +200,18 @@ def test_a_reading_without_a_sample_count_sets_no_anchor(tmp_path: Path, prom: F
     report = evaluate_gates(prometheus_url=prom.url, profile=PROD, anchor=store.read())
     report.gate("ndcg_drop").evidence.samples["baseline"] = None
     assert store.observe(report, busy=False) is None and not (tmp_path / "a.json").exists()
+
+
+def test_a_file_that_is_not_utf8_reads_as_corrupt_and_the_gates_still_read(tmp_path: Path, prom: FakeProm) -> None:
+    """Binary garbage (a torn disk write, a wrong file copied over) is a corrupt anchor like any other: the reading
+    goes on with the sliding comparison. It raised UnicodeDecodeError, which failed every scheduler reading (all
+    four gates reset to unknown) and `autoopt gates`."""
+    store = AnchorStore(tmp_path / "ndcg_anchor.json", champion=lambda: "v-a")
+    store.path.write_bytes(b"\xff\xfe\x00garbage")
+    read = store.read()
+    assert read.state == "corrupt" and read.error is not None and str(store.path) in read.error
+    assert "autoopt gates anchor --reset" in read.error
+    prom.answer = Windows(SCIFACT, SCIFACT).answer
+    report = evaluate_gates(prometheus_url=prom.url, profile=PROD, anchor=read)
+    assert report.gate("ndcg_drop").status == "ok"
+    assert store.observe(report, busy=False) is None and store.path.read_bytes() == b"\xff\xfe\x00garbage"

@@ -81,13 +81,13 @@ class AnchorStore:
     def load(self) -> tuple[NdcgAnchor | None, str | None]:
         """(the anchor, None), (None, None) when there is no file, or (None, the error naming the file and fix)."""
         try:
-            raw = self.path.read_text(encoding="utf-8")
+            raw = self.path.read_bytes()
         except FileNotFoundError:
             return None, None
         except OSError as exc:
             return None, self._broken(f"cannot be read ({exc})")
-        try:
-            return NdcgAnchor.model_validate(json.loads(raw)), None
+        try:  # bytes that are not UTF-8 raise UnicodeDecodeError, a ValueError: corrupt like bad JSON
+            return NdcgAnchor.model_validate(json.loads(raw.decode("utf-8"))), None
         except (ValueError, ValidationError) as exc:
             first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             return None, self._broken(f"is corrupt ({first})")

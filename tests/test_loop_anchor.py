@@ -215,3 +215,22 @@ def test_a_file_that_is_not_utf8_reads_as_corrupt_and_the_gates_still_read(tmp_p
     report = evaluate_gates(prometheus_url=prom.url, profile=PROD, anchor=read)
     assert report.gate("ndcg_drop").status == "ok"
     assert store.observe(report, busy=False) is None and store.path.read_bytes() == b"\xff\xfe\x00garbage"
+
+
+@pytest.mark.parametrize("text", [
+    '{"champion": "v-a", "ndcg_10": 0.7, "set_at": 1, "how": "hand"}',  # a typo: read as a pending re-anchor
+    '{"champion": "v-a", "set_at": 1, "how": "hand", "not_before": Infinity}',  # pending forever
+    '{"champion": "v-a", "ndcg10": 0.7, "set_at": NaN, "how": "hand"}',
+])
+def test_a_hand_edited_file_the_gate_cannot_use_as_written_is_corrupt(tmp_path: Path, prom: FakeProm,
+                                                                      text: str) -> None:
+    """An operator's edit that names an unknown field or a non-finite time is reported (the error names the file
+    and the fix) and kept: it was read as a pending re-anchor, which the loop then overwrote at the next healthy
+    reading, losing the edit without a word (or, with not_before Infinity, never re-anchored)."""
+    store = AnchorStore(tmp_path / "ndcg_anchor.json", champion=lambda: "v-a")
+    store.path.write_text(text)
+    read = store.read()
+    assert read.state == "corrupt" and read.error is not None and str(store.path) in read.error
+    prom.answer = Windows(SCIFACT, SCIFACT).answer
+    report = evaluate_gates(prometheus_url=prom.url, profile=PROD, anchor=read)
+    assert store.observe(report, busy=False) is None and store.path.read_text() == text

@@ -234,3 +234,26 @@ def test_a_hand_edited_file_the_gate_cannot_use_as_written_is_corrupt(tmp_path: 
     prom.answer = Windows(SCIFACT, SCIFACT).answer
     report = evaluate_gates(prometheus_url=prom.url, profile=PROD, anchor=read)
     assert store.observe(report, busy=False) is None and store.path.read_text() == text
+
+
+def test_an_unreadable_champion_alias_leaves_the_gates_on_the_sliding_comparison(tmp_path: Path,
+                                                                                  prom: FakeProm) -> None:
+    """The anchor reads the `champion` alias; a hand-broken aliases.json raised JSONDecodeError out of every gate
+    reading (the scheduler's, `autoopt gates`, the console's), so no gate could fire at all. The anchor is an
+    addition: the reading goes on without it, and says which file to fix."""
+    from autooptimizer.errors import AutoOptError
+
+    aliases.set_alias(aliases.CHAMPION, "v-a")
+    aliases.aliases_path().write_text('{"champion": "v-a",')
+    store = AnchorStore(tmp_path / "ndcg_anchor.json")
+    store.save(NdcgAnchor(champion="v-a", ndcg10=SCIFACT, samples=240, set_at=1.0, how="test"))
+    read = store.read()
+    assert read.state == "corrupt" and read.error is not None
+    assert str(aliases.aliases_path()) in read.error and "champion" in read.error
+    prom.answer = Windows(SCIFACT, SCIFACT).answer
+    report = evaluate_gates(prometheus_url=prom.url, profile=PROD, anchor=read)
+    assert report.gate("ndcg_drop").status == "ok"
+    assert store.observe(report, busy=False) is None and store.read().state == "corrupt"
+    with pytest.raises(AutoOptError, match="champion") as err:
+        store.reset("bob")
+    assert str(aliases.aliases_path()) in err.value.fix

@@ -129,6 +129,23 @@ def test_a_gate_whose_cycle_found_no_remedy_waits_for_the_interval_tick() -> Non
     assert [sched.observe(fire) for _ in range(n)][-1] == "si_4"
 
 
+def test_a_held_gate_does_not_block_a_lower_priority_one() -> None:
+    """The anchored NDCG gate keeps firing on a shortfall nothing could repair (held after its no_remedy cycle);
+    a p95 latency regression confirmed meanwhile gets its cycle at once. Held, ndcg_drop was still picked as the
+    highest-priority confirmed gate and the reading returned None: p95 waited for the tick, whose cycle took the
+    NDCG path again by priority, so the latency regression went unhandled for as long as the shortfall lasted."""
+    runner = RecordingRunner("prod")
+    sched = Scheduler(runner)  # type: ignore[arg-type]
+    n = runner.profile.gates.consecutive_readings
+    assert [sched.observe(_reading(ndcg_drop="firing")) for _ in range(n)][-1] == "si_1"
+    runner.outcomes["si_1"] = "no_remedy"
+    both = _reading(ndcg_drop="firing", p95_latency="firing")
+    assert [sched.observe(both) for _ in range(n)][-1] == "si_2"
+    assert runner.started[1] == CycleOptions(trigger="gate", gate="p95_latency")
+    assert sched.held >= 1  # ndcg_drop itself stays held
+    assert sched.streaks.confirmed() == ["ndcg_drop"]
+
+
 @pytest.mark.parametrize("outcome", ["rejected_offline", "ab_inconclusive", "failed", None])
 def test_only_no_remedy_holds_a_gate(outcome: str | None) -> None:
     runner = RecordingRunner("prod")

@@ -47,7 +47,7 @@ import math
 import time
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from autooptimizer.profiles import Profile, load_profile
 from autooptimizer.promql import QueryResult, query
@@ -94,7 +94,10 @@ class NdcgAnchor(BaseModel):
     """The NDCG gate's fixed reference: a lower bound of the online NDCG@10 `champion` reached on healthy traffic
     (the baseline window's mean at a healthy reading, minus its worst-case noise). `ndcg10` None: a re-anchor is
     pending (an operator's reset, or the champion changed) and happens at the first healthy reading at or after
-    `not_before`."""
+    `not_before`. Operators may edit the file: an unknown key (a typo) or a non-finite time fails validation, so
+    the edit is reported as corrupt and kept, not read as a pending re-anchor the loop then overwrites."""
+
+    model_config = ConfigDict(extra="forbid")
 
     champion: str = Field(min_length=1)
     ndcg10: float | None = Field(default=None, gt=0, le=1,
@@ -102,9 +105,10 @@ class NdcgAnchor(BaseModel):
                                              "(loop/anchor.py conservative_level)")
     mean: float | None = Field(default=None, ge=0, le=1, description="the baseline window's mean it was set from")
     samples: int | None = Field(default=None, ge=0, description="feedback samples in the window it was set from")
-    set_at: float = Field(description="unix time it was set (or the re-anchor was asked for)")
+    set_at: float = Field(allow_inf_nan=False, description="unix time it was set (or the re-anchor was asked for)")
     how: str = Field(description="why it was set, e.g. 'first healthy reading of champion v1 (no anchor)'")
-    not_before: float | None = Field(default=None, description="pending only: the earliest time to re-anchor")
+    not_before: float | None = Field(default=None, allow_inf_nan=False,
+                                     description="pending only: the earliest time to re-anchor")
 
 
 class AnchorRead(BaseModel):

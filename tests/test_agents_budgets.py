@@ -134,6 +134,10 @@ def test_server_errors_end_the_run_with_status_error_and_a_reason(llm_env, cue, 
      "not valid JSON"),
     ({**reply("hi"), "choices": []}, "no_choices", "an empty `choices` list"),
     ({"raw": '{"id": "chatcmpl-1", "object": "chat.completion"}'}, "no_choices", "no choices"),
+    # a choice without a message ended as "AttributeError: 'NoneType' object has no attribute 'function_call'"
+    ({"raw": '{"id": "chatcmpl-1", "choices": [{"index": 0, "finish_reason": "stop"}]}'}, "no_choices",
+     "whose first choice has no message"),
+    ({"raw": '{"id": "chatcmpl-1", "choices": [null]}'}, "no_choices", "whose first choice has no message"),
 ])
 def test_a_reply_that_is_not_a_chat_completion_ends_the_run_with_a_clear_error(llm_env, cue, kind, words):
     with ScriptedLLM([cue]) as llm:

@@ -29,6 +29,9 @@ def test_a_completion_with_a_choice_is_usable() -> None:
     (b'{"choices": null}', "no_choices", "`choices` = null"),
     (b'{"id": "x"}', "no_choices", "no choices"),
     (b"[1, 2]", "no_choices", "JSON list, not a chat completion object"),
+    (b'{"choices": [{"index": 0}]}', "no_choices", "whose first choice has no message"),
+    (b'{"choices": [{"index": 0, "message": null}]}', "no_choices", "whose first choice has no message"),
+    (b'{"choices": ["x"]}', "no_choices", "whose first choice has no message"),
 ])
 def test_a_body_that_is_not_a_usable_completion_is_named(body: bytes, kind: str, words: str) -> None:
     problem = reply_problem(body)

@@ -24,6 +24,22 @@ def test_sigterm_raises_keyboard_interrupt_inside_and_the_old_handler_comes_back
     assert signal.getsignal(signal.SIGTERM) == before
 
 
+def test_a_second_sigterm_does_not_interrupt_the_cleanup_the_first_one_started() -> None:
+    """`kill` twice (an impatient operator, a supervisor that repeats its TERM) while the soak's finally is still
+    stopping its servers (it waits for the event workers, drains the optimizer): a second KeyboardInterrupt there
+    skipped the rest of the cleanup and left Prometheus, the search service and the optimizer as orphans."""
+    before = signal.getsignal(signal.SIGTERM)
+    cleaned = False
+    with pytest.raises(KeyboardInterrupt, match="SIGTERM"), sigterm_interrupts():
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)
+        finally:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.2)  # would be interrupted by a second KeyboardInterrupt
+            cleaned = True
+    assert cleaned
+    assert signal.getsignal(signal.SIGTERM) == before
 @pytest.mark.prometheus
 def test_a_soak_killed_with_sigterm_stops_everything_it_started(tmp_path: Path) -> None:
     run = tmp_path / "run"

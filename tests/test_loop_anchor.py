@@ -200,3 +200,60 @@ def test_a_reading_without_a_sample_count_sets_no_anchor(tmp_path: Path, prom: F
     report = evaluate_gates(prometheus_url=prom.url, profile=PROD, anchor=store.read())
     report.gate("ndcg_drop").evidence.samples["baseline"] = None
     assert store.observe(report, busy=False) is None and not (tmp_path / "a.json").exists()
+
+
+def test_a_file_that_is_not_utf8_reads_as_corrupt_and_the_gates_still_read(tmp_path: Path, prom: FakeProm) -> None:
+    """Binary garbage (a torn disk write, a wrong file copied over) is a corrupt anchor like any other: the reading
+    goes on with the sliding comparison. It raised UnicodeDecodeError, which failed every scheduler reading (all
+    four gates reset to unknown) and `autoopt gates`."""
+    store = AnchorStore(tmp_path / "ndcg_anchor.json", champion=lambda: "v-a")
+    store.path.write_bytes(b"\xff\xfe\x00garbage")
+    read = store.read()
+    assert read.state == "corrupt" and read.error is not None and str(store.path) in read.error
+    assert "autoopt gates anchor --reset" in read.error
+    prom.answer = Windows(SCIFACT, SCIFACT).answer
+    report = evaluate_gates(prometheus_url=prom.url, profile=PROD, anchor=read)
+    assert report.gate("ndcg_drop").status == "ok"
+    assert store.observe(report, busy=False) is None and store.path.read_bytes() == b"\xff\xfe\x00garbage"
+
+
+@pytest.mark.parametrize("text", [
+    '{"champion": "v-a", "ndcg_10": 0.7, "set_at": 1, "how": "hand"}',  # a typo: read as a pending re-anchor
+    '{"champion": "v-a", "set_at": 1, "how": "hand", "not_before": Infinity}',  # pending forever
+    '{"champion": "v-a", "ndcg10": 0.7, "set_at": NaN, "how": "hand"}',
+])
+def test_a_hand_edited_file_the_gate_cannot_use_as_written_is_corrupt(tmp_path: Path, prom: FakeProm,
+                                                                      text: str) -> None:
+    """An operator's edit that names an unknown field or a non-finite time is reported (the error names the file
+    and the fix) and kept: it was read as a pending re-anchor, which the loop then overwrote at the next healthy
+    reading, losing the edit without a word (or, with not_before Infinity, never re-anchored)."""
+    store = AnchorStore(tmp_path / "ndcg_anchor.json", champion=lambda: "v-a")
+    store.path.write_text(text)
+    read = store.read()
+    assert read.state == "corrupt" and read.error is not None and str(store.path) in read.error
+    prom.answer = Windows(SCIFACT, SCIFACT).answer
+    report = evaluate_gates(prometheus_url=prom.url, profile=PROD, anchor=read)
+    assert store.observe(report, busy=False) is None and store.path.read_text() == text
+
+
+def test_an_unreadable_champion_alias_leaves_the_gates_on_the_sliding_comparison(tmp_path: Path,
+                                                                                  prom: FakeProm) -> None:
+    """The anchor reads the `champion` alias; a hand-broken aliases.json raised JSONDecodeError out of every gate
+    reading (the scheduler's, `autoopt gates`, the console's), so no gate could fire at all. The anchor is an
+    addition: the reading goes on without it, and says which file to fix."""
+    from autooptimizer.errors import AutoOptError
+
+    aliases.set_alias(aliases.CHAMPION, "v-a")
+    aliases.aliases_path().write_text('{"champion": "v-a",')
+    store = AnchorStore(tmp_path / "ndcg_anchor.json")
+    store.save(NdcgAnchor(champion="v-a", ndcg10=SCIFACT, samples=240, set_at=1.0, how="test"))
+    read = store.read()
+    assert read.state == "corrupt" and read.error is not None
+    assert str(aliases.aliases_path()) in read.error and "champion" in read.error
+    prom.answer = Windows(SCIFACT, SCIFACT).answer
+    report = evaluate_gates(prometheus_url=prom.url, profile=PROD, anchor=read)
+    assert report.gate("ndcg_drop").status == "ok"
+    assert store.observe(report, busy=False) is None and store.read().state == "corrupt"
+    with pytest.raises(AutoOptError, match="champion") as err:
+        store.reset("bob")
+    assert str(aliases.aliases_path()) in err.value.fix

@@ -242,3 +242,23 @@ def test_prune_storage_cuts_the_feedback_log_by_age(tmp_path: Path, monkeypatch:
     assert [d["reason"] for d in res.result["deleted"] if d["kind"] == "feedback_log"] == [
         "records older than 2 days"]
     assert _ages(log) == [1.5, 0.5]
+
+
+def test_two_prunes_at_once_cut_the_feedback_log_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The end-of-cycle prune and an operator's `autoopt prune` planned before either deleted: the second must not
+    cut the same number of bytes again from the already trimmed log (a byte count planned on the old file cut two
+    records of the last 2 days; a trim to the newest N bytes, as before feedbackLogDays, was idempotent)."""
+    from autooptimizer.loop.retention import _DELETE, plan
+    from autooptimizer.profiles import load_profile
+
+    monkeypatch.setenv("AUTOOPT_PROFILES_DIR", "")
+    _profiles(tmp_path, feedbackLogDays=2)
+    get_settings.cache_clear()
+    settings, now = get_settings(), time.time()
+    log = settings.feedback_log
+    _timed_log(log, [9, 5, 2.5, 1.5, 0.5], now)
+    plans = [plan(settings, load_profile("prod"), now) for _ in range(2)]
+    for p in plans:
+        assert [i.kind for i in p.delete] == ["feedback_log"]
+        _DELETE["feedback_log"](settings, "feedback.jsonl", p)
+    assert _ages(log) == [1.5, 0.5]

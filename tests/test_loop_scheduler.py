@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 
 from autooptimizer.gates import GATE_NAMES, Evidence, Gate, GateReport
-from autooptimizer.loop.cycle import CycleOptions, CycleRunner
+from autooptimizer.loop.cycle import GATE_PRIORITY, CycleOptions, CycleRunner
 from autooptimizer.loop.scheduler import Scheduler
 from autooptimizer.profiles import load_profile
 from autooptimizer.settings import get_settings
@@ -52,7 +52,11 @@ class RecordingRunner:
         self.journal = self
 
     def find(self, cycle_id: str) -> SimpleNamespace | None:
-        return SimpleNamespace(outcome=self.outcomes.get(cycle_id)) if cycle_id in self.outcomes else None
+        if cycle_id not in self.outcomes:
+            return None
+        opts = self.started[int(cycle_id.removeprefix("si_")) - 1]
+        path = opts.gate or next((g for g in GATE_PRIORITY if g in (opts.act_on or [])), None)  # what it took
+        return SimpleNamespace(outcome=self.outcomes[cycle_id], gate=path)
 
     def recover(self) -> list:
         return []
@@ -131,6 +135,39 @@ def test_a_gate_whose_cycle_found_no_remedy_waits_for_the_interval_tick() -> Non
     assert len(runner.started) == 4  # held again
     sched.observe(_reading())  # an ok reading lifts the hold (and restarts the count)
     assert [sched.observe(fire) for _ in range(n)][-1] == "si_5"
+
+
+def test_a_held_gate_does_not_block_a_lower_priority_one() -> None:
+    """The anchored NDCG gate keeps firing on a shortfall nothing could repair (held after its no_remedy cycle);
+    a p95 latency regression confirmed meanwhile gets its cycle at once. Held, ndcg_drop was still picked as the
+    highest-priority confirmed gate and the reading returned None: p95 waited for the tick, whose cycle took the
+    NDCG path again by priority, so the latency regression went unhandled for as long as the shortfall lasted."""
+    runner = RecordingRunner("prod")
+    sched = Scheduler(runner)  # type: ignore[arg-type]
+    n = runner.profile.gates.consecutive_readings
+    assert [sched.observe(_reading(ndcg_drop="firing")) for _ in range(n)][-1] == "si_1"
+    runner.outcomes["si_1"] = "no_remedy"
+    both = _reading(ndcg_drop="firing", p95_latency="firing")
+    assert [sched.observe(both) for _ in range(n)][-1] == "si_2"
+    assert runner.started[1] == CycleOptions(trigger="gate", gate="p95_latency")
+    assert sched.held >= 1  # ndcg_drop itself stays held
+    assert sched.streaks.confirmed() == ["ndcg_drop"]
+
+
+def test_a_tick_holds_only_the_gate_whose_path_it_took() -> None:
+    """Both confirmed; the tick's cycle takes the NDCG path (priority) and finds no remedy: ndcg_drop is held, but
+    p95 latency, whose path that cycle never tried, starts its own cycle at the next reading."""
+    runner = RecordingRunner("prod")
+    sched = Scheduler(runner)  # type: ignore[arg-type]
+    runner.busy = True
+    n = runner.profile.gates.consecutive_readings
+    both = _reading(ndcg_drop="firing", p95_latency="firing")
+    for _ in range(n):
+        sched.observe(both)
+    runner.busy = False
+    assert sched.tick() == "si_1" and runner.started[0].act_on == ["ndcg_drop", "p95_latency"]
+    runner.outcomes["si_1"] = "no_remedy"
+    assert sched.observe(both) == "si_2" and runner.started[1] == CycleOptions(trigger="gate", gate="p95_latency")
 
 
 @pytest.mark.parametrize("outcome", ["rejected_offline", "ab_inconclusive", "failed", None])

@@ -111,3 +111,26 @@ def test_a_latency_burst_right_after_the_swap_is_not_a_degradation() -> None:
     res = _watch(AB_START, log)
     assert not res["degraded"], res["reasons"]
     assert res["latency_samples"] == 120 and res["latency"]["status"] == "ok"
+
+
+def test_the_prod_watch_confirms_a_healthy_promotion_at_the_soaks_request_rates() -> None:
+    """The watch's sample minimum is its own (loop.watchMinSamples), not the A/B's: prod's abTest.minSamples (150,
+    sized for one A/B judgement over up to 300 s) made the 30 s watch call every promotion served at under 5 req/s
+    (the untuned soak's 4 req/s: 120 samples) unverified, and roll it back."""
+    from autooptimizer.loop.cycle_types import CycleOptions
+    from autooptimizer.loop.paths.watch import watch_config
+    from autooptimizer.profiles import load_profile
+
+    prod = load_profile("prod")
+    assert prod.ab_test.min_samples == 150 and prod.loop.watch_window_seconds == 30
+    cfg = watch_config(prod, CycleOptions())
+    assert cfg.min_samples == prod.loop.watch_min_samples == 20
+    assert watch_config(prod, CycleOptions(ab_min_samples=8)).min_samples == 8  # a cycle's override still wins
+    log = _Log()
+    log.new, log.new_latency = log.new[:120], log.new_latency[:120]  # 30 s at 4 req/s
+    clock = iter(np.arange(DEPLOY, DEPLOY + 100, 1.0))
+    res = watch_deployment(log, new="new", old="old", seconds=prod.loop.watch_window_seconds, config=cfg,
+                           since=DEPLOY, baseline_since=AB_START, clock=lambda: float(next(clock)),
+                           sleep=lambda _s: None)
+    assert not res["degraded"], res["reasons"]
+    assert res["samples"] == 120

@@ -23,7 +23,8 @@ class BadReply(LLMError):
 
 
 def reply_problem(body: bytes) -> tuple[str, str] | None:
-    """(kind, what is wrong) for a chat-completion body, or None when it is a JSON object with >= 1 choice."""
+    """(kind, what is wrong) for a chat-completion body, or None when it is a JSON object whose first choice has a
+    message object."""
     try:
         data: Any = json.loads(body)
     except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
@@ -35,6 +36,9 @@ def reply_problem(body: bytes) -> tuple[str, str] | None:
     if not isinstance(choices, list) or not choices:
         got = "an empty `choices` list" if choices == [] else f"`choices` = {json.dumps(choices)[:SNIPPET]}"
         return "no_choices", f"a chat completion with no choices ({got})"
+    first: Any = choices[0]
+    if not isinstance(first, dict) or not isinstance(first.get("message"), dict):  # AutoGen reads choices[0].message
+        return "no_choices", f"a chat completion whose first choice has no message ({json.dumps(first)[:SNIPPET]})"
     return None
 
 

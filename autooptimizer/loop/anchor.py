@@ -36,10 +36,11 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from pydantic import ValidationError
 
+from autooptimizer.errors import ConfigError
 from autooptimizer.gates import AnchorRead, GateReport, NdcgAnchor
 from autooptimizer.settings import Settings
 
@@ -81,13 +82,13 @@ class AnchorStore:
     def load(self) -> tuple[NdcgAnchor | None, str | None]:
         """(the anchor, None), (None, None) when there is no file, or (None, the error naming the file and fix)."""
         try:
-            raw = self.path.read_text(encoding="utf-8")
+            raw = self.path.read_bytes()
         except FileNotFoundError:
             return None, None
         except OSError as exc:
             return None, self._broken(f"cannot be read ({exc})")
-        try:
-            return NdcgAnchor.model_validate(json.loads(raw)), None
+        try:  # bytes that are not UTF-8 raise UnicodeDecodeError, a ValueError: corrupt like bad JSON
+            return NdcgAnchor.model_validate(json.loads(raw.decode("utf-8"))), None
         except (ValueError, ValidationError) as exc:
             first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             return None, self._broken(f"is corrupt ({first})")
@@ -96,11 +97,32 @@ class AnchorStore:
         return (f"The NDCG anchor file {self.path} {what}; it is read as no anchor. Delete it (or run "
                 "`autoopt gates anchor --reset`) to re-anchor at the next healthy reading.")
 
+    def current(self) -> tuple[str | None, ConfigError | None]:
+        """(the current champion, None), or (None, why it cannot be read): a broken aliases.json must not fail the
+        gate reading the anchor is only an addition to (every gate would read as failed, none could fire)."""
+        try:
+            champion = cast("object", self.champion())  # aliases.json is hand-editable: any JSON value
+        except (OSError, ValueError, AttributeError) as exc:
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            return None, self._no_champion(f"cannot be read ({first})")
+        if champion is not None and not (isinstance(champion, str) and champion):
+            return None, self._no_champion(f"is {champion!r}, not a version name")
+        return champion, None
+
+    @staticmethod
+    def _no_champion(what: str) -> ConfigError:
+        from autooptimizer.search.aliases import aliases_path
+
+        return ConfigError(f"The `champion` alias {what}; the NDCG anchor cannot be compared or set.",
+                           f"Correct {aliases_path()} (a JSON object of alias -> version name) or restore it.")
+
     def read(self) -> AnchorRead:
         """The anchor as the gate sees it for the current champion."""
         anchor, error = self.load()
-        champion = self.champion()
+        champion, broken = self.current()
         path = str(self.path)
+        if broken is not None:
+            return AnchorRead(state="corrupt", path=path, anchor=anchor, error=f"{broken.problem} {broken.fix}")
         if error is not None:
             return AnchorRead(state="corrupt", path=path, champion=champion, error=error)
         if champion is None:
@@ -129,7 +151,9 @@ class AnchorStore:
         from autooptimizer.errors import NotFoundError
         from autooptimizer.policies.audit import AuditLog
 
-        champion = self.champion()
+        champion, broken = self.current()
+        if broken is not None:
+            raise broken
         if champion is None:
             raise NotFoundError("There is no `champion` alias to anchor the NDCG gate for.",
                                 "Run `autoopt bootstrap` to create the first champion.")

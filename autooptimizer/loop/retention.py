@@ -55,6 +55,9 @@ class PrunePlan(BaseModel):
     protected: dict[str, list[str]] = Field(default_factory=dict)
     feedback_cut_bytes: int | None = Field(default=None, description="bytes the feedback log's oldest records took "
                                            "when planned; what was appended since is kept")
+    feedback_limit_bytes: int | None = Field(default=None, description="the log's size cap (feedbackLogMB)")
+    feedback_cutoff: float | None = Field(default=None, description="unix time: records before it are cut "
+                                          "(now - feedbackLogDays; None: size only)")
 
     def touches_protected(self) -> bool:
         return any(item.name in self.protected.get(item.kind, []) for item in self.delete)
@@ -151,6 +154,9 @@ def plan(settings: Settings, profile: Profile, now: float | None = None) -> Prun
     feedback = feedback_cut(settings.feedback_log, r, now)
     if feedback is not None:
         out.feedback_cut_bytes, why = feedback
+        out.feedback_limit_bytes = int(r.feedback_log_mb * (1 << 20))
+        if r.feedback_log_days is not None:
+            out.feedback_cutoff = now - r.feedback_log_days * DAY_S
         out.delete.append(PruneItem(kind="feedback_log", name=settings.feedback_log.name, reason=why))
     return out
 
@@ -311,8 +317,15 @@ def _trace(settings: Settings, name: str, _p: PrunePlan) -> int:
 
 
 def _feedback(settings: Settings, _name: str, p: PrunePlan) -> int:
-    log = settings.feedback_log  # records appended since the plan are new: the cut is a count of the oldest bytes
-    return trim_log(log, max(0, log.stat().st_size - (p.feedback_cut_bytes or 0)))
+    """The cut is found again in the log as it is now, by the plan's rule (its size cap and cutoff time), not taken
+    as the planned byte count: another prune (the end-of-cycle one beside an operator's) may have trimmed the log
+    since this plan, and the same count cut again would take records within retention."""
+    log = settings.feedback_log
+    size = log.stat().st_size
+    by_size = size - p.feedback_limit_bytes if p.feedback_limit_bytes is not None else 0
+    by_age = first_record_since(log, p.feedback_cutoff) if p.feedback_cutoff is not None else 0
+    cut = max(by_size, by_age)
+    return trim_log(log, size - cut) if cut > 0 else 0
 
 
 def trim_log(path: Path, keep_bytes: int) -> int:

@@ -8,7 +8,8 @@
 - holds a gate whose last cycle (gate-started, or the tick that acted on it) ended `no_remedy` (nothing could be
   done: remedies at their bounds, no new feedback to retrain on) until the next interval tick or an ok reading: a
   shortfall that persists (the anchored NDCG gate after a refused repair) would otherwise start an identical no-op
-  cycle at every confirmation (~25 s in prod).
+  cycle at every confirmation (~25 s in prod). A held gate is passed over, so a lower-priority gate confirmed
+  meanwhile (p95 latency) still starts its cycle.
   The tick still acts on the confirmed gate, so the loop retries once per interval, when new feedback may have come.
 - keeps the NDCG gate's anchor (loop/anchor.py): each reading compares with it, and a healthy reading while no
   cycle runs sets it when none exists for the current champion. It is the anchor's only automatic writer.
@@ -99,18 +100,20 @@ class Scheduler:
         self.readings += 1
         self._keep_anchor(report)
         confirmed = self.streaks.update(report)
-        gate: GateName | None = next((g for p in GATE_PRIORITY for g in confirmed if g == p), None)  # by priority
         for g in report.gates:
             if g.status == "ok":
                 self._last_gate_cycle.pop(g.name, None)
+        ordered: list[GateName] = [p for p in GATE_PRIORITY if p in confirmed]  # by priority
+        held = [g for g in ordered if self._held(g)]
+        if held:
+            self.held += 1
+            log.info("gate(s) %s confirmed but held: their last cycle ended no_remedy; the next interval tick retries",
+                     ", ".join(held))
+        # a held gate never blocks a lower-priority one (a p95 regression during a shortfall nothing can repair)
+        gate: GateName | None = next((g for g in ordered if g not in held), None)
         if gate is None:
             return None
         streak = self.streaks.streak[gate]
-        if self._held(gate):
-            self.held += 1
-            log.info("gate %s confirmed but held: its last cycle %s ended no_remedy; the next interval tick retries",
-                     gate, self._last_gate_cycle[gate])
-            return None
         cid = self.runner.trigger(CycleOptions(trigger="gate", gate=gate))
         if cid is None:
             log.info("gate %s confirmed (%d readings) but a cycle is running; retrying at the next reading",
@@ -123,13 +126,14 @@ class Scheduler:
         return cid
 
     def _held(self, gate: str) -> bool:
-        """True while `gate`'s last gate-started cycle ended `no_remedy` (a running or unreadable one holds nothing:
-        the cycle lock already keeps a second one from starting)."""
+        """True while `gate`'s last cycle took `gate`'s path and ended `no_remedy` (a running or unreadable one holds
+        nothing: the cycle lock already keeps a second one from starting). A tick acts on every confirmed gate but
+        takes the highest-priority path: the others it did not try stay free."""
         cid = self._last_gate_cycle.get(gate)
         if cid is None:
             return False
         rec = self.runner.journal.find(cid)
-        return rec is not None and rec.outcome == "no_remedy"
+        return rec is not None and rec.outcome == "no_remedy" and rec.gate in (None, gate)
 
     def _keep_anchor(self, report: GateReport) -> None:
         """Let the anchor store act on a reading that compared with it (loop/anchor.py: set, or start a re-anchor)."""

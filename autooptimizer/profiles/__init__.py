@@ -91,6 +91,11 @@ class Loop(_Strict):
     auto_promote: bool = Field(default=True, alias="autoPromote")
     rollback_on_degrade: bool = Field(default=True, alias="rollbackOnDegrade")
     watch_window_seconds: float = Field(default=30, alias="watchWindowSeconds", gt=0)
+    watch_min_samples: int = Field(
+        default=20, alias="watchMinSamples", ge=2, le=1_000_000,
+        description="NDCG@10 samples of the new version the post-promotion watch needs by the end of its window "
+                    "(fewer: unverified, rolled back). Not abTest.minSamples, which sizes one A/B judgement over up "
+                    "to maxDurationSeconds: the watch window holds watchWindowSeconds x the request rate")
     mock_signals: bool = Field(default=False, alias="mockSignals")
     rollback_depth: int = Field(default=5, alias="rollbackDepth", ge=1, le=100,
                                 description="deploys a rollback may return to; their model versions are protected")

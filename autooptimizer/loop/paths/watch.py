@@ -17,6 +17,7 @@ from autooptimizer.loop.cycle_types import CycleOptions, CycleState, CycleStop
 
 if TYPE_CHECKING:
     from autooptimizer.loop.cycle import CycleRunner
+    from autooptimizer.profiles import Profile
 
 
 def watch(runner: CycleRunner, cid: str, opts: CycleOptions, state: CycleState, *, new: str, old: str,
@@ -30,8 +31,7 @@ def watch(runner: CycleRunner, cid: str, opts: CycleOptions, state: CycleState, 
     deployed = baseline_until or time.time()
     if baseline_since is None:
         baseline_since = deployed - runner.profile.gates.baseline_window_seconds
-    cfg = ABConfig.from_profile(runner.profile, **({"min_samples": opts.ab_min_samples} if opts.ab_min_samples
-                                                   else {}))
+    cfg = watch_config(runner.profile, opts)
 
     def progress(n: int, elapsed: float) -> None:
         runner.emit("watch", cycle_id=cid, samples=n, elapsed=elapsed)
@@ -63,6 +63,12 @@ def watch(runner: CycleRunner, cid: str, opts: CycleOptions, state: CycleState, 
                 f"{'; '.join(verdict['reasons'])}", severity="critical",
                 labels={"cycle_id": cid, "model_version": new}, details=state.rollback)
     return "rolled_back", f"{new} degraded and was rolled back to {rb['stable']}"
+
+
+def watch_config(profile: Profile, opts: CycleOptions) -> ABConfig:
+    """The judge's settings for the watch: the A/B's, with the watch's own sample minimum (loop.watchMinSamples;
+    a cycle's ab_min_samples overrides both)."""
+    return ABConfig.from_profile(profile, min_samples=opts.ab_min_samples or profile.loop.watch_min_samples)
 
 
 def move_champion(runner: CycleRunner, cid: str, state: CycleState, version: str) -> None:

@@ -121,6 +121,10 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         recovers the cycle its predecessor left running."""
         import uvicorn
 
+        from autooptimizer.infra.memory import limit_arenas
+
+        limit_arenas()  # before any thread; the supervised child inherits MALLOC_ARENA_MAX (infra/memory.py)
+
         from autooptimizer.settings import get_settings
 
         if env:

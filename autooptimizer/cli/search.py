@@ -55,6 +55,10 @@ def serve(
     """Serve /search, /feedback, /metrics and the admin endpoints."""
     import uvicorn
 
+    from autooptimizer.infra.memory import limit_arenas
+
+    limit_arenas()  # before uvicorn's threads (infra/memory.py)
+
     from autooptimizer.search.aliases import CHAMPION, require_alias
     from autooptimizer.search.app import SearchService, create_app
     from autooptimizer.search.beir import load_collection
@@ -207,6 +211,33 @@ def bench_search(
                    f"| {r.limit_rps} | {r.ratio_to_limit} | {r.server_cpu_ms_per_request} |")
 
 
+def bench_release(
+    model: str = typer.Option(None, help="Model version (default: the champion alias)."),
+    datasets: str = typer.Option("scifact", help="The served collection."),
+    threads: int = typer.Option(32, min=1, max=200, help="Closed-loop clients overloading the cross-encoder."),
+    seconds: float = typer.Option(60.0, min=1.0, help="How long the cross-encoder is overloaded."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """RSS a rolled-back, overloaded cross-encoder leaves in the search service: glibc's arenas vs the cap."""
+    from rich.console import Console
+
+    from autooptimizer.search import aliases
+    from autooptimizer.search.release_bench import run
+
+    console = Console(stderr=True)
+    res = run(model or aliases.require_alias(aliases.CHAMPION), [d for d in datasets.split(",") if d],
+              overload_threads=threads, overload_s=seconds, say=lambda m: console.print(f"[dim]{m}"))
+    if as_json:
+        typer.echo(res.model_dump_json(indent=2))
+        return
+    typer.echo("| arenas | before MiB | overloaded MiB | after MiB | kept MiB | CE requests | champion req/s "
+               "| failed |")
+    typer.echo("|---|---|---|---|---|---|---|---|")
+    for r in res.runs:
+        typer.echo(f"| {r.arenas} | {r.before_mib} | {r.overloaded_mib} | {r.after_mib} | {r.kept_mib} | "
+                   f"{r.cross_encoder_requests} | {r.champion_rps} | {r.failed} |")
+
+
 def register(app: typer.Typer, bench: typer.Typer) -> None:
     """Add this area's commands to the root app and its benchmarks to `autoopt bench`."""
     app.command("bootstrap")(bootstrap_cmd)
@@ -214,3 +245,4 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
     bench.command("encode")(bench_encode)
     bench.command("serving-cost")(bench_serving_cost)
     bench.command("search")(bench_search)
+    bench.command("release")(bench_release)

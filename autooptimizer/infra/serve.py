@@ -50,6 +50,10 @@ def main(argv: list[str] | None = None) -> None:
 
     import uvicorn
 
+    from autooptimizer.infra.memory import limit_arenas
+
+    limit_arenas()  # before uvicorn's threads: a rolled-back model's memory must leave (infra/memory.py)
+
     from autooptimizer.settings import apply_offline_env
 
     apply_offline_env()

@@ -71,12 +71,8 @@ def ml_world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
 def tiny_service(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """A tiny real search service serving version `v-a` (made here) on AUTOOPT_SEARCH_PORT, and no Prometheus
     (its URL refuses, so gates read unknown): the start of the loop tests that run real cycles. Stopped after."""
-    from autooptimizer.testing import TinyService, make_versions
+    from support.tiny_stack import start_tiny_service
 
-    monkeypatch.setenv("AUTOOPT_PROMETHEUS_URL", "http://127.0.0.1:9")
-    make_versions(["v-a"])
-    svc = TinyService(tmp_path, "v-a")
-    monkeypatch.setenv("AUTOOPT_SEARCH_PORT", str(svc.server.port))
-    get_settings.cache_clear()
+    svc = start_tiny_service(tmp_path, monkeypatch, ["v-a"])
     yield svc
     svc.stop()

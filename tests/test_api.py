@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from support.tiny_stack import start_tiny_service
 
 from autooptimizer.api.app import API, create_app
 from autooptimizer.settings import get_settings
-from autooptimizer.testing import TinyService, make_versions
 
 TOKEN = "t0ken-for-tests"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -24,11 +24,7 @@ CHANGES = [f"{API}/trigger", f"{API}/kill-switch/on", f"{API}/kill-switch/off", 
 @pytest.fixture()
 def client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
     monkeypatch.setenv("AUTOOPT_API_TOKEN", TOKEN)
-    monkeypatch.setenv("AUTOOPT_PROMETHEUS_URL", "http://127.0.0.1:9")
-    make_versions(["v-a", "v-b"])
-    svc = TinyService(tmp_path, "v-a")
-    monkeypatch.setenv("AUTOOPT_SEARCH_PORT", str(svc.server.port))
-    get_settings.cache_clear()
+    svc = start_tiny_service(tmp_path, monkeypatch, ["v-a", "v-b"])
     # reads are open to loopback clients only (api/access.py); TestClient's default client host is "testclient"
     with TestClient(create_app(), client=LOOPBACK) as c:
         c.service = svc  # type: ignore[attr-defined]

@@ -11,10 +11,11 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from support.tiny_stack import start_tiny_service
 
 from autooptimizer.api.app import create_app
 from autooptimizer.settings import get_settings
-from autooptimizer.testing import SyntheticSource, TinyService, make_versions
+from autooptimizer.testing import SyntheticSource
 
 TOKEN = "console-pages-token"
 LOOPBACK = ("127.0.0.1", 50001)
@@ -27,11 +28,7 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str,
     from autooptimizer.policies.approvals import ApprovalStore
 
     monkeypatch.setenv("AUTOOPT_API_TOKEN", TOKEN)
-    monkeypatch.setenv("AUTOOPT_PROMETHEUS_URL", "http://127.0.0.1:9")  # no Prometheus: gates unknown
-    make_versions(["v-a", "v-b"])
-    svc = TinyService(tmp_path, "v-a")
-    monkeypatch.setenv("AUTOOPT_SEARCH_PORT", str(svc.server.port))
-    get_settings.cache_clear()
+    svc = start_tiny_service(tmp_path, monkeypatch, ["v-a", "v-b"])
     rec = CycleRunner(source=SyntheticSource({"v-a": 0.4, "v-b": 0.7})).run(
         CycleOptions(gate="ndcg_drop", challenger="v-b", watch_seconds=1))
     assert rec.outcome == "promoted", rec.summary.get("reason")

@@ -12,22 +12,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support.tiny_stack import start_tiny_service
 
 from autooptimizer.loop.cycle import CycleOptions, CycleRunner
 from autooptimizer.loop.gitops import HelmPatch
 from autooptimizer.loop.journal import Journal
 from autooptimizer.loop.release import Release
 from autooptimizer.settings import get_settings
-from autooptimizer.testing import TinyService, make_versions
+from autooptimizer.testing import TinyService
 
 
 @pytest.fixture()
 def service(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[TinyService]:
-    monkeypatch.setenv("AUTOOPT_PROMETHEUS_URL", "http://127.0.0.1:9")
-    make_versions(["v-a", "v-b"])
-    svc = TinyService(tmp_path, "v-a")
-    monkeypatch.setenv("AUTOOPT_SEARCH_PORT", str(svc.server.port))
-    get_settings.cache_clear()
+    svc = start_tiny_service(tmp_path, monkeypatch, ["v-a", "v-b"])
     Release().current()  # adopt the serving state as the GitOps baseline
     yield svc
     svc.stop()

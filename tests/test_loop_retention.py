@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 from support.protected_world import deploy_protected_history
+from support.tiny_stack import start_tiny_service
 
 from autooptimizer.policies.pdp import get_pdp
 from autooptimizer.search import aliases, model_store
@@ -133,15 +134,10 @@ def test_the_feedback_log_keeps_its_newest_whole_records(tmp_path: Path) -> None
 
 def test_a_cycle_prunes_at_its_end_when_the_profile_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from autooptimizer.loop.cycle import CycleOptions, CycleRunner
-    from autooptimizer.testing import TinyService
 
     monkeypatch.setenv("AUTOOPT_PROFILES_DIR", "")
     _profiles(tmp_path, cycleArtifacts=2, afterEachCycle=True)
-    monkeypatch.setenv("AUTOOPT_PROMETHEUS_URL", "http://127.0.0.1:9")
-    make_versions(["v-a"])
-    svc = TinyService(tmp_path, "v-a")
-    monkeypatch.setenv("AUTOOPT_SEARCH_PORT", str(svc.server.port))
-    get_settings.cache_clear()
+    svc = start_tiny_service(tmp_path, monkeypatch, ["v-a"])
     try:
         runner = CycleRunner()
         assert runner.profile.retention.after_each_cycle

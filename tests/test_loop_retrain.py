@@ -62,6 +62,16 @@ def _live_log(data: Path, spec: ModelSpec, tmp_path: Path) -> Path:
     return log
 
 
+def _champion_serving_the_shift(data: Path, tmp_path: Path) -> ModelSpec:
+    """A bi-encoder that is champion and gold, and a live log of it serving the shifted domain `dom`."""
+    spec = ModelSpec(version=CHAMPION, kind="bi_encoder", fusion_weight=0.6, rerank_depth=20)
+    model_store.save(spec)
+    aliases.set_alias(aliases.CHAMPION, CHAMPION)
+    aliases.set_alias(aliases.GOLD, CHAMPION)
+    _live_log(data, spec, tmp_path)
+    return spec
+
+
 def test_demo_replays_only_the_feedback_half_of_the_shift_domain(data: Path) -> None:
     from autooptimizer.demo import DemoOptions, demo_workload
 
@@ -79,11 +89,7 @@ def test_retrain_runs_the_tools_in_order_and_keeps_the_holdout_out(data: Path, t
     from autooptimizer.ml.dataset import load_dataset
     from autooptimizer.ml.pipeline import STEP_NAMES
 
-    spec = ModelSpec(version=CHAMPION, kind="bi_encoder", fusion_weight=0.6, rerank_depth=20)
-    model_store.save(spec)
-    aliases.set_alias(aliases.CHAMPION, CHAMPION)
-    aliases.set_alias(aliases.GOLD, CHAMPION)
-    _live_log(data, spec, tmp_path)
+    _champion_serving_the_shift(data, tmp_path)
 
     runner = CycleRunner()
     opts = CycleOptions(trigger="test", seed=1)  # no domain given: inferred from the recent traffic
@@ -166,11 +172,7 @@ def test_repairs_chain_from_the_champion_and_the_guard_keeps_the_first(data: Pat
     from autooptimizer.search.rerankers.ltr_fusion import LtrParams
 
     write_tiny_domain(data / "dom2")
-    spec = ModelSpec(version=CHAMPION, kind="bi_encoder", fusion_weight=0.6, rerank_depth=20)
-    model_store.save(spec)
-    aliases.set_alias(aliases.CHAMPION, CHAMPION)
-    aliases.set_alias(aliases.GOLD, CHAMPION)
-    _live_log(data, spec, tmp_path)
+    _champion_serving_the_shift(data, tmp_path)
     runner = CycleRunner()
 
     def repair(domain: str, champion: str) -> tuple[CycleState, dict, Path]:

@@ -7,23 +7,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support.tiny_stack import start_tiny_service
 
 from autooptimizer.loop.cycle import CycleOptions, CycleRunner
 from autooptimizer.loop.gitops import HelmPatch
 from autooptimizer.loop.paths.watch import unwatched_deploy
 from autooptimizer.loop.release import Release
 from autooptimizer.search import aliases
-from autooptimizer.settings import get_settings
-from autooptimizer.testing import SyntheticSource, TinyService, make_versions
+from autooptimizer.testing import SyntheticSource, TinyService
 
 
 @pytest.fixture()
 def service(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[TinyService]:
-    monkeypatch.setenv("AUTOOPT_PROMETHEUS_URL", "http://127.0.0.1:9")  # no Prometheus: gates are unknown
-    make_versions(["v-a", "v-b", "v-bad"])
-    svc = TinyService(tmp_path, "v-a")
-    monkeypatch.setenv("AUTOOPT_SEARCH_PORT", str(svc.server.port))
-    get_settings.cache_clear()
+    svc = start_tiny_service(tmp_path, monkeypatch, ["v-a", "v-b", "v-bad"])
     aliases.set_alias(aliases.CHAMPION, "v-a")
     yield svc
     svc.stop()

@@ -56,18 +56,14 @@ def test_sigkilled_child_is_seen_back_only_with_a_new_pid(tmp_path: Path) -> Non
 
 def test_a_run_from_gold_starts_from_golds_default_deployment(tmp_path: Path,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from support.tiny_stack import start_tiny_service
+
     from autooptimizer.loop.gitops import HelmPatch
     from autooptimizer.loop.release import Release
     from autooptimizer.search import aliases
-    from autooptimizer.settings import get_settings
     from autooptimizer.soak.harness import align_git
-    from autooptimizer.testing import TinyService, make_versions
 
-    monkeypatch.setenv("AUTOOPT_PROMETHEUS_URL", "http://127.0.0.1:9")
-    make_versions(["gold-v", "bad-v"])
-    svc = TinyService(tmp_path, "gold-v")
-    monkeypatch.setenv("AUTOOPT_SEARCH_PORT", str(svc.server.port))
-    get_settings.cache_clear()
+    svc = start_tiny_service(tmp_path, monkeypatch, ["gold-v", "bad-v"])
     try:
         aliases.set_alias(aliases.CHAMPION, "bad-v")
         # a warm home's leftovers: another model at the remedies' bounds

@@ -216,6 +216,8 @@ def bench_release(
     datasets: str = typer.Option("scifact", help="The served collection."),
     threads: int = typer.Option(32, min=1, max=200, help="Closed-loop clients overloading the cross-encoder."),
     seconds: float = typer.Option(60.0, min=1.0, help="How long the cross-encoder is overloaded."),
+    settle: float = typer.Option(30.0, min=0.5, help="Seconds of throttled champion traffic around the overload."),
+    throughput: float = typer.Option(15.0, min=0.5, help="Seconds of the champion's closed-loop throughput step."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """RSS a rolled-back, overloaded cross-encoder leaves in the search service: glibc's arenas vs the cap."""
@@ -226,7 +228,8 @@ def bench_release(
 
     console = Console(stderr=True)
     res = run(model or aliases.require_alias(aliases.CHAMPION), [d for d in datasets.split(",") if d],
-              overload_threads=threads, overload_s=seconds, say=lambda m: console.print(f"[dim]{m}"))
+              overload_threads=threads, overload_s=seconds, throughput_s=throughput, settle_s=settle,
+              say=lambda m: console.print(f"[dim]{m}"))
     if as_json:
         typer.echo(res.model_dump_json(indent=2))
         return

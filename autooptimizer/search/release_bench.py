@@ -4,10 +4,11 @@ The month soak's search service kept ~230 MiB after an operator's untrained cros
 was rolled back, although the release (search/release.py) gives its weights back. Side by side in one run, for each
 arena setting, a real service process (`python -m autooptimizer.infra.serve`) on the given datasets:
 
-1. serves the champion (throttled traffic) -> RSS `before`;
+1. serves the champion (throttled traffic, 4 clients for `settle_s`) -> RSS `before`;
 2. serves an untrained cross-encoder (the soak's `bad_model`) as the stable version under `overload_threads`
    closed-loop clients, so requests queue on uvicorn's thread pool as in the soak -> RSS `overloaded`;
-3. rolls back to the champion, waits for the release to finish, serves throttled traffic again -> RSS `after`;
+3. rolls back to the champion, serves throttled traffic, waits for the release to finish, serves throttled traffic
+   again -> RSS `after`;
 4. closed-loop champion traffic for `throughput_s` seconds -> answered req/s (what the setting costs).
 
 `kept` = after - before. `glibc` runs with MALLOC_ARENA_MAX = 8 x cores (glibc's own default, set explicitly so the
@@ -101,7 +102,7 @@ def _released(url: str, wait_s: float = 300.0) -> dict[str, object]:
 
 
 def run_setting(champion: str, datasets: list[str], arenas: str, queries: list[str], overload_threads: int,
-                overload_s: float, throughput_s: float, log_dir: Path) -> ReleaseRun:
+                overload_s: float, throughput_s: float, settle_s: float, log_dir: Path) -> ReleaseRun:
     """One service process through champion -> overloaded cross-encoder -> champion (module docstring)."""
     from autooptimizer.infra.net import free_port
     from autooptimizer.infra.stack import SubprocessService
@@ -118,15 +119,15 @@ def run_setting(champion: str, datasets: list[str], arenas: str, queries: list[s
         def mib() -> float:
             return round((rss_bytes(pid) or 0) / MIB, 1)
 
-        failed = _traffic(svc.url, queries, 4, 30, 0.05)[1]
+        failed = _traffic(svc.url, queries, 4, settle_s, 0.05)[1]
         before = mib()
         _deploy(svc.url, BAD)
         ce_ok, ce_failed = _traffic(svc.url, queries, overload_threads, overload_s, 0.0)
         overloaded = mib()
         _deploy(svc.url, champion)
-        failed += _traffic(svc.url, queries, 4, 20, 0.05)[1]
+        failed += _traffic(svc.url, queries, 4, settle_s, 0.05)[1]
         released = _released(svc.url)
-        failed += _traffic(svc.url, queries, 4, 30, 0.05)[1] + ce_failed
+        failed += _traffic(svc.url, queries, 4, settle_s, 0.05)[1] + ce_failed
         after = mib()
         answered, more = _traffic(svc.url, queries, 4, throughput_s, 0.0)
     finally:
@@ -137,7 +138,7 @@ def run_setting(champion: str, datasets: list[str], arenas: str, queries: list[s
 
 
 def run(champion: str, datasets: list[str], overload_threads: int = 32, overload_s: float = 60.0,
-        throughput_s: float = 15.0, say: Callable[[str], None] = print) -> ReleaseBench:
+        throughput_s: float = 15.0, settle_s: float = 30.0, say: Callable[[str], None] = print) -> ReleaseBench:
     """Both arena settings, one after the other, on the same queries. Raises InfraError when a service fails to
     start (its log's tail in the message)."""
     from autooptimizer.search import model_store
@@ -153,7 +154,7 @@ def run(champion: str, datasets: list[str], overload_threads: int = 32, overload
     for arenas in ("glibc", str(ARENA_MAX)):
         say(f"arenas {arenas}: champion, then {BAD} under {overload_threads} clients for {overload_s:g} s, rollback")
         runs.append(run_setting(champion, datasets, arenas, queries, overload_threads, overload_s, throughput_s,
-                                log_dir))
+                                settle_s, log_dir))
         say(f"arenas {arenas}: kept {runs[-1].kept_mib} MiB after the rollback")
     return ReleaseBench(champion=champion, datasets=datasets, cores=os.cpu_count() or 1,
                         overload_threads=overload_threads, runs=runs)

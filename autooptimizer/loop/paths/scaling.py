@@ -37,9 +37,7 @@ def restore_variant(runner: CycleRunner, cid: str, state: CycleState) -> tuple[s
     remedy = restored_variant(state.gates, current.rerank_depth, model_store.load(current.model_version).rerank_depth)
     if remedy is None:
         return None
-    res = runner.step(cid, "restore_variant", lambda: runner.tool(state, "devops", remedy.tool, dict(remedy.args)))
-    _applied(runner, cid, state, res)
-    return "variant_switched", remedy.change
+    return _run(runner, cid, state, remedy, "restore_variant")
 
 
 def _apply(runner: CycleRunner, cid: str, state: CycleState, remedy: Remedy | Exhausted,
@@ -47,7 +45,11 @@ def _apply(runner: CycleRunner, cid: str, state: CycleState, remedy: Remedy | Ex
     if isinstance(remedy, Exhausted):
         escalate(runner, cid, gate, remedy.reason)
         return "no_remedy", remedy.reason
-    step = "scale" if remedy.tool == "scale_service" else "switch_variant"
+    return _run(runner, cid, state, remedy, "scale" if remedy.tool == "scale_service" else "switch_variant")
+
+
+def _run(runner: CycleRunner, cid: str, state: CycleState, remedy: Remedy, step: str) -> tuple[str, str]:
+    """Call the remedy's tool as journal step `step`; once applied it is final (`_applied`)."""
     res = runner.step(cid, step, lambda: runner.tool(state, "devops", remedy.tool, dict(remedy.args)))
     _applied(runner, cid, state, res)
     return OUTCOMES[remedy.tool], remedy.change

@@ -345,3 +345,52 @@ def test_background_start_with_every_vector_cached_serves_the_version_at_once(co
     SearchService(collection, "v-a", api_token="")  # embeds synchronously, fills the cache
     svc = SearchService(collection, "v-a", api_token="", background=True)
     assert svc.warmed.is_set() and svc.warming is None and svc.routing.stable.version == "v-a"
+
+
+def test_a_request_queued_for_a_replica_runs_on_the_version_served_when_it_starts(service, monkeypatch):
+    """One replica, busy; a second request waits for it; the stable version is swapped meanwhile. The waiting request
+    runs on the new version, not on the one served when it arrived (after a rollback the queue must not run on the
+    bad model: the month soak lost 359 requests that way)."""
+    service.set_replicas(1)
+    started, go, ran = threading.Event(), threading.Event(), []
+    original = service.search_sync
+
+    def first_blocks(pipe, q, k, retries):  # noqa: ANN001, ANN202 - the real search, held at the start of the first
+        ran.append(pipe.version)
+        if len(ran) == 1:
+            started.set()
+            go.wait(30)
+        return original(pipe, q, k, retries)
+
+    monkeypatch.setattr(service, "search_sync", first_blocks)
+    server = uvicorn.Server(uvicorn.Config(create_app(service), host="127.0.0.1", port=0, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.02)
+    base = f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+    answers: dict[str, str] = {}
+
+    def ask(name: str) -> None:
+        answers[name] = httpx.get(f"{base}/search", params={"q": "heart failure", "k": 3}, timeout=60).json()[
+            "model_version"]
+
+    a, b = threading.Thread(target=ask, args=("a",)), threading.Thread(target=ask, args=("b",))
+    try:
+        a.start()
+        assert started.wait(30)
+        b.start()
+        deadline = time.monotonic() + 30
+        while service.limiter.statistics().tasks_waiting < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert service.limiter.statistics().tasks_waiting == 1, "b waits for the busy replica"
+        assert httpx.post(f"{base}/admin/models", json={"stable": "v-b"}, timeout=120).status_code == 200
+        go.set()
+        a.join(60)
+        b.join(60)
+    finally:
+        go.set()
+        server.should_exit = True
+        thread.join(timeout=10)
+    assert answers == {"a": "v-a", "b": "v-b"}, "a ran before the swap; b, queued across it, runs on the new stable"
+    assert ran == ["v-a", "v-b"]

@@ -26,11 +26,11 @@ def test_bench_release_measures_both_arena_settings(tmp_path: Path, monkeypatch:
     get_settings.cache_clear()
     model_store.save(ModelSpec(version="tiny-bm25", kind="bm25", fusion_weight=0.0, rerank_depth=10))
     aliases.set_alias(aliases.CHAMPION, "tiny-bm25")
-    res = CliRunner().invoke(app, ["bench", "release", "--datasets", "tiny", "--threads", "3", "--seconds", "2",
-                                   "--settle", "1", "--throughput", "1", "--json"])
+    res = CliRunner().invoke(app, ["bench", "release", "--datasets", "tiny", "--replicas", "3", "--threads", "4",
+                                   "--seconds", "2", "--settle", "1", "--throughput", "1", "--json"])
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout[res.stdout.index("{"):])
-    assert out["champion"] == "tiny-bm25" and out["overload_threads"] == 3
+    assert out["champion"] == "tiny-bm25" and out["replicas"] == 3 and out["overload_threads"] == 4
     assert [r["arenas"] for r in out["runs"]] == ["glibc", "2"]
     for r in out["runs"]:
         assert r["failed"] == 0 and r["cross_encoder_requests"] > 0 and r["champion_rps"] > 0

@@ -214,6 +214,7 @@ def bench_search(
 def bench_release(
     model: str = typer.Option(None, help="Model version (default: the champion alias)."),
     datasets: str = typer.Option("scifact", help="The served collection."),
+    replicas: int = typer.Option(8, min=1, max=64, help="Concurrent searches the service runs (/admin/replicas)."),
     threads: int = typer.Option(32, min=1, max=200, help="Closed-loop clients overloading the cross-encoder."),
     seconds: float = typer.Option(60.0, min=1.0, help="How long the cross-encoder is overloaded."),
     settle: float = typer.Option(30.0, min=0.5, help="Seconds of throttled champion traffic around the overload."),
@@ -228,7 +229,7 @@ def bench_release(
 
     console = Console(stderr=True)
     res = run(model or aliases.require_alias(aliases.CHAMPION), [d for d in datasets.split(",") if d],
-              overload_threads=threads, overload_s=seconds, throughput_s=throughput, settle_s=settle,
+              replicas=replicas, overload_threads=threads, overload_s=seconds, throughput_s=throughput, settle_s=settle,
               say=lambda m: console.print(f"[dim]{m}"))
     if as_json:
         typer.echo(res.model_dump_json(indent=2))

@@ -395,8 +395,7 @@ def create_app(service: SearchService) -> FastAPI:
     @app.get("/search", response_model=SearchResponse)
     async def search(q: str = "", k: int = 10) -> Any:
         q = svc.validate_query(q, k)
-        pipe = svc.route(svc.routing)
-        version = pipe.version
+        version = ""  # routed below: by the injected error, or when a replica takes the request
         faults = svc.faults.active()
         start = time.perf_counter()
         compute = 0.0
@@ -407,9 +406,16 @@ def create_app(service: SearchService) -> FastAPI:
             with svc._rng_lock:
                 inject_error = faults.error_rate > 0 and svc._fault_rng.random() < faults.error_rate
             if inject_error:
+                version = svc.route(svc.routing).version
                 return _problem(500, "Injected error (fault injection is active).", "Wait for the fault to expire.")
 
             def work() -> tuple[list[Hit], float, dict[str, float]]:
+                # routed when a replica takes the request, not when it arrived: after a rollback the queue runs on
+                # the version now served, not on the bad model it was waiting for (the month soak lost 359
+                # requests queued behind an overloaded cross-encoder after its rollback)
+                nonlocal version
+                pipe = svc.route(svc.routing)
+                version = pipe.version
                 t0 = time.perf_counter()
                 stages.begin()
                 try:
@@ -425,6 +431,7 @@ def create_app(service: SearchService) -> FastAPI:
             ok = True
         finally:
             elapsed = time.perf_counter() - start
+            version = version or svc.routing.stable.version  # cancelled before a replica took it
             svc.metrics.observe_request(version, elapsed, ok, compute * faults.cost_multiplier)
         request_id = uuid.uuid4().hex
         latency_ms = round(elapsed * 1000, 3)

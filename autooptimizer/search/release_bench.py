@@ -6,7 +6,8 @@ arena setting, a real service process (`python -m autooptimizer.infra.serve`) on
 
 1. serves the champion (throttled traffic, 4 clients for `settle_s`) -> RSS `before`;
 2. serves an untrained cross-encoder (the soak's `bad_model`) as the stable version under `overload_threads`
-   closed-loop clients, so requests queue on uvicorn's thread pool as in the soak -> RSS `overloaded`;
+   closed-loop clients, `replicas` of them searching at once (the soak's service had been scaled to 8 when the bad
+   model came) and the rest queued, as in the soak -> RSS `overloaded`;
 3. rolls back to the champion, serves throttled traffic, waits for the release to finish, serves throttled traffic
    again -> RSS `after`;
 4. closed-loop champion traffic for `throughput_s` seconds -> answered req/s (what the setting costs).
@@ -49,6 +50,7 @@ class ReleaseBench(BaseModel):
     champion: str
     datasets: list[str]
     cores: int
+    replicas: int = Field(description="concurrent searches the service runs (the soak's latency remedy reached 8)")
     overload_threads: int
     runs: list[ReleaseRun]
 
@@ -81,11 +83,19 @@ def _traffic(url: str, queries: list[str], threads: int, seconds: float, pause: 
     return counts[0], counts[1]
 
 
-def _deploy(url: str, version: str) -> None:
+def _admin(url: str, path: str, body: dict[str, object]) -> None:
+    """POST to the service's admin API (with AUTOOPT_API_TOKEN when one is set, as the service requires)."""
     import httpx
 
-    httpx.post(f"{url}/admin/models", json={"stable": version, "canary": None, "canary_weight": 0.0},
-               timeout=600).raise_for_status()
+    from autooptimizer.settings import get_settings
+
+    token = get_settings().api_token
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    httpx.post(f"{url}{path}", json=body, headers=headers, timeout=600).raise_for_status()
+
+
+def _deploy(url: str, version: str) -> None:
+    _admin(url, "/admin/models", {"stable": version, "canary": None, "canary_weight": 0.0})
 
 
 def _released(url: str, wait_s: float = 300.0) -> dict[str, object]:
@@ -101,8 +111,9 @@ def _released(url: str, wait_s: float = 300.0) -> dict[str, object]:
     return state
 
 
-def run_setting(champion: str, datasets: list[str], arenas: str, queries: list[str], overload_threads: int,
-                overload_s: float, throughput_s: float, settle_s: float, log_dir: Path) -> ReleaseRun:
+def run_setting(champion: str, datasets: list[str], arenas: str, queries: list[str], replicas: int,
+                overload_threads: int, overload_s: float, throughput_s: float, settle_s: float,
+                log_dir: Path) -> ReleaseRun:
     """One service process through champion -> overloaded cross-encoder -> champion (module docstring)."""
     from autooptimizer.infra.net import free_port
     from autooptimizer.infra.stack import SubprocessService
@@ -115,6 +126,7 @@ def run_setting(champion: str, datasets: list[str], arenas: str, queries: list[s
     try:
         assert svc.proc is not None
         pid = svc.proc.pid
+        _admin(svc.url, "/admin/replicas", {"replicas": replicas})
 
         def mib() -> float:
             return round((rss_bytes(pid) or 0) / MIB, 1)
@@ -137,7 +149,7 @@ def run_setting(champion: str, datasets: list[str], arenas: str, queries: list[s
                       champion_rps=round(answered / throughput_s, 1), failed=failed + more)
 
 
-def run(champion: str, datasets: list[str], overload_threads: int = 32, overload_s: float = 60.0,
+def run(champion: str, datasets: list[str], replicas: int = 8, overload_threads: int = 32, overload_s: float = 60.0,
         throughput_s: float = 15.0, settle_s: float = 30.0, say: Callable[[str], None] = print) -> ReleaseBench:
     """Both arena settings, one after the other, on the same queries. Raises InfraError when a service fails to
     start (its log's tail in the message)."""
@@ -153,8 +165,8 @@ def run(champion: str, datasets: list[str], overload_threads: int = 32, overload
     runs = []
     for arenas in ("glibc", str(ARENA_MAX)):
         say(f"arenas {arenas}: champion, then {BAD} under {overload_threads} clients for {overload_s:g} s, rollback")
-        runs.append(run_setting(champion, datasets, arenas, queries, overload_threads, overload_s, throughput_s,
-                                settle_s, log_dir))
+        runs.append(run_setting(champion, datasets, arenas, queries, replicas, overload_threads, overload_s,
+                                throughput_s, settle_s, log_dir))
         say(f"arenas {arenas}: kept {runs[-1].kept_mib} MiB after the rollback")
-    return ReleaseBench(champion=champion, datasets=datasets, cores=os.cpu_count() or 1,
+    return ReleaseBench(champion=champion, datasets=datasets, cores=os.cpu_count() or 1, replicas=replicas,
                         overload_threads=overload_threads, runs=runs)

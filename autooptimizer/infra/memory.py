@@ -9,7 +9,8 @@ allocated it. A service whose thread pool (uvicorn's, 40 threads) runs torch inf
 request's activations over up to 16 arenas on 2 cores, whose fragments `malloc_trim` cannot give back: after an
 overloaded cross-encoder was rolled back, the month soak's search service kept ~230 MiB. `limit_arenas()` caps the
 arenas of a long-lived service (M_ARENA_MAX, the runtime form of glibc's `MALLOC_ARENA_MAX`; docs/benchmarks.md,
-"### Search service memory": kept after the rollback 111 MiB with glibc's default, 28 MiB with 2 arenas).
+"### Search service memory": at the soak's 8 replicas 191 MiB kept after the rollback with glibc's default, 57 MiB
+with 2 arenas).
 """
 
 from __future__ import annotations

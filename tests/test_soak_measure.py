@@ -10,9 +10,11 @@ from autooptimizer.soak.measure import (
     FaultWindows,
     TrafficLog,
     TrafficSample,
+    disk_by_folder,
     disk_bytes,
     mean_ndcg,
     percentile,
+    quarter_change,
     quarter_growth,
     rss_bytes,
     tree_rss_bytes,
@@ -130,3 +132,21 @@ def test_process_rss_and_disk(tmp_path: Path) -> None:
     (tmp_path / "g").write_bytes(b"y" * 24)
     (tmp_path / "link").symlink_to(tmp_path / "d" / "f")
     assert disk_bytes(tmp_path) == 1024
+
+
+def test_disk_by_folder_splits_the_home_and_leaves_the_harness_out(tmp_path: Path) -> None:
+    for folder, size in [("models", 3000), ("feedback", 500), ("soak", 9999)]:
+        (tmp_path / folder / "x").mkdir(parents=True)
+        (tmp_path / folder / "x" / "f").write_bytes(b"x" * size)
+    (tmp_path / "kill_switch.json").write_bytes(b"{}")
+    (tmp_path / "corpora").symlink_to(tmp_path / "models")  # a linked folder is not the home's
+    assert disk_by_folder(tmp_path) == {"models": 3000, "feedback": 500, ".": 2}
+    assert sum(disk_by_folder(tmp_path).values()) == disk_bytes(tmp_path) - disk_bytes(tmp_path / "soak")
+    assert disk_by_folder(tmp_path / "missing") == {}
+
+
+def test_quarter_change_is_the_difference_of_the_quarter_means() -> None:
+    pts = [(float(t), 10.0 if t < 8 else 16.0) for t in range(16)]  # q2 = t 3.75-7.5: 10; q4 = t >= 11.25: 16
+    assert quarter_change(pts) == 6.0
+    assert quarter_growth(pts) == 0.6
+    assert quarter_change(pts[:7]) is None, "too few points to tell"

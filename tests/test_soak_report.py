@@ -99,3 +99,14 @@ def test_report_and_html_are_self_contained(tmp_path: Path) -> None:
     assert "PASS" in page and "Success table" in page
     assert sorted(f.name for f in tmp_path.glob("soak_*.svg")) == ["soak_latency_cost.svg", "soak_ndcg.svg",
                                                                  "soak_resources.svg"]
+
+
+def test_disk_growth_names_the_folders_it_came_from() -> None:
+    mib = 2**20
+    raw = _raw()
+    raw["resources"] = [{**r, "disk_by_folder": {"models": 10 * mib + (2 * mib if r["t"] >= 8 else 0),
+                                                 "feedback": 5 * mib, "audit": 1000 + int(r["t"])}}
+                        for r in raw["resources"]]
+    inv = invariants(raw)
+    assert inv["disk_growth"]["by_folder_mib"] == {"models": 2.0}, "unchanged and sub-0.05 MiB folders left out"
+    assert inv["disk_growth"]["pass"], "the check itself still reads disk_bytes"

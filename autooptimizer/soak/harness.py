@@ -578,10 +578,10 @@ class SoakHarness:
             rss["prometheus"] = measure.tree_rss_bytes(proc.pid)
         if self.optimizer is not None and self.optimizer.pid is not None:
             rss["optimizer"] = measure.tree_rss_bytes(self.optimizer.pid)
-        disk = measure.disk_bytes(self.home) - measure.disk_bytes(self.home / "soak")
+        folders = measure.disk_by_folder(self.home)
         self.rec.resources.append(measure.ResourceSample(
-            t=round(self.now(), 2), disk_bytes=disk, rss_bytes=rss, versions=measure.versions_count(),
-            audit_bytes=measure.audit_bytes(self.home)))
+            t=round(self.now(), 2), disk_bytes=sum(folders.values()), rss_bytes=rss, versions=measure.versions_count(),
+            audit_bytes=measure.audit_bytes(self.home), disk_by_folder=folders))
 
     def _poll_cycles(self) -> None:
         try:

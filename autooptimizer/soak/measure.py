@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import threading
@@ -50,6 +51,7 @@ class ResourceSample(BaseModel):
     rss_bytes: dict[str, int] = Field(default_factory=dict, description="process role -> RSS of its tree")
     versions: int | None = None
     audit_bytes: int = 0
+    disk_by_folder: dict[str, int] = Field(default_factory=dict, description="top-level folder of the home -> bytes")
 
 
 class CycleRow(BaseModel):
@@ -227,6 +229,32 @@ def disk_bytes(root: Path) -> int:
     return total
 
 
+def disk_by_folder(home: Path, skip: frozenset[str] = frozenset({"soak"})) -> dict[str, int]:
+    """Bytes under each top-level entry of `home` (files at the top under "."), leaving out `skip` (the harness's
+    own run folders): what a disk growth is made of."""
+    out: dict[str, int] = {}
+    try:
+        entries = list(home.iterdir())
+    except OSError:
+        return out
+    for entry in entries:
+        if entry.name in skip or entry.is_symlink():
+            continue
+        if entry.is_dir():
+            out[entry.name] = disk_bytes(entry)
+        else:
+            with contextlib.suppress(OSError):
+                out["."] = out.get(".", 0) + entry.stat().st_size
+    return out
+
+
+def quarter_change(points: list[tuple[float, float]]) -> float | None:
+    """mean of the last quarter - mean of the second quarter, over (t, value) points split by time (as
+    `quarter_growth`); None with fewer than 8 points."""
+    means = _quarter_means(points)
+    return None if means is None else means[1] - means[0]
+
+
 def audit_bytes(home: Path) -> int:
     """Bytes of the audit trail (every segment) under AUTOOPT_HOME/audit."""
     folder = home / "audit"
@@ -299,6 +327,14 @@ def _cycle_domain(rec: Any) -> str | None:
 def quarter_growth(points: list[tuple[float, float]]) -> float | None:
     """(mean of the last quarter - mean of the second quarter) / mean of the second quarter, over (t, value) points
     split by time; None with fewer than 8 points or a zero second quarter."""
+    means = _quarter_means(points)
+    if means is None or means[0] == 0:
+        return None
+    return round((means[1] - means[0]) / means[0], 4)
+
+
+def _quarter_means(points: list[tuple[float, float]]) -> tuple[float, float] | None:
+    """(mean of the second quarter, mean of the last quarter) by time; None with fewer than 8 points."""
     if len(points) < 8:
         return None
     t0, t1 = points[0][0], points[-1][0]
@@ -309,10 +345,7 @@ def quarter_growth(points: list[tuple[float, float]]) -> float | None:
     q4 = [v for t, v in points if t >= t0 + 3 * span / 4]
     if not q2 or not q4:
         return None
-    base = sum(q2) / len(q2)
-    if base == 0:
-        return None
-    return round((sum(q4) / len(q4) - base) / base, 4)
+    return sum(q2) / len(q2), sum(q4) / len(q4)
 
 
 def weighted_mean(values: dict[str, float], weights: dict[str, float]) -> float | None:

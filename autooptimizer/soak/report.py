@@ -19,6 +19,7 @@ from autooptimizer.soak.measure import (
     CycleRow,
     TrafficSample,
     mean_ndcg,
+    quarter_change,
     quarter_growth,
     weighted_mean,
 )
@@ -152,6 +153,7 @@ def invariants(record: dict[str, Any]) -> dict[str, dict[str, Any]]:
         out["repaired_domains_held"] = _domains_check(off)
         out["original_not_regressed"] = _original_check(off, record)
     out["disk_growth"] = _growth_check([(r["t"], r["disk_bytes"]) for r in record.get("resources", [])], "disk")
+    out["disk_growth"]["by_folder_mib"] = disk_change_by_folder(record.get("resources", []))
     roles = sorted({k for r in record.get("resources", []) for k in r["rss_bytes"]} - {"harness"})
     growth = {role: quarter_growth([(r["t"], r["rss_bytes"][role]) for r in record.get("resources", [])
                                     if role in r["rss_bytes"]]) for role in roles}
@@ -186,6 +188,19 @@ def _original_check(off: dict[str, Any], record: dict[str, Any]) -> dict[str, An
     ok = champ is not None and gold is not None and champ >= gold - TOLERANCE and gold_now == gold_start
     return _check(ok, orig, orig.get("error") or f"champion on {orig.get('dataset')} {orig.get('split')} >= gold - "
                   f"{TOLERANCE}, and the gold alias unmoved ({gold_start} -> {gold_now})")
+
+
+def disk_change_by_folder(resources: list[dict[str, Any]]) -> dict[str, float]:
+    """MiB each top-level folder of the home changed by, last quarter's mean - second quarter's (what a disk growth
+    is made of); folders that changed by less than 0.05 MiB are left out."""
+    folders = sorted({f for r in resources for f in r.get("disk_by_folder") or {}})
+    out: dict[str, float] = {}
+    for folder in folders:
+        change = quarter_change([(r["t"], (r.get("disk_by_folder") or {}).get(folder, 0)) for r in resources
+                                 if r.get("disk_by_folder")])
+        if change is not None and abs(change) >= 0.05 * 2**20:
+            out[folder] = round(change / 2**20, 2)
+    return out
 
 
 def _growth_check(points: list[tuple[float, float]], what: str) -> dict[str, Any]:

@@ -84,7 +84,7 @@ def test_feedback_records_ndcg_and_log(client, service):
     rows = [json.loads(x) for x in service.feedback_log.read_text().splitlines()]
     assert rows[0]["query"] == "wing flutter supersonic flow" and rows[0]["judgments"] == judgments
     assert [s["doc_id"] for s in rows[0]["served"]] == [h["doc_id"] for h in hit["hits"]]
-    assert rows[0]["served"][0]["score"] == pytest.approx(hit["hits"][0]["score"])
+    assert [s["score"] for s in rows[0]["served"]] == [h["score"] for h in hit["hits"]], "kept exactly (float64)"
     assert rows[0]["model_version"] == "v-a" and rows[0]["ts"] > 0
     # with the request_id the record carries that request's server latency (the A/B judge's latency sample),
     # the same value /search answered; feedback naming only `served` has none
@@ -394,3 +394,29 @@ def test_a_request_queued_for_a_replica_runs_on_the_version_served_when_it_start
         thread.join(timeout=10)
     assert answers == {"a": "v-a", "b": "v-b"}, "a ran before the swap; b, queued across it, runs on the new stable"
     assert ran == ["v-a", "v-b"]
+
+
+def test_answers_kept_for_feedback_are_compact_and_bounded(service, monkeypatch):
+    """The service keeps its last SERVED_CACHE answers for their feedback; as pydantic Hits 10,000 of them took
+    52 MiB (the month soak's search service grew by that after its restart), in the compact form ~5 MiB."""
+    import tracemalloc
+
+    from autooptimizer.search import app as app_module
+    from autooptimizer.search.pipeline import Hit
+
+    hits = [Hit(doc_id=f"tiny/doc{i}", score=1.0 / (i + 1)) for i in range(10)]
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(2000):
+            service.remember(f"r{i:05d}", "v-a", [Hit(doc_id=h.doc_id, score=h.score) for h in hits], 1.0)
+        per_answer = (tracemalloc.get_traced_memory()[0] - before) / 2000
+    finally:
+        tracemalloc.stop()
+    assert per_answer < 1024, f"{per_answer:.0f} bytes per kept answer (as Hits: ~5,500)"
+    kept = service.served("r00007")
+    assert kept is not None and kept.doc_ids == tuple(h.doc_id for h in hits) and list(kept.scores) == [
+        h.score for h in hits]
+    monkeypatch.setattr(app_module, "SERVED_CACHE", 100)
+    service.remember("last", "v-a", hits)
+    assert service.served("r00007") is None and service.served("last") is not None, "the oldest go first"

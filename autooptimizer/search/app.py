@@ -419,8 +419,8 @@ def create_app(service: SearchService) -> FastAPI:
 
             def work() -> tuple[list[Hit], float, dict[str, float]]:
                 # routed when a replica takes the request, not when it arrived: after a rollback the queue runs on
-                # the version now served, not on the bad model it was waiting for (the month soak lost 359
-                # requests queued behind an overloaded cross-encoder after its rollback)
+                # the version now served, not on the bad model it was waiting for (the month soak's service
+                # answered nothing for 60 s after a cross-encoder's rollback while its queue still ran on it)
                 nonlocal version
                 pipe = svc.route(svc.routing)
                 version = pipe.version

@@ -18,8 +18,11 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+import re
 from collections.abc import Callable
 from functools import cache
+
+from autooptimizer.errors import ConfigError
 
 ARENA_MAX = 2  # arenas per long-lived service process (glibc's default: 8 x cores)
 M_ARENA_MAX = -8  # mallopt parameter number (glibc malloc.h)
@@ -48,11 +51,19 @@ def _libc() -> ctypes.CDLL | None:
 def limit_arenas(n: int = ARENA_MAX) -> bool:
     """Cap glibc's malloc arenas of this process at `n` and export MALLOC_ARENA_MAX=n to the processes it starts
     (uvicorn's workers). Call first thing in a long-lived service, before its threads start: a thread keeps the
-    arena it got. An operator's own MALLOC_ARENA_MAX wins (nothing is changed). Returns True when the cap was set
-    here; False when the operator set one or there is no glibc mallopt (macOS, musl, Windows)."""
+    arena it got. An operator's own MALLOC_ARENA_MAX wins (nothing is changed); a blank one reads as unset. Returns
+    True when the cap was set here; False when the operator set one or there is no glibc mallopt (macOS, musl,
+    Windows). Raises ConfigError for a MALLOC_ARENA_MAX that is not a whole number >= 1: glibc ignores "0", "-1",
+    "abc" or an overflowing number, and keeping quiet would leave the service with 8 arenas per core."""
     if n < 1:
         raise ValueError(f"limit_arenas: n must be >= 1, got {n}")
-    if os.environ.get("MALLOC_ARENA_MAX"):
+    given = os.environ.get("MALLOC_ARENA_MAX", "")
+    if given.strip():
+        if not re.fullmatch(r"[1-9][0-9]{0,5}", given):
+            raise ConfigError(f"MALLOC_ARENA_MAX={given!r} is not a whole number >= 1, so glibc ignores it and the "
+                              "service would run with its default of 8 malloc arenas per core.",
+                              f"Unset MALLOC_ARENA_MAX (the service caps its arenas at {ARENA_MAX}) or set a whole "
+                              "number such as 2.")
         return False
     libc = _libc()
     mallopt = getattr(libc, "mallopt", None) if libc is not None else None

@@ -224,11 +224,15 @@ def bench_release(
     """RSS a rolled-back, overloaded cross-encoder leaves in the search service: glibc's arenas vs the cap."""
     from rich.console import Console
 
+    from autooptimizer.errors import InputError
     from autooptimizer.search import aliases
     from autooptimizer.search.release_bench import run
 
+    names = [d.strip() for d in datasets.split(",") if d.strip()]
+    if not names:
+        raise InputError(f"--datasets {datasets!r} names no dataset.", "Pass e.g. --datasets scifact.")
     console = Console(stderr=True)
-    res = run(model or aliases.require_alias(aliases.CHAMPION), [d for d in datasets.split(",") if d],
+    res = run(model or aliases.require_alias(aliases.CHAMPION), names,
               replicas=replicas, overload_threads=threads, overload_s=seconds, throughput_s=throughput, settle_s=settle,
               say=lambda m: console.print(f"[dim]{m}"))
     if as_json:

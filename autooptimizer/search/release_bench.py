@@ -28,6 +28,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
+from autooptimizer.errors import InputError
 from autooptimizer.infra.memory import ARENA_MAX, rss_bytes
 
 BAD = "bench-release-untrained-ce"
@@ -149,18 +150,39 @@ def run_setting(champion: str, datasets: list[str], arenas: str, queries: list[s
                       champion_rps=round(answered / throughput_s, 1), failed=failed + more)
 
 
+def check_inputs(champion: str, datasets: list[str]) -> None:
+    """What a service process would otherwise fail on minutes in, with only its log's tail to say why: the champion
+    (a stored version, not the bench's own bad model, which would leave nothing to roll back) and the datasets."""
+    from autooptimizer.search import model_store
+    from autooptimizer.settings import get_settings
+
+    if champion == BAD:
+        raise InputError(f"The champion {BAD!r} is the untrained cross-encoder the bench deploys and rolls back: "
+                         "nothing would be rolled back.", "Pass --model with a trained version (or set the champion).")
+    model_store.load(champion)
+    if not datasets:
+        raise InputError("No dataset to serve.", "Pass one or more BEIR datasets, e.g. --datasets scifact.")
+    for name in datasets:
+        get_settings().dataset(name)
+
+
 def run(champion: str, datasets: list[str], replicas: int = 8, overload_threads: int = 32, overload_s: float = 60.0,
         throughput_s: float = 15.0, settle_s: float = 30.0, say: Callable[[str], None] = print) -> ReleaseBench:
-    """Both arena settings, one after the other, on the same queries. Raises InfraError when a service fails to
-    start (its log's tail in the message)."""
+    """Both arena settings, one after the other, on the same queries. Raises NotFoundError, ConfigError or
+    InputError for a wrong champion or dataset before any service starts (`check_inputs`), InfraError when a
+    service fails to start (its log's tail in the message)."""
     from autooptimizer.search import model_store
     from autooptimizer.search.capacity import query_pool
     from autooptimizer.search.model_store import ModelSpec
     from autooptimizer.settings import get_settings
 
+    check_inputs(champion, datasets)
+    queries = query_pool()[:300]
+    if not queries:
+        raise InputError(f"No BEIR queries under AUTOOPT_DATA_DIR ({get_settings().data_dir}) to send.",
+                         "Point AUTOOPT_DATA_DIR at the folder of BEIR datasets (queries.jsonl in each).")
     # the soak's bad_model: the base MiniLM with an untrained cross-encoder head, reranking the top 20
     model_store.save(ModelSpec(version=BAD, kind="cross_encoder", fusion_weight=1.0, rerank_depth=20))
-    queries = query_pool()[:300]
     log_dir = get_settings().path("bench", "release")
     runs = []
     for arenas in ("glibc", str(ARENA_MAX)):

@@ -420,3 +420,21 @@ def test_answers_kept_for_feedback_are_compact_and_bounded(service, monkeypatch)
     monkeypatch.setattr(app_module, "SERVED_CACHE", 100)
     service.remember("last", "v-a", hits)
     assert service.served("r00007") is None and service.served("last") is not None, "the oldest go first"
+
+
+def test_a_request_no_replica_took_is_answered_and_counted_without_an_empty_version(client, monkeypatch):
+    """The worker thread never started (RuntimeError: can't start new thread, as under memory pressure): the
+    request was never routed, so its 503 must not name model "" and its failure is counted on the stable version."""
+    import anyio
+
+    async def no_thread(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202 - anyio.to_thread.run_sync's signature
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(anyio.to_thread, "run_sync", no_thread)
+    r = client.get("/search", params={"q": "heart"})
+    assert r.status_code == 503
+    problem = r.json()["detail"]["problem"]
+    assert "model :" not in problem and "before a replica took it" in problem and "can't start new thread" in problem
+    text = client.get("/metrics").text
+    assert metric(text, M.REQUESTS_TOTAL, model_version="v-a", status="error") == 1.0
+    assert 'model_version=""' not in text

@@ -435,7 +435,8 @@ def create_app(service: SearchService) -> FastAPI:
             try:
                 hits, compute, spent = await anyio.to_thread.run_sync(work, limiter=svc.limiter)
             except Exception as exc:  # the service keeps serving; the error is counted
-                return _problem(503, f"Search failed in model {version}: {exc}", "Retry later.")
+                where = f"in model {version}" if version else "before a replica took it"  # no thread, no route
+                return _problem(503, f"Search failed {where}: {exc}", "Retry later.")
             ok = True
         finally:
             elapsed = time.perf_counter() - start

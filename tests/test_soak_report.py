@@ -109,4 +109,5 @@ def test_disk_growth_names_the_folders_it_came_from() -> None:
                         for r in raw["resources"]]
     inv = invariants(raw)
     assert inv["disk_growth"]["by_folder_mib"] == {"models": 2.0}, "unchanged and sub-0.05 MiB folders left out"
+    assert inv["disk_growth"]["detail"].endswith("; by folder, MiB: models +2"), "shown where the tables show it"
     assert inv["disk_growth"]["pass"], "the check itself still reads disk_bytes"

@@ -153,7 +153,11 @@ def invariants(record: dict[str, Any]) -> dict[str, dict[str, Any]]:
         out["repaired_domains_held"] = _domains_check(off)
         out["original_not_regressed"] = _original_check(off, record)
     out["disk_growth"] = _growth_check([(r["t"], r["disk_bytes"]) for r in record.get("resources", [])], "disk")
-    out["disk_growth"]["by_folder_mib"] = disk_change_by_folder(record.get("resources", []))
+    folders = disk_change_by_folder(record.get("resources", []))
+    out["disk_growth"]["by_folder_mib"] = folders
+    if folders:  # the HTML and CLI tables show the detail: what the growth is made of
+        out["disk_growth"]["detail"] += "; by folder, MiB: " + ", ".join(
+            f"{k} {v:+g}" for k, v in sorted(folders.items(), key=lambda kv: -abs(kv[1])))
     roles = sorted({k for r in record.get("resources", []) for k in r["rss_bytes"]} - {"harness"})
     growth = {role: quarter_growth([(r["t"], r["rss_bytes"][role]) for r in record.get("resources", [])
                                     if role in r["rss_bytes"]]) for role in roles}

@@ -84,21 +84,6 @@ def _traffic(url: str, queries: list[str], threads: int, seconds: float, pause: 
     return counts[0], counts[1]
 
 
-def _admin(url: str, path: str, body: dict[str, object]) -> None:
-    """POST to the service's admin API (with AUTOOPT_API_TOKEN when one is set, as the service requires)."""
-    import httpx
-
-    from autooptimizer.settings import get_settings
-
-    token = get_settings().api_token
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    httpx.post(f"{url}{path}", json=body, headers=headers, timeout=600).raise_for_status()
-
-
-def _deploy(url: str, version: str) -> None:
-    _admin(url, "/admin/models", {"stable": version, "canary": None, "canary_weight": 0.0})
-
-
 def _released(url: str, wait_s: float = 300.0) -> dict[str, object]:
     import httpx
 
@@ -118,6 +103,9 @@ def run_setting(champion: str, datasets: list[str], arenas: str, queries: list[s
     """One service process through champion -> overloaded cross-encoder -> champion (module docstring)."""
     from autooptimizer.infra.net import free_port
     from autooptimizer.infra.stack import SubprocessService
+    from autooptimizer.loop.deployer import LocalDeployer
+    from autooptimizer.loop.gitops import HelmPatch
+    from autooptimizer.settings import get_settings
 
     cap = str(8 * (os.cpu_count() or 1)) if arenas == "glibc" else arenas
     port = free_port()
@@ -127,17 +115,21 @@ def run_setting(champion: str, datasets: list[str], arenas: str, queries: list[s
     try:
         assert svc.proc is not None
         pid = svc.proc.pid
-        _admin(svc.url, "/admin/replicas", {"replicas": replicas})
+        deployer = LocalDeployer(svc.url, token=get_settings().api_token)  # the loop's own admin-API client
+
+        def serve(version: str) -> None:
+            deployer.apply(HelmPatch(model_version=version, replicas=replicas), f"bench-release-{version}")
 
         def mib() -> float:
             return round((rss_bytes(pid) or 0) / MIB, 1)
 
+        serve(champion)  # at `replicas`
         failed = _traffic(svc.url, queries, 4, settle_s, 0.05)[1]
         before = mib()
-        _deploy(svc.url, BAD)
+        serve(BAD)
         ce_ok, ce_failed = _traffic(svc.url, queries, overload_threads, overload_s, 0.0)
         overloaded = mib()
-        _deploy(svc.url, champion)
+        serve(champion)
         failed += _traffic(svc.url, queries, 4, settle_s, 0.05)[1]
         released = _released(svc.url)
         failed += _traffic(svc.url, queries, 4, settle_s, 0.05)[1] + ce_failed

@@ -93,6 +93,42 @@ def test_a_protected_version_survives_every_prune(world: dict, version: str) -> 
     assert not any(model_store.exists(v) for v in OLD), "the same prune did delete the unprotected ones"
 
 
+def test_a_pruned_version_sharing_weights_frees_only_its_own_bytes_and_its_registry_entry(
+        world: dict, tmp_path: Path) -> None:
+    """Identical weights are one hard-linked file (model_store.save): pruning one version leaves the other's file
+    whole, drops only the pruned version's MLflow entry (sources are the model folders), and reports as freed exactly
+    what the home's disk use fell by."""
+    from autooptimizer.ml import model_registry as registry
+    from autooptimizer.soak.measure import disk_bytes
+
+    def weights(folder: Path, files: dict[str, bytes]) -> Path:
+        for rel, data in files.items():
+            (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+            (folder / rel).write_bytes(data)
+        return folder
+
+    shared = b"r" * 8000
+    model_store.save(ModelSpec(version="v-free-w", kind="bm25", params={"n": 101}, created_at="2000-01-01T00:00:00"),
+                     weights_dir=weights(tmp_path / "o", {"reference.npz": shared, "experts/x.npz": b"a" * 3000}))
+    model_store.save(ModelSpec(version="v-chall-w", kind="bm25", params={"n": 102}),
+                     weights_dir=weights(tmp_path / "k", {"reference.npz": shared, "experts/x.npz": b"b" * 2000}))
+    aliases.set_alias(aliases.CHALLENGER, "v-chall-w")
+    for v in ("v-free-w", "v-chall-w"):
+        registry.register_model(v)
+    home = get_settings().home
+    folders = [home / f for f in ("models", "datasets", "traces", "artifacts", "mlflow/artifacts")]
+    before = sum(disk_bytes(f) for f in folders)
+    res = load_all_tools().call("devops", "prune_storage", {}, env="prod")
+    assert res.decision == "permit" and not model_store.exists("v-free-w"), res
+    kept = model_store.version_dir("v-chall-w")
+    assert (kept / "weights" / "reference.npz").read_bytes() == shared
+    assert res.result["bytes_freed"] == before - sum(disk_bytes(f) for f in folders), "a shared file frees nothing"
+    c = registry.client()
+    sources = {mv.tags["autoopt_version"]: mv.source for mv in
+               c.search_model_versions(f"name='{registry.REGISTERED_MODEL}'")}
+    assert "v-free-w" not in sources and sources["v-chall-w"] == kept.resolve().as_uri()
+
+
 def test_the_pdp_refuses_a_plan_that_touches_a_protected_object_or_is_unchecked() -> None:
     for env in ENVS:
         pdp = get_pdp(env)

@@ -59,6 +59,10 @@ def test_ltr_challenger_is_stored_registered_and_gated(ml_world: dict, tmp_path:
     assert "oof_ndcg10_fitted" in run.data.metrics
     mv = registry.register_model(res.version)
     assert "challenger" in mv.aliases and mv.run_id == res.run_id
+    # stored once: the registered source is the model-store folder, nothing copied into the run's artifacts
+    source = c.get_model_version(registry.REGISTERED_MODEL, mv.mlflow_version).source
+    assert source == model_store.version_dir(res.version).resolve().as_uri()
+    assert not c.list_artifacts(res.run_id, "model")
     gold = registry.register_model("v1-parent")
     assert set(gold.aliases) == {"champion", "gold"}, "the bootstrapped champion is mirrored as gold"
     # gated: original-domain queries are served exactly as the parent serves them

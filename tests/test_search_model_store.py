@@ -45,6 +45,32 @@ def test_weights_copied_and_resolved(tmp_path):
     assert (target / "weights" / "config.json").is_file()
 
 
+def _weights(folder, files: dict[str, bytes]):
+    for rel, data in files.items():
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        (folder / rel).write_bytes(data)
+    return folder
+
+
+def test_identical_weights_are_stored_once_and_outlive_the_other_version(autoopt_home, tmp_path):
+    import shutil
+
+    same, parent_only, child_only = b"reference" * 1000, b"expert-A" * 500, b"expert-B" * 500
+    model_store.save(ModelSpec(version="v1-p"), weights_dir=_weights(tmp_path / "p", {
+        "reference.npz": same, "experts/x.npz": parent_only}))
+    model_store.save(ModelSpec(version="v2-c", parent="v1-p"), weights_dir=_weights(tmp_path / "c", {
+        "reference.npz": same, "experts/x.npz": child_only, "copy_of_reference.npz": same}))
+    p, c = (model_store.version_dir(v) / "weights" for v in ("v1-p", "v2-c"))
+    assert (p / "reference.npz").stat().st_ino == (c / "reference.npz").stat().st_ino  # one copy on disk
+    assert (c / "reference.npz").stat().st_nlink == 2
+    assert (p / "experts/x.npz").stat().st_ino != (c / "experts/x.npz").stat().st_ino  # same path, other bytes
+    assert (c / "copy_of_reference.npz").stat().st_nlink == 1  # same bytes at another path: its own copy
+    assert not list(c.rglob(".*"))  # no link temp left behind
+    shutil.rmtree(model_store.version_dir("v1-p"))
+    assert (c / "reference.npz").read_bytes() == same and (c / "experts/x.npz").read_bytes() == child_only
+    assert (c / "reference.npz").stat().st_nlink == 1
+
+
 def test_bad_version_names():
     for bad in ("", "../x", "a b", "x/y"):
         with pytest.raises((InputError, ValueError)):

@@ -134,6 +134,20 @@ def test_process_rss_and_disk(tmp_path: Path) -> None:
     assert disk_bytes(tmp_path) == 1024
 
 
+def test_a_hard_linked_file_is_counted_once(tmp_path: Path) -> None:
+    """Model versions share identical weights by hard link: the home's disk use counts them once, as `du` does."""
+    (tmp_path / "models" / "a").mkdir(parents=True)
+    (tmp_path / "models" / "b").mkdir(parents=True)
+    (tmp_path / "models" / "a" / "w.npz").write_bytes(b"w" * 4000)
+    os.link(tmp_path / "models" / "a" / "w.npz", tmp_path / "models" / "b" / "w.npz")
+    (tmp_path / "mlflow").mkdir()
+    os.link(tmp_path / "models" / "a" / "w.npz", tmp_path / "mlflow" / "w.npz")
+    (tmp_path / "models" / "b" / "own.npz").write_bytes(b"o" * 100)
+    assert disk_bytes(tmp_path / "models") == 4100
+    assert disk_by_folder(tmp_path) == {"mlflow": 4000, "models": 100}  # first folder met (sorted) holds it
+    assert disk_bytes(tmp_path) == 4100
+
+
 def test_disk_by_folder_splits_the_home_and_leaves_the_harness_out(tmp_path: Path) -> None:
     for folder, size in [("models", 3000), ("feedback", 500), ("soak", 9999)]:
         (tmp_path / folder / "x").mkdir(parents=True)

@@ -266,9 +266,9 @@ def execute(settings: Settings, profile: Profile, *, dry_run: bool = False) -> d
 
 
 def _size(path: Path) -> int:
-    if path.is_file():
-        return path.stat().st_size
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    """Bytes deleting `path` frees: a file another model version still links to (shared weights) frees nothing."""
+    files = [path] if path.is_file() else [f for f in path.rglob("*") if f.is_file() and not f.is_symlink()]
+    return sum(st.st_size for st in (f.stat() for f in files) if st.st_nlink == 1)
 
 
 def _rm_tree(path: Path) -> int:

@@ -4,6 +4,10 @@ Every stored model version (AUTOOPT_HOME/models/<version>) can be registered as 
 `autoopt-reranker`, tagged with its AutoOptimizer version id. Aliases `champion`, `challenger` and `gold` are kept in
 both places: `search/aliases.py` (what the service reads) and the MLflow registry (what people browse). The file is
 written first; MLflow mirrors it.
+
+With a local artifact store (the embedded default) a registered version's source is its model-store folder itself:
+copying it into MLflow's artifacts would store every model twice. Retention deletes the registry entry with the
+folder (`delete_model`), so the source never dangles. A remote store (a tracking server) gets the folder uploaded.
 """
 
 from __future__ import annotations
@@ -87,7 +91,7 @@ def _find(c, model_version: str):
 
 
 def register_model(model_version: str, run_id: str | None = None) -> RegisteredVersion:
-    """Register a stored model version (its folder is logged as the run's `model` artifact). Idempotent."""
+    """Register a stored model version (source: its folder, or an uploaded copy on a remote store). Idempotent."""
     from autooptimizer.search import model_store
 
     if not model_store.exists(model_version):
@@ -99,15 +103,24 @@ def register_model(model_version: str, run_id: str | None = None) -> RegisteredV
     if run_id is None:
         run_id = start_run(f"register-{model_version}", {"model_version": model_version})
         end_run(run_id)
-    c.log_artifacts(run_id, str(model_store.version_dir(model_version)), artifact_path="model")
+    source = _model_source(c, run_id, model_store.version_dir(model_version))
     try:
         c.get_registered_model(REGISTERED_MODEL)
     except Exception:  # noqa: BLE001
         c.create_registered_model(REGISTERED_MODEL, description="AutoOptimizer reranker versions")
-    run = c.get_run(run_id)
-    mv = c.create_model_version(REGISTERED_MODEL, source=f"{run.info.artifact_uri}/model", run_id=run_id,
+    mv = c.create_model_version(REGISTERED_MODEL, source=source, run_id=run_id,
                                 tags={"autoopt_version": model_version})
     return _describe(c, c.get_model_version(REGISTERED_MODEL, mv.version))
+
+
+def _model_source(c, run_id: str, folder) -> str:
+    """Where the registered version's files live: the model-store folder when the run's artifacts are on this
+    machine (file: URI), else the folder uploaded as the run's `model` artifact."""
+    artifact_uri = c.get_run(run_id).info.artifact_uri or ""
+    if artifact_uri.startswith("file:"):
+        return folder.resolve().as_uri()
+    c.log_artifacts(run_id, str(folder), artifact_path="model")
+    return f"{artifact_uri}/model"
 
 
 def _describe(c, mv) -> RegisteredVersion:

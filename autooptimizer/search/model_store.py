@@ -1,11 +1,14 @@
 """Model versions on disk: AUTOOPT_HOME/models/<version>/model.json (+ optional weights/ and extra JSON files).
 
 A version is immutable once written: saving the same version with different content is refused, so a version id
-always means one thing to the A/B judge, the deployer and the rollback path.
+always means one thing to the A/B judge, the deployer and the rollback path. Because nothing rewrites a stored file,
+a weights file identical to one another version already holds is stored once (a hard link): a chained repair keeps
+its parent's unchanged experts and reference set, and would otherwise copy them with every retrain.
 """
 
 from __future__ import annotations
 
+import filecmp
 import hashlib
 import json
 import os
@@ -142,6 +145,7 @@ def save(spec: ModelSpec, weights_dir: str | Path | None = None, extra: dict[str
             if not src.is_dir():
                 raise NotFoundError(f"Weights folder {src} does not exist.", "Pass the folder the trainer saved.")
             shutil.copytree(src, tmp / WEIGHTS_DIR)
+            _share_identical(tmp / WEIGHTS_DIR)
         for name, obj in (extra or {}).items():
             if "/" in name or name == "model.json":
                 raise InputError(f"Extra file name {name!r} is not allowed.", "Use a plain file name.")
@@ -157,6 +161,27 @@ def save(spec: ModelSpec, weights_dir: str | Path | None = None, extra: dict[str
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def _share_identical(weights: Path) -> None:
+    """Replace each file under `weights` that is byte-identical to the file at the same relative path in another
+    stored version's weights with a hard link to it (one copy on disk; deleting either folder keeps the other's).
+    Where the file system refuses links, the copy stays."""
+    others = [d / WEIGHTS_DIR for d in models_dir().iterdir() if d.is_dir() and not d.name.startswith(".")]
+    for path in (p for p in weights.rglob("*") if p.is_file() and not p.is_symlink()):
+        rel = path.relative_to(weights)
+        for other in others:
+            twin = other / rel
+            if twin.is_file() and not twin.is_symlink() and twin.stat().st_size == path.stat().st_size \
+                    and filecmp.cmp(twin, path, shallow=False):
+                link = path.with_name(f".{path.name}.link")
+                try:
+                    os.link(twin, link)
+                    os.replace(link, path)
+                except OSError:
+                    link.unlink(missing_ok=True)
+                    continue
+                break
 
 
 def read_extra(version: str, name: str) -> Any | None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import stat
 import threading
 from collections.abc import Iterable
 from pathlib import Path
@@ -215,8 +216,11 @@ def tree_rss_bytes(pid: int) -> int:
     return total
 
 
-def disk_bytes(root: Path) -> int:
-    """Bytes of regular files under `root` (symlinks not followed: linked corpora are not the home's)."""
+def disk_bytes(root: Path, seen: set[tuple[int, int]] | None = None) -> int:
+    """Bytes of regular files under `root` (symlinks not followed: linked corpora are not the home's). A file with
+    several hard links (model weights shared between versions) counts once: `seen` holds the (device, inode) pairs
+    already counted, shared across calls that together measure one home."""
+    seen = set() if seen is None else seen
     total = 0
     for dirpath, _dirs, files in os.walk(root, followlinks=False):
         for name in files:
@@ -224,24 +228,30 @@ def disk_bytes(root: Path) -> int:
                 st = os.lstat(os.path.join(dirpath, name))
             except OSError:
                 continue
-            if not os.path.islink(os.path.join(dirpath, name)):
-                total += st.st_size
+            if not stat.S_ISREG(st.st_mode):
+                continue
+            if st.st_nlink > 1:
+                if (st.st_dev, st.st_ino) in seen:
+                    continue
+                seen.add((st.st_dev, st.st_ino))
+            total += st.st_size
     return total
 
 
 def disk_by_folder(home: Path, skip: frozenset[str] = frozenset({"soak"})) -> dict[str, int]:
     """Bytes under each top-level entry of `home` (files at the top under "."), leaving out `skip` (the harness's
-    own run folders): what a disk growth is made of."""
+    own run folders): what a disk growth is made of. A hard-linked file counts once, in the first folder met."""
     out: dict[str, int] = {}
+    seen: set[tuple[int, int]] = set()
     try:
-        entries = list(home.iterdir())
+        entries = sorted(home.iterdir())
     except OSError:
         return out
     for entry in entries:
         if entry.name in skip or entry.is_symlink():
             continue
         if entry.is_dir():
-            out[entry.name] = disk_bytes(entry)
+            out[entry.name] = disk_bytes(entry, seen)
         else:
             with contextlib.suppress(OSError):
                 out["."] = out.get(".", 0) + entry.stat().st_size

@@ -113,7 +113,7 @@ class Retention(_Strict):
     traces: int = Field(default=200, ge=1, le=1_000_000)
     feedback_log_mb: float = Field(default=64.0, alias="feedbackLogMB", gt=0)
     feedback_log_days: float | None = Field(
-        default=14.0, alias="feedbackLogDays", gt=0,
+        default=7.0, alias="feedbackLogDays", gt=0,
         description="the feedback log also drops records whose `ts` is older than this many days (None: size only); "
                     "its readers need hours to days of it: A/B tests and watches read since their start, a retrain "
                     "the shifted domain's records served by the current champion")

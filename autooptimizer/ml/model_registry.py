@@ -114,13 +114,27 @@ def register_model(model_version: str, run_id: str | None = None) -> RegisteredV
 
 
 def _model_source(c, run_id: str, folder) -> str:
-    """Where the registered version's files live: the model-store folder when the run's artifacts are on this
-    machine (file: URI), else the folder uploaded as the run's `model` artifact."""
+    """Where the registered version's files live: the model-store folder when the client writes the registry itself
+    and the run's artifacts are on this machine (file: URI), else the folder uploaded as the run's `model` artifact."""
+    from autooptimizer.settings import get_settings, mlflow_uri
+
     artifact_uri = c.get_run(run_id).info.artifact_uri or ""
-    if artifact_uri.startswith("file:"):
+    if artifact_uri.startswith("file:") and writes_registry_directly(mlflow_uri(get_settings())):
         return folder.resolve().as_uri()
     c.log_artifacts(run_id, str(folder), artifact_path="model")
     return f"{artifact_uri}/model"
+
+
+def writes_registry_directly(tracking_uri: str) -> bool:
+    """True for a store the client writes itself (a local folder or a database). A tracking server (http, https,
+    databricks) validates a new version's source and refuses a local path outside the run's artifact folder
+    (mlflow.server.handlers._validate_source_run: 'Invalid model version source'), so it gets an upload."""
+    from urllib.parse import urlparse
+
+    from mlflow.store.db.db_types import DATABASE_ENGINES
+
+    scheme = urlparse(tracking_uri).scheme.split("+")[0]
+    return scheme in DATABASE_ENGINES or (scheme in ("", "file") and tracking_uri != "databricks")  # a profile
 
 
 def _describe(c, mv) -> RegisteredVersion:

@@ -71,6 +71,41 @@ def test_identical_weights_are_stored_once_and_outlive_the_other_version(autoopt
     assert (c / "reference.npz").stat().st_nlink == 1
 
 
+def test_a_refused_link_keeps_the_copy(autoopt_home, tmp_path, monkeypatch):
+    """A file system without hard links (or across devices): the save succeeds with its own copy."""
+    import os
+
+    model_store.save(ModelSpec(version="v1-p"), weights_dir=_weights(tmp_path / "p", {"reference.npz": b"r" * 900}))
+
+    def refuse(*_a, **_k):
+        raise OSError(18, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "link", refuse)
+    model_store.save(ModelSpec(version="v2-c"), weights_dir=_weights(tmp_path / "c", {"reference.npz": b"r" * 900}))
+    c = model_store.version_dir("v2-c") / "weights"
+    assert (c / "reference.npz").read_bytes() == b"r" * 900 and (c / "reference.npz").stat().st_nlink == 1
+    assert [p.name for p in c.iterdir()] == ["reference.npz"]  # no link temp left behind
+
+
+def test_another_versions_unreadable_file_never_fails_a_save(autoopt_home, tmp_path, monkeypatch):
+    """Sharing is only a saving: another version's file that cannot be read (another owner's 0600 file, an I/O
+    error; root reads anything, so the read error is injected) leaves this save's copy and the save succeeds."""
+    import filecmp
+
+    model_store.save(ModelSpec(version="v1-p"), weights_dir=_weights(tmp_path / "p", {"reference.npz": b"r" * 900}))
+    real = filecmp.cmp
+
+    def unreadable_other(a, b, shallow=True):
+        if "v1-p" in str(a) or "v1-p" in str(b):
+            raise PermissionError(13, "Permission denied", str(a))
+        return real(a, b, shallow)
+
+    monkeypatch.setattr(filecmp, "cmp", unreadable_other)
+    model_store.save(ModelSpec(version="v2-c"), weights_dir=_weights(tmp_path / "c", {"reference.npz": b"r" * 900}))
+    c = model_store.version_dir("v2-c") / "weights" / "reference.npz"
+    assert c.read_bytes() == b"r" * 900 and c.stat().st_nlink == 1
+
+
 def test_bad_version_names():
     for bad in ("", "../x", "a b", "x/y"):
         with pytest.raises((InputError, ValueError)):

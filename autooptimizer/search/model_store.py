@@ -166,14 +166,13 @@ def save(spec: ModelSpec, weights_dir: str | Path | None = None, extra: dict[str
 def _share_identical(weights: Path) -> None:
     """Replace each file under `weights` that is byte-identical to the file at the same relative path in another
     stored version's weights with a hard link to it (one copy on disk; deleting either folder keeps the other's).
-    Where the file system refuses links, the copy stays."""
+    Where the file system refuses links, or another version's file cannot be read, the copy stays."""
     others = [d / WEIGHTS_DIR for d in models_dir().iterdir() if d.is_dir() and not d.name.startswith(".")]
     for path in (p for p in weights.rglob("*") if p.is_file() and not p.is_symlink()):
         rel = path.relative_to(weights)
         for other in others:
             twin = other / rel
-            if twin.is_file() and not twin.is_symlink() and twin.stat().st_size == path.stat().st_size \
-                    and filecmp.cmp(twin, path, shallow=False):
+            if _identical(twin, path):
                 link = path.with_name(f".{path.name}.link")
                 try:
                     os.link(twin, link)
@@ -182,6 +181,16 @@ def _share_identical(weights: Path) -> None:
                     link.unlink(missing_ok=True)
                     continue
                 break
+
+
+def _identical(twin: Path, path: Path) -> bool:
+    """`twin` is a regular file with `path`'s bytes; False when it cannot be read (another owner's 0600 file, an I/O
+    error): sharing only saves space, so it never fails a save."""
+    try:
+        return twin.is_file() and not twin.is_symlink() and twin.stat().st_size == path.stat().st_size \
+            and filecmp.cmp(twin, path, shallow=False)
+    except OSError:
+        return False
 
 
 def read_extra(version: str, name: str) -> Any | None:

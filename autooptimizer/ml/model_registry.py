@@ -12,6 +12,7 @@ folder (`delete_model`), so the source never dangles. A remote store (a tracking
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
@@ -113,7 +114,7 @@ def register_model(model_version: str, run_id: str | None = None) -> RegisteredV
     return _describe(c, c.get_model_version(REGISTERED_MODEL, mv.version))
 
 
-def _model_source(c, run_id: str, folder) -> str:
+def _model_source(c, run_id: str, folder: Path) -> str:
     """Where the registered version's files live: the model-store folder when the client writes the registry itself
     and the run's artifacts are on this machine (file: URI), else the folder uploaded as the run's `model` artifact."""
     from autooptimizer.settings import get_settings, mlflow_uri

@@ -13,6 +13,7 @@ import pytest
 import yaml
 from support.protected_world import deploy_protected_history
 from support.tiny_stack import start_tiny_service
+from support.weights import weights_folder
 
 from autooptimizer.policies.pdp import get_pdp
 from autooptimizer.search import aliases, model_store
@@ -101,17 +102,13 @@ def test_a_pruned_version_sharing_weights_frees_only_its_own_bytes_and_its_regis
     from autooptimizer.ml import model_registry as registry
     from autooptimizer.soak.measure import disk_bytes
 
-    def weights(folder: Path, files: dict[str, bytes]) -> Path:
-        for rel, data in files.items():
-            (folder / rel).parent.mkdir(parents=True, exist_ok=True)
-            (folder / rel).write_bytes(data)
-        return folder
-
     shared = b"r" * 8000
     model_store.save(ModelSpec(version="v-free-w", kind="bm25", params={"n": 101}, created_at="2000-01-01T00:00:00"),
-                     weights_dir=weights(tmp_path / "o", {"reference.npz": shared, "experts/x.npz": b"a" * 3000}))
+                     weights_dir=weights_folder(tmp_path / "o", {"reference.npz": shared,
+                                                                "experts/x.npz": b"a" * 3000}))
     model_store.save(ModelSpec(version="v-chall-w", kind="bm25", params={"n": 102}),
-                     weights_dir=weights(tmp_path / "k", {"reference.npz": shared, "experts/x.npz": b"b" * 2000}))
+                     weights_dir=weights_folder(tmp_path / "k", {"reference.npz": shared,
+                                                                "experts/x.npz": b"b" * 2000}))
     aliases.set_alias(aliases.CHALLENGER, "v-chall-w")
     for v in ("v-free-w", "v-chall-w"):
         registry.register_model(v)

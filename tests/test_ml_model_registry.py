@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support.weights import weights_folder
 
 from autooptimizer.infra.net import free_port
 from autooptimizer.ml import model_registry as registry
@@ -19,9 +20,7 @@ from autooptimizer.settings import get_settings
 
 
 def _stored(version: str, tmp_path: Path) -> Path:
-    weights = tmp_path / f"w-{version}"
-    (weights / "experts").mkdir(parents=True)
-    (weights / "experts" / "x.npz").write_bytes(b"x" * 300)
+    weights = weights_folder(tmp_path / f"w-{version}", {"experts/x.npz": b"x" * 300})
     model_store.save(ModelSpec(version=version, kind="bm25"), weights_dir=weights)
     return model_store.version_dir(version)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from support.weights import weights_folder
 
 from autooptimizer.errors import InputError, NotFoundError
 from autooptimizer.search import aliases, model_store
@@ -45,20 +46,13 @@ def test_weights_copied_and_resolved(tmp_path):
     assert (target / "weights" / "config.json").is_file()
 
 
-def _weights(folder, files: dict[str, bytes]):
-    for rel, data in files.items():
-        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
-        (folder / rel).write_bytes(data)
-    return folder
-
-
 def test_identical_weights_are_stored_once_and_outlive_the_other_version(autoopt_home, tmp_path):
     import shutil
 
     same, parent_only, child_only = b"reference" * 1000, b"expert-A" * 500, b"expert-B" * 500
-    model_store.save(ModelSpec(version="v1-p"), weights_dir=_weights(tmp_path / "p", {
+    model_store.save(ModelSpec(version="v1-p"), weights_dir=weights_folder(tmp_path / "p", {
         "reference.npz": same, "experts/x.npz": parent_only}))
-    model_store.save(ModelSpec(version="v2-c", parent="v1-p"), weights_dir=_weights(tmp_path / "c", {
+    model_store.save(ModelSpec(version="v2-c", parent="v1-p"), weights_dir=weights_folder(tmp_path / "c", {
         "reference.npz": same, "experts/x.npz": child_only, "copy_of_reference.npz": same}))
     p, c = (model_store.version_dir(v) / "weights" for v in ("v1-p", "v2-c"))
     assert (p / "reference.npz").stat().st_ino == (c / "reference.npz").stat().st_ino  # one copy on disk
@@ -75,13 +69,16 @@ def test_a_refused_link_keeps_the_copy(autoopt_home, tmp_path, monkeypatch):
     """A file system without hard links (or across devices): the save succeeds with its own copy."""
     import os
 
-    model_store.save(ModelSpec(version="v1-p"), weights_dir=_weights(tmp_path / "p", {"reference.npz": b"r" * 900}))
+    model_store.save(ModelSpec(version="v1-p"),
+
+                     weights_dir=weights_folder(tmp_path / "p", {"reference.npz": b"r" * 900}))
 
     def refuse(*_a, **_k):
         raise OSError(18, "Invalid cross-device link")
 
     monkeypatch.setattr(os, "link", refuse)
-    model_store.save(ModelSpec(version="v2-c"), weights_dir=_weights(tmp_path / "c", {"reference.npz": b"r" * 900}))
+    model_store.save(ModelSpec(version="v2-c"),
+                     weights_dir=weights_folder(tmp_path / "c", {"reference.npz": b"r" * 900}))
     c = model_store.version_dir("v2-c") / "weights"
     assert (c / "reference.npz").read_bytes() == b"r" * 900 and (c / "reference.npz").stat().st_nlink == 1
     assert [p.name for p in c.iterdir()] == ["reference.npz"]  # no link temp left behind
@@ -92,7 +89,9 @@ def test_another_versions_unreadable_file_never_fails_a_save(autoopt_home, tmp_p
     error; root reads anything, so the read error is injected) leaves this save's copy and the save succeeds."""
     import filecmp
 
-    model_store.save(ModelSpec(version="v1-p"), weights_dir=_weights(tmp_path / "p", {"reference.npz": b"r" * 900}))
+    model_store.save(ModelSpec(version="v1-p"),
+
+                     weights_dir=weights_folder(tmp_path / "p", {"reference.npz": b"r" * 900}))
     real = filecmp.cmp
 
     def unreadable_other(a, b, shallow=True):
@@ -101,7 +100,8 @@ def test_another_versions_unreadable_file_never_fails_a_save(autoopt_home, tmp_p
         return real(a, b, shallow)
 
     monkeypatch.setattr(filecmp, "cmp", unreadable_other)
-    model_store.save(ModelSpec(version="v2-c"), weights_dir=_weights(tmp_path / "c", {"reference.npz": b"r" * 900}))
+    model_store.save(ModelSpec(version="v2-c"),
+                     weights_dir=weights_folder(tmp_path / "c", {"reference.npz": b"r" * 900}))
     c = model_store.version_dir("v2-c") / "weights" / "reference.npz"
     assert c.read_bytes() == b"r" * 900 and c.stat().st_nlink == 1
 

@@ -220,3 +220,24 @@ def test_an_ltr_child_embeds_at_its_parents_truncation(ml_world: dict, tmp_path:
     assert cached == {"minilm-base-msl32"}
     old = {k: v for k, v in spec.params.items() if k != "max_seq_length"}
     assert LtrParams.model_validate(old).max_seq_length == 256  # versions built before the field: 256
+
+
+def test_training_leaves_no_scratch_behind(ml_world: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A loop that trains for months must not leak checkpoints or weight copies into the temp folder (each neural
+    retrain left ~90 MB there), whether the run succeeds or fails."""
+    import tempfile
+
+    from autooptimizer.ml.train import TrainConfig, train
+
+    ds = _feedback_dataset(ml_world, tmp_path)
+    scratch = tmp_path / "tmpdir"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    neural = dict(original="orig", max_steps=2, batch_size=4, eval_every=1, replay_pairs=0, max_seq_length=64)
+    train(ds, cfg=TrainConfig(trainer="bi_encoder", **neural))
+    assert sorted(p.name for p in scratch.iterdir()) == []
+    train(ds, cfg=TrainConfig(trainer="ltr", original="orig", depth=20))
+    assert sorted(p.name for p in scratch.iterdir()) == []
+    with pytest.raises(InputError, match="loss became nan"):
+        train(ds, cfg=TrainConfig(trainer="bi_encoder", **neural), on_loss=lambda step, loss: loss * float("nan"))
+    assert sorted(p.name for p in scratch.iterdir()) == []

@@ -180,9 +180,9 @@ def _new_version(prefix: str, payload: dict) -> str:
 
 
 # -------------------------------------------------------------------------------------------------------------------
-def train_ltr(dataset, parent, cfg: TrainConfig, collection=None, progress: Progress | None = None,
+def train_ltr(dataset, parent, cfg: TrainConfig, scratch: Path, collection=None, progress: Progress | None = None,
               ref: np.ndarray | None = None):
-    """Returns (spec, weights folder, report dict)."""
+    """Returns (spec, weights folder under `scratch`, report dict)."""
     from autooptimizer.ml.ltr import fit_expert
     from autooptimizer.search.encoder import base_max_seq_length
     from autooptimizer.search.model_store import ModelSpec
@@ -216,8 +216,8 @@ def train_ltr(dataset, parent, cfg: TrainConfig, collection=None, progress: Prog
         deadline=time.perf_counter() + cfg.time_budget_s, gate_negatives=np.vstack(others), bags=cfg.bags,
         parent_depth=parent_depth, domains=owned, adaptation=cfg.adaptation, unjudged=unjudged,
         max_seq_length=base_max_seq_length(parent))
-    tmp = Path(tempfile.mkdtemp(prefix="ltr-"))
-    (tmp / "experts").mkdir()
+    tmp = scratch / "ltr"
+    (tmp / "experts").mkdir(parents=True)
     if parent.kind == "ltr_fusion":
         for e in experts:
             shutil.copy(Path(parent.resolved_encoder_path()) / e.file, tmp / e.file)
@@ -291,9 +291,10 @@ def _split_dev(items: list, frac: float, seed: int) -> tuple[list, list]:
     return [t for t in items if t[0] not in dev_keys], [t for t in items if t[0] in dev_keys]
 
 
-def train_neural(dataset, parent, cfg: TrainConfig, collection=None, progress: Progress | None = None,
+def train_neural(dataset, parent, cfg: TrainConfig, scratch: Path, collection=None, progress: Progress | None = None,
                  checkpoint_dir: Path | None = None, on_loss: LossHook | None = None):
-    """Bi-encoder (MNRL) or cross-encoder (listwise) fine-tuning. Returns (spec, weights folder, report)."""
+    """Bi-encoder (MNRL) or cross-encoder (listwise) fine-tuning. Returns (spec, weights folder under `scratch`,
+    report); the best checkpoint goes to `checkpoint_dir` when given (kept), else under `scratch`."""
     import torch
     from tqdm.auto import tqdm
 
@@ -384,7 +385,7 @@ def train_neural(dataset, parent, cfg: TrainConfig, collection=None, progress: P
     net.to(device)
     net.train()
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr)
-    ckpt = Path(checkpoint_dir or tempfile.mkdtemp(prefix="ckpt-")) / "best"
+    ckpt = Path(checkpoint_dir or scratch / "checkpoints") / "best"
     t0 = time.perf_counter()
     best_dev, bad, step, losses, seen = dev_score(), 0, 0, [], 0
     history = [{"step": 0, "dev": round(best_dev, 4)}]
@@ -439,7 +440,7 @@ def train_neural(dataset, parent, cfg: TrainConfig, collection=None, progress: P
     if final_dev >= best_dev:
         model.save(str(ckpt))
         best_dev = final_dev
-    weights = Path(tempfile.mkdtemp(prefix="weights-")) / "w"
+    weights = scratch / "weights"
     shutil.copytree(ckpt, weights)
     fusion_weight, by_w = _retune_weight(cfg, parent, weights, collection, dataset, dev_items)
     kind = cfg.trainer
@@ -515,24 +516,26 @@ def train(
     run_id = registry.start_run(f"train-{cfg.trainer}", {**cfg.model_dump(), "dataset": dataset.manifest.hash,
                                                           "parent": parent.version},
                                 tags={"autoopt.trainer": cfg.trainer})
-    try:
-        if cfg.trainer == "ltr":
-            seed_everything(cfg.seed)
-            spec, weights, report = train_ltr(dataset, parent, cfg, collection, progress)
-            device, steps, sps = "cpu", int(report.get("adapter_epochs", 0)), None
-        else:
-            ckpt = Path(artifacts_dir) / "checkpoints" if artifacts_dir else None
-            spec, weights, report = train_neural(dataset, parent, cfg, collection, progress, ckpt, on_loss)
-            device, steps, sps = report["device"], report["steps"], report["samples_per_s"]
-    except BaseException:
-        registry.end_run(run_id, status="FAILED")
-        raise
-    metrics = {k: float(v) for k, v in report.items() if isinstance(v, int | float) and math.isfinite(float(v))}
-    for i, loss in enumerate(report.get("loss_curve", [])):
-        registry.log_metrics(run_id, {"loss": loss}, step=i)
-    registry.log_metrics(run_id, metrics)
-    model_store.save(spec, weights_dir=weights, extra={"train_report.json": {**report, "run_id": run_id}})
-    shutil.rmtree(weights, ignore_errors=True)
+    # one scratch folder per run, removed on every path: a loop that retrains for months must not fill the disk
+    with tempfile.TemporaryDirectory(prefix="autoopt-train-") as tmp:
+        try:
+            if cfg.trainer == "ltr":
+                seed_everything(cfg.seed)
+                spec, weights, report = train_ltr(dataset, parent, cfg, Path(tmp), collection, progress)
+                device, steps, sps = "cpu", int(report.get("adapter_epochs", 0)), None
+            else:
+                ckpt = Path(artifacts_dir) / "checkpoints" if artifacts_dir else None
+                spec, weights, report = train_neural(dataset, parent, cfg, Path(tmp), collection, progress, ckpt,
+                                                     on_loss)
+                device, steps, sps = report["device"], report["steps"], report["samples_per_s"]
+        except BaseException:
+            registry.end_run(run_id, status="FAILED")
+            raise
+        metrics = {k: float(v) for k, v in report.items() if isinstance(v, int | float) and math.isfinite(float(v))}
+        for i, loss in enumerate(report.get("loss_curve", [])):
+            registry.log_metrics(run_id, {"loss": loss}, step=i)
+        registry.log_metrics(run_id, metrics)
+        model_store.save(spec, weights_dir=weights, extra={"train_report.json": {**report, "run_id": run_id}})
     reg = registry.register_model(spec.version, run_id)
     registry.end_run(run_id)
     registry.sync_bootstrap_aliases()  # the bootstrapped champion is also `gold`: mirror aliases.json into MLflow

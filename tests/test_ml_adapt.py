@@ -128,7 +128,8 @@ def test_each_adaptation_is_switchable_and_recorded_in_the_params(ml_world: dict
     log = simulate_feedback(ml_world["parent"], collection, {q: queries[q] for q in fb}, qrels,
                             tmp_path / "feedback.jsonl", dataset="dom")
     ds = build_dataset(log).hash
-    on = Adaptation(pseudo_queries=8, pseudo_kind="crop", bm25_tune=True, bm25_tune_queries=20, rm3_idf=True)
+    on = Adaptation(pseudo_queries=8, pseudo_kind="crop", bm25_tune=True, bm25_tune_queries=20, rm3_idf=True,
+                    prior={"rm3": 0.25})
     experts = {}
     for label, ad in (("off", Adaptation()), ("on", on)):
         res = train(ds, cfg=TrainConfig(trainer="ltr", original="orig", depth=20, adaptation=ad),
@@ -153,3 +154,11 @@ def test_each_adaptation_is_switchable_and_recorded_in_the_params(ml_world: dict
         ids = [collection.doc_ids[i] for i in idx]
         x = rr.features(rr.experts[0], q, rr.encoder.encode([q])[0], ids, s)
         assert bool(np.all(x[:, col] == 0)) is want_zero
+
+
+def test_a_prior_names_features_the_expert_computes() -> None:
+    assert Adaptation(prior={"rm3": 0.25, "dense_prf": 0.1}).prior == {"rm3": 0.25, "dense_prf": 0.1}
+    with pytest.raises(ValueError, match=r"unknown feature\(s\) \['rm4'\]; use any of"):
+        Adaptation(prior={"rm4": 0.25})
+    with pytest.raises(ValueError, match="finite"):
+        Adaptation(prior={"rm3": float("nan")})

@@ -87,6 +87,23 @@ def test_on_pure_noise_the_gate_stops_shown_harm_and_the_rest_is_bounded() -> No
     assert disabled >= 2
 
 
+def test_a_harmful_prior_is_the_fits_start_but_the_gate_still_compares_with_the_parent() -> None:
+    """Adaptation.prior moves where the fits start and shrink to, not what they must beat: with a prior on a pure
+    noise feature the CV gain is measured against the parent's fusion, shows harm, and the parent's weights serve."""
+    p = Packed(*_queries(60, None, seed=3))
+    start = W0.copy()
+    start[FEATURES.index("popularity")] = 10.0
+    w, sel = select_weights(p, start, bags=3, seed=0, base=W0)
+    assert sel.cv_ndcg10[PARENT] == round(float(p.ndcg(W0).mean()), 4)
+    assert not sel.enabled and sel.cv_gain < -sel.cv_gain_se and np.array_equal(w, W0)
+    # the same prior on a feature that carries the relevance: the fit keeps it and beats the parent
+    p = Packed(*_queries(30, "rm3", seed=3))
+    start = W0.copy()
+    start[FEATURES.index("rm3")] = 1.0
+    w, sel = select_weights(p, start, bags=3, seed=0, base=W0)
+    assert sel.enabled and w[FEATURES.index("rm3")] > 0.5 and sel.cv_gain > 0.1
+
+
 def test_relevance_groups_and_grouped_folds() -> None:
     """Queries sharing judged-relevant documents (Jaccard >= 0.1) form one group; a group never spans two folds."""
     from autooptimizer.ml.ltr import grouped_folds, relevance_groups

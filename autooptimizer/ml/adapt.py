@@ -27,7 +27,7 @@ from collections.abc import Callable
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 K1_GRID = (0.6, 0.9, 1.2, 1.5, 2.0)
 B_GRID = (0.3, 0.5, 0.75, 0.9)
@@ -44,6 +44,23 @@ class Adaptation(BaseModel):
     bm25_tune_queries: int = Field(default=300, ge=20, le=5000)
     rm3_idf: bool = Field(default=False, description="RM3 expansion terms weighted by corpus idf")
     unjudged: bool = Field(default=False, description="unjudged domain queries: gate positives, PRF adapter rows")
+    prior: dict[str, float] = Field(
+        default_factory=dict,
+        description="feature weights added to the parent's fusion as the weight fit's start and shrinkage target (an "
+        "unsupervised prior such as pseudo-relevance: {'rm3': 0.25}); the CV gate still compares with the parent")
+
+
+    @field_validator("prior")
+    @classmethod
+    def _known_features(cls, v: dict[str, float]) -> dict[str, float]:
+        from autooptimizer.search.rerankers.ltr_fusion import FEATURES
+
+        unknown = sorted(set(v) - set(FEATURES))
+        if unknown:
+            raise ValueError(f"prior names unknown feature(s) {unknown}; use any of {list(FEATURES)}")
+        if not all(math.isfinite(x) for x in v.values()):
+            raise ValueError(f"prior weights must be finite numbers, got {v}")
+        return v
 
 
 # What training uses (TrainConfig.adaptation). Chosen on the develop domains only (cran, cisi, med; dev seeds 100-101;
@@ -60,6 +77,12 @@ VARIANTS: dict[str, Adaptation] = {
     "pq_ict": Adaptation(pseudo_queries=300, pseudo_kind="ict"),
     "pq_crop": Adaptation(pseudo_queries=300, pseudo_kind="crop"),
     "pq_terms": Adaptation(pseudo_queries=300, pseudo_kind="terms"),
+    "pq_ict100": Adaptation(pseudo_queries=100, pseudo_kind="ict"),
+    "pq_crop100": Adaptation(pseudo_queries=100, pseudo_kind="crop"),
+    "pq_terms100": Adaptation(pseudo_queries=100, pseudo_kind="terms"),
+    "prior_rm3": Adaptation(prior={"rm3": 0.25}),
+    "prior_prf": Adaptation(prior={"rm3": 0.25, "dense_prf": 0.25}),
+    "prior_nn": Adaptation(prior={"rm3": 0.25, "dense_prf": 0.25, "bm25_nn": 0.15, "cos_nn": 0.15}),
     "bm25": Adaptation(bm25_tune=True),
     "rm3idf": Adaptation(rm3_idf=True),
     "unjudged": Adaptation(unjudged=True),

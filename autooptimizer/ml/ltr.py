@@ -303,8 +303,8 @@ def grouped_folds(groups: np.ndarray, k: int, rng: np.random.Generator) -> list[
 
 def select_weights(p: Packed, w0: np.ndarray, bags: int, seed: int, folds: int = 5, repeats: int = 3,
                    harm_se: float = HARM_SE, deadline: float | None = None,
-                   groups: np.ndarray | None = None, parent_depth: int | None = None
-                   ) -> tuple[np.ndarray, Selection]:
+                   groups: np.ndarray | None = None, parent_depth: int | None = None,
+                   base: np.ndarray | None = None) -> tuple[np.ndarray, Selection]:
     """The expert's weights (`blend_weights` on every feedback query), or the parent's when the feedback shows harm.
 
     Repeated k-fold CV on the feedback queries (out-of-fold features; folds keep each of `groups`, e.g.
@@ -314,11 +314,13 @@ def select_weights(p: Packed, w0: np.ndarray, bags: int, seed: int, folds: int =
     with a few dozen queries the CV gain is mostly noise, and in the repair's split (one fixed pool of judged queries,
     half feedback, half held out) it even anti-correlates with the held-out gain (r = -0.72 on med and cran), so a
     stricter gate discards exactly the splits where the expert helps most. Promotion still needs the held-out
-    evaluation (and A/B in staging), which is where a challenger that gains nothing is stopped."""
+    evaluation (and A/B in staging), which is where a challenger that gains nothing is stopped. `base` is the
+    parent's fusion when the fits start from a prior `w0` (Adaptation.prior); default `w0`."""
+    base = w0 if base is None else base
     n = len(p)
     rng = np.random.default_rng(seed + 7919)
     acc = {lab: np.zeros((repeats, n)) for lab in (LISTNET, ASCENT, BLEND)}
-    parent = p.ndcg(w0, depth=parent_depth)
+    parent = p.ndcg(base, depth=parent_depth)
     groups = np.arange(n) if groups is None else np.asarray(groups)
     k = max(2, min(folds, len(np.unique(groups))))
     for r in range(repeats):
@@ -337,7 +339,7 @@ def select_weights(p: Packed, w0: np.ndarray, bags: int, seed: int, folds: int =
                     cv_gain_se=round(se, 4), folds=k, repeats=repeats,
                     groups=len(np.unique(groups)), repeats_won=wins)
     if not enabled:
-        return w0.copy(), sel
+        return base.copy(), sel
     return blend_weights(p, np.arange(n), w0, bags, seed)[BLEND], sel
 
 
@@ -481,10 +483,11 @@ def fit_expert(
     w0 = np.zeros(len(FEATURES))
     w0[FEATURES.index("bm25")] = 1.0 - parent_fusion_weight
     w0[FEATURES.index("cos")] = parent_fusion_weight
+    start = w0 + np.array([ad.prior.get(f, 0.0) for f in FEATURES])
     packed = Packed([x for x in oof if x is not None], gains, ideals)
     base = float(packed.ndcg(w0, depth=parent_depth).mean())
-    w, selection = select_weights(packed, w0, bags, seed, deadline=deadline, groups=relevance_groups(mem_docs),
-                                  parent_depth=parent_depth)
+    w, selection = select_weights(packed, start, bags, seed, deadline=deadline, groups=relevance_groups(mem_docs),
+                                  parent_depth=parent_depth, base=w0)
     fitted = float(packed.ndcg(w).mean())
     say(f"selected {selection.selected} (CV gain {selection.cv_gain:+.4f} +- {selection.cv_gain_se:.4f})", 0.9)
 

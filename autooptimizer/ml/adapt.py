@@ -49,7 +49,6 @@ class Adaptation(BaseModel):
         description="feature weights added to the parent's fusion as the weight fit's start and shrinkage target (an "
         "unsupervised prior such as pseudo-relevance: {'rm3': 0.25}); the CV gate still compares with the parent")
 
-
     @field_validator("prior")
     @classmethod
     def _known_features(cls, v: dict[str, float]) -> dict[str, float]:
@@ -68,7 +67,8 @@ class Adaptation(BaseModel):
 # noise) and was the default for the confirm runs (commits 45a80a1, f2f2bc0); it is off again because its feature
 # raised the expert's serving CPU (tiny console world: 1.2x -> 3.3x the champion's, past the promotion rule's 1.2x)
 # for no demonstrated gain. ICT pseudo-queries (-0.007), idf-weighted RM3 (-0.004) and unjudged-query PRF rows (cisi
-# -0.018) were worse. All stay switchable.
+# -0.018) were worse. Ten develop seeds per domain (session 6) agree: no pseudo-query kind or count, no prior, and
+# not tuned BM25 beats none (docs/benchmarks.md, Develop, ten seeds per domain). All stay switchable.
 DEFAULT = Adaptation()
 
 # Named variants for `autoopt bench study` (docs/benchmarks.md, Repair: leave-one-domain-out).

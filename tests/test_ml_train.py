@@ -241,3 +241,35 @@ def test_training_leaves_no_scratch_behind(ml_world: dict, tmp_path: Path, monke
     with pytest.raises(InputError, match="loss became nan"):
         train(ds, cfg=TrainConfig(trainer="bi_encoder", **neural), on_loss=lambda step, loss: loss * float("nan"))
     assert sorted(p.name for p in scratch.iterdir()) == []
+
+
+@pytest.mark.parametrize("where", ["log_metrics", "save", "register_model"])
+def test_a_failure_after_training_fails_the_run_and_stores_nothing(ml_world: dict, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch, where: str) -> None:
+    """A full disk in model_store.save (or an MLflow error while logging or registering) is a failed training: the
+    MLflow run ends FAILED, not RUNNING forever, and no orphan version is left in the model store."""
+    import tempfile
+
+    from autooptimizer.ml import model_registry as registry
+    from autooptimizer.ml.train import TrainConfig, train
+
+    ds = _feedback_dataset(ml_world, tmp_path)
+    scratch = tmp_path / "tmpdir"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    before = _registry_state()
+
+    def boom(*_a: object, **_k: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    target = model_store if where == "save" else registry
+    real = getattr(target, where)
+    monkeypatch.setattr(target, where, boom)
+    with pytest.raises(OSError, match="No space left"):
+        train(ds, cfg=TrainConfig(trainer="ltr", original="orig", depth=20))
+    monkeypatch.setattr(target, where, real)
+    assert _registry_state() == before, "nothing stored, registered or aliased"
+    c = registry.client()
+    runs = c.search_runs([c.get_experiment_by_name(registry.EXPERIMENT).experiment_id])
+    assert [r.info.status for r in runs] == ["FAILED"]
+    assert sorted(p.name for p in scratch.iterdir()) == []

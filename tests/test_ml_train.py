@@ -273,3 +273,20 @@ def test_a_failure_after_training_fails_the_run_and_stores_nothing(ml_world: dic
     runs = c.search_runs([c.get_experiment_by_name(registry.EXPERIMENT).experiment_id])
     assert [r.info.status for r in runs] == ["FAILED"]
     assert sorted(p.name for p in scratch.iterdir()) == []
+
+
+def test_a_reused_artifacts_dir_keeps_only_this_runs_checkpoint(ml_world: dict, tmp_path: Path) -> None:
+    """`autoopt train --artifacts-dir art` run twice keeps each run's best checkpoint in art/checkpoints/best; the
+    second run's stored weights hold its own files only, never the first run's leftovers (a bi-encoder's pooling
+    modules copied into a cross-encoder's weights)."""
+    from autooptimizer.ml.train import TrainConfig, train
+
+    ds = _feedback_dataset(ml_world, tmp_path)
+    neural = dict(original="orig", max_steps=2, batch_size=4, eval_every=1, replay_pairs=0, max_seq_length=64)
+    train(ds, cfg=TrainConfig(trainer="bi_encoder", **neural), artifacts_dir=tmp_path / "art")
+    assert (tmp_path / "art" / "checkpoints" / "best" / "1_Pooling").is_dir()
+    res = train(ds, cfg=TrainConfig(trainer="cross_encoder", **neural), artifacts_dir=tmp_path / "art")
+    stored = sorted(p.name for p in Path(model_store.load(res.version).resolved_encoder_path()).iterdir())
+    kept = sorted(p.name for p in (tmp_path / "art" / "checkpoints" / "best").iterdir())
+    assert "model.safetensors" in stored and not {"1_Pooling", "2_Normalize"} & set(stored)
+    assert kept == stored

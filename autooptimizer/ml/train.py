@@ -389,6 +389,7 @@ def train_neural(dataset, parent, cfg: TrainConfig, scratch: Path, collection=No
     t0 = time.perf_counter()
     best_dev, bad, step, losses, seen = dev_score(), 0, 0, [], 0
     history = [{"step": 0, "dev": round(best_dev, 4)}]
+    shutil.rmtree(ckpt, ignore_errors=True)  # a reused artifacts_dir: an earlier run's files must not join these
     model.save(str(ckpt))
     bar = tqdm(total=cfg.max_steps, desc=f"train {cfg.trainer}", unit="step", disable=False, leave=False)
     stop_reason = "max_steps"

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from autooptimizer.errors import InputError
 from autooptimizer.ml.adapt import DEFAULT, Adaptation
@@ -45,6 +45,8 @@ LossHook = Callable[[int, Any], Any]
 
 
 class TrainConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt option (`adaptaton`) must not train with the defaults
+
     trainer: Trainer = "ltr"
     seed: int = 0
     max_steps: int = Field(default=200, ge=1)

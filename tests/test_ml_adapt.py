@@ -162,3 +162,23 @@ def test_a_prior_names_features_the_expert_computes() -> None:
         Adaptation(prior={"rm4": 0.25})
     with pytest.raises(ValueError, match="finite"):
         Adaptation(prior={"rm3": float("nan")})
+
+
+def test_a_misspelt_adaptation_field_is_refused_not_ignored() -> None:
+    """`prior` comes from Python or JSON: a typo (`priors`, `adaptaton`) must fail naming the field, not train with
+    the defaults as if the operator had asked for nothing; a prior on `bm25_tuned` without `bm25_tune` weighs a
+    feature that is always 0 (a silent no-op), and a bool is not a weight."""
+    from pydantic import ValidationError
+
+    from autooptimizer.ml.train import TrainConfig
+
+    with pytest.raises(ValidationError, match="priors"):
+        Adaptation.model_validate({"priors": {"rm3": 0.25}})
+    with pytest.raises(ValidationError, match="adaptaton"):
+        TrainConfig.model_validate({"trainer": "ltr", "adaptaton": {"prior": {"rm3": 0.25}}})
+    with pytest.raises(ValidationError, match=r"bm25_tuned.*bm25_tune=True"):
+        Adaptation(prior={"bm25_tuned": 0.3})
+    assert Adaptation(prior={"bm25_tuned": 0.3}, bm25_tune=True).prior == {"bm25_tuned": 0.3}
+    with pytest.raises(ValidationError, match="prior.rm3"):
+        Adaptation.model_validate({"prior": {"rm3": True}})
+    assert TrainConfig.model_validate_json('{"adaptation": {"prior": {"rm3": 1}}}').adaptation.prior == {"rm3": 1.0}

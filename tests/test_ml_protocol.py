@@ -105,3 +105,24 @@ def test_the_in_process_study_refuses_a_locked_confirm_domain(tmp_path: Path) ->
     protocol.save(reg_doc, reg)
     out = CliRunner().invoke(app, ["bench", "study", "--domains", "med,npl", "--registry", str(reg)])
     assert isinstance(out.exception, InputError) and "npl (round A) is a confirm domain" in str(out.exception)
+
+
+def test_the_study_reads_variants_as_it_reads_domains_and_names_the_valid_ones(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--variants "default, prior_rm3"` is two variants, as `--domains "med, cran"` is two domains; an unknown one
+    fails before any fit, naming the valid ones."""
+    from autooptimizer.cli.app import app
+    from autooptimizer.ml import repair_study
+    from autooptimizer.ml.adapt import VARIANTS
+
+    reg = tmp_path / "registry.json"
+    protocol.save(Registry(), reg)
+    seen: list[list[str]] = []
+    monkeypatch.setattr(repair_study, "study", lambda d, s, variants, *a, **k: seen.append(list(variants)) or [])
+    base = ["bench", "study", "--domains", "med", "--registry", str(reg), "--sizes", "10"]
+    out = CliRunner().invoke(app, [*base, "--variants", "default, prior_rm3,"])
+    assert out.exit_code == 0, out.output
+    assert seen == [["default", "prior_rm3"]]
+    bad = CliRunner().invoke(app, [*base, "--variants", "prior_rm3,nosuch"])
+    assert isinstance(bad.exception, InputError) and "['nosuch']" in str(bad.exception)
+    assert all(v in bad.exception.fix for v in ["default", *VARIANTS]) and seen == [["default", "prior_rm3"]]

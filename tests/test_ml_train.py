@@ -241,3 +241,52 @@ def test_training_leaves_no_scratch_behind(ml_world: dict, tmp_path: Path, monke
     with pytest.raises(InputError, match="loss became nan"):
         train(ds, cfg=TrainConfig(trainer="bi_encoder", **neural), on_loss=lambda step, loss: loss * float("nan"))
     assert sorted(p.name for p in scratch.iterdir()) == []
+
+
+@pytest.mark.parametrize("where", ["log_metrics", "save", "register_model"])
+def test_a_failure_after_training_fails_the_run_and_stores_nothing(ml_world: dict, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch, where: str) -> None:
+    """A full disk in model_store.save (or an MLflow error while logging or registering) is a failed training: the
+    MLflow run ends FAILED, not RUNNING forever, and no orphan version is left in the model store."""
+    import tempfile
+
+    from autooptimizer.ml import model_registry as registry
+    from autooptimizer.ml.train import TrainConfig, train
+
+    ds = _feedback_dataset(ml_world, tmp_path)
+    scratch = tmp_path / "tmpdir"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    before = _registry_state()
+
+    def boom(*_a: object, **_k: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    target = model_store if where == "save" else registry
+    real = getattr(target, where)
+    monkeypatch.setattr(target, where, boom)
+    with pytest.raises(OSError, match="No space left"):
+        train(ds, cfg=TrainConfig(trainer="ltr", original="orig", depth=20))
+    monkeypatch.setattr(target, where, real)
+    assert _registry_state() == before, "nothing stored, registered or aliased"
+    c = registry.client()
+    runs = c.search_runs([c.get_experiment_by_name(registry.EXPERIMENT).experiment_id])
+    assert [r.info.status for r in runs] == ["FAILED"]
+    assert sorted(p.name for p in scratch.iterdir()) == []
+
+
+def test_a_reused_artifacts_dir_keeps_only_this_runs_checkpoint(ml_world: dict, tmp_path: Path) -> None:
+    """`autoopt train --artifacts-dir art` run twice keeps each run's best checkpoint in art/checkpoints/best; the
+    second run's stored weights hold its own files only, never the first run's leftovers (a bi-encoder's pooling
+    modules copied into a cross-encoder's weights)."""
+    from autooptimizer.ml.train import TrainConfig, train
+
+    ds = _feedback_dataset(ml_world, tmp_path)
+    neural = dict(original="orig", max_steps=2, batch_size=4, eval_every=1, replay_pairs=0, max_seq_length=64)
+    train(ds, cfg=TrainConfig(trainer="bi_encoder", **neural), artifacts_dir=tmp_path / "art")
+    assert (tmp_path / "art" / "checkpoints" / "best" / "1_Pooling").is_dir()
+    res = train(ds, cfg=TrainConfig(trainer="cross_encoder", **neural), artifacts_dir=tmp_path / "art")
+    stored = sorted(p.name for p in Path(model_store.load(res.version).resolved_encoder_path()).iterdir())
+    kept = sorted(p.name for p in (tmp_path / "art" / "checkpoints" / "best").iterdir())
+    assert "model.safetensors" in stored and not {"1_Pooling", "2_Normalize"} & set(stored)
+    assert kept == stored

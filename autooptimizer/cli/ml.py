@@ -264,9 +264,10 @@ def bench_study(
     names = [x.strip() for x in domains.split(",") if x.strip()]
     protocol.load(registry or protocol.default_path()).check_develop(names)
     table: dict[str, Adaptation] = {**VARIANTS, "default": TrainConfig().adaptation}
-    unknown = [v for v in variants.split(",") if v not in table]
-    if unknown:
-        raise InputError(f"Unknown variant(s) {unknown}.", f"Use some of {sorted(table)}.")
+    chosen = [v.strip() for v in variants.split(",") if v.strip()]
+    unknown = [v for v in chosen if v not in table]
+    if unknown or not chosen:
+        raise InputError(f"Unknown variant(s) {unknown or variants!r}.", f"Use some of {sorted(table)}.")
     try:
         todo = [None if x.strip() == "all" else int(x) for x in sizes.split(",")]
     except ValueError as exc:
@@ -274,7 +275,7 @@ def bench_study(
                          "10,20,40,all.") from exc
     for d in names:
         for s in parse_seeds(seeds):
-            for row in study(d, s, {v: table[v] for v in variants.split(",")}, todo, original=original):
+            for row in study(d, s, {v: table[v] for v in chosen}, todo, original=original):
                 typer.echo(row.model_dump_json())
 
 

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, field_validator, model_validator
 
 K1_GRID = (0.6, 0.9, 1.2, 1.5, 2.0)
 B_GRID = (0.3, 0.5, 0.75, 0.9)
@@ -36,15 +36,17 @@ _WORD = re.compile(r"\S+")
 
 
 class Adaptation(BaseModel):
-    """Which unsupervised adaptations an `ltr` training uses (each off by default unless measured to help)."""
+    """Which unsupervised adaptations an `ltr` training uses (each off by default unless measured to help). Unknown
+    fields are refused: a misspelt switch would otherwise train with the defaults."""
 
+    model_config = ConfigDict(extra="forbid")
     pseudo_queries: int = Field(default=0, ge=0, le=5000, description="corpus pseudo-queries for the adapter")
     pseudo_kind: Literal["ict", "crop", "terms"] = "ict"
     bm25_tune: bool = Field(default=False, description="k1, b tuned on ICT pseudo-queries (`bm25_tuned` feature)")
     bm25_tune_queries: int = Field(default=300, ge=20, le=5000)
     rm3_idf: bool = Field(default=False, description="RM3 expansion terms weighted by corpus idf")
     unjudged: bool = Field(default=False, description="unjudged domain queries: gate positives, PRF adapter rows")
-    prior: dict[str, float] = Field(
+    prior: dict[str, StrictFloat] = Field(
         default_factory=dict,
         description="feature weights added to the parent's fusion as the weight fit's start and shrinkage target (an "
         "unsupervised prior such as pseudo-relevance: {'rm3': 0.25}); the CV gate still compares with the parent")
@@ -60,6 +62,12 @@ class Adaptation(BaseModel):
         if not all(math.isfinite(x) for x in v.values()):
             raise ValueError(f"prior weights must be finite numbers, got {v}")
         return v
+
+    @model_validator(mode="after")
+    def _prior_on_a_computed_feature(self) -> Adaptation:
+        if self.prior.get("bm25_tuned") and not self.bm25_tune:
+            raise ValueError("prior weighs bm25_tuned, which is 0 unless bm25_tune=True; set bm25_tune=True or drop it")
+        return self
 
 
 # What training uses (TrainConfig.adaptation). Chosen on the develop domains only (cran, cisi, med; dev seeds 100-101;

@@ -91,6 +91,11 @@ def _find(c, model_version: str):
     return found[0] if found else None
 
 
+def is_registered(model_version: str) -> bool:
+    """Whether the registry holds `model_version` (False also when no model is registered yet)."""
+    return _find(client(), model_version) is not None
+
+
 def register_model(model_version: str, run_id: str | None = None) -> RegisteredVersion:
     """Register a stored model version (source: its folder, or an uploaded copy on a remote store). Idempotent."""
     from autooptimizer.search import model_store

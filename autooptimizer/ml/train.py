@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from autooptimizer.errors import InputError
 from autooptimizer.ml.adapt import DEFAULT, Adaptation
@@ -45,6 +45,8 @@ LossHook = Callable[[int, Any], Any]
 
 
 class TrainConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt option (`adaptaton`) must not train with the defaults
+
     trainer: Trainer = "ltr"
     seed: int = 0
     max_steps: int = Field(default=200, ge=1)
@@ -389,6 +391,7 @@ def train_neural(dataset, parent, cfg: TrainConfig, scratch: Path, collection=No
     t0 = time.perf_counter()
     best_dev, bad, step, losses, seen = dev_score(), 0, 0, [], 0
     history = [{"step": 0, "dev": round(best_dev, 4)}]
+    shutil.rmtree(ckpt, ignore_errors=True)  # a reused artifacts_dir: an earlier run's files must not join these
     model.save(str(ckpt))
     bar = tqdm(total=cfg.max_steps, desc=f"train {cfg.trainer}", unit="step", disable=False, leave=False)
     stop_reason = "max_steps"
@@ -488,6 +491,23 @@ def _retune_weight(cfg: TrainConfig, parent, weights: Path, collection, dataset,
     return best, by_w
 
 
+def _abandon(run_id: str, stored: str | None) -> None:
+    """A failed training (a full disk in model_store.save, an MLflow error): its run ends FAILED and the version it
+    stored, unless the registry already knows it, is removed, so nothing half-made is left to promote. Errors here
+    are swallowed (the caller re-raises the failure that matters); where the registry cannot be read, the version
+    stays (a registered version's folder must never vanish)."""
+    import contextlib
+
+    from autooptimizer.ml import model_registry as registry
+    from autooptimizer.search import model_store
+
+    with contextlib.suppress(Exception):
+        registry.end_run(run_id, status="FAILED")
+    with contextlib.suppress(Exception):
+        if stored is not None and model_store.exists(stored) and not registry.is_registered(stored):
+            shutil.rmtree(model_store.version_dir(stored))
+
+
 # -------------------------------------------------------------------------------------------------------------------
 def train(
     dataset_ref: str,
@@ -516,9 +536,10 @@ def train(
     run_id = registry.start_run(f"train-{cfg.trainer}", {**cfg.model_dump(), "dataset": dataset.manifest.hash,
                                                           "parent": parent.version},
                                 tags={"autoopt.trainer": cfg.trainer})
-    # one scratch folder per run, removed on every path: a loop that retrains for months must not fill the disk
-    with tempfile.TemporaryDirectory(prefix="autoopt-train-") as tmp:
-        try:
+    stored: str | None = None  # a version this call added to the model store, removed again if the run fails
+    try:
+        # one scratch folder per run, removed on every path: a loop that retrains for months must not fill the disk
+        with tempfile.TemporaryDirectory(prefix="autoopt-train-") as tmp:
             if cfg.trainer == "ltr":
                 seed_everything(cfg.seed)
                 spec, weights, report = train_ltr(dataset, parent, cfg, Path(tmp), collection, progress)
@@ -528,15 +549,17 @@ def train(
                 spec, weights, report = train_neural(dataset, parent, cfg, Path(tmp), collection, progress, ckpt,
                                                      on_loss)
                 device, steps, sps = report["device"], report["steps"], report["samples_per_s"]
-        except BaseException:
-            registry.end_run(run_id, status="FAILED")
-            raise
-        metrics = {k: float(v) for k, v in report.items() if isinstance(v, int | float) and math.isfinite(float(v))}
-        for i, loss in enumerate(report.get("loss_curve", [])):
-            registry.log_metrics(run_id, {"loss": loss}, step=i)
-        registry.log_metrics(run_id, metrics)
-        model_store.save(spec, weights_dir=weights, extra={"train_report.json": {**report, "run_id": run_id}})
-    reg = registry.register_model(spec.version, run_id)
+            metrics = {k: float(v) for k, v in report.items()
+                       if isinstance(v, int | float) and math.isfinite(float(v))}
+            for i, loss in enumerate(report.get("loss_curve", [])):
+                registry.log_metrics(run_id, {"loss": loss}, step=i)
+            registry.log_metrics(run_id, metrics)
+            stored = None if model_store.exists(spec.version) else spec.version
+            model_store.save(spec, weights_dir=weights, extra={"train_report.json": {**report, "run_id": run_id}})
+        reg = registry.register_model(spec.version, run_id)
+    except BaseException:
+        _abandon(run_id, stored)
+        raise
     registry.end_run(run_id)
     registry.sync_bootstrap_aliases()  # the bootstrapped champion is also `gold`: mirror aliases.json into MLflow
     names = {}

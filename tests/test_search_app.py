@@ -288,7 +288,9 @@ def test_background_start_serves_bm25_until_every_vector_exists(collection, gate
 
     release.set()
     assert svc.warmed.wait(60)
-    time.sleep(0.3)
+    deadline = time.monotonic() + 60  # until the load thread has answers after the swap (a 0.3 s sleep raced)
+    while versions.count("v-a") < 3 and time.monotonic() < deadline and worker.is_alive():
+        time.sleep(0.05)
     stop.set()
     worker.join(30)
     assert count_cached(collection, identity) == len(collection)

@@ -20,6 +20,11 @@ def _echo(obj, as_json: bool, text: str = "") -> None:
         typer.echo(text or json.dumps(obj, indent=2, default=str))
 
 
+def _items(text: str | None) -> list[str]:
+    """A comma-separated option as its items, spaces trimmed, empty items dropped (`"a, b,"` -> a, b)."""
+    return [x.strip() for x in (text or "").split(",") if x.strip()]
+
+
 def _console():
     from rich.console import Console
 
@@ -91,7 +96,7 @@ def augment_cmd(
     """Augment the weak slice with nlpaug (offline methods); each line names its method and source row."""
     from autooptimizer.ml.augment import augment_dataset
 
-    rep = augment_dataset(dataset, out, size=size, mix=[m.strip() for m in mix.split(",") if m.strip()], seed=seed,
+    rep = augment_dataset(dataset, out, size=size, mix=_items(mix), seed=seed,
                           weak_fraction=weak_fraction)
     _echo(rep.model_dump(), as_json, f"{rep.rows} rows {rep.methods} -> {rep.path}")
 
@@ -189,22 +194,21 @@ def bench_repair(
     from autooptimizer.search import aliases
 
     console = _console()
-    split = lambda text: [x.strip() for x in (text or "").split(",") if x.strip()]  # noqa: E731
     todo = parse_seeds(seeds)
     reg_path = registry or protocol.default_path()
     reg = protocol.load(reg_path)
     meta: dict = {"phase": "plain"}
     rnd: protocol.Round | None = None
     if confirm and not develop:  # the confirm run: frozen code, fresh seeds, every run recorded
-        names = split(confirm)
+        names = _items(confirm)
         commit = protocol.code_commit()
         rnd = reg.check_confirm(names, todo, commit)
         meta = {"phase": "confirm", "round": rnd.name, "frozen_commit": commit, "develop": rnd.develop,
                 "touched_before": [d for d in names if reg.developed_before(d, reg.rounds.index(rnd))]}
     else:
-        names = split(develop) or split(domains) or ["cran", "cisi", "med"]
+        names = _items(develop) or _items(domains) or ["cran", "cisi", "med"]
         if confirm:
-            rnd = reg.declare(names, split(confirm), protocol.code_commit(require_clean=False))
+            rnd = reg.declare(names, _items(confirm), protocol.code_commit(require_clean=False))
             protocol.save(reg, reg_path)
             meta = {"phase": "develop", "round": rnd.name, "confirm_locked": rnd.confirm}
         else:
@@ -261,10 +265,10 @@ def bench_study(
     from autooptimizer.ml.repair_sweep import parse_seeds
     from autooptimizer.ml.train import TrainConfig
 
-    names = [x.strip() for x in domains.split(",") if x.strip()]
+    names = _items(domains)
     protocol.load(registry or protocol.default_path()).check_develop(names)
     table: dict[str, Adaptation] = {**VARIANTS, "default": TrainConfig().adaptation}
-    chosen = [v.strip() for v in variants.split(",") if v.strip()]
+    chosen = _items(variants)
     unknown = [v for v in chosen if v not in table]
     if unknown or not chosen:
         raise InputError(f"Unknown variant(s) {unknown or variants!r}.", f"Use some of {sorted(table)}.")

@@ -126,3 +126,48 @@ def test_the_study_reads_variants_as_it_reads_domains_and_names_the_valid_ones(
     bad = CliRunner().invoke(app, [*base, "--variants", "prior_rm3,nosuch"])
     assert isinstance(bad.exception, InputError) and "['nosuch']" in str(bad.exception)
     assert all(v in bad.exception.fix for v in ["default", *VARIANTS]) and seen == [["default", "prior_rm3"]]
+
+
+def test_a_round_names_each_domain_once_and_at_least_one() -> None:
+    """An empty confirm set would be "confirmed" at once; a domain named twice would lock it under a name nobody types
+    and run its confirm seeds twice."""
+    reg = Registry()
+    for develop, confirm, msg in ((["cran"], [], "No confirm domains"), ([], ["med"], "No develop domains"),
+                                  (["cran"], ["med", "med"], "med named more than once as confirm"),
+                                  (["cran", "cran"], ["med"], "cran named more than once as develop")):
+        with pytest.raises(InputError, match=msg):
+            reg.declare(develop, confirm, "c0")
+    assert reg.rounds == []
+    reg.declare(["cran"], ["med"], "c0")
+    with pytest.raises(InputError, match="med named more than once"):
+        reg.check_confirm(["med", "med"], [1], "c1")
+
+
+@pytest.mark.parametrize(("args", "msg"), [
+    (["--develop", "cran", "--confirm", ","], "--confirm ',' names nothing"),
+    (["--confirm", " , "], "--confirm ' , ' names nothing"),
+    (["--develop", ",", "--confirm", "cisi"], "--develop ',' names nothing"),
+    (["--domains", ""], "--domains '' names nothing"),
+    (["--domains", "cran, cran,med"], "--domains names cran more than once"),
+    (["--develop", "cran", "--confirm", "med,med"], "--confirm names med more than once"),
+])
+def test_repair_lists_that_name_nothing_or_a_domain_twice_are_refused(tmp_path: Path, args: list[str],
+                                                                       msg: str) -> None:
+    """Before, these fell back to cran,cisi,med, ran nothing, or declared (even under --dry-run) a round with an empty
+    or doubled confirm set."""
+    from autooptimizer.cli.app import app
+
+    reg = tmp_path / "registry.json"
+    out = CliRunner().invoke(app, ["bench", "repair", "--registry", str(reg), "--dry-run", *args])
+    assert isinstance(out.exception, InputError) and msg in str(out.exception)
+    assert not reg.exists()
+
+
+def test_the_study_refuses_an_empty_domain_list(tmp_path: Path) -> None:
+    from autooptimizer.cli.app import app
+
+    reg = tmp_path / "registry.json"
+    protocol.save(Registry(), reg)
+    for domains in ("", " , "):
+        out = CliRunner().invoke(app, ["bench", "study", "--domains", domains, "--registry", str(reg)])
+        assert isinstance(out.exception, InputError) and "--domains" in str(out.exception)

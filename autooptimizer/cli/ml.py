@@ -20,9 +20,22 @@ def _echo(obj, as_json: bool, text: str = "") -> None:
         typer.echo(text or json.dumps(obj, indent=2, default=str))
 
 
-def _items(text: str | None) -> list[str]:
-    """A comma-separated option as its items, spaces trimmed, empty items dropped (`"a, b,"` -> a, b)."""
-    return [x.strip() for x in (text or "").split(",") if x.strip()]
+def _items(text: str | None, option: str | None = None) -> list[str]:
+    """A comma-separated option as its items, spaces trimmed, empty items dropped (`"a, b,"` -> a, b). With `option`
+    (a list of names) a given value must name something, each name once: `--domains ""` would otherwise run nothing
+    or fall back to the defaults, and `--domains cran,cran` run cran twice."""
+    from autooptimizer.errors import InputError
+
+    items = [x.strip() for x in (text or "").split(",") if x.strip()]
+    if option is None or text is None:
+        return items
+    if not items:
+        raise InputError(f"{option} {text!r} names nothing.", f"Name one or more, comma-separated, or leave {option} "
+                         "out.")
+    twice = sorted({x for x in items if items.count(x) > 1})
+    if twice:
+        raise InputError(f"{option} names {', '.join(twice)} more than once.", "Name each once.")
+    return items
 
 
 def _console():
@@ -199,16 +212,17 @@ def bench_repair(
     reg = protocol.load(reg_path)
     meta: dict = {"phase": "plain"}
     rnd: protocol.Round | None = None
-    if confirm and not develop:  # the confirm run: frozen code, fresh seeds, every run recorded
-        names = _items(confirm)
+    confirm_names = _items(confirm, "--confirm")  # a given list names something (else _items refuses it)
+    if confirm_names and develop is None:  # the confirm run: frozen code, fresh seeds, every run recorded
+        names = confirm_names
         commit = protocol.code_commit()
         rnd = reg.check_confirm(names, todo, commit)
         meta = {"phase": "confirm", "round": rnd.name, "frozen_commit": commit, "develop": rnd.develop,
                 "touched_before": [d for d in names if reg.developed_before(d, reg.rounds.index(rnd))]}
     else:
-        names = _items(develop) or _items(domains) or ["cran", "cisi", "med"]
-        if confirm:
-            rnd = reg.declare(names, _items(confirm), protocol.code_commit(require_clean=False))
+        names = _items(develop, "--develop") or _items(domains, "--domains") or ["cran", "cisi", "med"]
+        if confirm_names:
+            rnd = reg.declare(names, confirm_names, protocol.code_commit(require_clean=False))
             protocol.save(reg, reg_path)
             meta = {"phase": "develop", "round": rnd.name, "confirm_locked": rnd.confirm}
         else:
@@ -265,10 +279,10 @@ def bench_study(
     from autooptimizer.ml.repair_sweep import parse_seeds
     from autooptimizer.ml.train import TrainConfig
 
-    names = _items(domains)
+    names = _items(domains, "--domains")
     protocol.load(registry or protocol.default_path()).check_develop(names)
     table: dict[str, Adaptation] = {**VARIANTS, "default": TrainConfig().adaptation}
-    chosen = _items(variants)
+    chosen = _items(variants, "--variants")
     unknown = [v for v in chosen if v not in table]
     if unknown or not chosen:
         raise InputError(f"Unknown variant(s) {unknown or variants!r}.", f"Use some of {sorted(table)}.")

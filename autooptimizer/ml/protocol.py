@@ -57,6 +57,16 @@ class Round(BaseModel):
         return all(d in done for d in self.confirm)
 
 
+def _distinct(domains: list[str], what: str) -> None:
+    """A round's develop or confirm domains are a set: none, or one named twice, would declare a round nobody can
+    confirm (an empty confirm set is confirmed at once) or run a confirm seed twice."""
+    if not domains:
+        raise InputError(f"No {what} domains given.", f"Name one or more {what} domains, comma-separated.")
+    twice = sorted({d for d in domains if domains.count(d) > 1})
+    if twice:
+        raise InputError(f"{', '.join(twice)} named more than once as {what} domains.", "Name each domain once.")
+
+
 class Registry(BaseModel):
     rounds: list[Round] = Field(default_factory=list)
 
@@ -91,6 +101,8 @@ class Registry(BaseModel):
 
     def declare(self, develop: list[str], confirm: list[str], commit: str | None) -> Round:
         """The round of (develop, confirm): the existing one, or a new one (confirm domains locked from now on)."""
+        _distinct(develop, "develop")
+        _distinct(confirm, "confirm")
         overlap = sorted(set(develop) & set(confirm))
         if overlap:
             raise InputError(f"{', '.join(overlap)} cannot be both a develop and a confirm domain.",
@@ -107,6 +119,7 @@ class Registry(BaseModel):
     def check_confirm(self, confirm: list[str], seeds: list[int], commit: str) -> Round:
         """The declared round these confirm domains belong to, if this run may go: the code is frozen at `commit`
         (the round's frozen commit once one exists), and no (domain, seed) pair ran before in any round."""
+        _distinct(confirm, "confirm")
         r = self.round_for(None, confirm)
         if r is None:
             raise InputError(f"No round declares {', '.join(confirm)} as its confirm domains.",

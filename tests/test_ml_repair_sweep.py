@@ -3,6 +3,8 @@ the repairs' own figures, in the same order with one or two worker processes."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from typer.testing import CliRunner
 
@@ -67,3 +69,24 @@ def test_cli_prints_rows_and_summary(ml_world: dict) -> None:
     assert "| dom | 1 |" in out.stdout and "| dom | 1 | " in out.stdout.split("mean gain")[1]
     bad = CliRunner().invoke(app, ["bench", "repair", "--seeds", "x"])
     assert isinstance(bad.exception, InputError) and "unreadable part 'x'" in str(bad.exception)
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["--trainer", "nope"], "Cannot train nope"),
+    (["--adapt", "pq_cropp"], "Unknown adaptation 'pq_cropp'"),
+    (["--trainer", "bi_encoder", "--adapt", "bm25"], "ltr trainer only"),
+])
+def test_a_bad_method_is_refused_before_a_round_is_declared(ml_world: dict, tmp_path: Path, args: list[str],
+                                                            needle: str) -> None:
+    from autooptimizer.cli.app import app
+
+    reg = tmp_path / "registry.json"
+    out = CliRunner().invoke(app, ["bench", "repair", "--develop", "dom", "--confirm", "other", "--original", "orig",
+                                   "--registry", str(reg), *args])
+    assert isinstance(out.exception, InputError) and needle in str(out.exception)
+    assert not reg.exists()  # no round declared, no confirm domain locked by a run that could not start
+
+
+def test_a_sweep_row_names_its_method(ml_world: dict) -> None:
+    rows = sweep(["dom"], [1], original="orig", trainer="ltr", adaptation="none")
+    assert (rows[0].trainer, rows[0].adaptation) == ("ltr", "none")

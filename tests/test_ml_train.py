@@ -290,3 +290,42 @@ def test_a_reused_artifacts_dir_keeps_only_this_runs_checkpoint(ml_world: dict, 
     kept = sorted(p.name for p in (tmp_path / "art" / "checkpoints" / "best").iterdir())
     assert "model.safetensors" in stored and not {"1_Pooling", "2_Normalize"} & set(stored)
     assert kept == stored
+
+
+def test_neural_pseudo_queries_join_training_and_are_recorded(ml_world: dict, tmp_path: Path) -> None:
+    """Corpus pseudo-queries (GPL-style adaptation, issue 18) feed the bi-encoder and are recorded in the params."""
+    from autooptimizer.ml.adapt import Adaptation, pseudo_queries
+    from autooptimizer.ml.evaluate import load_split
+    from autooptimizer.ml.train import TrainConfig, train
+
+    ds = _feedback_dataset(ml_world, tmp_path)
+    base = {"trainer": "bi_encoder", "original": "orig", "max_steps": 2, "batch_size": 4, "eval_every": 2,
+            "replay_pairs": 0, "max_seq_length": 32}
+    plain = train(ds, cfg=TrainConfig(**base))
+    assert "adaptation" not in model_store.load(plain.version).params and plain.report["pseudo_queries"] is None
+    ad = Adaptation(pseudo_queries=6, pseudo_kind="crop")
+    res = train(ds, cfg=TrainConfig(**base, adaptation=ad))
+    collection = load_split(ml_world["data"] / "dom")[0]
+    expected = pseudo_queries(collection.doc_ids, collection.text, 6, 0, "crop")
+    assert expected  # the tiny corpus has documents long enough to crop
+    made = res.report["pseudo_queries"]
+    assert made["made"] == len(expected) and made["examples"] == [q for _, q in expected[:3]]
+    assert model_store.load(res.version).params["adaptation"] == {"pseudo_queries": 6, "pseudo_kind": "crop",
+                                                                  "made": len(expected)}
+    assert res.version != plain.version  # the adaptation is part of the version's identity
+
+
+@pytest.mark.parametrize(("trainer", "adaptation", "needle"), [
+    ("bi_encoder", {"bm25_tune": True}, "bm25_tune"),
+    ("cross_encoder", {"prior": {"rm3": 0.2}}, "prior"),
+    ("bi_encoder", {"unjudged": True, "rm3_idf": True}, "rm3_idf"),
+    ("cross_encoder", {"pseudo_queries": 10, "pseudo_kind": "terms"}, "terms"),
+])
+def test_a_neural_trainer_refuses_adaptations_it_cannot_honour(trainer: str, adaptation: dict, needle: str) -> None:
+    from pydantic import ValidationError
+
+    from autooptimizer.ml.train import TrainConfig
+
+    with pytest.raises(ValidationError, match=needle):
+        TrainConfig.model_validate({"trainer": trainer, "adaptation": adaptation})
+    TrainConfig.model_validate({"trainer": "ltr", "adaptation": adaptation})  # the ltr trainer takes each of them

@@ -191,6 +191,10 @@ def bench_repair(
                                 "seeds, recorded in the registry."),
     seeds: str = typer.Option("0", help="Split seeds: N, A-B or a comma-separated mix (e.g. 40-49)."),
     jobs: int = typer.Option(1, min=1, help="Repairs at once, each in its own process."),
+    trainer: str = typer.Option("ltr", help="ltr | bi_encoder | cross_encoder (the neural ones use a GPU when "
+                                "there is one)."),
+    adapt: str = typer.Option(None, "--adapt", help="A named adaptation (ml/adapt.py VARIANTS, e.g. pq_crop2000); "
+                              "default: the trainer's own."),
     bar: float = typer.Option(0.03, help="Held-out NDCG@10 gain a split must reach to count."),
     original: str = typer.Option("scifact", help="Original domain (its test split is the regression check)."),
     registry: Path = typer.Option(None, help="The confirm registry (default docs/data/confirm_registry.json)."),
@@ -207,7 +211,10 @@ def bench_repair(
     from autooptimizer.search import aliases
 
     console = _console()
+    from autooptimizer.ml.repair import check_method
+
     todo = parse_seeds(seeds)
+    check_method(trainer, adapt)  # before a round is declared or a confirm seed spent
     reg_path = registry or protocol.default_path()
     reg = protocol.load(reg_path)
     meta: dict = {"phase": "plain"}
@@ -228,6 +235,7 @@ def bench_repair(
         else:
             reg.check_develop(names)
             meta = {"phase": "develop" if develop else "plain"}
+    meta |= {"trainer": trainer, "adaptation": adapt or "default"}
     if dry_run:
         _echo({**meta, "domains": names, "seeds": todo}, as_json)
         return
@@ -242,7 +250,7 @@ def bench_repair(
             reg.record(rnd, r.domain, r.seed, meta["frozen_commit"], r.model_dump(exclude={"domain", "seed"}))
             protocol.save(reg, reg_path)
 
-    rows = sweep(names, todo, jobs=jobs, original=original, on_row=on_row)
+    rows = sweep(names, todo, jobs=jobs, original=original, on_row=on_row, trainer=trainer, adaptation=adapt)
     summary = summarize(rows, bar)
     if as_json:
         _echo({"champion": champion, "bar": bar, "seeds": todo, **meta, "rows": [r.model_dump() for r in rows],

@@ -36,8 +36,10 @@ _WORD = re.compile(r"\S+")
 
 
 class Adaptation(BaseModel):
-    """Which unsupervised adaptations an `ltr` training uses (each off by default unless measured to help). Unknown
-    fields are refused: a misspelt switch would otherwise train with the defaults."""
+    """Which unsupervised adaptations a training uses (each off by default unless measured to help). The ltr trainer
+    takes every field; the neural trainers take ict/crop `pseudo_queries` only (in-domain pairs for their contrastive
+    or listwise loss; `TrainConfig` refuses the rest for them). Unknown fields are refused: a misspelt switch would
+    otherwise train with the defaults."""
 
     model_config = ConfigDict(extra="forbid")
     pseudo_queries: int = Field(default=0, ge=0, le=5000, description="corpus pseudo-queries for the adapter")
@@ -88,6 +90,9 @@ VARIANTS: dict[str, Adaptation] = {
     "pq_ict100": Adaptation(pseudo_queries=100, pseudo_kind="ict"),
     "pq_crop100": Adaptation(pseudo_queries=100, pseudo_kind="crop"),
     "pq_terms100": Adaptation(pseudo_queries=100, pseudo_kind="terms"),
+    # for the neural trainers on a GPU (2,000 pairs is ~125 bi-encoder steps at batch 16)
+    "pq_crop2000": Adaptation(pseudo_queries=2000, pseudo_kind="crop"),
+    "pq_ict2000": Adaptation(pseudo_queries=2000, pseudo_kind="ict"),
     "prior_rm3": Adaptation(prior={"rm3": 0.25}),
     "prior_prf": Adaptation(prior={"rm3": 0.25, "dense_prf": 0.25}),
     "prior_nn": Adaptation(prior={"rm3": 0.25, "dense_prf": 0.25, "bm25_nn": 0.15, "cos_nn": 0.15}),
@@ -95,6 +100,16 @@ VARIANTS: dict[str, Adaptation] = {
     "rm3idf": Adaptation(rm3_idf=True),
     "unjudged": Adaptation(unjudged=True),
 }
+
+
+def variant(name: str) -> Adaptation:
+    """The named adaptation (`default`: what training uses now, `DEFAULT`). Raises InputError naming the choices."""
+    from autooptimizer.errors import InputError
+
+    table = {**VARIANTS, "default": DEFAULT}
+    if name not in table:
+        raise InputError(f"Unknown adaptation {name!r}.", f"Use one of {sorted(table)}.")
+    return table[name].model_copy(deep=True)
 
 
 def sentences(text: str, min_words: int = 4) -> list[str]:

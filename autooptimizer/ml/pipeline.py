@@ -70,6 +70,8 @@ class PipelineState(BaseModel):
     feedback_log: Path | None = Field(default=None, description="the live feedback log (None: serve it offline)")
     holdout_file: str | None = None
     trainer: str | None = None
+    adaptation: str | None = Field(default=None, description="a named adaptation (ml/adapt.py VARIANTS); None: the "
+                                   "trainer's default")
     max_steps: int | None = None
     time_budget_s: float | None = None
     explainer: str | None = None
@@ -216,7 +218,8 @@ def _train_args(s: PipelineState) -> dict[str, Any]:
     dataset = _need(s.dataset, "dataset", "name a dataset hash or folder, or ask to fix the reranker so the data "
                     "agent builds one")
     return {"dataset": dataset, "parent": s.champion, "trainer": s.trainer, "seed": s.seed, "max_steps": s.max_steps,
-            "time_budget_s": s.time_budget_s, "original": s.original, "artifacts_dir": _out(s)}
+            "time_budget_s": s.time_budget_s, "original": s.original, "artifacts_dir": _out(s),
+            "adaptation": s.adaptation}
 
 
 def _register_args(s: PipelineState) -> dict[str, Any]:

@@ -88,16 +88,32 @@ def call_tool_directly(step: Step, call: Call, args: dict[str, Any], env: str | 
     return result.model_dump(mode="json") if isinstance(result, BaseModel) else result
 
 
+def check_method(trainer: str, adaptation: str | None) -> None:
+    """Raise InputError when the trainer is unknown, the adaptation unnamed, or the pair one training refuses."""
+    from pydantic import ValidationError
+
+    from autooptimizer.ml.adapt import variant
+    from autooptimizer.ml.train import TrainConfig
+
+    try:
+        TrainConfig.model_validate({"trainer": trainer} | ({} if adaptation is None else
+                                                           {"adaptation": variant(adaptation)}))
+    except ValidationError as exc:
+        raise InputError(f"Cannot train {trainer} with adaptation {adaptation}: {exc.errors()[0]['msg']}.",
+                         "Use trainer ltr, bi_encoder or cross_encoder, and an adaptation that trainer takes.") from exc
+
+
 class Repair:
     """One repair's state in `artifacts_dir`."""
 
     def __init__(self, domain_data: str | Path, artifacts_dir: str | Path | None = None, seed: int = 0,
                  holdout_qids: str | Path | None = None, trainer: str = "ltr", original: str = "scifact",
-                 on_step: OnStep | None = None, env: str | None = None) -> None:
+                 on_step: OnStep | None = None, env: str | None = None, adaptation: str | None = None) -> None:
         from autooptimizer.search import aliases
         from autooptimizer.settings import get_settings
 
         settings = get_settings()
+        check_method(trainer, adaptation)  # a bad name fails now, not after the diagnosis
         domain_dir = settings.dataset(str(domain_data))
         original_dir = settings.dataset(original)
         if artifacts_dir:
@@ -119,7 +135,7 @@ class Repair:
             ps = PipelineState(env=env, domain_data=str(domain_dir), domain=domain_dir.name,
                                original=str(original_dir), seed=seed, champion=aliases.require_alias(aliases.CHAMPION),
                                artifacts=self.dir, holdout_file=str(holdout_qids) if holdout_qids else None,
-                               trainer=trainer)
+                               trainer=trainer, adaptation=adaptation)
             self.state = RepairState(trainer=trainer, pipeline=ps)
             self._save()
 

@@ -21,6 +21,8 @@ _SEEDS = re.compile(r"^\d+(-\d+)?$")
 class SweepRow(BaseModel):
     domain: str
     seed: int
+    trainer: str = "ltr"
+    adaptation: str | None = None
     champion: float
     challenger: float
     gain: float
@@ -54,23 +56,29 @@ def parse_seeds(text: str) -> list[int]:
     return sorted(seeds)
 
 
-def run_one(domain: str, seed: int, original: str = "scifact") -> SweepRow:
+def run_one(domain: str, seed: int, original: str = "scifact", trainer: str = "ltr",
+            adaptation: str | None = None) -> SweepRow:
     """One repair from the current champion, reduced to the figures a sweep compares."""
     from autooptimizer.ml.repair import repair
 
-    res = repair(domain, seed=seed, original=original)
+    res = repair(domain, seed=seed, original=original, trainer=trainer, adaptation=adaptation)
     c, h = res.champion, res.challenger
-    return SweepRow(domain=domain, seed=seed, champion=c["new_domain_ndcg@10"], challenger=h["new_domain_ndcg@10"],
+    return SweepRow(domain=domain, seed=seed, trainer=trainer, adaptation=adaptation,
+                    champion=c["new_domain_ndcg@10"], challenger=h["new_domain_ndcg@10"],
                     gain=round(h["new_domain_ndcg@10"] - c["new_domain_ndcg@10"], 4),
                     original_drop=round(c["original_ndcg@10"] - h["original_ndcg@10"], 4),
                     promotable=res.promotable, seconds=round(sum(res.step_seconds.values()), 1))
 
 
 def sweep(domains: list[str], seeds: list[int], jobs: int = 1, original: str = "scifact",
-          on_row: Callable[[SweepRow], None] | None = None) -> list[SweepRow]:
-    """Every (domain, seed) repair, `jobs` at a time in worker processes (1 = in this process), in a stable order."""
+          on_row: Callable[[SweepRow], None] | None = None, trainer: str = "ltr",
+          adaptation: str | None = None) -> list[SweepRow]:
+    """Every (domain, seed) repair, `jobs` at a time in worker processes (1 = in this process), in a stable order,
+    each trained by `trainer` with the named `adaptation` (None: its default)."""
+    from autooptimizer.ml.repair import check_method
     from autooptimizer.settings import get_settings
 
+    check_method(trainer, adaptation)
     for name in [*domains, original]:  # a misspelt domain fails now, not after an hour of repairs
         get_settings().dataset(name)
     work = [(d, s) for s in seeds for d in domains]
@@ -78,12 +86,12 @@ def sweep(domains: list[str], seeds: list[int], jobs: int = 1, original: str = "
     rows: list[SweepRow] = []
     if jobs <= 1:
         for d, s in work:
-            rows.append(run_one(d, s, original))
+            rows.append(run_one(d, s, original, trainer, adaptation))
             done(rows[-1])
     else:
         with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
             try:
-                for fut in as_completed([pool.submit(run_one, d, s, original) for d, s in work]):
+                for fut in as_completed([pool.submit(run_one, d, s, original, trainer, adaptation) for d, s in work]):
                     rows.append(fut.result())
                     done(rows[-1])
             except BaseException:  # one repair failed (or Ctrl-C): do not start the queued ones

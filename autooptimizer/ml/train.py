@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from autooptimizer.errors import InputError
 from autooptimizer.ml.adapt import DEFAULT, Adaptation
@@ -65,7 +65,22 @@ class TrainConfig(BaseModel):
     depth: int = Field(default=100, ge=10, description="rerank depth of an ltr_fusion challenger")
     bags: int = Field(default=10, ge=0, description="ltr: bootstrap bags for the feature weights (0 or 1 = one fit)")
     adaptation: Adaptation = Field(default_factory=lambda: DEFAULT.model_copy(),
-                                   description="ltr: unsupervised domain adaptation (ml/adapt.py DEFAULT)")
+                                   description="unsupervised domain adaptation (ml/adapt.py DEFAULT); the neural "
+                                   "trainers take its ict/crop pseudo-queries only")
+
+    @model_validator(mode="after")
+    def _neural_adaptation(self) -> TrainConfig:
+        """A switch the trainer cannot honour must not train silently without it."""
+        if self.trainer != "ltr":
+            ad = self.adaptation
+            ltr_only = sorted(k for k in ("bm25_tune", "rm3_idf", "unjudged", "prior") if getattr(ad, k))
+            if ltr_only:
+                raise ValueError(f"adaptation {ltr_only} applies to the ltr trainer only, not {self.trainer}; "
+                                 "drop it or use trainer='ltr'")
+            if ad.pseudo_queries and ad.pseudo_kind == "terms":
+                raise ValueError(f"pseudo_kind 'terms' needs the ltr trainer's BM25 index; use 'ict' or 'crop' with "
+                                 f"{self.trainer}")
+        return self
 
 
 class TrainResult(BaseModel):
@@ -282,6 +297,19 @@ def _replay(cfg: TrainConfig, parent) -> list[tuple[str, str, str | None]]:
 _REPLAY_TEXT: dict[str, str] = {}
 
 
+def _pseudo_pairs(collection, cfg: TrainConfig) -> list[tuple[str, str, str | None]]:
+    """(pseudo-query, source doc id, None) rows cut from the domain corpus (`cfg.adaptation.pseudo_queries`): the
+    unsupervised in-domain pairs of GPL-style adaptation without a generator (Wang et al. 2022, GPL; the inverse
+    cloze task of Lee et al. 2019); in-batch documents are their negatives."""
+    from autooptimizer.ml.adapt import pseudo_queries
+
+    ad = cfg.adaptation
+    if not ad.pseudo_queries:
+        return []
+    pairs = pseudo_queries(collection.doc_ids, collection.text, ad.pseudo_queries, cfg.seed, ad.pseudo_kind)
+    return [(q, d, None) for d, q in pairs]
+
+
 def _doc_text(collection, doc_id: str) -> str:
     return _REPLAY_TEXT[doc_id] if doc_id.startswith("@replay:") else collection.text(doc_id)
 
@@ -311,7 +339,8 @@ def train_neural(dataset, parent, cfg: TrainConfig, scratch: Path, collection=No
     if not items:
         raise InputError("The dataset has no positive pair to train on.", "Rebuild it from feedback with judgments.")
     train_items, dev_items = _split_dev(items, cfg.dev_fraction, cfg.seed)
-    train_items = train_items + _replay(cfg, parent)
+    pq = _pseudo_pairs(collection, cfg)
+    train_items = train_items + pq + _replay(cfg, parent)
     random.Random(cfg.seed).shuffle(train_items)
     start_path = parent.resolved_encoder_path() if parent.kind == cfg.trainer and parent.encoder_path else None
     if cfg.trainer == "bi_encoder":
@@ -449,15 +478,20 @@ def train_neural(dataset, parent, cfg: TrainConfig, scratch: Path, collection=No
     kind = cfg.trainer
     version = _new_version(kind[:2] + "ft", {"dataset": dataset.manifest.hash, "cfg": cfg.model_dump(),
                                              "parent": parent.version, "steps": step})
+    ad = cfg.adaptation
+    params: dict = {"max_seq_length" if kind == "bi_encoder" else "max_length": cfg.max_seq_length}
+    if ad.pseudo_queries:  # what the weights learnt from, beside the dataset hash
+        params["adaptation"] = {"pseudo_queries": ad.pseudo_queries, "pseudo_kind": ad.pseudo_kind, "made": len(pq)}
     spec = ModelSpec(version=version, kind=kind, fusion_weight=fusion_weight,
                      rerank_depth=parent.rerank_depth if kind == "bi_encoder" else min(parent.rerank_depth, 30),
-                     params={"max_seq_length": cfg.max_seq_length} if kind == "bi_encoder" else
-                     {"max_length": cfg.max_seq_length}, parent=parent.version,
+                     params=params, parent=parent.version,
                      notes=f"{kind} fine-tuned on dataset {dataset.manifest.hash} ({step} steps, {stop_reason})")
     report = {"steps": step, "stop_reason": stop_reason, "best_dev": round(best_dev, 4), "history": history,
               "loss_curve": losses[:: max(1, len(losses) // 50)], "samples": seen,
               "samples_per_s": round(seen / train_s, 2) if train_s > 0 else None, "device": device,
-              "fusion_weight_by_dev": by_w, "replay_pairs": sum(t[1].startswith("@replay:") for t in train_items)}
+              "fusion_weight_by_dev": by_w, "replay_pairs": sum(t[1].startswith("@replay:") for t in train_items),
+              "pseudo_queries": {"made": len(pq), "kind": ad.pseudo_kind, "examples": [q for q, _, _ in pq[:3]]}
+              if pq else None}
     return spec, weights, report
 
 

@@ -29,6 +29,8 @@ class TrainRerankerArgs(BaseModel):
     original: str = Field("scifact", description="the original domain (BEIR folder or name): replay pairs and the "
                           "expert gate's reference queries")
     artifacts_dir: str | None = Field(None, description="folder for train_result.json (and neural checkpoints)")
+    adaptation: str | None = Field(None, description="a named unsupervised adaptation (ml/adapt.py VARIANTS, e.g. "
+                                   "pq_crop2000); None: the trainer's default")
 
 
 class EvaluateModelArgs(BaseModel):
@@ -101,11 +103,14 @@ def _alias_facts(args: SetModelAliasArgs, ctx: ToolContext) -> dict[str, Any]:
 @tool(name="train_reranker", owner="ml", risk="change", facts=_train_facts)
 def train_reranker(args: TrainRerankerArgs, ctx: ToolContext) -> dict[str, Any]:
     """Train a challenger on a dataset (ltr expert, bi-encoder or cross-encoder), log to MLflow, alias `challenger`."""
+    from autooptimizer.ml.adapt import variant
     from autooptimizer.ml.evaluate import resolve_model
     from autooptimizer.ml.train import TrainConfig, train
 
     cfg = TrainConfig(trainer=args.trainer, seed=args.seed, max_steps=args.max_steps, time_budget_s=args.time_budget_s,
                       original=args.original)
+    if args.adaptation is not None:  # validated as a whole: a neural trainer refuses what it cannot honour
+        cfg = TrainConfig.model_validate({**cfg.model_dump(), "adaptation": variant(args.adaptation)})
     res = train(args.dataset, parent_version=resolve_model(args.parent).version, cfg=cfg,
                 artifacts_dir=args.artifacts_dir)
     return {"version": res.version, "run_id": res.run_id, "trainer": res.trainer, "device": res.device,

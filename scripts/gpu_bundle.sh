@@ -15,13 +15,15 @@ DATA=${AUTOOPT_DATA_DIR:-$ROOT/../shared/datasets}
 DOMAINS=${GPU_BUNDLE_DOMAINS:-lisa}
 # Distributions that encode / train-throughput / bootstrap (CORE) and the repairs (REPAIR) import and the device image
 # lacks (KINDS.md's package list), found by rehearsing gpu_check.sh on a site holding only the device's packages plus
-# these. Not carried: cedarpy (the repair calls tools directly, no PDP), SQLAlchemy/alembic/cryptography (gpu_check.sh
-# points MLflow at a file store). lime has no wheel on PyPI: built here from its sdist (pure Python).
+# these. Not carried: cedarpy (the repair calls tools directly, no PDP). SQLAlchemy, alembic and Mako give MLflow its
+# sqlite store (the product's default), which parallel repairs (`bench repair --jobs`) need: a file store numbers
+# registered versions by listing folders, a race between processes. lime has no wheel on PyPI: built here from its
+# sdist (pure Python).
 CORE="pydantic pydantic-core pydantic-settings typing-inspection annotated-types python-dotenv bm25s PyStemmer
   ir-measures pytrec-eval-terrier"
 REPAIR="mlflow-skinny databricks-sdk opentelemetry-api opentelemetry-sdk opentelemetry-proto
   opentelemetry-semantic-conventions sqlparse cachetools importlib-metadata zipp fastapi starlette python-multipart shap slicer nlpaug gdown
-  beautifulsoup4 soupsieve"
+  beautifulsoup4 soupsieve sqlalchemy alembic mako"
 SDIST_ONLY="lime"
 WHEELS=${GPU_BUNDLE_WHEELS:-"$CORE $REPAIR"}
 PLATFORMS="--platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64

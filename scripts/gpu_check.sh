@@ -54,10 +54,15 @@ export PYTHONUNBUFFERED=1 GPU_CHECK_SMALL=$SMALL GPU_WORK=$W OUT
 export PYTHONPATH=$SITE:$PWD${PYTHONPATH:+:$PYTHONPATH}
 export AUTOOPT_HOME=$W/home AUTOOPT_DATA_DIR=$W/data AUTOOPT_THREADS=${AUTOOPT_THREADS:-$(nproc)}
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 TOKENIZERS_PARALLELISM=false
-export MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=true
-# The bundle carries no SQLAlchemy (MLflow's sqlite store): runs and the registry go to a file store instead; no
-# measurement reads them.
-export MLFLOW_ALLOW_FILE_STORE=true AUTOOPT_MLFLOW_URI=${AUTOOPT_MLFLOW_URI:-file://$W/home/mlruns}
+export MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=true  # MLflow: the product's sqlite store (the bundle has SQLAlchemy)
+ROUND=${GPU_CHECK_ROUND:-0}
+# The round (issue 18 item 5, GPU_CHECK_ROUND=1): a leave-one-domain-out round with the bi-encoder trainer, develop
+# then confirm, through the product's `autoopt bench repair`, JOBS repairs at a time (each its own process and CUDA
+# context, GPU_ROUND_THREADS CPU threads).
+DEV=${GPU_ROUND_DEVELOP:-cran,cisi,med} CONF=${GPU_ROUND_CONFIRM:-lisa,npl}
+DEV_SEEDS=${GPU_ROUND_DEV_SEEDS:-100-101} CONF_SEEDS=${GPU_ROUND_CONFIRM_SEEDS:-400-409}
+VARIANTS=${GPU_ROUND_VARIANTS:-none,pq_crop2000} JOBS=${GPU_ROUND_JOBS:-8}
+[ "$ROUND" = 1 ] && export AUTOOPT_THREADS=${GPU_ROUND_THREADS:-2}
 if [ "$SMALL" = 1 ]; then
   ENC_DOCS=48 TT_STEPS=2 TT_BATCHES="4" ROUNDS=2
 else
@@ -112,18 +117,25 @@ save_file(full, str(dst / "model" / "model.safetensors"), metadata=meta)
 print(f"model restored to fp32 under {dst}: {len(full)} tensors")
 EOF
   if [ "$SMALL" = 1 ]; then shrink; fi
+  if [ "$ROUND" = 1 ] && [ ! -d .git ]; then  # the protocol names the code's commit: a shallow bare clone travels
+    cp -r "${GPU_GIT:-.gitmini}" .git
+    git config --bool core.bare false && git config core.fileMode false && git reset -q
+    git status --porcelain --untracked-files=no -- autooptimizer pyproject.toml | head -3
+  fi
   set +e
 }
 
 # Tiny copies of the datasets (rehearsal): 20 train + 20 test SciFact queries, the domain's queries, their judged
 # documents plus 100 others, so each stage runs its whole code path in minutes on one CPU thread.
 shrink() {
-  "$PY" - "$W/data" "$DOMAIN" <<'EOF'
+  local domains=$DOMAIN
+  [ "$ROUND" = 1 ] && domains="$DEV,$CONF"
+  "$PY" - "$W/data" "$domains" <<'EOF'
 import json
 import sys
 from pathlib import Path
 
-root, domain = Path(sys.argv[1]), sys.argv[2]
+root, domains = Path(sys.argv[1]), sys.argv[2].split(",")
 
 
 def qrels(path, keep_q):
@@ -145,7 +157,8 @@ def cut(folder, files, nq):
 
 
 cut(root / "scifact", [root / "scifact/qrels/train.tsv", root / "scifact/qrels/test.tsv"], 20)
-cut(root / domain, [root / domain / "qrels.tsv"], 1000)
+for domain in domains:
+    cut(root / domain, [root / domain / "qrels.tsv"], 1000)
 EOF
 }
 
@@ -255,7 +268,9 @@ train_throughput() {
 
 bootstrap() {
   local t0=$SECONDS
-  "$PY" -m autooptimizer bootstrap --json --warm "$DOMAIN" >"$W/bootstrap.out" || return
+  local warm=$DOMAIN
+  [ "$ROUND" = 1 ] && warm="$DEV,$CONF"  # the champion's embeddings of every round domain, before parallel repairs
+  "$PY" -m autooptimizer bootstrap --json --warm "$warm" >"$W/bootstrap.out" || return
   "$PY" -c 'import json, sys; r = json.load(open(sys.argv[1])); r["command_seconds"] = int(sys.argv[2]); json.dump(r, open(sys.argv[3], "w"), indent=2); print({k: r[k] for k in ("version", "wall_seconds", "command_seconds", "fusion_weight", "test_ndcg10", "test_bm25_ndcg10", "test_minilm_ndcg10")})' \
     "$W/bootstrap.out" $((SECONDS - t0)) "$OUT/bootstrap.json"
 }
@@ -296,6 +311,38 @@ collect_repairs() {
     "$OUT/repair.json" "$W"/repair_*.json 2>/dev/null || true
 }
 
+# The round: develop runs of each variant (the first declares the round and locks the confirm domains), the variant
+# with the highest mean develop gain (ties: the first listed), then the confirm run of that variant on fresh seeds.
+# The registry starts as the checkout's (earlier rounds count: touched_before) and lands in $OUT as rows arrive.
+round() {
+  local reg=$OUT/confirm_registry.json v first=1 pick
+  [ -f "$reg" ] || cp docs/data/confirm_registry.json "$reg"
+  local steps=()
+  [ "$SMALL" = 1 ] && steps=(--max-steps 2)
+  for v in ${VARIANTS//,/ }; do
+    local declare=()
+    ((first)) && declare=(--confirm "$CONF")
+    first=0
+    "$PY" -m autooptimizer bench repair --develop "$DEV" "${declare[@]}" --seeds "$DEV_SEEDS" --trainer bi_encoder \
+      --adapt "$v" --jobs "$JOBS" --registry "$reg" "${steps[@]}" --json >"$OUT/develop_$v.json" || return
+    "$PY" -c 'import json, sys; r = json.load(open(sys.argv[1])); print(sys.argv[2], [s["domain"] + " %+.4f" % s["mean_gain"] for s in r["summary"]])' \
+      "$OUT/develop_$v.json" "$v"
+  done
+  pick=$("$PY" - "$OUT" "$VARIANTS" <<'EOF'
+import json
+import sys
+
+out, names = sys.argv[1], sys.argv[2].split(",")
+mean = {v: sum(r["gain"] for r in rows) / len(rows) for v in names
+        for rows in [json.load(open(f"{out}/develop_{v}.json"))["rows"]]}
+print(max(names, key=lambda v: (mean[v], -names.index(v))))
+EOF
+) || return
+  echo "round: confirm with $pick"
+  "$PY" -m autooptimizer bench repair --confirm "$CONF" --seeds "$CONF_SEEDS" --trainer bi_encoder --adapt "$pick" \
+    --jobs "$JOBS" --registry "$reg" "${steps[@]}" --json >"$OUT/confirm.json"
+}
+
 summary() {
   "$PY" - <<'EOF'
 import json
@@ -315,6 +362,14 @@ main() {
   echo "gpu_check: budget ${BUDGET}s, small=$SMALL, repair=$REPAIR ($TRAINERS on $DOMAIN seed $SEED), $(date -u +%FT%TZ)"
   rm -rf "$W" && mkdir -p "$W" && : >"$W/stages"
   stage setup 120 setup || { echo "setup failed: nothing else can run"; summary; return 1; }
+  if [ "$ROUND" = 1 ]; then
+    stage machine 60 machine
+    stage bootstrap 180 bootstrap
+    stage round "$BUDGET" round
+    summary
+    echo "gpu_check: done in $((SECONDS - START))s; $OUT: $(ls "$OUT" | tr '\n' ' ')"
+    return
+  fi
   if [ "${GPU_CHECK_REPAIR_ONLY:-0}" != 1 ]; then  # 1: a rerun of the repairs alone (bootstrap is their champion)
     stage machine 60 machine
     stage encode 120 encode
@@ -333,7 +388,7 @@ main() {
   echo "gpu_check: done in $((SECONDS - START))s; $OUT: $(ls "$OUT" | tr '\n' ' ')"
 }
 
-export PY B W SITE SMALL DOMAIN SEED ENC_DOCS TT_STEPS TT_BATCHES ROUNDS
-export -f setup shrink machine encode bench_encode train_throughput bootstrap repair_one
+export PY B W SITE SMALL DOMAIN SEED ENC_DOCS TT_STEPS TT_BATCHES ROUNDS ROUND DEV CONF DEV_SEEDS CONF_SEEDS VARIANTS JOBS
+export -f setup shrink machine encode bench_encode train_throughput bootstrap repair_one round
 mkdir -p "$OUT"
 main 2>&1 | tee "$OUT/log"

@@ -195,6 +195,7 @@ def bench_repair(
                                 "there is one)."),
     adapt: str = typer.Option(None, "--adapt", help="A named adaptation (ml/adapt.py VARIANTS, e.g. pq_crop2000); "
                               "default: the trainer's own."),
+    max_steps: int = typer.Option(None, "--max-steps", min=1, help="Neural trainers' step limit (default 200)."),
     bar: float = typer.Option(0.03, help="Held-out NDCG@10 gain a split must reach to count."),
     original: str = typer.Option("scifact", help="Original domain (its test split is the regression check)."),
     registry: Path = typer.Option(None, help="The confirm registry (default docs/data/confirm_registry.json)."),
@@ -235,7 +236,7 @@ def bench_repair(
         else:
             reg.check_develop(names)
             meta = {"phase": "develop" if develop else "plain"}
-    meta |= {"trainer": trainer, "adaptation": adapt or "default"}
+    meta |= {"trainer": trainer, "adaptation": adapt or "default"} | ({"max_steps": max_steps} if max_steps else {})
     if dry_run:
         _echo({**meta, "domains": names, "seeds": todo}, as_json)
         return
@@ -250,7 +251,8 @@ def bench_repair(
             reg.record(rnd, r.domain, r.seed, meta["frozen_commit"], r.model_dump(exclude={"domain", "seed"}))
             protocol.save(reg, reg_path)
 
-    rows = sweep(names, todo, jobs=jobs, original=original, on_row=on_row, trainer=trainer, adaptation=adapt)
+    rows = sweep(names, todo, jobs=jobs, original=original, on_row=on_row, trainer=trainer, adaptation=adapt,
+                 max_steps=max_steps)
     summary = summarize(rows, bar)
     if as_json:
         _echo({"champion": champion, "bar": bar, "seeds": todo, **meta, "rows": [r.model_dump() for r in rows],

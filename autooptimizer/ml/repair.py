@@ -108,7 +108,8 @@ class Repair:
 
     def __init__(self, domain_data: str | Path, artifacts_dir: str | Path | None = None, seed: int = 0,
                  holdout_qids: str | Path | None = None, trainer: str = "ltr", original: str = "scifact",
-                 on_step: OnStep | None = None, env: str | None = None, adaptation: str | None = None) -> None:
+                 on_step: OnStep | None = None, env: str | None = None, adaptation: str | None = None,
+                 max_steps: int | None = None) -> None:
         from autooptimizer.search import aliases
         from autooptimizer.settings import get_settings
 
@@ -135,7 +136,7 @@ class Repair:
             ps = PipelineState(env=env, domain_data=str(domain_dir), domain=domain_dir.name,
                                original=str(original_dir), seed=seed, champion=aliases.require_alias(aliases.CHAMPION),
                                artifacts=self.dir, holdout_file=str(holdout_qids) if holdout_qids else None,
-                               trainer=trainer, adaptation=adaptation)
+                               trainer=trainer, adaptation=adaptation, max_steps=max_steps)
             self.state = RepairState(trainer=trainer, pipeline=ps)
             self._save()
 

@@ -57,11 +57,11 @@ def parse_seeds(text: str) -> list[int]:
 
 
 def run_one(domain: str, seed: int, original: str = "scifact", trainer: str = "ltr",
-            adaptation: str | None = None) -> SweepRow:
+            adaptation: str | None = None, max_steps: int | None = None) -> SweepRow:
     """One repair from the current champion, reduced to the figures a sweep compares."""
     from autooptimizer.ml.repair import repair
 
-    res = repair(domain, seed=seed, original=original, trainer=trainer, adaptation=adaptation)
+    res = repair(domain, seed=seed, original=original, trainer=trainer, adaptation=adaptation, max_steps=max_steps)
     c, h = res.champion, res.challenger
     return SweepRow(domain=domain, seed=seed, trainer=trainer, adaptation=adaptation,
                     champion=c["new_domain_ndcg@10"], challenger=h["new_domain_ndcg@10"],
@@ -72,9 +72,10 @@ def run_one(domain: str, seed: int, original: str = "scifact", trainer: str = "l
 
 def sweep(domains: list[str], seeds: list[int], jobs: int = 1, original: str = "scifact",
           on_row: Callable[[SweepRow], None] | None = None, trainer: str = "ltr",
-          adaptation: str | None = None) -> list[SweepRow]:
+          adaptation: str | None = None, max_steps: int | None = None) -> list[SweepRow]:
     """Every (domain, seed) repair, `jobs` at a time in worker processes (1 = in this process), in a stable order,
-    each trained by `trainer` with the named `adaptation` (None: its default)."""
+    each trained by `trainer` with the named `adaptation` (None: its default), neural ones for at most `max_steps`
+    (None: the train tool's default)."""
     from autooptimizer.ml.repair import check_method
     from autooptimizer.settings import get_settings
 
@@ -86,12 +87,13 @@ def sweep(domains: list[str], seeds: list[int], jobs: int = 1, original: str = "
     rows: list[SweepRow] = []
     if jobs <= 1:
         for d, s in work:
-            rows.append(run_one(d, s, original, trainer, adaptation))
+            rows.append(run_one(d, s, original, trainer, adaptation, max_steps))
             done(rows[-1])
     else:
         with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
             try:
-                for fut in as_completed([pool.submit(run_one, d, s, original, trainer, adaptation) for d, s in work]):
+                for fut in as_completed([pool.submit(run_one, d, s, original, trainer, adaptation, max_steps)
+                                          for d, s in work]):
                     rows.append(fut.result())
                     done(rows[-1])
             except BaseException:  # one repair failed (or Ctrl-C): do not start the queued ones

@@ -57,12 +57,13 @@ export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 TOKENI
 export MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=true  # MLflow: the product's sqlite store (the bundle has SQLAlchemy)
 ROUND=${GPU_CHECK_ROUND:-0}
 # The round (issue 18 item 5, GPU_CHECK_ROUND=1): a leave-one-domain-out round with the bi-encoder trainer, develop
-# then confirm, through the product's `autoopt bench repair`, JOBS repairs at a time (each its own process and CUDA
-# context, GPU_ROUND_THREADS CPU threads).
+# then confirm, through the product's `autoopt bench repair`; each repair is its own process (and CUDA context) with
+# GPU_ROUND_THREADS CPU threads.
 DEV=${GPU_ROUND_DEVELOP:-cran,cisi,med} CONF=${GPU_ROUND_CONFIRM:-lisa,npl}
 DEV_SEEDS=${GPU_ROUND_DEV_SEEDS:-100-101} CONF_SEEDS=${GPU_ROUND_CONFIRM_SEEDS:-400-409}
-VARIANTS=${GPU_ROUND_VARIANTS:-none,pq_crop2000} JOBS=${GPU_ROUND_JOBS:-8}
-[ "$ROUND" = 1 ] && export AUTOOPT_THREADS=${GPU_ROUND_THREADS:-2}
+VARIANTS=${GPU_ROUND_VARIANTS:-none,pq_crop2000} JOBS=${GPU_ROUND_JOBS:-6} CONF_JOBS=${GPU_ROUND_CONFIRM_JOBS:-10}
+ROUND_STEPS=${GPU_ROUND_STEPS:-150}
+[ "$ROUND" = 1 ] && export AUTOOPT_THREADS=${GPU_ROUND_THREADS:-1}
 if [ "$SMALL" = 1 ]; then
   ENC_DOCS=48 TT_STEPS=2 TT_BATCHES="4" ROUNDS=2
 else
@@ -109,7 +110,10 @@ from safetensors.torch import load, save_file
 src, dst = Path(sys.argv[1]), Path(sys.argv[2])
 shutil.copytree(src / "model", dst / "model")
 shutil.copy2(src / "__init__.py", dst / "__init__.py")
-raw = gzip.decompress((src / "model16.safetensors.gz").read_bytes())
+lo, hi = (gzip.decompress((src / "model16.planes" / f"{n}.gz").read_bytes()) for n in ("lo", "hi"))
+raw = bytearray(len(lo) + len(hi))  # the fp16 file, its even and odd bytes interleaved again
+raw[0::2], raw[1::2] = lo, hi
+raw = bytes(raw)
 header = json.loads(raw[8 : 8 + struct.unpack("<Q", raw[:8])[0]])
 meta = {k: v for k, v in header.get("__metadata__", {}).items() if k != "autoopt_fp16_of"}
 full = {k: (t.float() if t.is_floating_point() else t).contiguous() for k, t in load(raw).items()}
@@ -117,8 +121,8 @@ save_file(full, str(dst / "model" / "model.safetensors"), metadata=meta)
 print(f"model restored to fp32 under {dst}: {len(full)} tensors")
 EOF
   if [ "$SMALL" = 1 ]; then shrink; fi
-  if [ "$ROUND" = 1 ] && [ ! -d .git ]; then  # the protocol names the code's commit: a shallow bare clone travels
-    cp -r "${GPU_GIT:-.gitmini}" .git
+  if [ "$ROUND" = 1 ] && [ ! -d .git ] && command -v git >/dev/null; then  # the commit a confirm run names
+    cp -r "$B/git" .git
     git config --bool core.bare false && git config core.fileMode false && git reset -q
     git status --porcelain --untracked-files=no -- autooptimizer pyproject.toml | head -3
   fi
@@ -311,36 +315,44 @@ collect_repairs() {
     "$OUT/repair.json" "$W"/repair_*.json 2>/dev/null || true
 }
 
-# The round: develop runs of each variant (the first declares the round and locks the confirm domains), the variant
-# with the highest mean develop gain (ties: the first listed), then the confirm run of that variant on fresh seeds.
-# The registry starts as the checkout's (earlier rounds count: touched_before) and lands in $OUT as rows arrive.
+# The round: its declaration (develop and confirm domains; the confirm ones locked), the develop runs of every
+# variant at once (JOBS each), the variant with the highest mean develop gain (ties: the first listed; a rule fixed
+# before the run), then the confirm run of that variant on fresh seeds (CONF_JOBS at once). The registry starts as
+# the checkout's (earlier rounds count: touched_before) and lands in $OUT as each confirm row arrives.
 round() {
-  local reg=$OUT/confirm_registry.json v first=1 pick
+  local reg=$OUT/confirm_registry.json v pick pids=()
   [ -f "$reg" ] || cp docs/data/confirm_registry.json "$reg"
-  local steps=()
-  [ "$SMALL" = 1 ] && steps=(--max-steps 2)
+  local common=(--trainer bi_encoder --registry "$reg" --max-steps "$ROUND_STEPS" --json)
+  local dev_flags=(--develop "$DEV") conf_flags=(--confirm "$CONF")
+  if git rev-parse HEAD >/dev/null 2>&1; then
+    "$PY" -m autooptimizer bench repair --develop "$DEV" --confirm "$CONF" --seeds "$DEV_SEEDS" --dry-run \
+      "${common[@]}" || return
+  else  # no git there: no commit to freeze, so plain runs (no registry), said in the log
+    echo "round: no git commit readable here; develop and confirm run as plain --domains runs, unregistered"
+    dev_flags=(--domains "$DEV") conf_flags=(--domains "$CONF")
+  fi
   for v in ${VARIANTS//,/ }; do
-    local declare=()
-    ((first)) && declare=(--confirm "$CONF")
-    first=0
-    "$PY" -m autooptimizer bench repair --develop "$DEV" "${declare[@]}" --seeds "$DEV_SEEDS" --trainer bi_encoder \
-      --adapt "$v" --jobs "$JOBS" --registry "$reg" "${steps[@]}" --json >"$OUT/develop_$v.json" || return
-    "$PY" -c 'import json, sys; r = json.load(open(sys.argv[1])); print(sys.argv[2], [s["domain"] + " %+.4f" % s["mean_gain"] for s in r["summary"]])' \
-      "$OUT/develop_$v.json" "$v"
+    "$PY" -m autooptimizer bench repair "${dev_flags[@]}" --seeds "$DEV_SEEDS" --adapt "$v" --jobs "$JOBS" \
+      "${common[@]}" >"$OUT/develop_$v.json" &
+    pids+=($!)
   done
+  for v in "${pids[@]}"; do wait "$v" || return; done
   pick=$("$PY" - "$OUT" "$VARIANTS" <<'EOF'
 import json
 import sys
 
 out, names = sys.argv[1], sys.argv[2].split(",")
-mean = {v: sum(r["gain"] for r in rows) / len(rows) for v in names
-        for rows in [json.load(open(f"{out}/develop_{v}.json"))["rows"]]}
+mean = {}
+for v in names:
+    rows = json.load(open(f"{out}/develop_{v}.json"))["rows"]
+    mean[v] = sum(r["gain"] for r in rows) / len(rows)
+    print(v, {r["domain"] + str(r["seed"]): r["gain"] for r in rows}, f"mean {mean[v]:+.4f}", file=sys.stderr)
 print(max(names, key=lambda v: (mean[v], -names.index(v))))
 EOF
 ) || return
   echo "round: confirm with $pick"
-  "$PY" -m autooptimizer bench repair --confirm "$CONF" --seeds "$CONF_SEEDS" --trainer bi_encoder --adapt "$pick" \
-    --jobs "$JOBS" --registry "$reg" "${steps[@]}" --json >"$OUT/confirm.json"
+  "$PY" -m autooptimizer bench repair "${conf_flags[@]}" --seeds "$CONF_SEEDS" --adapt "$pick" --jobs "$CONF_JOBS" \
+    "${common[@]}" >"$OUT/confirm.json"
 }
 
 summary() {
@@ -389,6 +401,7 @@ main() {
 }
 
 export PY B W SITE SMALL DOMAIN SEED ENC_DOCS TT_STEPS TT_BATCHES ROUNDS ROUND DEV CONF DEV_SEEDS CONF_SEEDS VARIANTS JOBS
+export CONF_JOBS ROUND_STEPS
 export -f setup shrink machine encode bench_encode train_throughput bootstrap repair_one round
 mkdir -p "$OUT"
 main 2>&1 | tee "$OUT/log"

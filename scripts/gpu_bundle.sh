@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the ignored folder .gpu/ that scripts/gpu_check.sh needs on the device machine (which has no internet and
 # only a 64 MiB working-tree transfer): cp312 manylinux wheels of the runtime deps missing there, the MiniLM model in
-# fp16 (gpu_check.sh casts it back to fp32), and gzipped BEIR copies of SciFact and the repair domain.
+# fp16 (gpu_check.sh casts it back to fp32), and xz-compressed BEIR copies of SciFact and the repair domains.
 #
 #   scripts/gpu_bundle.sh [DEST]          DEST defaults to <repo root>/.gpu (ignore it: echo /.gpu/ >> .git/info/exclude)
 #
@@ -80,17 +80,18 @@ for i, name in enumerate(("lo", "hi")):
 print(f"model: {len(tensors)} tensors, max |w| {big:.1f}, fp16 copy as byte planes in {dest / 'model16.planes'}")
 EOF
 
-tar -C "$DATA" -czf "$DEST/data.tar.gz" scifact $DOMAINS
+tar -C "$DATA" -cJf "$DEST/data.tar.xz" scifact $DOMAINS  # xz: 25 % under gzip here, read there by Python
 
 # git/: HEAD's commit and trees without file contents (a blob-less, depth-1 bare clone, ~150 KiB), so that a confirm
 # run there can name the frozen commit and see the code unchanged (gpu_check.sh turns it into .git). Build the bundle
 # after the last commit: HEAD must be the code that travels.
-git -C "$ROOT" -c uploadpack.allowFilter=true clone -q --bare --depth 1 --filter=blob:none --no-local "file://$ROOT" \
+git -C "$ROOT" clone -q --bare --depth 1 --filter=blob:none --no-local -u "git -c uploadpack.allowFilter=true upload-pack" \
+  "file://$ROOT" \
   "$DEST/git"
 git --git-dir="$DEST/git" remote remove origin  # nothing to fetch from there: no lazy blob fetch is ever tried
 
 echo "bundle $DEST:"
-du -sh "$DEST"/wheels/* "$DEST"/minilm/model16.planes/* "$DEST"/data.tar.gz | sed 's/^/  /'
+du -sh "$DEST"/wheels/* "$DEST"/minilm/model16.planes/* "$DEST"/data.tar.xz | sed 's/^/  /'
 bundle=$(du -sb "$DEST" | cut -f1)
 tree=$(cd "$ROOT" && git ls-files -co --exclude-standard -z | du -cb --files0-from=- | tail -1 | cut -f1)
 echo "bundle $((bundle / 1024)) KiB + working tree $((tree / 1024)) KiB = $(((bundle + tree) / 1048576)) MiB (limit 64)"

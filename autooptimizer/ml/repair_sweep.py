@@ -90,6 +90,9 @@ def sweep(domains: list[str], seeds: list[int], jobs: int = 1, original: str = "
             rows.append(run_one(d, s, original, trainer, adaptation, max_steps))
             done(rows[-1])
     else:
+        from autooptimizer.ml.model_registry import ensure_store
+
+        ensure_store()  # the workers would each create a fresh home's MLflow schema at once, and collide
         with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
             try:
                 for fut in as_completed([pool.submit(run_one, d, s, original, trainer, adaptation, max_steps)

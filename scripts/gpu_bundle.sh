@@ -6,13 +6,14 @@
 #   scripts/gpu_bundle.sh [DEST]          DEST defaults to <repo root>/.gpu (ignore it: echo /.gpu/ >> .git/info/exclude)
 #
 # Wheel versions are the ones installed in this venv (the versions the tests ran with). Env: GPU_BUNDLE_PY (python
-# with the package's deps, default .venv/bin/python), AUTOOPT_DATA_DIR, GPU_BUNDLE_DOMAINS (default "lisa").
+# with the package's deps, default .venv/bin/python), AUTOOPT_DATA_DIR, GPU_BUNDLE_DOMAINS (default all five classic
+# domains: the round needs them).
 set -euo pipefail
 ROOT=$(git rev-parse --show-toplevel)
 DEST=${1:-$ROOT/.gpu}
 PY=${GPU_BUNDLE_PY:-$ROOT/.venv/bin/python}
 DATA=${AUTOOPT_DATA_DIR:-$ROOT/../shared/datasets}
-DOMAINS=${GPU_BUNDLE_DOMAINS:-lisa}
+DOMAINS=${GPU_BUNDLE_DOMAINS:-cran cisi med lisa npl}
 # Distributions that encode / train-throughput / bootstrap (CORE) and the repairs (REPAIR) import and the device image
 # lacks (KINDS.md's package list), found by rehearsing gpu_check.sh on a site holding only the device's packages plus
 # these. Not carried: cedarpy (the repair calls tools directly, no PDP). SQLAlchemy, alembic and Mako give MLflow its

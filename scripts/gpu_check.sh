@@ -19,6 +19,16 @@
 #                         --domain-data <domain> --seed N` fields: champion/challenger held-out and SciFact NDCG@10,
 #                         gain, promotable, reasons, step seconds, command seconds
 #
+# With GPU_CHECK_ROUND=1 it runs instead (setup, machine, bootstrap warming every round domain, then):
+#   round                 a leave-one-domain-out round (ml/protocol.py) with the bi-encoder trainer through `autoopt
+#                         bench repair`: the round declared (develop GPU_ROUND_DEVELOP, confirm GPU_ROUND_CONFIRM), the
+#                         develop runs of each GPU_ROUND_VARIANTS adaptation at once (develop_<variant>.json), the one
+#                         with the highest mean develop gain confirmed on fresh GPU_ROUND_CONFIRM_SEEDS (confirm.json);
+#                         confirm_registry.json is the checkout's registry plus this round
+#   baseline              the CPU method (ltr) on the same confirm splits, a plain run (baseline.json)
+#   run(command="OUT=$OUT GPU_CHECK_ROUND=1 GPU_CHECK_BUDGET=540 bash scripts/gpu_check.sh", carry=[".gpu"],
+#       timeout_s=590); afterwards copy confirm_registry.json over docs/data/confirm_registry.json.
+#
 # Before: scripts/gpu_bundle.sh (here) builds .gpu/ (wheels, fp16 MiniLM, datasets; ~56 MiB, ignored by git).
 # MLflow logs to a file store there (no SQLAlchemy carried); the fp16->fp32 MiniLM embeds at cosine > 0.99999 to the
 # original (rehearsal), so the GPU NDCG may differ from the CPU's in the 4th decimal.
@@ -63,7 +73,7 @@ DEV=${GPU_ROUND_DEVELOP:-cran,cisi,med} CONF=${GPU_ROUND_CONFIRM:-lisa,npl}
 DEV_SEEDS=${GPU_ROUND_DEV_SEEDS:-100-101} CONF_SEEDS=${GPU_ROUND_CONFIRM_SEEDS:-400-409}
 VARIANTS=${GPU_ROUND_VARIANTS:-none,pq_crop2000} JOBS=${GPU_ROUND_JOBS:-6} CONF_JOBS=${GPU_ROUND_CONFIRM_JOBS:-10}
 ROUND_STEPS=${GPU_ROUND_STEPS:-150}
-[ "$ROUND" = 1 ] && export AUTOOPT_THREADS=${GPU_ROUND_THREADS:-1}
+[ "$ROUND" = 1 ] && export AUTOOPT_THREADS=${GPU_ROUND_THREADS:-1} TQDM_DISABLE=1  # 30 processes: no bars in the log
 if [ "$SMALL" = 1 ]; then
   ENC_DOCS=48 TT_STEPS=2 TT_BATCHES="4" ROUNDS=2
 else
@@ -357,6 +367,12 @@ EOF
     "${common[@]}" >"$OUT/confirm.json"
 }
 
+# The CPU method (ltr) on the confirm splits, as a plain run once the confirm rows are in: the paired baseline.
+baseline() {
+  "$PY" -m autooptimizer bench repair --domains "$CONF" --seeds "$CONF_SEEDS" --jobs "$CONF_JOBS" \
+    --registry "$OUT/confirm_registry.json" --json >"$OUT/baseline.json"
+}
+
 summary() {
   "$PY" - <<'EOF'
 import json
@@ -379,7 +395,7 @@ main() {
   if [ "$ROUND" = 1 ]; then
     stage machine 60 machine
     stage bootstrap 180 bootstrap
-    stage round "$BUDGET" round
+    stage round "$BUDGET" round && stage baseline "$BUDGET" baseline
     summary
     echo "gpu_check: done in $((SECONDS - START))s; $OUT: $(ls "$OUT" | tr '\n' ' ')"
     return
@@ -404,6 +420,6 @@ main() {
 
 export PY B W SITE SMALL DOMAIN SEED ENC_DOCS TT_STEPS TT_BATCHES ROUNDS ROUND DEV CONF DEV_SEEDS CONF_SEEDS VARIANTS JOBS
 export CONF_JOBS ROUND_STEPS
-export -f setup shrink machine encode bench_encode train_throughput bootstrap repair_one round
+export -f setup shrink machine encode bench_encode train_throughput bootstrap repair_one round baseline
 mkdir -p "$OUT"
 main 2>&1 | tee "$OUT/log"

@@ -83,6 +83,24 @@ EOF
 
 tar -C "$DATA" -cJf "$DEST/data.tar.xz" scifact $DOMAINS  # xz: 25 % under gzip here, read there by Python
 
+# shim/: a stand-in for `cryptography.fernet`, which MLflow's sqlite registry imports at module level for webhook
+# secrets only (never used here); the real wheel (4.4 MB) would push the call past its 64 MiB. gpu_check.sh installs
+# it only where `import cryptography` fails; any use raises.
+mkdir -p "$DEST/shim/cryptography"
+: >"$DEST/shim/cryptography/__init__.py"
+cat >"$DEST/shim/cryptography/fernet.py" <<'EOF'
+"""Not the cryptography package: a stand-in carried to the GPU machine (scripts/gpu_bundle.sh). Any use raises."""
+
+
+class InvalidToken(Exception):
+    pass
+
+
+class Fernet:
+    def __init__(self, *args, **kwargs):
+        raise RuntimeError("cryptography was not carried to this machine (scripts/gpu_bundle.sh shim)")
+EOF
+
 # git/: HEAD's commit and trees without file contents (a blob-less, depth-1 bare clone, ~150 KiB), so that a confirm
 # run there can name the frozen commit and see the code unchanged (gpu_check.sh turns it into .git). Build the bundle
 # after the last commit: HEAD must be the code that travels.

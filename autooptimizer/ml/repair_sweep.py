@@ -6,6 +6,7 @@ tuned on reports each domain's mean gain, its worst split and how many splits re
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -93,7 +94,7 @@ def sweep(domains: list[str], seeds: list[int], jobs: int = 1, original: str = "
         from autooptimizer.ml.model_registry import ensure_store
 
         ensure_store()  # the workers would each create a fresh home's MLflow schema at once, and collide
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+        with worker_pool(jobs) as pool:
             try:
                 for fut in as_completed([pool.submit(run_one, d, s, original, trainer, adaptation, max_steps)
                                           for d, s in work]):
@@ -104,6 +105,14 @@ def sweep(domains: list[str], seeds: list[int], jobs: int = 1, original: str = "
                 raise
     order = {key: i for i, key in enumerate(work)}
     return sorted(rows, key=lambda r: order[(r.domain, r.seed)])
+
+
+def worker_pool(jobs: int) -> ProcessPoolExecutor:
+    """`jobs` spawned worker processes that end when this process ends, however it ends (`die_with_parent`)."""
+    from autooptimizer.infra.processes import die_with_parent
+
+    return ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn"), initializer=die_with_parent,
+                               initargs=(os.getpid(),))
 
 
 def summarize(rows: list[SweepRow], bar: float) -> list[DomainSummary]:

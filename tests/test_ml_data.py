@@ -139,6 +139,22 @@ def test_augment_rejects_bad_arguments(log: Path, tmp_path: Path) -> None:
         augment_dataset(m.hash, tmp_path / "x.csv", size=0)
     with pytest.raises(InputError, match="Unknown augmentation"):
         augment_dataset(m.hash, tmp_path / "x.csv", size=2, mix=["telepathy"])
+    with pytest.raises(InputError, match="empty mix"):  # it used to write the default methods' rows
+        augment_dataset(m.hash, tmp_path / "x.csv", size=2, mix=[])
+    assert not (tmp_path / "x.csv").exists()
+
+
+def test_augment_cli_refuses_a_mix_that_names_nothing(log: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from autooptimizer.cli.app import app
+
+    m = build_dataset(log)
+    for mix in ("", " , "):
+        out = CliRunner().invoke(app, ["augment", "--dataset", m.hash, "--out", str(tmp_path / "a.csv"),
+                                      "--size", "2", "--mix", mix])
+        assert isinstance(out.exception, InputError) and "empty mix" in str(out.exception), out.output
+    assert not (tmp_path / "a.csv").exists()
 
 
 def test_feedback_split_and_qids(tmp_path: Path, log: Path) -> None:

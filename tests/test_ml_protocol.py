@@ -171,3 +171,23 @@ def test_the_study_refuses_an_empty_domain_list(tmp_path: Path) -> None:
     for domains in ("", " , "):
         out = CliRunner().invoke(app, ["bench", "study", "--domains", domains, "--registry", str(reg)])
         assert isinstance(out.exception, InputError) and "--domains" in str(out.exception)
+
+
+def test_the_study_reads_sizes_as_it_reads_the_other_lists(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--sizes "10, all,"` is 10 and all (a trailing comma refused it before); a size named twice or a word that is
+    not a number is refused before any fit."""
+    from autooptimizer.cli.app import app
+    from autooptimizer.ml import repair_study
+
+    reg = tmp_path / "registry.json"
+    protocol.save(Registry(), reg)
+    seen: list[list[int | None]] = []
+    monkeypatch.setattr(repair_study, "study", lambda d, s, variants, sizes, **k: seen.append(list(sizes)) or [])
+    base = ["bench", "study", "--domains", "med", "--registry", str(reg), "--variants", "none", "--sizes"]
+    out = CliRunner().invoke(app, [*base, "10, all,"])
+    assert out.exit_code == 0, out.output
+    assert seen == [[10, None]]
+    for bad, needle in (("10,10", "more than once"), ("ten", "Unreadable sizes"), ("", "names nothing")):
+        res = CliRunner().invoke(app, [*base, bad])
+        assert isinstance(res.exception, InputError) and needle in str(res.exception), (bad, res.output)
+    assert seen == [[10, None]]

@@ -297,7 +297,7 @@ def bench_study(
     if unknown or not chosen:
         raise InputError(f"Unknown variant(s) {unknown or variants!r}.", f"Use some of {sorted(table)}.")
     try:
-        todo = [None if x.strip() == "all" else int(x) for x in sizes.split(",")]
+        todo = [None if x == "all" else int(x) for x in _items(sizes, "--sizes")]  # read as the other lists
     except ValueError as exc:
         raise InputError(f"Unreadable sizes {sizes!r}.", "Write feedback sizes as numbers or `all`, e.g. "
                          "10,20,40,all.") from exc

@@ -87,8 +87,11 @@ def augment_dataset(dataset_ref: str, out_csv: str | Path, size: int = 200, mix:
         raise InputError(f"size={size} must be at least 1.", "Ask for one or more augmented rows.")
     if not 0 < weak_fraction <= 1:
         raise InputError(f"weak_fraction={weak_fraction} is outside (0, 1].", "Use e.g. 0.5 for the worse half.")
+    if mix is not None and not mix:  # an empty --mix is a mistake, not a request for the defaults
+        raise InputError("No augmentation method named (an empty mix).", f"Name some of {', '.join(DEFAULT_MIX)}, "
+                         "or leave the mix out for all of them.")
     ds = load_dataset(dataset_ref)
-    methods = list(mix or DEFAULT_MIX)
+    methods = list(mix if mix is not None else DEFAULT_MIX)
     skipped: dict[str, str] = {}
     if "synonym" in methods and not wordnet_available():
         methods.remove("synonym")

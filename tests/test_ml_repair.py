@@ -80,3 +80,13 @@ def test_real_cran_repair_meets_the_target(tmp_path: Path, monkeypatch: pytest.M
     assert gain >= 0.03, res.model_dump()
     assert drop <= 0.01, res.model_dump()
     assert res.promotable
+
+
+def test_a_step_limit_the_train_tool_refuses_fails_before_the_first_step(ml_world: dict, tmp_path: Path) -> None:
+    """`max_steps` over the train tool's limit (100,000) used to pass, then fail at the train step after six steps."""
+    from autooptimizer.errors import InputError
+    from autooptimizer.ml.repair import Repair
+
+    with pytest.raises(InputError, match="max_steps"):
+        Repair("dom", tmp_path / "art", seed=1, original="orig", max_steps=1_000_000)
+    assert not (tmp_path / "art" / "repair_state.json").exists()

@@ -75,6 +75,7 @@ def test_cli_prints_rows_and_summary(ml_world: dict) -> None:
     (["--trainer", "nope"], "Cannot train nope"),
     (["--adapt", "pq_cropp"], "Unknown adaptation 'pq_cropp'"),
     (["--trainer", "bi_encoder", "--adapt", "bm25"], "ltr trainer only"),
+    (["--trainer", "bi_encoder", "--max-steps", "1000000"], "max_steps"),  # the train tool's limit is 100,000
 ])
 def test_a_bad_method_is_refused_before_a_round_is_declared(ml_world: dict, tmp_path: Path, args: list[str],
                                                             needle: str) -> None:

@@ -346,3 +346,16 @@ def test_pseudo_queries_asked_but_none_cut_are_reported_and_training_runs(ml_wor
                                                                   "made": 0}
     assert res.report["steps"] == 2
 
+
+@pytest.mark.parametrize(("args", "needle"), [
+    ({"adaptation": "PQ_CROP2000"}, "Unknown adaptation 'PQ_CROP2000'"),
+    ({"trainer": "bi_encoder", "adaptation": "bm25"}, "ltr trainer only"),
+    ({"trainer": "cross_encoder", "adaptation": "pq_terms"}, "pseudo_kind 'terms'"),
+])
+def test_the_train_tool_refuses_a_bad_adaptation_before_the_pdp(args: dict, needle: str) -> None:
+    """A bad adaptation is refused with the arguments (nothing ran, no approval asked), not after a permit."""
+    from autooptimizer.tools.registry import load_all_tools
+
+    res = load_all_tools().call("ml", "train_reranker", {"dataset": "x", **args}, env="dev")
+    assert (res.decision, res.policies, res.executed) == ("deny", ["registry.invalid-args"], False)
+    assert needle in (res.error or "")

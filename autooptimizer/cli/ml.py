@@ -215,7 +215,7 @@ def bench_repair(
     from autooptimizer.ml.repair import check_method
 
     todo = parse_seeds(seeds)
-    check_method(trainer, adapt)  # before a round is declared or a confirm seed spent
+    check_method(trainer, adapt, max_steps)  # before a round is declared or a confirm seed spent
     reg_path = registry or protocol.default_path()
     reg = protocol.load(reg_path)
     meta: dict = {"phase": "plain"}

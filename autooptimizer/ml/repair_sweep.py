@@ -79,7 +79,7 @@ def sweep(domains: list[str], seeds: list[int], jobs: int = 1, original: str = "
     from autooptimizer.ml.repair import check_method
     from autooptimizer.settings import get_settings
 
-    check_method(trainer, adaptation)
+    check_method(trainer, adaptation, max_steps)
     for name in [*domains, original]:  # a misspelt domain fails now, not after an hour of repairs
         get_settings().dataset(name)
     work = [(d, s) for s in seeds for d in domains]

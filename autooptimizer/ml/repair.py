@@ -135,6 +135,12 @@ class Repair:
             if ps.domain_data != str(domain_dir) or ps.seed != seed:
                 raise InputError(f"{self.dir} holds a repair of {ps.domain_data} seed {ps.seed}.",
                                  "Use a new --artifacts-dir for a different domain or seed.")
+            stored = (self.state.trainer, ps.adaptation, ps.max_steps)
+            if stored != (trainer, adaptation, max_steps):  # resuming would train (or report) the stored method
+                raise InputError(f"{self.dir} holds a repair with trainer {stored[0]}, adaptation {stored[1]}, "
+                                 f"max_steps {stored[2]}; this one asks for trainer {trainer}, adaptation "
+                                 f"{adaptation}, max_steps {max_steps}.",
+                                 "Resume with the stored method, or use a new --artifacts-dir for another.")
         else:
             ps = PipelineState(env=env, domain_data=str(domain_dir), domain=domain_dir.name,
                                original=str(original_dir), seed=seed, champion=aliases.require_alias(aliases.CHAMPION),

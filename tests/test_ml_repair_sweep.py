@@ -89,8 +89,8 @@ def test_a_bad_method_is_refused_before_a_round_is_declared(ml_world: dict, tmp_
 
 
 def test_a_sweep_row_names_its_method(ml_world: dict) -> None:
-    rows = sweep(["dom"], [1], original="orig", trainer="ltr", adaptation="none")
-    assert (rows[0].trainer, rows[0].adaptation) == ("ltr", "none")
+    rows = sweep(["dom"], [1], original="orig", trainer="ltr", adaptation="none", max_steps=5)
+    assert (rows[0].trainer, rows[0].adaptation, rows[0].max_steps) == ("ltr", "none", 5)  # a confirm row's method
 
 
 def test_parallel_repairs_from_a_fresh_home_share_one_mlflow_store(ml_world: dict) -> None:

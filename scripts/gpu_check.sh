@@ -309,10 +309,10 @@ from autooptimizer.ml.repair import Repair
 
 trainer, work = os.environ["TRAINER"], Path(os.environ["GPU_WORK"])
 t0 = time.perf_counter()
+small = os.environ.get("GPU_CHECK_SMALL") == "1" and trainer != "ltr"
 rep = Repair(os.environ["DOMAIN"], work / "repairs" / trainer, int(os.environ["SEED"]), trainer=trainer,
+             max_steps=2 if small else None,
              on_step=lambda s, p, i: print(f"  {s} {p} {i}" if p == "done" else f"  {s} ..."))
-if os.environ.get("GPU_CHECK_SMALL") == "1" and trainer != "ltr":
-    rep.state.pipeline.max_steps = 2
 res = rep.run()
 train = json.loads((Path(res.artifacts_dir) / "train_result.json").read_text())
 row = {"trainer": trainer, "domain": os.environ["DOMAIN"], "seed": int(os.environ["SEED"]),

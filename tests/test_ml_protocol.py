@@ -94,6 +94,9 @@ def test_cli_enforces_the_split_end_to_end(ml_world: dict, tmp_path: Path, monke
         ("conf", 5, out["rows"][0]["gain"])]
     again = run.invoke(app, [*base, "--confirm", "conf", "--seeds", "4-5"])
     assert isinstance(again.exception, InputError) and "conf seed 5" in str(again.exception)
+    assert saved["method"] == {"trainer": "ltr", "adaptation": "default", "max_steps": None}
+    other = run.invoke(app, [*base, "--confirm", "conf", "--seeds", "6", "--adapt", "pq_crop100"])
+    assert isinstance(other.exception, InputError) and "adaptation 'pq_crop100'" in str(other.exception)
 
 
 def test_the_in_process_study_refuses_a_locked_confirm_domain(tmp_path: Path) -> None:
@@ -191,3 +194,19 @@ def test_the_study_reads_sizes_as_it_reads_the_other_lists(tmp_path: Path, monke
         res = CliRunner().invoke(app, [*base, bad])
         assert isinstance(res.exception, InputError) and needle in str(res.exception), (bad, res.output)
     assert seen == [[10, None]]
+
+
+def test_a_rounds_confirm_runs_all_run_one_method() -> None:
+    """Trainer, adaptation and step limit are flags now, not code: without a frozen method, confirm seeds could be
+    run with several methods on the same frozen commit and the best one reported (choosing on the confirm domains)."""
+    reg = Registry()
+    rnd = reg.declare(["cran"], ["lisa"], "c0")
+    first = {"trainer": "bi_encoder", "adaptation": "none", "max_steps": 150}
+    reg.check_confirm(["lisa"], [400], "c1", first)
+    reg.record(rnd, "lisa", 400, "c1", {"gain": 0.03}, first)
+    assert rnd.method == first
+    with pytest.raises(InputError, match=r"adaptation.*pq_crop2000.*none"):
+        reg.check_confirm(["lisa"], [401], "c1", first | {"adaptation": "pq_crop2000"})
+    with pytest.raises(InputError, match="max_steps"):
+        reg.check_confirm(["lisa"], [401], "c1", first | {"max_steps": 300})
+    assert reg.check_confirm(["lisa"], [401], "c1", dict(first)) is rnd  # the same method adds seeds

@@ -80,3 +80,27 @@ def test_real_cran_repair_meets_the_target(tmp_path: Path, monkeypatch: pytest.M
     assert gain >= 0.03, res.model_dump()
     assert drop <= 0.01, res.model_dump()
     assert res.promotable
+
+
+@pytest.mark.parametrize("changed", [{"trainer": "bi_encoder"}, {"adaptation": "pq_crop100"}, {"max_steps": 7}])
+def test_a_resumed_repair_refuses_a_different_method(ml_world: dict, tmp_path: Path, changed: dict) -> None:
+    """Resuming keeps the stored state: a different trainer, adaptation or step limit would be silently ignored
+    (the repair would report one method and have trained another), so it is refused, naming the stored one."""
+    from autooptimizer.errors import InputError
+    from autooptimizer.ml.repair import Repair
+
+    Repair("dom", tmp_path / "art", seed=1, original="orig", adaptation="none")
+    with pytest.raises(InputError, match=r"trainer ltr, adaptation none, max_steps None"):
+        Repair("dom", tmp_path / "art", seed=1, original="orig", **({"adaptation": "none"} | changed))
+    again = Repair("dom", tmp_path / "art", seed=1, original="orig", adaptation="none")  # the same method resumes
+    assert (again.state.trainer, again.state.pipeline.adaptation) == ("ltr", "none")
+
+
+def test_a_step_limit_the_train_tool_refuses_fails_before_the_first_step(ml_world: dict, tmp_path: Path) -> None:
+    """`max_steps` over the train tool's limit (100,000) used to pass, then fail at the train step after six steps."""
+    from autooptimizer.errors import InputError
+    from autooptimizer.ml.repair import Repair
+
+    with pytest.raises(InputError, match="max_steps"):
+        Repair("dom", tmp_path / "art", seed=1, original="orig", max_steps=1_000_000)
+    assert not (tmp_path / "art" / "repair_state.json").exists()

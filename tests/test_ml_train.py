@@ -329,3 +329,33 @@ def test_a_neural_trainer_refuses_adaptations_it_cannot_honour(trainer: str, ada
     with pytest.raises(ValidationError, match=needle):
         TrainConfig.model_validate({"trainer": trainer, "adaptation": adaptation})
     TrainConfig.model_validate({"trainer": "ltr", "adaptation": adaptation})  # the ltr trainer takes each of them
+
+
+def test_pseudo_queries_asked_but_none_cut_are_reported_and_training_runs(ml_world: dict, tmp_path: Path) -> None:
+    """The tiny corpus' documents are one sentence each, so ICT cuts none: the report must say 0 of 5 were made
+    (it said None, as if none had been asked for), the params agree, and training still runs."""
+    from autooptimizer.ml.adapt import Adaptation
+    from autooptimizer.ml.train import TrainConfig, train
+
+    ds = _feedback_dataset(ml_world, tmp_path)
+    res = train(ds, cfg=TrainConfig(trainer="bi_encoder", original="orig", max_steps=2, batch_size=4, eval_every=2,
+                                    replay_pairs=0, max_seq_length=32,
+                                    adaptation=Adaptation(pseudo_queries=5, pseudo_kind="ict")))
+    assert res.report["pseudo_queries"] == {"asked": 5, "made": 0, "kind": "ict", "examples": []}
+    assert model_store.load(res.version).params["adaptation"] == {"pseudo_queries": 5, "pseudo_kind": "ict",
+                                                                  "made": 0}
+    assert res.report["steps"] == 2
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    ({"adaptation": "PQ_CROP2000"}, "Unknown adaptation 'PQ_CROP2000'"),
+    ({"trainer": "bi_encoder", "adaptation": "bm25"}, "ltr trainer only"),
+    ({"trainer": "cross_encoder", "adaptation": "pq_terms"}, "pseudo_kind 'terms'"),
+])
+def test_the_train_tool_refuses_a_bad_adaptation_before_the_pdp(args: dict, needle: str) -> None:
+    """A bad adaptation is refused with the arguments (nothing ran, no approval asked), not after a permit."""
+    from autooptimizer.tools.registry import load_all_tools
+
+    res = load_all_tools().call("ml", "train_reranker", {"dataset": "x", **args}, env="dev")
+    assert (res.decision, res.policies, res.executed) == ("deny", ["registry.invalid-args"], False)
+    assert needle in (res.error or "")

@@ -215,16 +215,17 @@ def bench_repair(
     from autooptimizer.ml.repair import check_method
 
     todo = parse_seeds(seeds)
-    check_method(trainer, adapt)  # before a round is declared or a confirm seed spent
+    check_method(trainer, adapt, max_steps)  # before a round is declared or a confirm seed spent
     reg_path = registry or protocol.default_path()
     reg = protocol.load(reg_path)
     meta: dict = {"phase": "plain"}
     rnd: protocol.Round | None = None
+    method = {"trainer": trainer, "adaptation": adapt or "default", "max_steps": max_steps}  # fixed once per round
     confirm_names = _items(confirm, "--confirm")  # a given list names something (else _items refuses it)
     if confirm_names and develop is None:  # the confirm run: frozen code, fresh seeds, every run recorded
         names = confirm_names
         commit = protocol.code_commit()
-        rnd = reg.check_confirm(names, todo, commit)
+        rnd = reg.check_confirm(names, todo, commit, method)
         meta = {"phase": "confirm", "round": rnd.name, "frozen_commit": commit, "develop": rnd.develop,
                 "touched_before": [d for d in names if reg.developed_before(d, reg.rounds.index(rnd))]}
     else:
@@ -248,7 +249,8 @@ def bench_repair(
         console.print(f"{r.domain} seed {r.seed}: {r.champion:.4f} -> {r.challenger:.4f} ({r.gain:+.4f}) "
                       f"in {r.seconds} s")
         if rnd is not None and meta["phase"] == "confirm":  # recorded as it lands: a crash cannot un-run a seed
-            reg.record(rnd, r.domain, r.seed, meta["frozen_commit"], r.model_dump(exclude={"domain", "seed"}))
+            reg.record(rnd, r.domain, r.seed, meta["frozen_commit"], r.model_dump(exclude={"domain", "seed"}),
+                       method)
             protocol.save(reg, reg_path)
 
     rows = sweep(names, todo, jobs=jobs, original=original, on_row=on_row, trainer=trainer, adaptation=adapt,

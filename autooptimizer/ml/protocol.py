@@ -13,7 +13,9 @@ Rules (`Registry.check_develop`, `Registry.check_confirm`):
   develop (or plain `--domains`) run may use them, until their confirm runs exist;
 - a confirm run needs a clean tree for the code (autooptimizer/, pyproject.toml): its commit is the frozen commit,
   the first confirm run of a round fixes it and later ones must run the same commit;
-- a (confirm domain, seed) pair runs once: re-running it is refused, whatever the result was.
+- a (confirm domain, seed) pair runs once: re-running it is refused, whatever the result was;
+- the first confirm run also fixes the round's method (trainer, adaptation, step limit: flags, not code), and later
+  confirm runs must use it: several methods tried on the confirm domains would choose on them.
 A domain that an earlier round developed on may still be declared confirm later (the rotation needs it), but every
 such run is marked `touched_before`: its figure is not an untouched-domain figure.
 """
@@ -49,6 +51,8 @@ class Round(BaseModel):
     declared_at: str
     declared_commit: str | None = None
     frozen_commit: str | None = None
+    method: dict[str, Any] | None = Field(default=None, description="the first confirm run's trainer, adaptation "
+                                          "and max_steps; None: no confirm run recorded one yet")
     runs: list[ConfirmRun] = Field(default_factory=list)
 
     def confirmed(self) -> bool:
@@ -116,9 +120,11 @@ class Registry(BaseModel):
         self.rounds.append(r)
         return r
 
-    def check_confirm(self, confirm: list[str], seeds: list[int], commit: str) -> Round:
+    def check_confirm(self, confirm: list[str], seeds: list[int], commit: str,
+                      method: dict[str, Any] | None = None) -> Round:
         """The declared round these confirm domains belong to, if this run may go: the code is frozen at `commit`
-        (the round's frozen commit once one exists), and no (domain, seed) pair ran before in any round."""
+        (the round's frozen commit once one exists), the `method` is the round's (once one is recorded), and no
+        (domain, seed) pair ran before in any round."""
         _distinct(confirm, "confirm")
         r = self.round_for(None, confirm)
         if r is None:
@@ -129,6 +135,11 @@ class Registry(BaseModel):
             raise InputError(f"Round {r.name} was frozen at commit {r.frozen_commit[:12]}, this code is "
                              f"{commit[:12]}: its confirm runs must all run the same code.",
                              f"Check out {r.frozen_commit[:12]} to add seeds, or declare a new round.")
+        if r.method is not None and method is not None and r.method != method:
+            diff = ", ".join(f"{k} {method.get(k)!r} (round: {r.method.get(k)!r})" for k in sorted(set(r.method) |
+                             set(method)) if method.get(k) != r.method.get(k))
+            raise InputError(f"Round {r.name}'s confirm runs use one method; this run differs: {diff}.",
+                             f"Confirm with the round's method {r.method}, or declare a new round for another.")
         ran = {(run.domain, run.seed) for rr in self.rounds for run in rr.runs}
         again = [f"{d} seed {s}" for d in confirm for s in seeds if (d, s) in ran]
         if again:
@@ -137,8 +148,10 @@ class Registry(BaseModel):
                              "Pick seeds never run before on these domains (the registry lists every run).")
         return r
 
-    def record(self, r: Round, domain: str, seed: int, commit: str, figures: dict[str, Any]) -> ConfirmRun:
+    def record(self, r: Round, domain: str, seed: int, commit: str, figures: dict[str, Any],
+               method: dict[str, Any] | None = None) -> ConfirmRun:
         r.frozen_commit = r.frozen_commit or commit
+        r.method = r.method or method
         run = ConfirmRun(domain=domain, seed=seed, commit=commit, at=_now(), figures=figures,
                          touched_before=self.developed_before(domain, self.rounds.index(r)))
         r.runs.append(run)

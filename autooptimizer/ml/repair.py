@@ -88,19 +88,22 @@ def call_tool_directly(step: Step, call: Call, args: dict[str, Any], env: str | 
     return result.model_dump(mode="json") if isinstance(result, BaseModel) else result
 
 
-def check_method(trainer: str, adaptation: str | None) -> None:
-    """Raise InputError when the trainer is unknown, the adaptation unnamed, or the pair one training refuses."""
+def check_method(trainer: str, adaptation: str | None, max_steps: int | None = None) -> None:
+    """Raise InputError when the train step would refuse the method: an unknown trainer, an unnamed adaptation, a
+    pair one training refuses, or a step limit outside the train tool's (checked now, not after the diagnosis)."""
     from pydantic import ValidationError
 
-    from autooptimizer.ml.adapt import variant
-    from autooptimizer.ml.train import TrainConfig
+    from autooptimizer.tools.ml import TrainRerankerArgs
 
+    args = {"dataset": "-", "trainer": trainer, "adaptation": adaptation}
     try:
-        TrainConfig.model_validate({"trainer": trainer} | ({} if adaptation is None else
-                                                           {"adaptation": variant(adaptation)}))
+        TrainRerankerArgs.model_validate(args | ({} if max_steps is None else {"max_steps": max_steps}))
     except ValidationError as exc:
-        raise InputError(f"Cannot train {trainer} with adaptation {adaptation}: {exc.errors()[0]['msg']}.",
-                         "Use trainer ltr, bi_encoder or cross_encoder, and an adaptation that trainer takes.") from exc
+        err = exc.errors()[0]
+        where = ".".join(str(x) for x in err["loc"]) or "method"
+        raise InputError(f"Cannot train {trainer} with adaptation {adaptation} and max_steps {max_steps}: {where}: "
+                         f"{err['msg']}.", "Use trainer ltr, bi_encoder or cross_encoder, an adaptation that trainer "
+                         "takes, and max_steps from 1 to 100000.") from exc
 
 
 class Repair:
@@ -114,7 +117,7 @@ class Repair:
         from autooptimizer.settings import get_settings
 
         settings = get_settings()
-        check_method(trainer, adaptation)  # a bad name fails now, not after the diagnosis
+        check_method(trainer, adaptation, max_steps)  # a bad name fails now, not after the diagnosis
         domain_dir = settings.dataset(str(domain_data))
         original_dir = settings.dataset(original)
         if artifacts_dir:
@@ -132,6 +135,12 @@ class Repair:
             if ps.domain_data != str(domain_dir) or ps.seed != seed:
                 raise InputError(f"{self.dir} holds a repair of {ps.domain_data} seed {ps.seed}.",
                                  "Use a new --artifacts-dir for a different domain or seed.")
+            stored = (self.state.trainer, ps.adaptation, ps.max_steps)
+            if stored != (trainer, adaptation, max_steps):  # resuming would train (or report) the stored method
+                raise InputError(f"{self.dir} holds a repair with trainer {stored[0]}, adaptation {stored[1]}, "
+                                 f"max_steps {stored[2]}; this one asks for trainer {trainer}, adaptation "
+                                 f"{adaptation}, max_steps {max_steps}.",
+                                 "Resume with the stored method, or use a new --artifacts-dir for another.")
         else:
             ps = PipelineState(env=env, domain_data=str(domain_dir), domain=domain_dir.name,
                                original=str(original_dir), seed=seed, champion=aliases.require_alias(aliases.CHAMPION),

@@ -24,6 +24,7 @@ class SweepRow(BaseModel):
     seed: int
     trainer: str = "ltr"
     adaptation: str | None = None
+    max_steps: int | None = None
     champion: float
     challenger: float
     gain: float
@@ -64,7 +65,7 @@ def run_one(domain: str, seed: int, original: str = "scifact", trainer: str = "l
 
     res = repair(domain, seed=seed, original=original, trainer=trainer, adaptation=adaptation, max_steps=max_steps)
     c, h = res.champion, res.challenger
-    return SweepRow(domain=domain, seed=seed, trainer=trainer, adaptation=adaptation,
+    return SweepRow(domain=domain, seed=seed, trainer=trainer, adaptation=adaptation, max_steps=max_steps,
                     champion=c["new_domain_ndcg@10"], challenger=h["new_domain_ndcg@10"],
                     gain=round(h["new_domain_ndcg@10"] - c["new_domain_ndcg@10"], 4),
                     original_drop=round(c["original_ndcg@10"] - h["original_ndcg@10"], 4),
@@ -80,7 +81,7 @@ def sweep(domains: list[str], seeds: list[int], jobs: int = 1, original: str = "
     from autooptimizer.ml.repair import check_method
     from autooptimizer.settings import get_settings
 
-    check_method(trainer, adaptation)
+    check_method(trainer, adaptation, max_steps)
     for name in [*domains, original]:  # a misspelt domain fails now, not after an hour of repairs
         get_settings().dataset(name)
     work = [(d, s) for s in seeds for d in domains]

@@ -490,8 +490,8 @@ def train_neural(dataset, parent, cfg: TrainConfig, scratch: Path, collection=No
               "loss_curve": losses[:: max(1, len(losses) // 50)], "samples": seen,
               "samples_per_s": round(seen / train_s, 2) if train_s > 0 else None, "device": device,
               "fusion_weight_by_dev": by_w, "replay_pairs": sum(t[1].startswith("@replay:") for t in train_items),
-              "pseudo_queries": {"made": len(pq), "kind": ad.pseudo_kind, "examples": [q for q, _, _ in pq[:3]]}
-              if pq else None}
+              "pseudo_queries": {"asked": ad.pseudo_queries, "made": len(pq), "kind": ad.pseudo_kind,
+                                 "examples": [q for q, _, _ in pq[:3]]} if ad.pseudo_queries else None}
     return spec, weights, report
 
 

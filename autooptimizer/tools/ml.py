@@ -10,13 +10,16 @@ protected-object facts of `tools/protection.py` (gold, champion, serving, canary
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from autooptimizer.errors import InputError
 from autooptimizer.tools.context import ToolContext
 from autooptimizer.tools.registry import tool
+
+if TYPE_CHECKING:
+    from autooptimizer.ml.train import TrainConfig
 
 
 class TrainRerankerArgs(BaseModel):
@@ -31,6 +34,31 @@ class TrainRerankerArgs(BaseModel):
     artifacts_dir: str | None = Field(None, description="folder for train_result.json (and neural checkpoints)")
     adaptation: str | None = Field(None, description="a named unsupervised adaptation (ml/adapt.py VARIANTS, e.g. "
                                    "pq_crop2000); None: the trainer's default")
+
+    @model_validator(mode="after")
+    def _method(self) -> TrainRerankerArgs:
+        """An unknown adaptation, or one the trainer cannot honour, is refused with the arguments: before the PDP
+        and any approval, not after a permit of a call that could only fail."""
+        from pydantic import ValidationError
+
+        if self.adaptation is not None:
+            try:
+                self.config()
+            except (InputError, ValidationError) as exc:
+                msg = str(exc) if isinstance(exc, InputError) else exc.errors()[0]["msg"]
+                raise ValueError(f"adaptation {self.adaptation!r} with trainer {self.trainer}: {msg}") from None
+        return self
+
+    def config(self) -> TrainConfig:
+        """The training configuration these arguments name."""
+        from autooptimizer.ml.adapt import variant
+        from autooptimizer.ml.train import TrainConfig
+
+        cfg: dict[str, Any] = {"trainer": self.trainer, "seed": self.seed, "max_steps": self.max_steps,
+                               "time_budget_s": self.time_budget_s, "original": self.original}
+        if self.adaptation is not None:  # validated as a whole: a neural trainer refuses what it cannot honour
+            cfg["adaptation"] = variant(self.adaptation)
+        return TrainConfig.model_validate(cfg)
 
 
 class EvaluateModelArgs(BaseModel):
@@ -103,15 +131,10 @@ def _alias_facts(args: SetModelAliasArgs, ctx: ToolContext) -> dict[str, Any]:
 @tool(name="train_reranker", owner="ml", risk="change", facts=_train_facts)
 def train_reranker(args: TrainRerankerArgs, ctx: ToolContext) -> dict[str, Any]:
     """Train a challenger on a dataset (ltr expert, bi-encoder or cross-encoder), log to MLflow, alias `challenger`."""
-    from autooptimizer.ml.adapt import variant
     from autooptimizer.ml.evaluate import resolve_model
-    from autooptimizer.ml.train import TrainConfig, train
+    from autooptimizer.ml.train import train
 
-    cfg = TrainConfig(trainer=args.trainer, seed=args.seed, max_steps=args.max_steps, time_budget_s=args.time_budget_s,
-                      original=args.original)
-    if args.adaptation is not None:  # validated as a whole: a neural trainer refuses what it cannot honour
-        cfg = TrainConfig.model_validate({**cfg.model_dump(), "adaptation": variant(args.adaptation)})
-    res = train(args.dataset, parent_version=resolve_model(args.parent).version, cfg=cfg,
+    res = train(args.dataset, parent_version=resolve_model(args.parent).version, cfg=args.config(),
                 artifacts_dir=args.artifacts_dir)
     return {"version": res.version, "run_id": res.run_id, "trainer": res.trainer, "device": res.device,
             "wall_seconds": res.wall_seconds, "metrics": res.metrics}

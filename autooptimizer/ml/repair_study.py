@@ -65,7 +65,15 @@ def _heldout_features(params, arrays, collection, queries: dict[str, str], qrels
 
 def study(domain: str, seed: int, variants: dict[str, Adaptation], sizes: list[int | None] | None = None,
           original: str = "scifact", depth: int = 100) -> list[StudyRow]:
-    """One row per (variant, feedback size) on `domain`'s seed split (size None = the whole feedback half)."""
+    """One row per (variant, feedback size) on `domain`'s seed split (size None = the whole feedback half; a size
+    above the feedback half is skipped). A size below 1 is an InputError before anything loads: -1 would otherwise
+    slice the seed's order as all but one query."""
+    from autooptimizer.errors import InputError
+
+    small = [n for n in sizes or [] if n is not None and n < 1]
+    if small:
+        raise InputError(f"Feedback size(s) {', '.join(map(str, small))} must be at least 1.",
+                         "Give sizes as counts of feedback queries or `all`, e.g. 10,20,40,all.")
     from autooptimizer.ml.ltr import Packed, fit_expert
     from autooptimizer.ml.pipeline_data import judged_split
     from autooptimizer.ml.train import reference_queries, unjudged_queries

@@ -157,6 +157,22 @@ def test_augment_cli_refuses_a_mix_that_names_nothing(log: Path, tmp_path: Path)
     assert not (tmp_path / "a.csv").exists()
 
 
+def test_augment_tool_refuses_a_mix_that_names_nothing(log: Path, tmp_path: Path) -> None:
+    """The agents' tool read `mix: []` as "no mix given" (`if args.mix`) and wrote the default methods' rows: the
+    empty mix the CLI and the function refuse got through the tool."""
+    from autooptimizer.tools import load_all_tools
+
+    m = build_dataset(log)
+    out = tmp_path / "t.csv"
+    res = load_all_tools().call("data", "augment_dataset", {"dataset": m.hash, "out_csv": str(out), "size": 2,
+                                                            "mix": []}, env="dev", requested_by="test")
+    assert res.error is not None and "mix" in res.error, res
+    assert not out.exists()
+    ok = load_all_tools().call("data", "augment_dataset", {"dataset": m.hash, "out_csv": str(out), "size": 2,
+                                                           "mix": ["ocr"]}, env="dev", requested_by="test")
+    assert ok.error is None and ok.result is not None and ok.result["methods"] == {"ocr": 2}, ok
+
+
 def test_feedback_split_and_qids(tmp_path: Path, log: Path) -> None:
     assert len(read_feedback(log)) == 4
     fb, ho = split_judged([str(i) for i in range(11)], seed=3)

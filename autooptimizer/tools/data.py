@@ -104,6 +104,6 @@ def augment_dataset(args: AugmentDatasetArgs, ctx: ToolContext) -> dict[str, Any
     """Write augmented_dataset.csv: nlpaug variants of the weak slice's queries (seeded, method + source row)."""
     from autooptimizer.ml.augment import augment_dataset as augment
 
-    rep = augment(args.dataset, args.out_csv, size=args.size, mix=list(args.mix) if args.mix else None,
+    rep = augment(args.dataset, args.out_csv, size=args.size, mix=list(args.mix) if args.mix is not None else None,
                   seed=args.seed, weak_fraction=args.weak_fraction)
     return rep.model_dump()

@@ -146,3 +146,36 @@ def test_workers_end_with_a_killed_sweep(tmp_path: Path) -> None:
     for p in left:  # do not leak them from the test either
         os.kill(p, signal.SIGKILL)
     assert not left, f"workers {left} outlived their killed parent"
+
+
+def test_a_failed_repair_ends_the_running_ones(tmp_path: Path) -> None:
+    """When one repair raises, the sweep raised at once but the process then sat until every running repair had
+    finished (the pool's exit joins its workers), work it throws away: minutes for a CPU repair of npl. The running
+    workers are ended with the failure."""
+    from support.pool_tasks import fail_once_started, sleep_after_writing_pid
+
+    from autooptimizer.infra.processes import pid_alive
+    from autooptimizer.ml.repair_sweep import run_pooled
+
+    pid_file = tmp_path / "sleeper.pid"
+    calls = [(sleep_after_writing_pid, (str(pid_file), 600)), (fail_once_started, (str(pid_file),))]
+    with pytest.raises(ValueError, match="this split failed"):
+        run_pooled(calls, jobs=2, on_result=lambda _r: None)
+    sleeper = int(pid_file.read_text())
+    alive = pid_alive(sleeper)
+    if alive:
+        import os
+        import signal
+
+        os.kill(sleeper, signal.SIGKILL)  # do not leak it from the test
+    assert not alive, "the running repair outlived the sweep's failure"
+
+
+def test_pooled_calls_return_every_result(tmp_path: Path) -> None:
+    from support.pool_tasks import sleep_after_writing_pid
+
+    from autooptimizer.ml.repair_sweep import run_pooled
+
+    got: list[float] = []
+    calls = [(sleep_after_writing_pid, (str(tmp_path / f"{i}.pid"), 0.1 * i)) for i in range(3)]
+    assert sorted(run_pooled(calls, jobs=2, on_result=got.append)) == [0.0, 0.1, 0.2] and sorted(got) == [0, 0.1, 0.2]

@@ -11,6 +11,7 @@ import re
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -95,17 +96,35 @@ def sweep(domains: list[str], seeds: list[int], jobs: int = 1, original: str = "
         from autooptimizer.ml.model_registry import ensure_store
 
         ensure_store()  # the workers would each create a fresh home's MLflow schema at once, and collide
-        with worker_pool(jobs) as pool:
-            try:
-                for fut in as_completed([pool.submit(run_one, d, s, original, trainer, adaptation, max_steps)
-                                          for d, s in work]):
-                    rows.append(fut.result())
-                    done(rows[-1])
-            except BaseException:  # one repair failed (or Ctrl-C): do not start the queued ones
-                pool.shutdown(wait=False, cancel_futures=True)
-                raise
+        calls = [(run_one, (d, s, original, trainer, adaptation, max_steps)) for d, s in work]
+        rows = run_pooled(calls, jobs, done)
     order = {key: i for i, key in enumerate(work)}
     return sorted(rows, key=lambda r: order[(r.domain, r.seed)])
+
+
+def run_pooled(calls: list[tuple[Callable[..., Any], tuple]], jobs: int, on_result: Callable[[Any], None]) -> list:
+    """Each (function, args) in one of `jobs` worker processes (`worker_pool`); results in completion order, each
+    passed to `on_result` as it lands. The first exception (or Ctrl-C) is raised, the queued calls never start and
+    the running ones are ended (SIGTERM, then SIGKILL after 30 s): their results would be thrown away, and the pool's
+    exit would otherwise hold the process until each had finished (minutes per repair)."""
+    out: list = []
+    with worker_pool(jobs) as pool:
+        try:
+            for fut in as_completed([pool.submit(fn, *args) for fn, args in calls]):
+                out.append(fut.result())
+                on_result(out[-1])
+        except BaseException:
+            running = list((pool._processes or {}).values())  # before shutdown forgets them (no public API < 3.14)
+            pool.shutdown(wait=False, cancel_futures=True)
+            for proc in running:
+                if proc.is_alive():
+                    proc.terminate()
+            for proc in running:  # gone before the error surfaces; one that ignores SIGTERM is killed
+                proc.join(timeout=30)
+                if proc.is_alive():
+                    proc.kill()
+            raise
+    return out
 
 
 def worker_pool(jobs: int) -> ProcessPoolExecutor:

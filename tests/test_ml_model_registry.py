@@ -84,3 +84,66 @@ def test_a_tracking_server_gets_the_folder_uploaded_and_accepts_the_version(
     assert {a.path for a in c.list_artifacts(run.info.run_id, "model/weights/experts")} == {
         "model/weights/experts/x.npz"}
     assert registry.delete_model("v-remote")["mlflow_version"] == mv.mlflow_version
+
+
+def test_ensure_store_builds_the_schema_experiment_and_model_once_and_again_is_harmless() -> None:
+    import sqlite3
+
+    from autooptimizer.ml import model_registry
+
+    model_registry.ensure_store()
+    model_registry.ensure_store()
+    db = get_settings().home / "mlflow" / "mlflow.db"
+    tables = {r[0] for r in sqlite3.connect(db).execute("select name from sqlite_master where type='table'")}
+    assert {"experiments", "metrics", "registered_models", "model_versions", "alembic_version"} <= tables
+    c = model_registry.client()
+    assert c.get_experiment_by_name(model_registry.EXPERIMENT) is not None
+    assert c.get_registered_model(model_registry.REGISTERED_MODEL).name == model_registry.REGISTERED_MODEL
+
+
+class _LateReader:
+    """A real MLflow client that, like a second process, read "no such object" just before another created it."""
+
+    def __init__(self, client) -> None:  # noqa: ANN001
+        self._c, self._stale = client, {"experiment": True, "model": True}
+
+    def __getattr__(self, name: str):  # noqa: ANN204
+        return getattr(self._c, name)
+
+    def get_experiment_by_name(self, name: str):  # noqa: ANN201
+        if self._stale.pop("experiment", False):
+            return None
+        return self._c.get_experiment_by_name(name)
+
+    def get_registered_model(self, name: str):  # noqa: ANN201
+        if self._stale.pop("model", False):
+            raise RuntimeError("not found (stale read)")
+        return self._c.get_registered_model(name)
+
+
+def test_a_lost_creation_race_reads_the_winners_experiment_and_model() -> None:
+    """Two repair workers of a fresh home both found no experiment and both created it: the loser failed with
+    `UNIQUE constraint failed: experiments.workspace, experiments.name` (seen in a parallel sweep test)."""
+    from autooptimizer.ml import model_registry
+
+    c = model_registry.client()
+    exp_id = model_registry._experiment_id(c)  # the winner
+    model_registry._registered_model(c)
+    late = _LateReader(c)
+    assert model_registry._experiment_id(late) == exp_id  # its create fails; it reads the winner's
+    model_registry._registered_model(late)  # likewise: no error
+    assert late._stale == {}  # both stale reads happened
+
+
+def test_a_creation_that_fails_for_another_reason_is_not_hidden(monkeypatch: pytest.MonkeyPatch) -> None:
+    from autooptimizer.ml import model_registry
+
+    c = model_registry.client()
+
+    def broken(*_a, **_k):  # noqa: ANN002, ANN003, ANN202
+        raise RuntimeError("database is locked")
+
+    monkeypatch.setattr(c, "create_experiment", broken)
+    with pytest.raises(RuntimeError, match="database is locked"):
+        model_registry._experiment_id(c)
+

@@ -107,18 +107,6 @@ def test_parallel_repairs_from_a_fresh_home_share_one_mlflow_store(ml_world: dic
     assert len(trained) == 2  # each worker registered its challenger in the one store (beside the bootstrap's)
 
 
-def test_ensure_store_builds_the_schema_once_and_again_is_harmless() -> None:
-    import sqlite3
-
-    from autooptimizer.ml.model_registry import ensure_store
-
-    ensure_store()
-    ensure_store()
-    db = get_settings().home / "mlflow" / "mlflow.db"
-    tables = {r[0] for r in sqlite3.connect(db).execute("select name from sqlite_master where type='table'")}
-    assert {"experiments", "metrics", "registered_models", "model_versions", "alembic_version"} <= tables
-
-
 def test_workers_end_with_a_killed_sweep(tmp_path: Path) -> None:
     """A sweep killed by SIGKILL (or `timeout`) must not leave its workers asleep as orphans: they held 2.5 GB each
     for 40 minutes after a killed `bench repair --jobs 2`."""

@@ -55,27 +55,50 @@ def client():
 
 
 def ensure_store() -> None:
-    """Create (or migrate) the tracking and registry stores now. MLflow builds a new sqlite store's schema on first
-    use, and two processes doing that at once collide (`duplicate column name: step`): call this once before
-    starting processes that will all use the store."""
+    """Create (or migrate) the tracking and registry stores, the experiment and the registered model now. MLflow
+    builds a new sqlite store's schema on first use, and two processes doing that at once collide (`duplicate column
+    name: step`), as two creating the experiment do (`UNIQUE constraint failed`): call this once before starting
+    processes that will all use the store."""
     c = client()
-    c.search_experiments(max_results=1)
-    c.search_registered_models(max_results=1)
+    _experiment_id(c)
+    _registered_model(c)
+
+
+def _experiment_id(c) -> str:
+    """The experiment's id, created when missing; a process that lost the race to create it reads the winner's."""
+    exp = c.get_experiment_by_name(EXPERIMENT)
+    if exp is not None:
+        return exp.experiment_id
+    from autooptimizer.settings import get_settings
+
+    artifacts = get_settings().path("mlflow", "artifacts", "x").parent  # never ./mlruns in the working dir
+    artifacts.mkdir(parents=True, exist_ok=True)
+    try:
+        return c.create_experiment(EXPERIMENT, artifact_location=artifacts.as_uri())
+    except Exception:
+        exp = c.get_experiment_by_name(EXPERIMENT)
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
+def _registered_model(c) -> None:
+    """The registered model, created when missing (a lost creation race reads the winner's, as `_experiment_id`)."""
+    try:
+        c.get_registered_model(REGISTERED_MODEL)
+        return
+    except Exception:  # noqa: BLE001 - not registered yet
+        pass
+    try:
+        c.create_registered_model(REGISTERED_MODEL, description="AutoOptimizer reranker versions")
+    except Exception:
+        c.get_registered_model(REGISTERED_MODEL)  # raises the real problem when it is not a lost race
 
 
 def start_run(run_name: str, params: dict[str, Any], tags: dict[str, str] | None = None) -> str:
     """Create a run in the experiment, log params; returns the run id (the caller logs metrics and ends it)."""
     c = client()
-    exp = c.get_experiment_by_name(EXPERIMENT)
-    if exp is None:
-        from autooptimizer.settings import get_settings
-
-        artifacts = get_settings().path("mlflow", "artifacts", "x").parent  # never ./mlruns in the working dir
-        artifacts.mkdir(parents=True, exist_ok=True)
-        exp_id = c.create_experiment(EXPERIMENT, artifact_location=artifacts.as_uri())
-    else:
-        exp_id = exp.experiment_id
-    run = c.create_run(exp_id, run_name=run_name, tags=tags or {})
+    run = c.create_run(_experiment_id(c), run_name=run_name, tags=tags or {})
     for k, v in params.items():
         c.log_param(run.info.run_id, k, str(v)[:500])
     return run.info.run_id
@@ -119,10 +142,7 @@ def register_model(model_version: str, run_id: str | None = None) -> RegisteredV
         run_id = start_run(f"register-{model_version}", {"model_version": model_version})
         end_run(run_id)
     source = _model_source(c, run_id, model_store.version_dir(model_version))
-    try:
-        c.get_registered_model(REGISTERED_MODEL)
-    except Exception:  # noqa: BLE001
-        c.create_registered_model(REGISTERED_MODEL, description="AutoOptimizer reranker versions")
+    _registered_model(c)
     mv = c.create_model_version(REGISTERED_MODEL, source=source, run_id=run_id,
                                 tags={"autoopt_version": model_version})
     return _describe(c, c.get_model_version(REGISTERED_MODEL, mv.version))

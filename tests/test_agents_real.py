@@ -88,7 +88,8 @@ def test_ndcg_drop_fix_runs_the_real_tools_pauses_for_training_and_resumes_to_pr
     assert trained_on.counts.augmented_queries == 8
     # the train tool now also takes the original domain and an artifacts folder (the pipeline's repair passes both)
     assert args[6] == {"dataset": trained_on.hash, "parent": "champion", "trainer": "ltr", "seed": 0,
-                       "max_steps": 200, "time_budget_s": 900.0, "original": "scifact", "artifacts_dir": None}
+                       "max_steps": 200, "time_budget_s": 900.0, "original": "scifact", "artifacts_dir": None,
+                       "adaptation": None}
     assert res.answer.startswith("Paused:") and approval_id in res.answer
 
     # a person approves; the same conversation goes on: train -> register -> evaluate -> canary -> A/B -> promote

@@ -82,18 +82,20 @@ def test_real_cran_repair_meets_the_target(tmp_path: Path, monkeypatch: pytest.M
     assert res.promotable
 
 
-@pytest.mark.parametrize("changed", [{"trainer": "bi_encoder"}, {"adaptation": "pq_crop100"}, {"max_steps": 7}])
+@pytest.mark.parametrize("changed", [{"trainer": "cross_encoder"}, {"adaptation": "pq_crop100"}, {"max_steps": 7}])
 def test_a_resumed_repair_refuses_a_different_method(ml_world: dict, tmp_path: Path, changed: dict) -> None:
     """Resuming keeps the stored state: a different trainer, adaptation or step limit would be silently ignored
     (the repair would report one method and have trained another), so it is refused, naming the stored one."""
     from autooptimizer.errors import InputError
     from autooptimizer.ml.repair import Repair
 
-    Repair("dom", tmp_path / "art", seed=1, original="orig", adaptation="none")
-    with pytest.raises(InputError, match=r"trainer ltr, adaptation none, max_steps None"):
-        Repair("dom", tmp_path / "art", seed=1, original="orig", **({"adaptation": "none"} | changed))
-    again = Repair("dom", tmp_path / "art", seed=1, original="orig", adaptation="none")  # the same method resumes
-    assert (again.state.trainer, again.state.pipeline.adaptation) == ("ltr", "none")
+    method = {"trainer": "bi_encoder", "adaptation": "none", "max_steps": 5}
+    Repair("dom", tmp_path / "art", seed=1, original="orig", **method)  # nothing trains before run()
+    with pytest.raises(InputError, match=r"trainer bi_encoder, adaptation none, max_steps 5"):
+        Repair("dom", tmp_path / "art", seed=1, original="orig", **(method | changed))
+    again = Repair("dom", tmp_path / "art", seed=1, original="orig", **method)  # the same method resumes
+    ps = again.state.pipeline
+    assert (again.state.trainer, ps.adaptation, ps.max_steps) == ("bi_encoder", "none", 5)
 
 
 def test_a_step_limit_the_train_tool_refuses_fails_before_the_first_step(ml_world: dict, tmp_path: Path) -> None:
@@ -102,5 +104,16 @@ def test_a_step_limit_the_train_tool_refuses_fails_before_the_first_step(ml_worl
     from autooptimizer.ml.repair import Repair
 
     with pytest.raises(InputError, match="max_steps"):
-        Repair("dom", tmp_path / "art", seed=1, original="orig", max_steps=1_000_000)
+        Repair("dom", tmp_path / "art", seed=1, original="orig", trainer="bi_encoder", max_steps=1_000_000)
     assert not (tmp_path / "art" / "repair_state.json").exists()
+
+
+def test_a_step_limit_for_ltr_is_refused_not_recorded_and_ignored(ml_world: dict, tmp_path: Path) -> None:
+    """The ltr fit has no steps: a limit given with it was accepted, recorded in the round's method, and ignored."""
+    from autooptimizer.errors import InputError
+    from autooptimizer.ml.repair import Repair
+
+    with pytest.raises(InputError, match="the ltr trainer has none"):
+        Repair("dom", tmp_path / "art", seed=1, original="orig", max_steps=50)
+    assert not (tmp_path / "art" / "repair_state.json").exists()
+

@@ -90,11 +90,15 @@ def call_tool_directly(step: Step, call: Call, args: dict[str, Any], env: str | 
 
 def check_method(trainer: str, adaptation: str | None, max_steps: int | None = None) -> None:
     """Raise InputError when the train step would refuse the method: an unknown trainer, an unnamed adaptation, a
-    pair one training refuses, or a step limit outside the train tool's (checked now, not after the diagnosis)."""
+    pair one training refuses, or a step limit outside the train tool's or given to ltr, which ignores it (checked
+    now, not after the diagnosis)."""
     from pydantic import ValidationError
 
     from autooptimizer.tools.ml import TrainRerankerArgs
 
+    if trainer == "ltr" and max_steps is not None:  # recorded with every row, yet the ltr fit has no steps to limit
+        raise InputError(f"max_steps {max_steps} limits a neural trainer's steps; the ltr trainer has none.",
+                         "Leave the step limit out for ltr, or train bi_encoder or cross_encoder.")
     args = {"dataset": "-", "trainer": trainer, "adaptation": adaptation}
     try:
         TrainRerankerArgs.model_validate(args | ({} if max_steps is None else {"max_steps": max_steps}))

@@ -529,6 +529,11 @@ def _seed_approvals(home: Path, n: int) -> list[str]:
                 for i in range(n)]
 
 
+# A client's wait for one answer. The check is that nothing is lost, not a latency bound: on the shared 2-core box,
+# 50 clients and a running cycle once kept a pending-approvals read waiting past 10 s (CI, 2026-11-30).
+CLIENT_TIMEOUT_S = 30.0
+
+
 async def _client(url: str, rng: random.Random, deadline: float, ids: list[str], calls: list[_Call]) -> None:
     import httpx
 
@@ -536,7 +541,7 @@ async def _client(url: str, rng: random.Random, deadline: float, ids: list[str],
     kinds, weights = list(MIX), list(MIX.values())
     reads = {"status": "/status", "history": "/history?limit=50", "metrics": "/metrics",
              "approvals": "/approvals?status=pending", "kill_state": "/kill-switch"}
-    async with httpx.AsyncClient(base_url=url + API, timeout=10.0) as http:
+    async with httpx.AsyncClient(base_url=url + API, timeout=CLIENT_TIMEOUT_S) as http:
         while time.monotonic() < deadline:
             kind: Kind = rng.choices(kinds, weights)[0]
             target = None

@@ -144,12 +144,13 @@ def test_each_adaptation_is_switchable_and_recorded_in_the_params(ml_world: dict
     assert (on_p["bm25_k1"], on_p["bm25_b"]) == (chosen["k1"], chosen["b"]) and len(chosen["ict_mrr"]) == 20
     # served: the bm25_tuned column is there exactly when the expert has a tuned k1
     from autooptimizer.search.pipeline import get_bm25
-    from autooptimizer.search.rerankers.ltr_fusion import FEATURES
+    from autooptimizer.search.rerankers.ltr_fusion import FEATURES, LtrFusionReranker
 
     col = FEATURES.index("bm25_tuned")
     q = queries[fb[0]]
     for label, want_zero in (("off", True), ("on", False)):
         rr = build_reranker(experts[label], collection)
+        assert isinstance(rr, LtrFusionReranker)
         idx, s = get_bm25(collection).top(q, 20)
         ids = [collection.doc_ids[i] for i in idx]
         x = rr.features(rr.experts[0], q, rr.encoder.encode([q])[0], ids, s)
@@ -182,3 +183,60 @@ def test_a_misspelt_adaptation_field_is_refused_not_ignored() -> None:
     with pytest.raises(ValidationError, match="prior.rm3"):
         Adaptation.model_validate({"prior": {"rm3": True}})
     assert TrainConfig.model_validate_json('{"adaptation": {"prior": {"rm3": 1}}}').adaptation.prior == {"rm3": 1.0}
+
+
+def test_dense_candidates_are_recorded_and_served_exactly_as_trained(ml_world: dict, tmp_path: Path) -> None:
+    """The hybrid first stage: the expert reranks BM25's candidates plus the k nearest documents of its own corpus
+    that BM25 missed; training (FirstStage) and serving (SearchPipeline.candidates) give the same list, and only a
+    query routed to an enabled expert with the switch on gets the extension."""
+    from autooptimizer.ml.dataset import build_dataset
+    from autooptimizer.ml.evaluate import load_split
+    from autooptimizer.ml.feedback import simulate_feedback, split_judged
+    from autooptimizer.ml.train import TrainConfig, train
+    from autooptimizer.search import model_store
+    from autooptimizer.search.beir import load_collection
+    from autooptimizer.search.embeddings import doc_embeddings
+    from autooptimizer.search.pipeline import SearchPipeline, get_bm25
+    from autooptimizer.search.rerankers.ltr_fusion import FirstStage, LtrFusionReranker
+
+    collection, queries, qrels = load_split(ml_world["data"] / "dom")
+    fb, held = split_judged(sorted(queries), seed=0)
+    log = simulate_feedback(ml_world["parent"], collection, {q: queries[q] for q in fb}, qrels,
+                            tmp_path / "feedback.jsonl", dataset="dom")
+    ds = build_dataset(log).hash
+    versions = {}
+    for label, ad in (("off", Adaptation()), ("on", Adaptation(dense_candidates=6))):
+        res = train(ds, cfg=TrainConfig(trainer="ltr", original="orig", depth=10, adaptation=ad),
+                    artifacts_dir=tmp_path / label)
+        versions[label] = model_store.load(res.version)
+    on_p = versions["on"].params["experts"][0]
+    assert on_p["dense_candidates"] == 6 and on_p["adaptation"]["settings"]["dense_candidates"] == 6
+    assert versions["off"].params["experts"][0]["dense_candidates"] == 0
+
+    served = load_collection(["orig", "dom"])  # what the service holds: both corpora
+    bm25 = get_bm25(served)
+    pipes = {k: SearchPipeline(v, served).warm(progress=False) for k, v in versions.items()}
+    rr = pipes["on"].reranker
+    assert isinstance(rr, LtrFusionReranker)
+    matrix = doc_embeddings(served, rr.encoder, progress=False)
+    extended = 0
+    for q in held:
+        text = queries[q]
+        bm_ids = [served.doc_ids[i] for i in bm25.top(text, 4)[0]]
+        ids, scores = pipes["on"].candidates(text, 4)
+        assert ids[: len(bm_ids)] == bm_ids and len(ids) <= len(bm_ids) + 6
+        assert all(d.startswith("dom/") for d in ids[len(bm_ids):]), "only the expert's own corpus joins"
+        assert np.allclose(scores, bm25.scores(text)[[served.index_of[d] for d in ids]])
+        rows, _, n = FirstStage(served, bm25, matrix, rr.experts[0].p).candidates(text, rr.encoder.encode([text])[0],
+                                                                                  4)
+        assert [served.doc_ids[i] for i in rows] == ids and n == len(bm_ids), "training sees what serving serves"
+        assert pipes["off"].candidates(text, 4)[0] == bm_ids
+        extended += len(ids) > len(bm_ids)
+    assert extended == len(held), "every held-out query of the new domain got dense candidates"
+    # the original domain is routed to the parent: BM25's candidates only, as before
+    orig_q = "treatment of heart failure and blood pressure"
+    assert pipes["on"].candidates(orig_q, 4)[0] == [served.doc_ids[i] for i in bm25.top(orig_q, 4)[0]]
+    # a disabled expert serves the parent's ranking over the parent's candidates
+    rr.experts[0].p = rr.experts[0].p.model_copy(update={"enabled": False})
+    text = queries[held[0]]
+    assert pipes["on"].candidates(text, 4)[0] == [served.doc_ids[i] for i in bm25.top(text, 4)[0]]

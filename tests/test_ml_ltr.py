@@ -186,3 +186,31 @@ def test_ndcg10_agrees_with_the_one_definition_on_random_rankings() -> None:
         wants.append(got)
     assert ties > 100  # the tie order was really exercised
     assert np.allclose(Packed(feats, all_gains, ideals).ndcg(np.array([1.0])), wants, atol=1e-12)
+
+
+def test_served_parent_ndcg_is_what_the_parent_pipeline_serves(ml_world: dict) -> None:
+    """The CV gate and the study compare an expert with the parent's ranking as served: BM25's first `depth`
+    candidates, fused with z-scores over those only (not the parent's weights on features z-scored over the
+    expert's deeper or dense-extended candidates)."""
+    from autooptimizer.ml.evaluate import load_split
+    from autooptimizer.ml.ltr import served_parent_ndcg
+    from autooptimizer.search.embeddings import doc_embeddings
+    from autooptimizer.search.metrics_eval import ndcg_at_10_per_query
+    from autooptimizer.search.pipeline import SearchPipeline, get_bm25
+
+    parent = ml_world["parent"]
+    collection, queries, qrels = load_split(ml_world["data"] / "dom")
+    pipe = SearchPipeline(parent, collection).warm(progress=False)
+    want = ndcg_at_10_per_query(pipe.run(queries, k=10), qrels)
+    qids = sorted(want)
+    bm25, enc = get_bm25(collection), pipe.reranker.encoder  # type: ignore[attr-defined]
+    docs = doc_embeddings(collection, enc, progress=False)
+    deep = [bm25.top(queries[q], 40) for q in qids]  # the expert's deeper candidates: the parent uses the first 20
+    gains = [np.array([qrels[q].get(collection.doc_ids[i], 0) for i in idx], dtype=float) for q, (idx, _) in
+             zip(qids, deep, strict=True)]
+    ideals = [np.array([g for g in qrels[q].values() if g > 0], dtype=float) for q in qids]
+    cos = [docs[idx] @ enc.encode([queries[q]])[0] for q, (idx, _) in zip(qids, deep, strict=True)]
+    got = served_parent_ndcg([s for _, s in deep], cos, gains, ideals, parent.fusion_weight, parent.rerank_depth)
+    assert np.allclose(got, [want[q] for q in qids], atol=1e-9) and got.mean() > 0.3
+    assert not np.allclose(got, served_parent_ndcg([s for _, s in deep], cos, gains, ideals, 0.0, None)), \
+        "the weight and depth matter: BM25 alone over 40 ranks differently"

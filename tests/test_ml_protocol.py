@@ -127,8 +127,10 @@ def test_the_study_reads_variants_as_it_reads_domains_and_names_the_valid_ones(
     assert out.exit_code == 0, out.output
     assert seen == [["default", "prior_rm3"]]
     bad = CliRunner().invoke(app, [*base, "--variants", "prior_rm3,nosuch"])
-    assert isinstance(bad.exception, InputError) and "['nosuch']" in str(bad.exception)
+    assert isinstance(bad.exception, InputError) and "Unknown adaptation 'nosuch'." in str(bad.exception)
     assert all(v in bad.exception.fix for v in ["default", *VARIANTS]) and seen == [["default", "prior_rm3"]]
+    both = CliRunner().invoke(app, [*base, "--variants", "nosuch,none,Dense50"])  # every unknown name at once
+    assert isinstance(both.exception, InputError) and "adaptations 'nosuch', 'Dense50'." in str(both.exception)
 
 
 def test_a_round_names_each_domain_once_and_at_least_one() -> None:

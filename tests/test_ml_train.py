@@ -350,6 +350,7 @@ def test_pseudo_queries_asked_but_none_cut_are_reported_and_training_runs(ml_wor
 @pytest.mark.parametrize(("args", "needle"), [
     ({"adaptation": "PQ_CROP2000"}, "Unknown adaptation 'PQ_CROP2000'"),
     ({"trainer": "bi_encoder", "adaptation": "bm25"}, "ltr trainer only"),
+    ({"trainer": "cross_encoder", "adaptation": "dense50"}, "['dense_candidates'] applies to the ltr trainer only"),
     ({"trainer": "cross_encoder", "adaptation": "pq_terms"}, "pseudo_kind 'terms'"),
 ])
 def test_the_train_tool_refuses_a_bad_adaptation_before_the_pdp(args: dict, needle: str) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from autooptimizer.search.rerankers.ltr_fusion import (
@@ -10,6 +12,7 @@ from autooptimizer.search.rerankers.ltr_fusion import (
     ExpertParams,
     LtrFusionReranker,
     LtrParams,
+    dense_extension,
     dominant_corpus,
     expert_features,
     neighbour_means,
@@ -54,6 +57,7 @@ def _router(domains: list[str], gate_bias: float) -> LtrFusionReranker:
     p = ExpertParams(name="med-x", file="", weights={}, domains=domains, gate_bias=gate_bias)
     rr.params = LtrParams(experts=[p], fallback={})
     rr.experts = [Expert(p, None, {"gate_w": np.zeros(2, dtype=np.float32)})]
+    rr._memo = threading.local()
     return rr
 
 
@@ -130,3 +134,14 @@ def test_rm3_tokenizes_a_document_once_and_gives_the_same_weights() -> None:
     again = rm3.expanded("alpha", docs, np.array([2.0, 1.0]), n_terms=2, lam=0.5)
     assert again == first and Bm25.calls == tokenized + 1, "only the query is tokenized again"
     assert np.isclose(sum(first.values()), 1.0) and first["alpha"] > first["beta"] > 0
+
+
+def test_dense_extension_adds_the_nearest_documents_bm25_missed_nearest_first() -> None:
+    rows = np.array([3, 5, 8, 9, 12])
+    vecs = np.array([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0], [0.6, 0.8], [-1.0, 0.0]])
+    q = np.array([0.0, 1.0])  # cosines 0, 0.8, 1.0, 0.8, 0
+    assert dense_extension(q, vecs, rows, np.array([], dtype=np.int64), 3).tolist() == [8, 5, 9], "tie: lower row"
+    assert dense_extension(q, vecs, rows, np.array([8, 40]), 3).tolist() == [5, 9], "BM25 had 8: the top-3 less it"
+    assert dense_extension(q, vecs, rows, np.array([]), 0).tolist() == []
+    assert dense_extension(q, vecs, rows, np.array([]), 50).tolist() == [8, 5, 9, 3, 12], "k above the corpus: all"
+    assert dense_extension(q, vecs[:0], rows[:0], np.array([]), 5).tolist() == []

@@ -286,18 +286,13 @@ def bench_study(
     registration, no SciFact evaluation); one JSON line per fit."""
     from autooptimizer.errors import InputError
     from autooptimizer.ml import protocol
-    from autooptimizer.ml.adapt import VARIANTS, Adaptation
+    from autooptimizer.ml.adapt import variants as named
     from autooptimizer.ml.repair_study import study
     from autooptimizer.ml.repair_sweep import parse_seeds
-    from autooptimizer.ml.train import TrainConfig
 
     names = _items(domains, "--domains")
     protocol.load(registry or protocol.default_path()).check_develop(names)
-    table: dict[str, Adaptation] = {**VARIANTS, "default": TrainConfig().adaptation}
-    chosen = _items(variants, "--variants")
-    unknown = [v for v in chosen if v not in table]
-    if unknown or not chosen:
-        raise InputError(f"Unknown variant(s) {unknown or variants!r}.", f"Use some of {sorted(table)}.")
+    table = named(_items(variants, "--variants"))
     try:
         todo = [None if x == "all" else int(x) for x in _items(sizes, "--sizes")]  # read as the other lists
     except ValueError as exc:
@@ -305,7 +300,7 @@ def bench_study(
                          "10,20,40,all.") from exc
     for d in names:
         for s in parse_seeds(seeds):
-            for row in study(d, s, {v: table[v] for v in chosen}, todo, original=original):
+            for row in study(d, s, table, todo, original=original):
                 typer.echo(row.model_dump_json())
 
 

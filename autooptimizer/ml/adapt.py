@@ -14,6 +14,10 @@ recorded in the expert's params (`ExpertParams.adaptation`, plus the serving val
   as the `bm25_tuned` feature over the same first-stage candidates, so the parent's fusion stays the baseline.
 - `rm3_idf`: RM3's expansion terms weighted by the corpus' inverse document frequency, a corpus-level term
   statistic (the plain relevance model favours terms that are frequent everywhere).
+- `dense_candidates`: a hybrid first stage. The expert reranks BM25's candidates plus the k documents of the new
+  corpus nearest to the query by the base encoder's cosine (its corpus embeddings are cached anyway), so a relevant
+  document that shares no word with the query can be found; a corpus shift brings vocabulary BM25 has not seen in the
+  queries' words. Needs no judgment; the expert's fit and its CV gate see the extended candidates.
 - `unjudged`: queries of the shifted traffic that carry no judgment (the live log, or a domain's unjudged queries
   offline) join the domain gate's positives and the adapter's rows with pseudo-relevance targets (the parent's top
   documents).
@@ -48,6 +52,10 @@ class Adaptation(BaseModel):
     bm25_tune_queries: int = Field(default=300, ge=20, le=5000)
     rm3_idf: bool = Field(default=False, description="RM3 expansion terms weighted by corpus idf")
     unjudged: bool = Field(default=False, description="unjudged domain queries: gate positives, PRF adapter rows")
+    dense_candidates: int = Field(
+        default=0, ge=0, le=1000,
+        description="hybrid first stage: the k documents of the new corpus nearest to the query by base cosine join "
+        "BM25's candidates, in training and serving (more recall; no new feature)")
     prior: dict[str, StrictFloat] = Field(
         default_factory=dict,
         description="feature weights added to the parent's fusion as the weight fit's start and shrinkage target (an "
@@ -99,17 +107,29 @@ VARIANTS: dict[str, Adaptation] = {
     "bm25": Adaptation(bm25_tune=True),
     "rm3idf": Adaptation(rm3_idf=True),
     "unjudged": Adaptation(unjudged=True),
+    "dense25": Adaptation(dense_candidates=25),
+    "dense50": Adaptation(dense_candidates=50),
+    "dense100": Adaptation(dense_candidates=100),
 }
 
 
-def variant(name: str) -> Adaptation:
-    """The named adaptation (`default`: what training uses now, `DEFAULT`). Raises InputError naming the choices."""
+def variants(names: list[str]) -> dict[str, Adaptation]:
+    """The named adaptations in order (`default`: what training uses now, `DEFAULT`), each a copy. Raises one
+    InputError naming every unknown name (or that none was named) and the choices."""
     from autooptimizer.errors import InputError
 
     table = {**VARIANTS, "default": DEFAULT}
-    if name not in table:
-        raise InputError(f"Unknown adaptation {name!r}.", f"Use one of {sorted(table)}.")
-    return table[name].model_copy(deep=True)
+    unknown = [n for n in names if n not in table]
+    if unknown or not names:
+        what = ", ".join(repr(n) for n in unknown) or "none named"
+        plural = "s" if len(unknown) > 1 else ""
+        raise InputError(f"Unknown adaptation{plural} {what}.", f"Use some of {sorted(table)}.")
+    return {n: table[n].model_copy(deep=True) for n in names}
+
+
+def variant(name: str) -> Adaptation:
+    """The named adaptation (see `variants`)."""
+    return variants([name])[name]
 
 
 def sentences(text: str, min_words: int = 4) -> list[str]:

@@ -33,6 +33,7 @@ from autooptimizer.search.rerankers.ltr_fusion import (
     FEATURES,
     Expert,
     ExpertParams,
+    FirstStage,
     Rm3,
     adapt,
     expert_features,
@@ -147,6 +148,24 @@ def train_adapter(
     if dev_fn is None:
         best_w, best_ep = w.detach().clone(), n_epochs
     return best_w.numpy().astype(np.float32), best_ep, best_dev, curve
+
+
+def served_parent_ndcg(bm25: list[np.ndarray], cos: list[np.ndarray], gains: list[np.ndarray],
+                       ideals: list[np.ndarray], weight: float, depth: int | None) -> np.ndarray:
+    """Per-query nDCG@10 of the parent exactly as it serves (search/pipeline.py): the first `depth` of BM25's
+    candidates (pass BM25's only, in its order: no dense extension), fused as (1 - weight) z(BM25) + weight
+    z(cosine), z-scores over those candidates only. Lists are per query: raw BM25 scores, raw cosines, grades.
+
+    An expert's features are z-scored over all of its candidates (deeper than the parent's, plus any dense
+    extension), so the parent's weights applied to them rank differently: about 0.003 nDCG@10 at depth 100, up to
+    0.02 with 50 dense candidates (cisi, seed 100)."""
+    from autooptimizer.search.pipeline import fuse
+
+    out = []
+    for b, c, g, i in zip(bm25, cos, gains, ideals, strict=True):
+        d = len(b) if depth is None else min(depth, len(b))
+        out.append(ndcg10(fuse(b[:d], c[:d], weight), g[:d], i))
+    return np.array(out, dtype=np.float64)
 
 
 class Packed:
@@ -304,7 +323,7 @@ def grouped_folds(groups: np.ndarray, k: int, rng: np.random.Generator) -> list[
 def select_weights(p: Packed, w0: np.ndarray, bags: int, seed: int, folds: int = 5, repeats: int = 3,
                    harm_se: float = HARM_SE, deadline: float | None = None,
                    groups: np.ndarray | None = None, parent_depth: int | None = None,
-                   base: np.ndarray | None = None) -> tuple[np.ndarray, Selection]:
+                   base: np.ndarray | None = None, parent: np.ndarray | None = None) -> tuple[np.ndarray, Selection]:
     """The expert's weights (`blend_weights` on every feedback query), or the parent's when the feedback shows harm.
 
     Repeated k-fold CV on the feedback queries (out-of-fold features; folds keep each of `groups`, e.g.
@@ -315,12 +334,13 @@ def select_weights(p: Packed, w0: np.ndarray, bags: int, seed: int, folds: int =
     half feedback, half held out) it even anti-correlates with the held-out gain (r = -0.72 on med and cran), so a
     stricter gate discards exactly the splits where the expert helps most. Promotion still needs the held-out
     evaluation (and A/B in staging), which is where a challenger that gains nothing is stopped. `base` is the
-    parent's fusion when the fits start from a prior `w0` (Adaptation.prior); default `w0`."""
+    parent's fusion when the fits start from a prior `w0` (Adaptation.prior); default `w0`. `parent` is the parent's
+    per-query nDCG@10 as it serves (`served_parent_ndcg`); default: `base` on `p` at `parent_depth`."""
     base = w0 if base is None else base
     n = len(p)
     rng = np.random.default_rng(seed + 7919)
     acc = {lab: np.zeros((repeats, n)) for lab in (LISTNET, ASCENT, BLEND)}
-    parent = p.ndcg(base, depth=parent_depth)
+    parent = p.ndcg(base, depth=parent_depth) if parent is None else np.asarray(parent, dtype=np.float64)
     groups = np.arange(n) if groups is None else np.asarray(groups)
     k = max(2, min(folds, len(np.unique(groups))))
     for r in range(repeats):
@@ -417,11 +437,15 @@ def fit_expert(
         k1, b, avgdl, table = tune_bm25(rm3, own, collection.text, ad.bm25_tune_queries, seed)
         chosen["bm25"] = {"k1": k1, "b": b, "avgdl": round(avgdl, 2), "ict_mrr": table}
     probe = ExpertParams(name=name, file="", weights={}, mem_docs=mem_docs, domains=list(domains or []),
-                         bm25_k1=k1, bm25_b=b, bm25_avgdl=avgdl, rm3_idf=ad.rm3_idf)
+                         bm25_k1=k1, bm25_b=b, bm25_avgdl=avgdl, rm3_idf=ad.rm3_idf,
+                         dense_candidates=ad.dense_candidates)
     cands, bm_s, rm3_s, vecs, gains, ideals, tuned = [], [], [], [], [], [], []
     say("candidates and RM3 features", 0.1)
-    for q in qids:
-        idx, s = bm25.top(queries[q], depth)
+    first_stage = FirstStage(collection, bm25, docs, probe)
+    n_bm25 = []
+    for i, q in enumerate(qids):
+        idx, s, n = first_stage.candidates(queries[q], qvec[i], depth)
+        n_bm25.append(n)
         ids = [collection.doc_ids[i] for i in idx]
         top = np.argsort(-s, kind="stable")[: probe.rm3_docs]
         weights = rm3.expanded(queries[q], [(ids[i], collection.text(ids[i])) for i in top], s[top],
@@ -485,9 +509,12 @@ def fit_expert(
     w0[FEATURES.index("cos")] = parent_fusion_weight
     start = w0 + np.array([ad.prior.get(f, 0.0) for f in FEATURES])
     packed = Packed([x for x in oof if x is not None], gains, ideals)
-    base = float(packed.ndcg(w0, depth=parent_depth).mean())
+    served = served_parent_ndcg([b[:n] for b, n in zip(bm_s, n_bm25, strict=True)],
+                                [v[:n] @ qvec[i] for i, (v, n) in enumerate(zip(vecs, n_bm25, strict=True))],
+                                gains, ideals, parent_fusion_weight, parent_depth)
+    base = float(served.mean())
     w, selection = select_weights(packed, start, bags, seed, deadline=deadline, groups=relevance_groups(mem_docs),
-                                  parent_depth=parent_depth, base=w0)
+                                  parent_depth=parent_depth, base=w0, parent=served)
     fitted = float(packed.ndcg(w).mean())
     say(f"selected {selection.selected} (CV gain {selection.cv_gain:+.4f} +- {selection.cv_gain_se:.4f})", 0.9)
 

@@ -5,8 +5,9 @@ A full `autoopt repair` also explains, augments, registers and evaluates the ori
 construction: provenance routing); comparing adaptations only needs the expert fit and its ranking of the held-out
 half. So one study fits `ml.ltr.fit_expert` on the seed's feedback half (or its first n queries, in the seed's
 order, so 10 is inside 20 is inside 40) and scores the held-out half with the same features serving computes, against
-the parent's fusion at its own depth (~0.003 from the served figure, docs/benchmarks.md). Develop domains only: the
-caller checks the confirm registry (ml/protocol.py).
+the parent's ranking as it serves (`ml.ltr.served_parent_ndcg`; studies before round D used its weights on the
+expert's features, ~0.003 from the served figure). Develop domains only: the caller checks the confirm registry
+(ml/protocol.py).
 """
 
 from __future__ import annotations
@@ -35,11 +36,13 @@ class StudyRow(BaseModel):
 
 def _heldout_features(params, arrays, collection, queries: dict[str, str], qrels, depth: int,
                       params_msl: int = 256):
-    """(features per held-out query, gains, ideal grades) exactly as `LtrFusionReranker.features` computes them."""
+    """(features per held-out query, gains, ideal grades, raw BM25 scores, raw cosines): the features exactly as
+    `LtrFusionReranker.features` computes them over the candidates serving gives the expert; the raw scores of BM25's
+    own candidates only (the parent's first stage)."""
     from autooptimizer.search.embeddings import doc_embeddings
     from autooptimizer.search.encoder import get_encoder
     from autooptimizer.search.pipeline import get_bm25
-    from autooptimizer.search.rerankers.ltr_fusion import Expert, Rm3, expert_features
+    from autooptimizer.search.rerankers.ltr_fusion import Expert, FirstStage, Rm3, expert_features
 
     enc = get_encoder(None, params_msl)
     docs = doc_embeddings(collection, enc, progress=False)
@@ -48,9 +51,10 @@ def _heldout_features(params, arrays, collection, queries: dict[str, str], qrels
     ex = Expert(params, None, arrays)
     qids = [q for q in sorted(queries) if any(g > 0 for g in qrels.get(q, {}).values())]
     qv = enc.encode([queries[q] for q in qids])
-    feats, gains, ideals = [], [], []
+    first_stage = FirstStage(collection, bm25, docs, params)
+    feats, gains, ideals, bms, coss = [], [], [], [], []
     for q, v in zip(qids, qv, strict=True):
-        idx, s = bm25.top(queries[q], depth)
+        idx, s, n = first_stage.candidates(queries[q], v, depth)
         ids = [collection.doc_ids[i] for i in idx]
         top = np.argsort(-s, kind="stable")[: params.rm3_docs]
         w = rm3.expanded(queries[q], [(ids[i], collection.text(ids[i])) for i in top], s[top], params.rm3_terms,
@@ -60,7 +64,9 @@ def _heldout_features(params, arrays, collection, queries: dict[str, str], qrels
         feats.append(expert_features(ex, v, ids, docs[idx], s, rm3.scores(w, idx), bm25_tuned=tuned))
         gains.append(np.array([qrels[q].get(d, 0) for d in ids], dtype=np.float64))
         ideals.append(np.array([g for g in qrels[q].values() if g > 0], dtype=np.float64))
-    return feats, gains, ideals
+        bms.append(s[:n])
+        coss.append(docs[idx[:n]] @ v)
+    return feats, gains, ideals, bms, coss
 
 
 def study(domain: str, seed: int, variants: dict[str, Adaptation], sizes: list[int | None] | None = None,
@@ -74,7 +80,7 @@ def study(domain: str, seed: int, variants: dict[str, Adaptation], sizes: list[i
     if small:
         raise InputError(f"Feedback size(s) {', '.join(map(str, small))} must be at least 1.",
                          "Give sizes as counts of feedback queries or `all`, e.g. 10,20,40,all.")
-    from autooptimizer.ml.ltr import Packed, fit_expert
+    from autooptimizer.ml.ltr import Packed, fit_expert, served_parent_ndcg
     from autooptimizer.ml.pipeline_data import judged_split
     from autooptimizer.ml.train import reference_queries, unjudged_queries
     from autooptimizer.search import aliases, model_store
@@ -93,8 +99,6 @@ def study(domain: str, seed: int, variants: dict[str, Adaptation], sizes: list[i
     pref = lambda rel: {f"{name}/{d}": g for d, g in rel.items()}  # noqa: E731
     held_q = {q: ds.queries[q] for q in held}
     held_rel = {q: pref(ds.qrels.get(q, {})) for q in held}
-    w0 = np.zeros(len(FEATURES))
-    w0[FEATURES.index("bm25")], w0[FEATURES.index("cos")] = 1 - parent.fusion_weight, parent.fusion_weight
     rows = []
     for size in sizes or [None]:
         use = order if size is None or size >= len(order) else order[:size]
@@ -108,10 +112,10 @@ def study(domain: str, seed: int, variants: dict[str, Adaptation], sizes: list[i
                 collection, parent.fusion_weight, seed=seed, depth=depth, gate_negatives=ref, bags=10,
                 parent_depth=parent.rerank_depth, domains=[name], adaptation=ad, unjudged=unjudged,
                 max_seq_length=base_max_seq_length(parent))
-            feats, gains, ideals = _heldout_features(params, arrays, collection, held_q, held_rel, depth,
-                                                     base_max_seq_length(parent))
+            feats, gains, ideals, bms, coss = _heldout_features(params, arrays, collection, held_q, held_rel, depth,
+                                                               base_max_seq_length(parent))
             p = Packed(feats, gains, ideals)
-            base = float(p.ndcg(w0, depth=parent.rerank_depth).mean())
+            base = float(served_parent_ndcg(bms, coss, gains, ideals, parent.fusion_weight, parent.rerank_depth).mean())
             w = np.array([params.weights.get(f, 0.0) for f in FEATURES]) if params.enabled else None
             got = float(p.ndcg(w).mean()) if w is not None else base
             chosen = {k: v for k, v in params.adaptation.items() if k != "settings"}

@@ -73,7 +73,8 @@ class TrainConfig(BaseModel):
         """A switch the trainer cannot honour must not train silently without it."""
         if self.trainer != "ltr":
             ad = self.adaptation
-            ltr_only = sorted(k for k in ("bm25_tune", "rm3_idf", "unjudged", "prior") if getattr(ad, k))
+            switches = ("bm25_tune", "rm3_idf", "unjudged", "prior", "dense_candidates")
+            ltr_only = sorted(k for k in switches if getattr(ad, k))
             if ltr_only:
                 raise ValueError(f"adaptation {ltr_only} applies to the ltr trainer only, not {self.trainer}; "
                                  "drop it or use trainer='ltr'")

@@ -80,9 +80,16 @@ class BM25Index:
     def top(self, query: str, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The k best documents that match at least one query term."""
         scores = self.scores(query)
-        k = min(k, len(scores))
-        idx = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
-        order = np.lexsort((idx, -scores[idx]))  # score desc, then row index for determinism
-        idx = idx[order]
-        idx = idx[scores[idx] > 0]
+        idx = top_rows(scores, k)
         return idx, scores[idx]
+
+
+def top_rows(scores: np.ndarray, k: int) -> np.ndarray:
+    """Rows of the k highest positive `scores` (a document matching no query term scores 0), best first; ties go to
+    the lower row, so the order is deterministic."""
+    k = min(k, len(scores))
+    if k <= 0:
+        return np.zeros(0, dtype=np.int64)
+    idx = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
+    idx = idx[np.lexsort((idx, -scores[idx]))]
+    return idx[scores[idx] > 0]

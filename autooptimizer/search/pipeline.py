@@ -16,7 +16,7 @@ from pydantic import BaseModel
 
 from autooptimizer.search import stages
 from autooptimizer.search.beir import Collection
-from autooptimizer.search.bm25 import BM25Index
+from autooptimizer.search.bm25 import BM25Index, top_rows
 from autooptimizer.search.model_store import ModelSpec
 from autooptimizer.search.rerankers import BatchReranker, Reranker, build_reranker
 
@@ -87,8 +87,19 @@ class SearchPipeline:
         return self
 
     def candidates(self, query: str, depth: int) -> tuple[list[str], np.ndarray]:
-        idx, scores = self.bm25.top(query, depth)
-        return [self.collection.doc_ids[i] for i in idx], scores
+        """BM25's top `depth` (first-stage order), then any documents the reranker adds for this query (a hybrid
+        first stage: `extra_candidates(query, doc_ids, rows) -> rows`, e.g. an ltr_fusion expert's dense top-k),
+        each with its BM25 score (0 when it shares no term with the query)."""
+        scores = self.bm25.scores(query)
+        idx = top_rows(scores, depth)
+        ids = [self.collection.doc_ids[i] for i in idx]
+        extend = getattr(self.reranker, "extra_candidates", None)
+        if extend is not None and self.spec.fusion_weight > 0:
+            more = extend(query, ids, idx)
+            if len(more):
+                idx = np.concatenate([idx, more])
+                ids += [self.collection.doc_ids[i] for i in more]
+        return ids, scores[idx]
 
     def search(self, query: str, k: int = 10, rerank_depth: int | None = None, call: Call = _direct) -> list[Hit]:
         """Top-k hits. `call(operation, fn)` wraps each step (the service passes its retrying, fault-aware caller).

@@ -10,7 +10,11 @@ queries), and a query goes to the expert with the highest probability when it is
 own ranking is returned unchanged, so the original domain is served as before. An expert whose training's
 cross-validation showed it hurts is stored disabled: it claims its domain, and the parent's ranking serves it.
 
-An expert scores the BM25 candidates with a linear model over per-query z-scored features:
+An expert scores the first-stage candidates with a linear model over per-query z-scored features. The candidates
+are BM25's; an expert fitted with `dense_candidates` k > 0 adds the k documents of its own corpus nearest to the
+query by base cosine that BM25 missed (a hybrid first stage: `dense_extension`, asked for through the pipeline's
+candidate stage, `LtrFusionReranker.extra_candidates`), so a relevant document without the query's words can still
+be ranked. The features:
 
 - `bm25`: the first-stage BM25 score;
 - `cos`: base MiniLM cosine (cached document embeddings, shared with the champion: no re-encoding);
@@ -71,6 +75,9 @@ class ExpertParams(BaseModel):
     bm25_b: float = 0.75
     bm25_avgdl: float = Field(default=1.0, description="mean document length (tokens) of the corpus it was tuned on")
     rm3_idf: bool = Field(default=False, description="RM3 expansion terms weighted by corpus idf")
+    dense_candidates: int = Field(default=0, ge=0, le=1000,
+                                  description="documents of its own corpus nearest to the query by base cosine added "
+                                              "to BM25's candidates (0: BM25's only)")
     adaptation: dict[str, Any] = Field(default_factory=dict, description="the unsupervised adaptations training used "
                                        "(ml/adapt.py Adaptation) and what they chose")
     enabled: bool = Field(default=True, description="False when training's cross-validation showed it hurts: "
@@ -309,6 +316,50 @@ def expert_features(
                      zscore(pop), tuned], 1)
 
 
+def own_rows(collection, domains: list[str]) -> np.ndarray:
+    """Collection rows of the documents in `domains` (every row when empty: an expert without a corpus of its own)."""
+    if not domains:
+        return np.arange(len(collection), dtype=np.int64)
+    own = set(domains)
+    return np.array([i for i, d in enumerate(collection.doc_ids) if d.split("/", 1)[0] in own], dtype=np.int64)
+
+
+def dense_extension(q: np.ndarray, own_vecs: np.ndarray, rows: np.ndarray, have: np.ndarray, k: int) -> np.ndarray:
+    """Rows of the `k` documents nearest to `q` (cosine of unit vectors) among `rows` (whose vectors are `own_vecs`)
+    that are not already in `have`, nearest first: the dense half of a hybrid first stage, the union of BM25's top
+    and the dense top-k (docs/benchmarks.md, "Round D"). Ties go to the lower row, so it is deterministic."""
+    if k <= 0 or not len(rows):
+        return np.zeros(0, dtype=np.int64)
+    sims = own_vecs @ q
+    k = min(k, len(rows))
+    top = np.argpartition(-sims, k - 1)[:k] if k < len(rows) else np.arange(len(rows))
+    top = top[np.lexsort((rows[top], -sims[top]))]
+    found = rows[top]
+    return found[~np.isin(found, have)]
+
+
+class FirstStage:
+    """An expert's candidates offline (training, studies) exactly as serving composes them: BM25's top `depth`, then
+    the expert's dense extension (`SearchPipeline.candidates` with `LtrFusionReranker.extra_candidates`)."""
+
+    def __init__(self, collection, bm25, matrix: np.ndarray, params: ExpertParams) -> None:
+        self.bm25, self.k = bm25, params.dense_candidates
+        self.rows = own_rows(collection, params.domains) if self.k else np.zeros(0, dtype=np.int64)
+        self.vecs = matrix[self.rows]
+
+    def candidates(self, query: str, q: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray, int]:
+        """(collection rows, BM25 scores, how many of them are BM25's) for the query text and its base embedding
+        `q`; the dense extension follows BM25's candidates."""
+        from autooptimizer.search.bm25 import top_rows
+
+        scores = self.bm25.scores(query)
+        idx = top_rows(scores, depth)
+        n = len(idx)
+        if self.k and n:
+            idx = np.concatenate([idx, dense_extension(q, self.vecs, self.rows, idx, self.k)])
+        return idx, scores[idx], n
+
+
 def dominant_corpus(doc_ids: list[str], top: int = 10) -> str:
     """The corpus (doc-id prefix) most of the first `top` candidates come from; ties go to the best-ranked."""
     return Counter(d.split("/", 1)[0] for d in doc_ids[:top]).most_common(1)[0][0]
@@ -340,6 +391,8 @@ class LtrFusionReranker:
         self._rm3 = None
         self._encoder = None
         self._matrix: np.ndarray | None = None
+        self._own: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._memo = threading.local()
         self._lock = threading.Lock()
 
     # -- shared resources ------------------------------------------------------------------------------------------
@@ -364,6 +417,9 @@ class LtrFusionReranker:
 
         self.fallback.warm(progress=progress)
         self._matrix = doc_embeddings(self.collection, self.encoder, progress=progress)
+        for i, e in enumerate(self.experts):
+            if e.p.enabled and e.p.dense_candidates:
+                self.own_vectors(i)
         owned = {d for e in self.experts if e.p.enabled for d in e.p.domains}
         if owned:  # an expert's queries take RM3 feedback from its own corpus: tokenize it now, not per request
             for doc_id in self.collection.doc_ids:
@@ -385,6 +441,39 @@ class LtrFusionReranker:
 
                 self._rm3 = Rm3(get_bm25(self.collection))
             return self._rm3
+
+    def query_vector(self, query: str) -> np.ndarray:
+        """The query's base embedding, encoded once per request although the candidate stage and the scorer both
+        use it (a one-entry memo per thread: the encoder's own cache may be off, as when serving cost is timed)."""
+        memo = self._memo
+        if getattr(memo, "query", None) != query:
+            memo.vector = self.encoder.encode([query])[0]
+            memo.query = query
+        return memo.vector
+
+    def own_vectors(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, document vectors) of expert `i`'s own corpus, cut from the matrix once."""
+        with self._lock:
+            got = self._own.get(i)
+        if got is None:
+            rows = own_rows(self.collection, self.experts[i].p.domains)
+            got = (rows, np.ascontiguousarray(self.matrix[rows]))
+            with self._lock:
+                self._own[i] = got
+        return got
+
+    def extra_candidates(self, query: str, doc_ids: list[str], rows: np.ndarray) -> np.ndarray:
+        """Rows to add to BM25's candidates (`doc_ids` at `rows`, first-stage order) for this query: the dense
+        extension of the expert it routes to (`ExpertParams.dense_candidates`); none when the parent serves it, the
+        expert is disabled or has none, or BM25 found nothing to route by."""
+        none = np.zeros(0, dtype=np.int64)
+        if not doc_ids or not any(e.p.enabled and e.p.dense_candidates for e in self.experts):
+            return none
+        i = self.route(self.query_vector(query) if self.routes_by_query else None, doc_ids)
+        if i is None or not self.experts[i].p.enabled or not self.experts[i].p.dense_candidates:
+            return none
+        own, vecs = self.own_vectors(i)
+        return dense_extension(self.query_vector(query), vecs, own, rows, self.experts[i].p.dense_candidates)
 
     # -- routing ---------------------------------------------------------------------------------------------------
     @property
@@ -469,8 +558,7 @@ class LtrFusionReranker:
             i = self.route(None, doc_ids)
             if i is None or not self.experts[i].p.enabled:
                 return self._fallback_scores(query, doc_ids, bm25_scores, None).astype(np.float32)
-        q = self.encoder.encode([query])[0]
-        return self.score_with(query, q, doc_ids, bm25_scores)
+        return self.score_with(query, self.query_vector(query), doc_ids, bm25_scores)
 
     def score_many(self, queries: list[str], doc_ids: list[list[str]], bm25_scores: list[np.ndarray] | None = None
                    ) -> list[np.ndarray]:

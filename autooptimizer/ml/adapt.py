@@ -17,7 +17,10 @@ recorded in the expert's params (`ExpertParams.adaptation`, plus the serving val
 - `dense_candidates`: a hybrid first stage. The expert reranks BM25's candidates plus the k documents of the new
   corpus nearest to the query by the base encoder's cosine (its corpus embeddings are cached anyway), so a relevant
   document that shares no word with the query can be found; a corpus shift brings vocabulary BM25 has not seen in the
-  queries' words. Needs no judgment; the expert's fit and its CV gate see the extended candidates.
+  queries' words. Needs no judgment; the expert's fit and its CV gate see the extended candidates. With
+  `dense_gate` the judged feedback decides whether to use it at all: only when the encoder alone ranks the new corpus
+  at least as well as BM25 does (round D: it helped npl, where they are level, and hurt lisa, where MiniLM is far
+  below BM25).
 - `unjudged`: queries of the shifted traffic that carry no judgment (the live log, or a domain's unjudged queries
   offline) join the domain gate's positives and the adapter's rows with pseudo-relevance targets (the parent's top
   documents).
@@ -56,6 +59,10 @@ class Adaptation(BaseModel):
         default=0, ge=0, le=1000,
         description="hybrid first stage: the k documents of the new corpus nearest to the query by base cosine join "
         "BM25's candidates, in training and serving (more recall; no new feature)")
+    dense_gate: bool = Field(
+        default=False,
+        description="add the dense candidates only when the encoder's nearest 10 reach at least BM25's top-10 "
+        "nDCG@10 in the new corpus on the feedback queries (ml.ltr.first_stage_ndcg)")
     prior: dict[str, StrictFloat] = Field(
         default_factory=dict,
         description="feature weights added to the parent's fusion as the weight fit's start and shrinkage target (an "
@@ -77,6 +84,13 @@ class Adaptation(BaseModel):
     def _prior_on_a_computed_feature(self) -> Adaptation:
         if self.prior.get("bm25_tuned") and not self.bm25_tune:
             raise ValueError("prior weighs bm25_tuned, which is 0 unless bm25_tune=True; set bm25_tune=True or drop it")
+        return self
+
+    @model_validator(mode="after")
+    def _gate_on_something(self) -> Adaptation:
+        if self.dense_gate and not self.dense_candidates:
+            raise ValueError("dense_gate decides whether to use dense candidates, and dense_candidates is 0; set "
+                             "dense_candidates=k (e.g. 100) or drop dense_gate")
         return self
 
 
@@ -110,6 +124,7 @@ VARIANTS: dict[str, Adaptation] = {
     "dense25": Adaptation(dense_candidates=25),
     "dense50": Adaptation(dense_candidates=50),
     "dense100": Adaptation(dense_candidates=100),
+    "dense100_gated": Adaptation(dense_candidates=100, dense_gate=True),
 }
 
 

@@ -37,6 +37,7 @@ from autooptimizer.search.rerankers.ltr_fusion import (
     Rm3,
     adapt,
     expert_features,
+    own_rows,
     zscore,
 )
 
@@ -439,6 +440,11 @@ def fit_expert(
     probe = ExpertParams(name=name, file="", weights={}, mem_docs=mem_docs, domains=list(domains or []),
                          bm25_k1=k1, bm25_b=b, bm25_avgdl=avgdl, rm3_idf=ad.rm3_idf,
                          dense_candidates=ad.dense_candidates)
+    if ad.dense_candidates and ad.dense_gate:
+        level = first_stage_ndcg(qids, queries, qrels, collection, bm25, docs, qvec, probe.domains)
+        used = ad.dense_candidates if level["dense"] >= level["bm25"] else 0
+        chosen["dense_candidates"] = {"asked": ad.dense_candidates, "used": used, "feedback_ndcg10": level}
+        probe = probe.model_copy(update={"dense_candidates": used})
     cands, bm_s, rm3_s, vecs, gains, ideals, tuned = [], [], [], [], [], [], []
     say("candidates and RM3 features", 0.1)
     first_stage = FirstStage(collection, bm25, docs, probe)
@@ -537,6 +543,27 @@ def fit_expert(
     if not all(math.isfinite(v) for v in params.weights.values()):
         raise InputError("Fitted weights are not finite.", "Check the dataset; nothing was saved.")
     return params, {"W": w_final, "mem_q": qvec.astype(np.float32), "gate_w": gate_w}, report
+
+
+def first_stage_ndcg(qids: list[str], queries: dict[str, str], qrels: dict[str, dict[str, int]], collection, bm25,
+                     docs: np.ndarray, qvec: np.ndarray, domains: list[str]) -> dict[str, float]:
+    """Mean nDCG@10 over the feedback queries `qids` (embeddings `qvec`) of each first stage alone within the new
+    corpus (`domains`; all of the collection when empty): BM25's top 10 and the base encoder's nearest 10.
+
+    `Adaptation.dense_gate` adds dense candidates only when the second is at least the first: where the encoder
+    ranks the domain below BM25 (lisa: 0.356 vs 0.490), its nearest documents are noise the expert must then learn
+    to push down, which 16 feedback queries cannot teach (round D: lisa -0.028, npl +0.022; docs/benchmarks.md)."""
+    rows = own_rows(collection, domains)
+    own_vecs = docs[rows]
+    out = {"bm25": [], "dense": []}
+    for i, q in enumerate(qids):
+        gains = np.array([qrels[q].get(d, 0) for d in collection.doc_ids], dtype=np.float64)[rows]
+        ideal = np.array([g for g in qrels[q].values() if g > 0], dtype=np.float64)
+        bm = np.asarray(bm25.scores(queries[q]), dtype=np.float64)[rows]
+        for label, scores in (("bm25", bm), ("dense", own_vecs @ qvec[i])):
+            top = np.argsort(-scores, kind="stable")[:10]
+            out[label].append(ndcg10(scores[top], gains[top], ideal))
+    return {k: round(float(np.mean(v)), 4) for k, v in out.items()}
 
 
 def _unlabelled_rows(ad: Adaptation, unjudged: list[str], own: list[str], collection, encoder, bm25, docs: np.ndarray,

@@ -438,7 +438,9 @@ def fit_expert(
         chosen["bm25"] = {"k1": k1, "b": b, "avgdl": round(avgdl, 2), "ict_mrr": table}
     probe = ExpertParams(name=name, file="", weights={}, mem_docs=mem_docs, domains=list(domains or []),
                          bm25_k1=k1, bm25_b=b, bm25_avgdl=avgdl, rm3_idf=ad.rm3_idf,
-                         dense_candidates=ad.dense_candidates)
+                         dense_candidates=ad.dense_candidates,
+                         dense_corpora=sorted({d.split("/", 1)[0] for d in own}) if ad.dense_candidates and not domains
+                         else [])
     cands, bm_s, rm3_s, vecs, gains, ideals, tuned = [], [], [], [], [], [], []
     say("candidates and RM3 features", 0.1)
     first_stage = FirstStage(collection, bm25, docs, probe)

@@ -188,3 +188,20 @@ def test_a_query_gated_expert_draws_dense_candidates_from_the_corpora_it_was_tra
     assert rr.own_vectors(1)[0].tolist() == [0, 1, 2]
     # an expert recorded without corpora (hand-made) draws from every corpus, as documented
     assert _two_experts(monkeypatch, []).own_vectors(1)[0].tolist() == [0, 1, 2, 3, 4, 5]
+
+
+def test_a_query_vector_is_reused_within_a_request_never_by_the_next(monkeypatch) -> None:
+    """The candidate stage and the scorer share one encoding per request. Kept past the request, the memo served a
+    replayed query with no forward pass, which neither `query_cache_off()` bypasses nor `encode_cached` counts: a
+    serving-cost measurement read the challenger as cheaper and its evidence did not show it."""
+    rr, enc, _ = _serving([], monkeypatch)
+    ids, bm = ["scifact/1", "scifact/2"], np.array([2.0, 1.0])
+    rr.query_vector("aspirin and stroke")  # the candidate stage (extra_candidates) encodes first
+    rr.score("aspirin and stroke", ids, bm)
+    assert enc.calls == 1, "one encoding for the whole request"
+    rr.score("aspirin and stroke", ids, bm)
+    assert enc.calls == 2, "the next request with the same query pays its own"
+    rr.query_vector("statins")  # rerank_many: every query's candidates first, then one batch score
+    rr.score_many(["statins"], [ids], [bm])
+    rr.score("statins", ids, bm)
+    assert enc.calls == 5, "the batch encodes its queries; the request after it encodes again"

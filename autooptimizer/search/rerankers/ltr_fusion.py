@@ -455,12 +455,17 @@ class LtrFusionReranker:
 
     def query_vector(self, query: str) -> np.ndarray:
         """The query's base embedding, encoded once per request although the candidate stage and the scorer both
-        use it (a one-entry memo per thread: the encoder's own cache may be off, as when serving cost is timed)."""
+        use it (a one-entry memo per thread: the encoder's own cache may be off, as when serving cost is timed). The
+        scorer ends the request (`_end_request`): a replayed query must pay its encoding again, as the encoder's
+        LRU under `query_cache_off()` does, or a cost measurement reads it free without `encode_cached` saying so."""
         memo = self._memo
         if getattr(memo, "query", None) != query:
             memo.vector = self.encoder.encode([query])[0]
             memo.query = query
         return memo.vector
+
+    def _end_request(self) -> None:
+        self._memo.query = None
 
     def own_vectors(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """(rows, document vectors) its dense candidates come from (`dense_rows`), cut from the matrix once."""
@@ -565,14 +570,18 @@ class LtrFusionReranker:
     def score(self, query: str, doc_ids: list[str], bm25_scores: np.ndarray) -> np.ndarray:
         """Serving cost: when provenance alone routes the query to the parent, the query is encoded once, by the
         parent, exactly as the champion does; it is encoded here only for an expert or a query-gated route."""
-        if doc_ids and not self.routes_by_query:
-            i = self.route(None, doc_ids)
-            if i is None or not self.experts[i].p.enabled:
-                return self._fallback_scores(query, doc_ids, bm25_scores, None).astype(np.float32)
-        return self.score_with(query, self.query_vector(query), doc_ids, bm25_scores)
+        try:
+            if doc_ids and not self.routes_by_query:
+                i = self.route(None, doc_ids)
+                if i is None or not self.experts[i].p.enabled:
+                    return self._fallback_scores(query, doc_ids, bm25_scores, None).astype(np.float32)
+            return self.score_with(query, self.query_vector(query), doc_ids, bm25_scores)
+        finally:
+            self._end_request()
 
     def score_many(self, queries: list[str], doc_ids: list[list[str]], bm25_scores: list[np.ndarray] | None = None
                    ) -> list[np.ndarray]:
+        self._end_request()  # the candidate stage's last query: the batch encodes its own
         qv = self.encoder.encode(queries)
         if bm25_scores is None:
             bm = self.rm3.bm25

@@ -155,6 +155,8 @@ def served_parent_ndcg(bm25: list[np.ndarray], cos: list[np.ndarray], gains: lis
     """Per-query nDCG@10 of the parent exactly as it serves (search/pipeline.py): the first `depth` of BM25's
     candidates (pass BM25's only, in its order: no dense extension), fused as (1 - weight) z(BM25) + weight
     z(cosine), z-scores over those candidates only. Lists are per query: raw BM25 scores, raw cosines, grades.
+    Exact for a parent reranking with the base encoder's cosine (bootstrap's bi_encoder); a fine-tuned or
+    cross-encoder parent is only approximated by the base cosines callers pass.
 
     An expert's features are z-scored over all of its candidates (deeper than the parent's, plus any dense
     extension), so the parent's weights applied to them rank differently: about 0.003 nDCG@10 at depth 100, up to

@@ -186,6 +186,8 @@ def test_a_query_gated_expert_draws_dense_candidates_from_the_corpora_it_was_tra
     q = rr.query_vector("coral bleaching")
     assert rr.route(q, bm25_ids) == rr.route(q, ids) == 1, "the expert that extended the list scores it"
     assert rr.own_vectors(1)[0].tolist() == [0, 1, 2]
+    assert rr.extra_candidates("wing flutter", ["dom/x", "dom/y"], np.array([3, 4])).tolist() == [], \
+        "routed to the owner, which has no dense candidates: BM25's only"
     # an expert recorded without corpora (hand-made) draws from every corpus, as documented
     assert _two_experts(monkeypatch, []).own_vectors(1)[0].tolist() == [0, 1, 2, 3, 4, 5]
 

@@ -240,3 +240,39 @@ def test_dense_candidates_are_recorded_and_served_exactly_as_trained(ml_world: d
     rr.experts[0].p = rr.experts[0].p.model_copy(update={"enabled": False})
     text = queries[held[0]]
     assert pipes["on"].candidates(text, 4)[0] == [served.doc_ids[i] for i in bm25.top(text, 4)[0]]
+
+
+def test_a_query_gated_expert_records_and_serves_dense_candidates_of_the_corpus_it_was_trained_on(
+        ml_world: dict, tmp_path: Path) -> None:
+    """A shift inside the original corpus gives an expert owning no corpus: training drew its dense candidates from
+    the training collection (`orig`), so serving, which holds every corpus, must draw from `orig` too."""
+    from autooptimizer.ml.dataset import build_dataset
+    from autooptimizer.ml.evaluate import load_split
+    from autooptimizer.ml.feedback import simulate_feedback
+    from autooptimizer.ml.train import TrainConfig, train
+    from autooptimizer.search import model_store
+    from autooptimizer.search.beir import load_collection
+    from autooptimizer.search.pipeline import SearchPipeline, get_bm25
+    from autooptimizer.search.rerankers.ltr_fusion import LtrFusionReranker
+
+    collection, queries, qrels = load_split(ml_world["data"] / "orig", "train")
+    log = simulate_feedback(ml_world["parent"], collection, queries, qrels, tmp_path / "feedback.jsonl",
+                            dataset="orig")
+    res = train(build_dataset(log).hash, artifacts_dir=tmp_path / "a",
+                cfg=TrainConfig(trainer="ltr", original="orig", depth=10, adaptation=Adaptation(dense_candidates=6)))
+    p = model_store.load(res.version).params["experts"][0]
+    assert (p["domains"], p["dense_corpora"], p["dense_candidates"]) == ([], ["orig"], 6)
+
+    served = load_collection(["orig", "dom"])
+    pipe = SearchPipeline(model_store.load(res.version), served).warm(progress=False)
+    rr = pipe.reranker
+    assert isinstance(rr, LtrFusionReranker)
+    rr.experts[0].p = rr.experts[0].p.model_copy(update={"gate_bias": 50.0, "enabled": True})  # claims every query
+    _, dom_queries, _ = load_split(ml_world["data"] / "dom")
+    extended = 0
+    for text in [*queries.values(), *dom_queries.values()]:
+        n = len(get_bm25(served).top(text, 4)[0])
+        ids, _ = pipe.candidates(text, 4)
+        assert all(d.startswith("orig/") for d in ids[n:]), (text, ids)
+        extended += len(ids) > n
+    assert extended == len(queries) + len(dom_queries)

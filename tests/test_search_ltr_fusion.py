@@ -145,3 +145,65 @@ def test_dense_extension_adds_the_nearest_documents_bm25_missed_nearest_first() 
     assert dense_extension(q, vecs, rows, np.array([]), 0).tolist() == []
     assert dense_extension(q, vecs, rows, np.array([]), 50).tolist() == [8, 5, 9, 3, 12], "k above the corpus: all"
     assert dense_extension(q, vecs[:0], rows[:0], np.array([]), 5).tolist() == []
+
+
+class _Corpora:
+    """Three documents of the original corpus far from the query, three of a new corpus near it."""
+
+    doc_ids = ["orig/a", "orig/b", "orig/c", "dom/x", "dom/y", "dom/z"]
+    index_of = {d: i for i, d in enumerate(doc_ids)}
+    vecs = np.array([[1.0, 0.0], [0.9, 0.1], [0.8, 0.2], [0.6, 0.8], [0.7, 0.7], [0.8, 0.6]])
+
+    def __len__(self) -> int:
+        return len(self.doc_ids)
+
+
+def _two_experts(monkeypatch, corpora: list[str]) -> LtrFusionReranker:  # noqa: ANN001
+    """An expert owning `dom` and a query-gated one (a shift inside `orig`, trained on `corpora`) with 3 dense
+    candidates, the classifier claiming every query."""
+    owner = ExpertParams(name="dom-x", file="", weights={}, domains=["dom"])
+    gated = ExpertParams(name="orig-y", file="", weights={}, gate_bias=50.0, dense_candidates=3,
+                         dense_corpora=corpora)
+    rr = LtrFusionReranker.__new__(LtrFusionReranker)
+    rr.params = LtrParams(experts=[owner, gated], fallback={})
+    rr.experts = [Expert(owner, None, {}), Expert(gated, None, {"gate_w": np.zeros(2, dtype=np.float32)})]
+    rr.collection, rr._matrix = _Corpora(), _Corpora.vecs
+    rr._own, rr._memo, rr._lock = {}, threading.local(), threading.Lock()
+    enc = _CountingEncoder()
+    monkeypatch.setattr(LtrFusionReranker, "encoder", property(lambda self: enc))
+    return rr
+
+
+def test_a_query_gated_expert_draws_dense_candidates_from_the_corpora_it_was_trained_on(monkeypatch) -> None:
+    """Training drew the gated expert's dense candidates from its training collection (`orig`); serving holds every
+    corpus. Drawn from all of them, a query with few BM25 hits got `dom` documents, whose owner then took the query
+    at scoring (the dominant corpus of the first 10 changed): another expert scored the gated expert's list."""
+    rr = _two_experts(monkeypatch, ["orig"])
+    bm25_ids = ["orig/a", "orig/b"]
+    more = rr.extra_candidates("coral bleaching", bm25_ids, np.array([0, 1]))
+    ids = bm25_ids + [_Corpora.doc_ids[i] for i in more]
+    assert ids == ["orig/a", "orig/b", "orig/c"], "the nearest of its own corpus that BM25 missed"
+    q = rr.query_vector("coral bleaching")
+    assert rr.route(q, bm25_ids) == rr.route(q, ids) == 1, "the expert that extended the list scores it"
+    assert rr.own_vectors(1)[0].tolist() == [0, 1, 2]
+    assert rr.extra_candidates("wing flutter", ["dom/x", "dom/y"], np.array([3, 4])).tolist() == [], \
+        "routed to the owner, which has no dense candidates: BM25's only"
+    # an expert recorded without corpora (hand-made) draws from every corpus, as documented
+    assert _two_experts(monkeypatch, []).own_vectors(1)[0].tolist() == [0, 1, 2, 3, 4, 5]
+
+
+def test_a_query_vector_is_reused_within_a_request_never_by_the_next(monkeypatch) -> None:
+    """The candidate stage and the scorer share one encoding per request. Kept past the request, the memo served a
+    replayed query with no forward pass, which neither `query_cache_off()` bypasses nor `encode_cached` counts: a
+    serving-cost measurement read the challenger as cheaper and its evidence did not show it."""
+    rr, enc, _ = _serving([], monkeypatch)
+    ids, bm = ["scifact/1", "scifact/2"], np.array([2.0, 1.0])
+    rr.query_vector("aspirin and stroke")  # the candidate stage (extra_candidates) encodes first
+    rr.score("aspirin and stroke", ids, bm)
+    assert enc.calls == 1, "one encoding for the whole request"
+    rr.score("aspirin and stroke", ids, bm)
+    assert enc.calls == 2, "the next request with the same query pays its own"
+    rr.query_vector("statins")  # rerank_many: every query's candidates first, then one batch score
+    rr.score_many(["statins"], [ids], [bm])
+    rr.score("statins", ids, bm)
+    assert enc.calls == 5, "the batch encodes its queries; the request after it encodes again"

@@ -76,3 +76,53 @@ def test_new_documents_only_are_encoded(tmp_path, collection, monkeypatch):
     monkeypatch.setattr(enc, "encode", lambda texts, batch_size=32: seen.append(len(texts)) or real(texts))
     SearchPipeline(ModelSpec(version="u", fusion_weight=0.5), bigger).warm(progress=False)
     assert seen == [2]
+
+
+class _Clock:
+    """A perf_counter that moves only when the stub encoder works: stage times are exact, not timed."""
+
+    now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class _HybridReranker:
+    """Adds one document to BM25's candidates and, like ltr_fusion, encodes the query for it (1 s on the clock)."""
+
+    def __init__(self, clock: _Clock) -> None:
+        self.clock = clock
+
+    def warm(self, progress: bool = True) -> None: ...
+
+    def _encode(self) -> None:
+        from autooptimizer.search import stages
+
+        self.clock.now += 1.0
+        stages.add("encode", 1.0)  # what the encoder records for itself
+
+    def extra_candidates(self, query: str, doc_ids: list[str], rows: np.ndarray) -> np.ndarray:
+        self._encode()
+        return np.array([max(set(range(30)) - set(rows.tolist()))], dtype=np.int64)
+
+    def score(self, query: str, doc_ids: list[str], bm25_scores: np.ndarray) -> np.ndarray:
+        self.clock.now += 0.25
+        return np.arange(len(doc_ids), dtype=np.float64)
+
+
+def test_a_first_stage_that_encodes_the_query_counts_it_under_encode_only(collection, monkeypatch):
+    """Stages do not overlap (search/stages.py): the query encoding a hybrid first stage does (an ltr_fusion
+    expert's dense candidates) is `encode`, not also `bm25`, as the reranker's is `encode`, not also `rerank`."""
+    import time
+
+    from autooptimizer.search import stages
+
+    clock = _Clock()
+    monkeypatch.setattr(time, "perf_counter", clock)
+    pipe = SearchPipeline(ModelSpec(version="h", fusion_weight=1.0, rerank_depth=3), collection,
+                          reranker=_HybridReranker(clock))  # type: ignore[arg-type]
+    stages.begin()
+    hits = pipe.search("wing flutter", k=3)
+    spent = stages.end()
+    assert hits[0].doc_id == collection.doc_ids[29], "the added document, scored best by the stub, is served"
+    assert spent == {"bm25": 0.0, "encode": 1.0, "rerank": 0.25, "fusion": 0.0}

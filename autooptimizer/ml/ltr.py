@@ -156,6 +156,8 @@ def served_parent_ndcg(bm25: list[np.ndarray], cos: list[np.ndarray], gains: lis
     """Per-query nDCG@10 of the parent exactly as it serves (search/pipeline.py): the first `depth` of BM25's
     candidates (pass BM25's only, in its order: no dense extension), fused as (1 - weight) z(BM25) + weight
     z(cosine), z-scores over those candidates only. Lists are per query: raw BM25 scores, raw cosines, grades.
+    Exact for a parent reranking with the base encoder's cosine (bootstrap's bi_encoder); a fine-tuned or
+    cross-encoder parent is only approximated by the base cosines callers pass.
 
     An expert's features are z-scored over all of its candidates (deeper than the parent's, plus any dense
     extension), so the parent's weights applied to them rank differently: about 0.003 nDCG@10 at depth 100, up to
@@ -439,7 +441,9 @@ def fit_expert(
         chosen["bm25"] = {"k1": k1, "b": b, "avgdl": round(avgdl, 2), "ict_mrr": table}
     probe = ExpertParams(name=name, file="", weights={}, mem_docs=mem_docs, domains=list(domains or []),
                          bm25_k1=k1, bm25_b=b, bm25_avgdl=avgdl, rm3_idf=ad.rm3_idf,
-                         dense_candidates=ad.dense_candidates)
+                         dense_candidates=ad.dense_candidates,
+                         dense_corpora=sorted({d.split("/", 1)[0] for d in own}) if ad.dense_candidates and not domains
+                         else [])
     if ad.dense_candidates and ad.dense_gate:
         level = first_stage_ndcg(qids, queries, qrels, collection, bm25, docs, qvec, probe.domains)
         used = ad.dense_candidates if level["dense"] >= level["bm25"] else 0

@@ -103,10 +103,14 @@ class SearchPipeline:
 
     def search(self, query: str, k: int = 10, rerank_depth: int | None = None, call: Call = _direct) -> list[Hit]:
         """Top-k hits. `call(operation, fn)` wraps each step (the service passes its retrying, fault-aware caller).
-        Each stage's time goes to the thread's stage clock when one runs (search/stages.py)."""
+        Each stage's time goes to the thread's stage clock when one runs (search/stages.py); a query encoding in the
+        candidate stage (a hybrid first stage's) or the reranker counts as `encode` only, so stages do not overlap."""
         depth = max(rerank_depth or self.spec.rerank_depth, k)
-        with stages.timed("bm25"):
+        t0, encoded = time.perf_counter(), stages.recorded("encode")
+        try:
             doc_ids, bm25_scores = call("bm25", lambda: self.candidates(query, depth))
+        finally:
+            stages.add("bm25", time.perf_counter() - t0 - (stages.recorded("encode") - encoded))
         rerank = None
         t0, encoded = time.perf_counter(), stages.recorded("encode")
         if self.spec.fusion_weight > 0 and doc_ids:

@@ -78,6 +78,10 @@ class ExpertParams(BaseModel):
     dense_candidates: int = Field(default=0, ge=0, le=1000,
                                   description="documents of its own corpus nearest to the query by base cosine added "
                                               "to BM25's candidates (0: BM25's only)")
+    dense_corpora: list[str] = Field(default_factory=list,
+                                     description="where an expert owning no corpus (query-gated) draws its dense "
+                                                 "candidates from: the corpora it was trained on (serving holds "
+                                                 "more); empty: its `domains`, else every corpus")
     adaptation: dict[str, Any] = Field(default_factory=dict, description="the unsupervised adaptations training used "
                                        "(ml/adapt.py Adaptation) and what they chose")
     enabled: bool = Field(default=True, description="False when training's cross-validation showed it hurts: "
@@ -324,6 +328,13 @@ def own_rows(collection, domains: list[str]) -> np.ndarray:
     return np.array([i for i, d in enumerate(collection.doc_ids) if d.split("/", 1)[0] in own], dtype=np.int64)
 
 
+def dense_rows(collection, params: ExpertParams) -> np.ndarray:
+    """Rows an expert's dense candidates come from: its own corpora, or (owning none) those it was trained on. Not
+    every corpus the service holds: training never drew from the others, and a document of a corpus another expert
+    owns would make that expert the dominant corpus' owner of the extended list at scoring (`route`)."""
+    return own_rows(collection, params.domains or params.dense_corpora)
+
+
 def dense_extension(q: np.ndarray, own_vecs: np.ndarray, rows: np.ndarray, have: np.ndarray, k: int) -> np.ndarray:
     """Rows of the `k` documents nearest to `q` (cosine of unit vectors) among `rows` (whose vectors are `own_vecs`)
     that are not already in `have`, nearest first: the dense half of a hybrid first stage, the union of BM25's top
@@ -344,7 +355,7 @@ class FirstStage:
 
     def __init__(self, collection, bm25, matrix: np.ndarray, params: ExpertParams) -> None:
         self.bm25, self.k = bm25, params.dense_candidates
-        self.rows = own_rows(collection, params.domains) if self.k else np.zeros(0, dtype=np.int64)
+        self.rows = dense_rows(collection, params) if self.k else np.zeros(0, dtype=np.int64)
         self.vecs = matrix[self.rows]
 
     def candidates(self, query: str, q: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray, int]:
@@ -444,19 +455,24 @@ class LtrFusionReranker:
 
     def query_vector(self, query: str) -> np.ndarray:
         """The query's base embedding, encoded once per request although the candidate stage and the scorer both
-        use it (a one-entry memo per thread: the encoder's own cache may be off, as when serving cost is timed)."""
+        use it (a one-entry memo per thread: the encoder's own cache may be off, as when serving cost is timed). The
+        scorer ends the request (`_end_request`): a replayed query must pay its encoding again, as the encoder's
+        LRU under `query_cache_off()` does, or a cost measurement reads it free without `encode_cached` saying so."""
         memo = self._memo
         if getattr(memo, "query", None) != query:
             memo.vector = self.encoder.encode([query])[0]
             memo.query = query
         return memo.vector
 
+    def _end_request(self) -> None:
+        self._memo.query = None
+
     def own_vectors(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        """(rows, document vectors) of expert `i`'s own corpus, cut from the matrix once."""
+        """(rows, document vectors) its dense candidates come from (`dense_rows`), cut from the matrix once."""
         with self._lock:
             got = self._own.get(i)
         if got is None:
-            rows = own_rows(self.collection, self.experts[i].p.domains)
+            rows = dense_rows(self.collection, self.experts[i].p)
             got = (rows, np.ascontiguousarray(self.matrix[rows]))
             with self._lock:
                 self._own[i] = got
@@ -554,14 +570,18 @@ class LtrFusionReranker:
     def score(self, query: str, doc_ids: list[str], bm25_scores: np.ndarray) -> np.ndarray:
         """Serving cost: when provenance alone routes the query to the parent, the query is encoded once, by the
         parent, exactly as the champion does; it is encoded here only for an expert or a query-gated route."""
-        if doc_ids and not self.routes_by_query:
-            i = self.route(None, doc_ids)
-            if i is None or not self.experts[i].p.enabled:
-                return self._fallback_scores(query, doc_ids, bm25_scores, None).astype(np.float32)
-        return self.score_with(query, self.query_vector(query), doc_ids, bm25_scores)
+        try:
+            if doc_ids and not self.routes_by_query:
+                i = self.route(None, doc_ids)
+                if i is None or not self.experts[i].p.enabled:
+                    return self._fallback_scores(query, doc_ids, bm25_scores, None).astype(np.float32)
+            return self.score_with(query, self.query_vector(query), doc_ids, bm25_scores)
+        finally:
+            self._end_request()
 
     def score_many(self, queries: list[str], doc_ids: list[list[str]], bm25_scores: list[np.ndarray] | None = None
                    ) -> list[np.ndarray]:
+        self._end_request()  # the candidate stage's last query: the batch encodes its own
         qv = self.encoder.encode(queries)
         if bm25_scores is None:
             bm = self.rm3.bm25

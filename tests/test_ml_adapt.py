@@ -205,13 +205,20 @@ def test_dense_candidates_are_recorded_and_served_exactly_as_trained(ml_world: d
                             tmp_path / "feedback.jsonl", dataset="dom")
     ds = build_dataset(log).hash
     versions = {}
-    for label, ad in (("off", Adaptation()), ("on", Adaptation(dense_candidates=6))):
+    for label, ad in (("off", Adaptation()), ("on", Adaptation(dense_candidates=6)),
+                      ("gated", Adaptation(dense_candidates=6, dense_gate=True))):
         res = train(ds, cfg=TrainConfig(trainer="ltr", original="orig", depth=10, adaptation=ad),
                     artifacts_dir=tmp_path / label)
         versions[label] = model_store.load(res.version)
     on_p = versions["on"].params["experts"][0]
     assert on_p["dense_candidates"] == 6 and on_p["adaptation"]["settings"]["dense_candidates"] == 6
     assert versions["off"].params["experts"][0]["dense_candidates"] == 0
+    assert "dense_candidates" not in on_p["adaptation"], "no gate asked: no feedback comparison recorded"
+    gated = versions["gated"].params["experts"][0]
+    level = gated["adaptation"]["dense_candidates"]["feedback_ndcg10"]
+    want = 6 if level["dense"] >= level["bm25"] else 0
+    assert gated["adaptation"]["dense_candidates"]["used"] == gated["dense_candidates"] == want
+    assert 0 < level["bm25"] <= 1 and 0 < level["dense"] <= 1
 
     served = load_collection(["orig", "dom"])  # what the service holds: both corpora
     bm25 = get_bm25(served)
@@ -233,6 +240,16 @@ def test_dense_candidates_are_recorded_and_served_exactly_as_trained(ml_world: d
         assert pipes["off"].candidates(text, 4)[0] == bm_ids
         extended += len(ids) > len(bm_ids)
     assert extended == len(held), "every held-out query of the new domain got dense candidates"
+    # one request encodes its query once although the candidate stage and the scorer both need it (serving cost)
+    from autooptimizer.search import stages
+    from autooptimizer.search.encoder import query_cache_off
+
+    with query_cache_off():
+        stages.begin()
+        hits = pipes["on"].search(queries[held[0]] + " again", k=5)  # a text no earlier call encoded
+        took = stages.end()
+    assert stages.events() == {"encoded": 1, "reranked": 1} and len(hits) == 5
+    assert {"bm25", "encode", "rerank", "fusion"} <= set(took)
     # the original domain is routed to the parent: BM25's candidates only, as before
     orig_q = "treatment of heart failure and blood pressure"
     assert pipes["on"].candidates(orig_q, 4)[0] == [served.doc_ids[i] for i in bm25.top(orig_q, 4)[0]]
@@ -240,6 +257,40 @@ def test_dense_candidates_are_recorded_and_served_exactly_as_trained(ml_world: d
     rr.experts[0].p = rr.experts[0].p.model_copy(update={"enabled": False})
     text = queries[held[0]]
     assert pipes["on"].candidates(text, 4)[0] == [served.doc_ids[i] for i in bm25.top(text, 4)[0]]
+
+
+class _Scores:
+    """BM25 stand-in: fixed scores per query text."""
+
+    def __init__(self, table: dict[str, list[float]]) -> None:
+        self.table = table
+
+    def scores(self, text: str) -> np.ndarray:
+        return np.array(self.table[text], dtype=np.float32)
+
+
+class _Docs:
+    doc_ids = ["new/a", "new/b", "new/c", "old/x"]
+
+    def __len__(self) -> int:
+        return 4
+
+
+def test_first_stage_ndcg_compares_bm25_and_the_encoder_alone_in_the_new_corpus() -> None:
+    """The gate's two figures: each first stage's own top 10 within the new corpus (the original's documents are
+    not candidates), scored against the feedback's judgments."""
+    from autooptimizer.ml.ltr import first_stage_ndcg
+
+    docs = np.array([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8], [1.0, 0.0]], dtype=np.float32)
+    qrels = {"q1": {"new/b": 1}, "q2": {"new/a": 1}}
+    queries = {"q1": "one", "q2": "two"}
+    qvec = np.array([[0.0, 1.0], [1.0, 0.0]], dtype=np.float32)  # the encoder finds b for q1 and a for q2
+    bm25 = _Scores({"one": [3.0, 1.0, 2.0, 9.0], "two": [1.0, 0.0, 2.0, 9.0]})  # BM25 ranks them 3rd and 2nd
+    got = first_stage_ndcg(["q1", "q2"], queries, qrels, _Docs(), bm25, docs, qvec, ["new"])
+    assert got["dense"] == 1.0
+    assert got["bm25"] == round((1 / math.log2(4) + 1 / math.log2(3)) / 2, 4), "old/x (score 9) is no candidate"
+    with pytest.raises(ValueError, match="dense_candidates is 0"):
+        Adaptation(dense_gate=True)
 
 
 def test_a_query_gated_expert_records_and_serves_dense_candidates_of_the_corpus_it_was_trained_on(

@@ -327,3 +327,14 @@ def test_a_query_gated_expert_records_and_serves_dense_candidates_of_the_corpus_
         assert all(d.startswith("orig/") for d in ids[n:]), (text, ids)
         extended += len(ids) > n
     assert extended == len(queries) + len(dom_queries)
+
+
+def test_named_variants_refuse_every_unknown_name_at_once_and_an_empty_list() -> None:
+    from autooptimizer.errors import InputError
+    from autooptimizer.ml.adapt import variants
+
+    assert list(variants(["none", "dense100_gated"])) == ["none", "dense100_gated"]
+    with pytest.raises(InputError, match=r"Unknown adaptations 'x', 'y'\."):
+        variants(["x", "none", "y"])
+    with pytest.raises(InputError, match="No adaptation named"):
+        variants([])

@@ -135,10 +135,12 @@ def variants(names: list[str]) -> dict[str, Adaptation]:
 
     table = {**VARIANTS, "default": DEFAULT}
     unknown = [n for n in names if n not in table]
-    if unknown or not names:
-        what = ", ".join(repr(n) for n in unknown) or "none named"
+    if not names:
+        raise InputError("No adaptation named.", f"Name one or more of {sorted(table)}.")
+    if unknown:
         plural = "s" if len(unknown) > 1 else ""
-        raise InputError(f"Unknown adaptation{plural} {what}.", f"Use some of {sorted(table)}.")
+        raise InputError(f"Unknown adaptation{plural} {', '.join(repr(n) for n in unknown)}.",
+                         f"Use some of {sorted(table)}.")
     return {n: table[n].model_copy(deep=True) for n in names}
 
 

@@ -1,9 +1,10 @@
 """Where a /search request's time goes: a per-thread clock of its stages, read by the service and `bench search`.
 
-Stages: `bm25` (candidates, without `encode` when a hybrid first stage encodes the query there), `encode` (query encoding, recorded by the encoder itself, so it is counted wherever a
-reranker encodes), `rerank` (the reranker's own work, without `encode`), `fusion` (z-scores + top-k) and `serialise`
-(the response to JSON bytes). A request runs on one worker thread, so a thread-local dict is enough; work outside
-a request (bulk document encoding) finds no clock and records nothing. Cost: two perf_counter calls per stage.
+Stages: `bm25` (candidates, without `encode` when a hybrid first stage encodes the query there), `encode` (query
+encoding, recorded by the encoder itself, so it is counted wherever a reranker encodes), `rerank` (the reranker's
+own work, without `encode`), `fusion` (z-scores + top-k) and `serialise` (the response to JSON bytes). A request
+runs on one worker thread, so a thread-local dict is enough; work outside a request (bulk document encoding) finds
+no clock and records nothing. Cost: two perf_counter calls per stage.
 
 Events (`count`) say what ran, not how long: `encoded` (query vectors the model computed), `encode_cached` (query
 vectors read from the encoder's LRU) and `reranked` (requests whose reranker scored the candidates). A cost

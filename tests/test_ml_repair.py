@@ -53,11 +53,15 @@ def test_cli_eval_and_repair_json(ml_world: dict, tmp_path: Path) -> None:
     res = json.loads(out.stdout[out.stdout.index("{"):])
     assert set(res) == {"ndcg@10", "mrr@10", "recall@100", "queries"} and res["queries"] == 5
     out = runner.invoke(app, ["repair", "--domain-data", str(ml_world["data"] / "dom"), "--original", "orig",
-                              "--seed", "2", "--artifacts-dir", str(tmp_path / "r"), "--json"])
+                              "--seed", "2", "--artifacts-dir", str(tmp_path / "r"), "--adapt", "dense25", "--json"])
     assert out.exit_code == 0, out.output
     rep = json.loads(out.stdout[out.stdout.index("{"):])
     assert set(rep["champion"]) == {"new_domain_ndcg@10", "original_ndcg@10"} == set(rep["challenger"])
     assert isinstance(rep["promotable"], bool) and rep["artifacts_dir"] == str(tmp_path / "r")
+    from autooptimizer.search import model_store
+
+    expert = model_store.load(rep["challenger_version"]).params["experts"][0]
+    assert expert["dense_candidates"] == 25, "the named adaptation reached the trained expert"
     out = runner.invoke(app, ["eval", "--model", "nope-alias", "--data", "orig", "--json"])
     assert out.exit_code != 0
 
@@ -117,3 +121,38 @@ def test_a_step_limit_for_ltr_is_refused_not_recorded_and_ignored(ml_world: dict
         Repair("dom", tmp_path / "art", seed=1, original="orig", max_steps=50)
     assert not (tmp_path / "art" / "repair_state.json").exists()
 
+
+
+@pytest.mark.parametrize(("extra", "needle"), [
+    (["--adapt", "dense_100"], "Unknown adaptation 'dense_100'"),
+    (["--max-steps", "5"], "the ltr trainer has none"),
+    (["--trainer", "bi_encoder", "--adapt", "dense100"], "applies to the ltr trainer only"),
+])
+def test_cli_repair_refuses_a_bad_method_before_the_first_step(ml_world: dict, tmp_path: Path, extra: list[str],
+                                                               needle: str) -> None:
+    from autooptimizer.cli.app import app
+
+    out = CliRunner().invoke(app, ["repair", "--domain-data", str(ml_world["data"] / "dom"), "--original", "orig",
+                                   "--artifacts-dir", str(tmp_path / "r"), *extra])
+    assert out.exception is not None and needle in str(out.exception), out.output
+    assert not (tmp_path / "r").exists(), "refused before any step wrote an artifact"
+
+
+def test_cli_train_takes_a_named_adaptation(ml_world: dict, tmp_path: Path) -> None:
+    from autooptimizer.cli.app import app
+    from autooptimizer.errors import InputError
+    from autooptimizer.ml.dataset import build_dataset
+    from autooptimizer.ml.evaluate import load_split
+    from autooptimizer.ml.feedback import simulate_feedback
+    from autooptimizer.search import model_store
+
+    collection, queries, qrels = load_split(ml_world["data"] / "dom")
+    log = simulate_feedback(ml_world["parent"], collection, queries, qrels, tmp_path / "fb.jsonl", dataset="dom")
+    ds = build_dataset(log).hash
+    base = ["train", "--dataset", ds, "--original", "orig", "--artifacts-dir", str(tmp_path / "t"), "--json"]
+    bad = CliRunner().invoke(app, [*base, "--adapt", "nosuch"])
+    assert isinstance(bad.exception, InputError) and "Unknown adaptation 'nosuch'" in str(bad.exception)
+    out = CliRunner().invoke(app, [*base, "--adapt", "dense25"])
+    assert out.exit_code == 0, out.output
+    version = json.loads(out.stdout[out.stdout.index("{"):])["version"]
+    assert model_store.load(version).params["experts"][0]["adaptation"]["settings"]["dense_candidates"] == 25

@@ -124,14 +124,20 @@ def train_cmd(
     lr: float = typer.Option(3e-5, help="Learning rate (neural trainers)."),
     batch_size: int = typer.Option(16, min=2),
     artifacts_dir: Path = typer.Option(None, help="Folder for train_result.json and checkpoints."),
+    adapt: str = typer.Option(None, "--adapt", help="A named adaptation (ml/adapt.py VARIANTS, e.g. dense100_gated); "
+                              "default: the trainer's own."),
+    original: str = typer.Option("scifact", help="Original domain (its train queries are the ltr gate's reference)."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Train a challenger, log it to MLflow, register it and point the `challenger` alias at it."""
+    from autooptimizer.ml.adapt import variant
     from autooptimizer.ml.evaluate import resolve_model
     from autooptimizer.ml.train import TrainConfig, train
 
     cfg = TrainConfig.model_validate({"trainer": trainer, "seed": seed, "max_steps": max_steps,
-                                      "time_budget_s": time_budget, "lr": lr, "batch_size": batch_size})
+                                      "time_budget_s": time_budget, "lr": lr, "batch_size": batch_size,
+                                      "original": original}
+                                     | ({"adaptation": variant(adapt)} if adapt else {}))
     res = train(dataset, parent_version=resolve_model(parent).version, cfg=cfg, artifacts_dir=artifacts_dir)
     _echo(res.model_dump(), as_json, f"challenger {res.version} ({res.trainer}, {res.device}, {res.wall_seconds} s), "
                                      f"MLflow run {res.run_id}")
@@ -158,10 +164,14 @@ def repair_cmd(
     holdout_qids: Path = typer.Option(None, help="File of query ids to hold out (one per line or a JSON list)."),
     artifacts_dir: Path = typer.Option(None, help="Where each step writes its artifact (default under AUTOOPT_HOME)."),
     trainer: str = typer.Option("ltr", help="ltr | bi_encoder | cross_encoder."),
+    adapt: str = typer.Option(None, "--adapt", help="A named adaptation (ml/adapt.py VARIANTS, e.g. dense100_gated); "
+                              "default: the trainer's own."),
+    max_steps: int = typer.Option(None, "--max-steps", min=1, help="Neural trainers' step limit (default 200)."),
     original: str = typer.Option("scifact", help="Original domain (its test split is the regression check)."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Repair a corpus shift against the current champion: split, feedback, dataset, diagnose, augment, train, eval."""
+    """Repair a corpus shift against the current champion: split, feedback, dataset, diagnose, augment, train, eval.
+    A bad trainer, adaptation or step limit is refused before the first step."""
     from autooptimizer.ml.repair import repair
 
     console = _console()
@@ -174,7 +184,7 @@ def repair_cmd(
                           + " ".join(f"{k}={v}" for k, v in info.items() if k != "seconds"))
 
     res = repair(domain_data, seed=seed, holdout_qids=holdout_qids, artifacts_dir=artifacts_dir, on_step=on_step,
-                 trainer=trainer, original=original)
+                 trainer=trainer, original=original, adaptation=adapt, max_steps=max_steps)
     out = {"champion": {k: res.champion[k] for k in ("new_domain_ndcg@10", "original_ndcg@10")},
            "challenger": {k: res.challenger[k] for k in ("new_domain_ndcg@10", "original_ndcg@10")},
            "promotable": res.promotable, "artifacts_dir": res.artifacts_dir,

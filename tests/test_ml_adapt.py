@@ -280,13 +280,17 @@ def test_first_stage_ndcg_compares_bm25_and_the_encoder_alone_in_the_new_corpus(
     """The gate's two figures: each first stage's own top 10 within the new corpus (the original's documents are
     not candidates), scored against the feedback's judgments."""
     from autooptimizer.ml.ltr import first_stage_ndcg
+    from autooptimizer.search.rerankers.ltr_fusion import own_rows
 
     docs = np.array([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8], [1.0, 0.0]], dtype=np.float32)
     qrels = {"q1": {"new/b": 1}, "q2": {"new/a": 1}}
     queries = {"q1": "one", "q2": "two"}
     qvec = np.array([[0.0, 1.0], [1.0, 0.0]], dtype=np.float32)  # the encoder finds b for q1 and a for q2
     bm25 = _Scores({"one": [3.0, 1.0, 2.0, 9.0], "two": [1.0, 0.0, 2.0, 9.0]})  # BM25 ranks them 3rd and 2nd
-    got = first_stage_ndcg(["q1", "q2"], queries, qrels, _Docs(), bm25, docs, qvec, ["new"])
+    grades = np.array([[qrels[q].get(d, 0) for d in _Docs.doc_ids] for q in ("q1", "q2")], dtype=np.float32)
+    ideals = [np.array([1.0]), np.array([1.0])]
+    got = first_stage_ndcg([queries["q1"], queries["q2"]], grades, ideals, qvec, docs, bm25,
+                           own_rows(_Docs(), ["new"]))
     assert got["dense"] == 1.0
     assert got["bm25"] == round((1 / math.log2(4) + 1 / math.log2(3)) / 2, 4), "old/x (score 9) is no candidate"
     with pytest.raises(ValueError, match="dense_candidates is 0"):

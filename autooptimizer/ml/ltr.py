@@ -432,7 +432,8 @@ def fit_expert(
     rm3 = Rm3(bm25)
     mem_docs = [[d for d, g in qrels[q].items() if g > 0 and d in row_of] for q in qids]
     ad = adaptation or Adaptation()
-    own = [d for d in collection.doc_ids if not domains or d.split("/", 1)[0] in domains]  # the domain's corpus
+    own_idx = own_rows(collection, list(domains or []))  # the domain's corpus
+    own = [collection.doc_ids[i] for i in own_idx]
     chosen: dict = {"settings": ad.model_dump()}
     k1, b, avgdl = None, 0.75, 1.0
     if ad.bm25_tune:
@@ -444,12 +445,13 @@ def fit_expert(
                          dense_candidates=ad.dense_candidates,
                          dense_corpora=sorted({d.split("/", 1)[0] for d in own}) if ad.dense_candidates and not domains
                          else [])
+    ideals = [np.array([g for g in qrels[q].values() if g > 0], dtype=np.float64) for q in qids]
     if ad.dense_candidates and ad.dense_gate:
-        level = first_stage_ndcg(qids, queries, qrels, collection, bm25, docs, qvec, probe.domains)
+        level = first_stage_ndcg([queries[q] for q in qids], y, ideals, qvec, docs, bm25, own_idx)
         used = ad.dense_candidates if level["dense"] >= level["bm25"] else 0
         chosen["dense_candidates"] = {"asked": ad.dense_candidates, "used": used, "feedback_ndcg10": level}
         probe = probe.model_copy(update={"dense_candidates": used})
-    cands, bm_s, rm3_s, vecs, gains, ideals, tuned = [], [], [], [], [], [], []
+    cands, bm_s, rm3_s, vecs, gains, tuned = [], [], [], [], [], []
     say("candidates and RM3 features", 0.1)
     first_stage = FirstStage(collection, bm25, docs, probe)
     n_bm25 = []
@@ -467,7 +469,6 @@ def fit_expert(
         rm3_s.append(rm3.scores(weights, idx))
         vecs.append(docs[idx])
         gains.append(np.array([qrels[q].get(d, 0) for d in ids], dtype=np.float64))
-        ideals.append(np.array([g for g in qrels[q].values() if g > 0], dtype=np.float64))
 
     extra_q, extra_y = _unlabelled_rows(ad, unjudged or [], own, collection, encoder, bm25, docs, parent_fusion_weight,
                                         seed, chosen, say)
@@ -549,22 +550,21 @@ def fit_expert(
     return params, {"W": w_final, "mem_q": qvec.astype(np.float32), "gate_w": gate_w}, report
 
 
-def first_stage_ndcg(qids: list[str], queries: dict[str, str], qrels: dict[str, dict[str, int]], collection, bm25,
-                     docs: np.ndarray, qvec: np.ndarray, domains: list[str]) -> dict[str, float]:
-    """Mean nDCG@10 over the feedback queries `qids` (embeddings `qvec`) of each first stage alone within the new
-    corpus (`domains`; all of the collection when empty): BM25's top 10 and the base encoder's nearest 10.
+def first_stage_ndcg(texts: list[str], grades: np.ndarray, ideals: list[np.ndarray], qvec: np.ndarray,
+                     docs: np.ndarray, bm25, rows: np.ndarray) -> dict[str, float]:
+    """Mean nDCG@10 over the feedback queries (`texts`, embeddings `qvec`, positive `grades` per collection row as
+    fit_expert's (n_queries, n_docs) target, `ideals` their positive grades) of each first stage alone within the
+    new corpus (collection `rows`): BM25's top 10 and the base encoder's nearest 10.
 
     `Adaptation.dense_gate` adds dense candidates only when the second is at least the first: where the encoder
     ranks the domain below BM25 (lisa: 0.356 vs 0.490), its nearest documents are noise the expert must then learn
     to push down, which 16 feedback queries cannot teach (round D: lisa -0.028, npl +0.022; docs/benchmarks.md)."""
-    rows = own_rows(collection, domains)
     own_vecs = docs[rows]
     out = {"bm25": [], "dense": []}
-    for i, q in enumerate(qids):
-        gains = np.array([qrels[q].get(d, 0) for d in collection.doc_ids], dtype=np.float64)[rows]
-        ideal = np.array([g for g in qrels[q].values() if g > 0], dtype=np.float64)
-        bm = np.asarray(bm25.scores(queries[q]), dtype=np.float64)[rows]
-        for label, scores in (("bm25", bm), ("dense", own_vecs @ qvec[i])):
+    for text, g, ideal, q in zip(texts, grades, ideals, qvec, strict=True):
+        gains = g[rows].astype(np.float64)
+        bm = np.asarray(bm25.scores(text), dtype=np.float64)[rows]
+        for label, scores in (("bm25", bm), ("dense", own_vecs @ q)):
             top = np.argsort(-scores, kind="stable")[:10]
             out[label].append(ndcg10(scores[top], gains[top], ideal))
     return {k: round(float(np.mean(v)), 4) for k, v in out.items()}

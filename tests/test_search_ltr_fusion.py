@@ -6,6 +6,7 @@ import threading
 
 import numpy as np
 
+from autooptimizer.search.dense_index import DenseIndex
 from autooptimizer.search.rerankers.ltr_fusion import (
     FEATURES,
     Expert,
@@ -140,11 +141,12 @@ def test_dense_extension_adds_the_nearest_documents_bm25_missed_nearest_first() 
     rows = np.array([3, 5, 8, 9, 12])
     vecs = np.array([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0], [0.6, 0.8], [-1.0, 0.0]])
     q = np.array([0.0, 1.0])  # cosines 0, 0.8, 1.0, 0.8, 0
-    assert dense_extension(q, vecs, rows, np.array([], dtype=np.int64), 3).tolist() == [8, 5, 9], "tie: lower row"
-    assert dense_extension(q, vecs, rows, np.array([8, 40]), 3).tolist() == [5, 9], "BM25 had 8: the top-3 less it"
-    assert dense_extension(q, vecs, rows, np.array([]), 0).tolist() == []
-    assert dense_extension(q, vecs, rows, np.array([]), 50).tolist() == [8, 5, 9, 3, 12], "k above the corpus: all"
-    assert dense_extension(q, vecs[:0], rows[:0], np.array([]), 5).tolist() == []
+    index = DenseIndex(rows, vecs)
+    assert dense_extension(q, index, np.array([], dtype=np.int64), 3).tolist() == [8, 5, 9], "tie: lower row"
+    assert dense_extension(q, index, np.array([8, 40]), 3).tolist() == [5, 9], "BM25 had 8: the top-3 less it"
+    assert dense_extension(q, index, np.array([]), 0).tolist() == []
+    assert dense_extension(q, index, np.array([]), 50).tolist() == [8, 5, 9, 3, 12], "k above the corpus: all"
+    assert dense_extension(q, DenseIndex(rows[:0], vecs[:0]), np.array([]), 5).tolist() == []
 
 
 class _Corpora:
@@ -185,11 +187,11 @@ def test_a_query_gated_expert_draws_dense_candidates_from_the_corpora_it_was_tra
     assert ids == ["orig/a", "orig/b", "orig/c"], "the nearest of its own corpus that BM25 missed"
     q = rr.query_vector("coral bleaching")
     assert rr.route(q, bm25_ids) == rr.route(q, ids) == 1, "the expert that extended the list scores it"
-    assert rr.own_vectors(1)[0].tolist() == [0, 1, 2]
+    assert rr.own_index(1).rows.tolist() == [0, 1, 2]
     assert rr.extra_candidates("wing flutter", ["dom/x", "dom/y"], np.array([3, 4])).tolist() == [], \
         "routed to the owner, which has no dense candidates: BM25's only"
     # an expert recorded without corpora (hand-made) draws from every corpus, as documented
-    assert _two_experts(monkeypatch, []).own_vectors(1)[0].tolist() == [0, 1, 2, 3, 4, 5]
+    assert _two_experts(monkeypatch, []).own_index(1).rows.tolist() == [0, 1, 2, 3, 4, 5]
 
 
 def test_a_query_vector_is_reused_within_a_request_never_by_the_next(monkeypatch) -> None:

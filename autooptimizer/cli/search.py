@@ -167,6 +167,30 @@ def bench_serving_cost(
     typer.echo(json.dumps([r.model_dump() for r in rows], indent=2))
 
 
+def bench_dense_index(
+    domains: str = typer.Option("lisa,npl", help="Domains whose corpus is searched, comma-separated."),
+    k: int = typer.Option(100, min=1, help="Neighbours per query (an expert's dense_candidates)."),
+    max_seq_length: int = typer.Option(128, min=16, help="Which cached vectors (the champion's truncation)."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """The dense candidates' search per domain: exact scan vs HNSW graph, CPU ms per query and recall@k."""
+    from autooptimizer.errors import InputError
+    from autooptimizer.search.dense_index_bench import run
+
+    names = [d.strip() for d in domains.split(",") if d.strip()]
+    if not names:
+        raise InputError(f"--domains {domains!r} names no domain.", "Pass e.g. --domains lisa,npl.")
+    rows = run(names, k=k, max_seq_length=max_seq_length)
+    if as_json:
+        typer.echo(json.dumps([r.model_dump() for r in rows], indent=2))
+        return
+    typer.echo("| domain | docs | queries | k | graph build s | exact ms | graph ms | ratio | recall | worst |")
+    typer.echo("|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        typer.echo(f"| {r.domain} | {r.docs} | {r.queries} | {r.k} | {r.build_s} | {r.exact_ms} | {r.graph_ms} | "
+                   f"{r.ratio} | {r.recall} | {r.worst_recall} |")
+
+
 def bench_search(
     model: str = typer.Option(None, help="Model version (default: the champion alias)."),
     datasets: str = typer.Option("scifact,cran", help="The served collection."),
@@ -253,4 +277,5 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
     bench.command("encode")(bench_encode)
     bench.command("serving-cost")(bench_serving_cost)
     bench.command("search")(bench_search)
+    bench.command("dense-index")(bench_dense_index)
     bench.command("release")(bench_release)

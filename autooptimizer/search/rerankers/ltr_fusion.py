@@ -46,6 +46,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from autooptimizer.errors import InputError, NotFoundError
+from autooptimizer.search.dense_index import DenseIndex
 from autooptimizer.search.rerankers import register
 
 FEATURES = ("bm25", "cos", "adapted", "dense_prf", "rm3", "memory", "bm25_nn", "cos_nn", "memory_nn", "popularity",
@@ -335,17 +336,13 @@ def dense_rows(collection, params: ExpertParams) -> np.ndarray:
     return own_rows(collection, params.domains or params.dense_corpora)
 
 
-def dense_extension(q: np.ndarray, own_vecs: np.ndarray, rows: np.ndarray, have: np.ndarray, k: int) -> np.ndarray:
-    """Rows of the `k` documents nearest to `q` (cosine of unit vectors) among `rows` (whose vectors are `own_vecs`)
-    that are not already in `have`, nearest first: the dense half of a hybrid first stage, the union of BM25's top
-    and the dense top-k (docs/benchmarks.md, "Round D"). Ties go to the lower row, so it is deterministic."""
-    if k <= 0 or not len(rows):
+def dense_extension(q: np.ndarray, index: DenseIndex, have: np.ndarray, k: int) -> np.ndarray:
+    """Rows of the `k` documents of `index`'s corpus nearest to `q` (inner product of unit vectors) that are not
+    already in `have`, nearest first: the dense half of a hybrid first stage, the union of BM25's top and the dense
+    top-k (docs/benchmarks.md, "Round D"; search/dense_index.py says when the search is exact)."""
+    if k <= 0 or not len(index):
         return np.zeros(0, dtype=np.int64)
-    sims = own_vecs @ q
-    k = min(k, len(rows))
-    top = np.argpartition(-sims, k - 1)[:k] if k < len(rows) else np.arange(len(rows))
-    top = top[np.lexsort((rows[top], -sims[top]))]
-    found = rows[top]
+    found = index.nearest(q, k)
     return found[~np.isin(found, have)]
 
 
@@ -355,8 +352,8 @@ class FirstStage:
 
     def __init__(self, collection, bm25, matrix: np.ndarray, params: ExpertParams) -> None:
         self.bm25, self.k = bm25, params.dense_candidates
-        self.rows = dense_rows(collection, params) if self.k else np.zeros(0, dtype=np.int64)
-        self.vecs = matrix[self.rows]
+        rows = dense_rows(collection, params) if self.k else np.zeros(0, dtype=np.int64)
+        self.index = DenseIndex(rows, matrix[rows])
 
     def candidates(self, query: str, q: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray, int]:
         """(collection rows, BM25 scores, how many of them are BM25's) for the query text and its base embedding
@@ -367,7 +364,7 @@ class FirstStage:
         idx = top_rows(scores, depth)
         n = len(idx)
         if self.k and n:
-            idx = np.concatenate([idx, dense_extension(q, self.vecs, self.rows, idx, self.k)])
+            idx = np.concatenate([idx, dense_extension(q, self.index, idx, self.k)])
         return idx, scores[idx], n
 
 
@@ -402,7 +399,7 @@ class LtrFusionReranker:
         self._rm3 = None
         self._encoder = None
         self._matrix: np.ndarray | None = None
-        self._own: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._own: dict[int, DenseIndex] = {}
         self._memo = threading.local()
         self._lock = threading.Lock()
 
@@ -430,7 +427,7 @@ class LtrFusionReranker:
         self._matrix = doc_embeddings(self.collection, self.encoder, progress=progress)
         for i, e in enumerate(self.experts):
             if e.p.enabled and e.p.dense_candidates:
-                self.own_vectors(i)
+                self.own_index(i)
         owned = {d for e in self.experts if e.p.enabled for d in e.p.domains}
         if owned:  # an expert's queries take RM3 feedback from its own corpus: tokenize it now, not per request
             for doc_id in self.collection.doc_ids:
@@ -467,15 +464,15 @@ class LtrFusionReranker:
     def _end_request(self) -> None:
         self._memo.query = None
 
-    def own_vectors(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        """(rows, document vectors) its dense candidates come from (`dense_rows`), cut from the matrix once."""
+    def own_index(self, i: int) -> DenseIndex:
+        """The corpus expert `i`'s dense candidates come from (`dense_rows`), indexed once."""
         with self._lock:
             got = self._own.get(i)
         if got is None:
             rows = dense_rows(self.collection, self.experts[i].p)
-            got = (rows, np.ascontiguousarray(self.matrix[rows]))
+            got = DenseIndex(rows, self.matrix[rows])
             with self._lock:
-                self._own[i] = got
+                got = self._own.setdefault(i, got)
         return got
 
     def extra_candidates(self, query: str, doc_ids: list[str], rows: np.ndarray) -> np.ndarray:
@@ -488,8 +485,7 @@ class LtrFusionReranker:
         i = self.route(self.query_vector(query) if self.routes_by_query else None, doc_ids)
         if i is None or not self.experts[i].p.enabled or not self.experts[i].p.dense_candidates:
             return none
-        own, vecs = self.own_vectors(i)
-        return dense_extension(self.query_vector(query), vecs, own, rows, self.experts[i].p.dense_candidates)
+        return dense_extension(self.query_vector(query), self.own_index(i), rows, self.experts[i].p.dense_candidates)
 
     # -- routing ---------------------------------------------------------------------------------------------------
     @property

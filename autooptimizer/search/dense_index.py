@@ -1,0 +1,80 @@
+"""Nearest documents of one corpus to a query vector: the dense half of an expert's hybrid first stage.
+
+A scan of every document vector is exact but reads the whole corpus matrix per query: on npl (11,429 documents x 384
+float32, 17.5 MB) it cost ~1.4 ms of CPU, more than the rest of the ltr expert's extra work, and pushed the expert
+past the promotion rule's serving-cost budget (docs/benchmarks.md, "Confirm, round E"). Above `EXACT_BELOW`
+documents the search runs on a faiss HNSW graph (Malkov & Yashunin 2018, "Efficient and robust approximate nearest
+neighbor search using Hierarchical Navigable Small World graphs"), which visits a few hundred vectors per query.
+
+Training (`ltr_fusion.FirstStage`) and serving (`LtrFusionReranker.extra_candidates`) build their own index from the
+same rows and vectors; the graph is built on one thread, in row order, with faiss's fixed level seed, so both give the
+same lists (tests/test_search_dense_index.py builds two and compares). The recall against the exact scan is measured
+in docs/benchmarks.md ("Dense candidates: HNSW instead of a scan").
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+EXACT_BELOW = 4096
+"""Corpora with fewer documents are scanned exactly: the matrix stays in cache (6,000 x 384 cost 0.2 ms), and a
+graph would only add build time and approximation."""
+HNSW_M = 32
+"""Links per node (faiss's usual 32 for 384-dimensional text embeddings)."""
+EF_CONSTRUCTION = 80
+EF_SEARCH_MIN = 128
+"""The search beam: max(EF_SEARCH_MIN, 2k) candidates are kept while walking the graph."""
+
+_BUILD_LOCK = threading.Lock()
+
+
+class DenseIndex:
+    """The `rows` (collection rows, shape (n,)) of one corpus and their unit vectors `vecs` (n, dim), searchable by
+    inner product. `nearest` gives rows nearest first; the exact scan breaks ties by the lower row."""
+
+    def __init__(self, rows: np.ndarray, vecs: np.ndarray, exact_below: int = EXACT_BELOW) -> None:
+        self.rows = np.asarray(rows, dtype=np.int64)
+        if len(self.rows) != len(vecs):
+            raise ValueError(f"{len(self.rows)} rows but {len(vecs)} vectors")
+        self.exact = len(self.rows) < exact_below
+        self.vecs = np.ascontiguousarray(vecs, dtype=np.float32) if self.exact else None
+        self.graph = None if self.exact else _hnsw(vecs)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def nearest(self, q: np.ndarray, k: int) -> np.ndarray:
+        """Rows of the (at most) `k` documents with the highest inner product with `q` (dim,), nearest first."""
+        k = min(k, len(self.rows))
+        if k <= 0:
+            return np.zeros(0, dtype=np.int64)
+        if self.graph is None:
+            assert self.vecs is not None
+            sims = self.vecs @ np.asarray(q, dtype=np.float32)
+            top = np.argpartition(-sims, k - 1)[:k] if k < len(self.rows) else np.arange(len(self.rows))
+            return self.rows[top[np.lexsort((self.rows[top], -sims[top]))]]
+        import faiss
+
+        params = faiss.SearchParametersHNSW(efSearch=max(EF_SEARCH_MIN, 2 * k))  # pyright: ignore[reportAttributeAccessIssue]
+        _, found = self.graph.search(np.asarray(q, dtype=np.float32)[None, :], k, params=params)
+        found = found[0]
+        return self.rows[found[found >= 0]]
+
+
+def _hnsw(vecs: np.ndarray):
+    """An inner-product HNSW graph over `vecs`, built on one thread so the same vectors give the same graph."""
+    import faiss
+
+    data = np.ascontiguousarray(vecs, dtype=np.float32)
+    graph = faiss.IndexHNSWFlat(data.shape[1], HNSW_M, faiss.METRIC_INNER_PRODUCT)
+    graph.hnsw.efConstruction = EF_CONSTRUCTION
+    with _BUILD_LOCK:  # faiss's thread count is process-wide: hold it at one while this graph is built
+        threads = faiss.omp_get_max_threads()
+        faiss.omp_set_num_threads(1)
+        try:
+            graph.add(data)
+        finally:
+            faiss.omp_set_num_threads(threads)
+    return graph

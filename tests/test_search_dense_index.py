@@ -1,0 +1,54 @@
+"""The dense candidates' nearest-neighbour search: exact below the threshold, a deterministic HNSW graph above."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from autooptimizer.search.dense_index import DenseIndex
+
+
+def _clustered(n: int, dim: int = 48, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Unit vectors around 20 centres (text embeddings cluster by topic; uniform random vectors would not)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((20, dim))
+    vecs = centres[rng.integers(0, 20, n)] + 0.6 * rng.standard_normal((n, dim))
+    vecs = (vecs / np.linalg.norm(vecs, axis=1, keepdims=True)).astype(np.float32)
+    queries = centres[rng.integers(0, 20, 30)] + 0.8 * rng.standard_normal((30, dim))
+    return vecs, (queries / np.linalg.norm(queries, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_the_exact_scan_ranks_by_inner_product_ties_to_the_lower_row() -> None:
+    rows = np.array([7, 2, 9])
+    index = DenseIndex(rows, np.array([[0.6, 0.8], [0.6, 0.8], [1.0, 0.0]]))
+    assert index.exact
+    assert index.nearest(np.array([0.0, 1.0]), 2).tolist() == [2, 7]
+    assert index.nearest(np.array([1.0, 0.0]), 5).tolist() == [9, 2, 7], "k above the corpus: every row"
+    assert index.nearest(np.array([1.0, 0.0]), 0).tolist() == []
+
+
+def test_the_graph_finds_almost_every_true_neighbour_and_serves_rows_not_positions() -> None:
+    vecs, queries = _clustered(3000)
+    rows = np.arange(3000, dtype=np.int64) * 3 + 100  # collection rows, not positions in the corpus
+    graph, exact = DenseIndex(rows, vecs, exact_below=0), DenseIndex(rows, vecs)
+    assert not graph.exact and exact.exact
+    recall = [len(set(graph.nearest(q, 100)) & set(exact.nearest(q, 100))) / 100 for q in queries]
+    assert np.mean(recall) >= 0.95, recall
+    got = graph.nearest(queries[0], 100)
+    assert len(got) == 100 and set(got) <= set(rows.tolist())
+    sims = {r: float(v @ queries[0]) for r, v in zip(rows.tolist(), vecs, strict=True)}
+    assert all(sims[a] >= sims[b] - 1e-6 for a, b in zip(got, got[1:], strict=False)), "nearest first"
+
+
+def test_two_graphs_of_the_same_vectors_give_the_same_lists() -> None:
+    """Training and serving build their own index: equal lists are what makes the served expert the trained one."""
+    vecs, queries = _clustered(2000, seed=3)
+    rows = np.arange(2000, dtype=np.int64)
+    a, b = DenseIndex(rows, vecs, exact_below=0), DenseIndex(rows, vecs, exact_below=0)
+    for q in queries:
+        assert a.nearest(q, 50).tolist() == b.nearest(q, 50).tolist()
+
+
+def test_rows_and_vectors_must_match() -> None:
+    with pytest.raises(ValueError, match="3 rows but 2 vectors"):
+        DenseIndex(np.arange(3), np.zeros((2, 4)))

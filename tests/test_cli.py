@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 HEAVY = ("torch", "transformers", "sentence_transformers", "shap", "mlflow", "crewai", "autogen_agentchat",
-         "langchain", "lime", "nlpaug", "sklearn", "cedarpy")
+         "langchain", "lime", "nlpaug", "sklearn", "cedarpy", "faiss")
 
 
 def test_cli_import_pulls_no_heavy_library() -> None:

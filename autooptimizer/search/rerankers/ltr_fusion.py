@@ -111,20 +111,17 @@ def zscore(x: np.ndarray) -> np.ndarray:
 
 def neighbour_means(doc_vecs: np.ndarray, scores: list[np.ndarray], k: int = NEIGHBOURS) -> list[np.ndarray]:
     """For each candidate, the similarity-weighted mean of `scores` over its k most similar other candidates
-    (cosine of the document embeddings, negative similarities count as 0; a candidate tied with the k-th most similar
-    counts too). Each row's k-th similarity comes from partitioning the values: numpy's row-wise argpartition took
-    0.7 of the 1 ms this cost at 150 candidates (the dense candidates double them; docs/benchmarks.md, "Dense
-    candidates: HNSW")."""
+    (cosine of the document embeddings, negative similarities count as 0)."""
     n = len(doc_vecs)
     if n < 2:
         return [np.zeros(n) for _ in scores]
     sim = doc_vecs @ doc_vecs.T
     np.fill_diagonal(sim, -np.inf)
     k = min(k, n - 1)
-    kth = np.partition(sim, n - k, axis=1)[:, n - k : n - k + 1]
-    w = np.where(sim >= kth, np.maximum(sim, 0), 0).astype(np.float64)
+    nn = np.argpartition(-sim, k - 1, axis=1)[:, :k]
+    w = np.clip(np.take_along_axis(sim, nn, 1), 0, None)
     z = w.sum(1) + 1e-9
-    return list((w @ np.stack([np.asarray(x, dtype=np.float64) for x in scores], 1) / z[:, None]).T)
+    return [(w * np.asarray(x, dtype=np.float64)[nn]).sum(1) / z for x in scores]
 
 
 def adapt(q: np.ndarray, w: np.ndarray | None) -> np.ndarray:

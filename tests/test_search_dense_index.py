@@ -52,3 +52,15 @@ def test_two_graphs_of_the_same_vectors_give_the_same_lists() -> None:
 def test_rows_and_vectors_must_match() -> None:
     with pytest.raises(ValueError, match="3 rows but 2 vectors"):
         DenseIndex(np.arange(3), np.zeros((2, 4)))
+
+
+@pytest.mark.parametrize("exact_below", [None, 0])
+def test_a_query_of_the_wrong_dimension_is_an_error_that_says_so(exact_below: int | None) -> None:
+    """The graph answered a 47-dimension query with faiss's bare AssertionError (no message), the scan with numpy's
+    matmul gufunc signature: both now name the dimensions."""
+    vecs, _ = _clustered(50)
+    index = DenseIndex(np.arange(50), vecs, exact_below=exact_below)
+    for q in (np.ones(47, dtype=np.float32), np.ones((1, 48), dtype=np.float32)):
+        with pytest.raises(ValueError, match=r"query vector of shape \(.*\); the index holds 48-dimension vectors"):
+            index.nearest(q, 5)
+    assert len(index.nearest(np.ones(48), 5)) == 5

@@ -28,3 +28,11 @@ def test_no_domain_is_an_error_that_says_what_to_pass() -> None:
                          capture_output=True, text=True)
     assert out.returncode == 2
     assert "names no domain" in out.stderr and "--domains lisa,npl" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_a_domain_whose_vectors_are_not_cached_shows_their_encoding(ml_world: dict) -> None:
+    """Vectors missing from the cache (another --max-seq-length, a domain never warmed) are encoded first: on npl that
+    is minutes on the bench's one thread, and it ran with the progress bar off, so the command printed nothing."""
+    out = CliRunner().invoke(app, ["bench", "dense-index", "--domains", "dom", "--k", "5", "--max-seq-length", "64"])
+    assert out.exit_code == 0, out.output
+    assert "encoding docs" in out.stderr and "| dom |" in out.stdout

@@ -209,6 +209,36 @@ def test_a_query_gated_expert_draws_dense_candidates_from_the_corpora_it_was_tra
     assert _two_experts(monkeypatch, []).own_index(1).rows.tolist() == [0, 1, 2, 3, 4, 5]
 
 
+def test_requests_racing_the_first_use_index_an_experts_corpus_once(monkeypatch) -> None:
+    """Unwarmed, every request that found no index built its own (npl's graph: ~2 s each, one at a time under the
+    build lock), the last request waiting for all of them; one builds, the others wait for it and get the same."""
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from autooptimizer.search.rerankers import ltr_fusion
+
+    built: list[int] = []
+
+    class Slow(DenseIndex):
+        def __init__(self, rows: np.ndarray, vecs: np.ndarray) -> None:
+            built.append(len(rows))
+            time.sleep(0.05)  # a graph build: long enough for the other requests to find no index yet
+            super().__init__(rows, vecs)
+
+    monkeypatch.setattr(ltr_fusion, "DenseIndex", Slow)
+    rr = _two_experts(monkeypatch, ["orig"])
+    start = threading.Barrier(4)
+
+    def request(_: int) -> list[int]:
+        start.wait()
+        return rr.extra_candidates("coral bleaching", ["orig/a"], np.array([0])).tolist()
+
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(request, range(4)))
+    assert built == [3], "one index of the expert's 3 documents"
+    assert got == [got[0]] * 4 and sorted(got[0]) == [1, 2]
+
+
 def test_a_query_vector_is_reused_within_a_request_never_by_the_next(monkeypatch) -> None:
     """The candidate stage and the scorer share one encoding per request. Kept past the request, the memo served a
     replayed query with no forward pass, which neither `query_cache_off()` bypasses nor `encode_cached` counts: a

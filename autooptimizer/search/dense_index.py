@@ -36,12 +36,13 @@ class DenseIndex:
     """The `rows` (collection rows, shape (n,)) of one corpus and their unit vectors `vecs` (n, dim), searchable by
     inner product. `nearest` gives rows nearest first; the exact scan breaks ties by the lower row. Exact when there
     are fewer than `exact_below` rows (default `EXACT_BELOW`). Raises ValueError when rows and vectors differ in
-    number."""
+    number, and `nearest` when the query's dimension is not the vectors'."""
 
     def __init__(self, rows: np.ndarray, vecs: np.ndarray, exact_below: int | None = None) -> None:
         self.rows = np.asarray(rows, dtype=np.int64)
         if len(self.rows) != len(vecs):
             raise ValueError(f"{len(self.rows)} rows but {len(vecs)} vectors")
+        self.dim = int(np.shape(vecs)[-1])
         self.exact = len(self.rows) < (EXACT_BELOW if exact_below is None else exact_below)
         self.vecs = np.ascontiguousarray(vecs, dtype=np.float32) if self.exact else None
         self.graph = None if self.exact else _hnsw(vecs)
@@ -52,12 +53,15 @@ class DenseIndex:
 
     def nearest(self, q: np.ndarray, k: int) -> np.ndarray:
         """Rows of the (at most) `k` documents with the highest inner product with `q` (dim,), nearest first."""
+        q = np.asarray(q, dtype=np.float32)
+        if q.shape != (self.dim,):  # faiss would fail a bare assert; numpy would quote its matmul signature
+            raise ValueError(f"query vector of shape {q.shape}; the index holds {self.dim}-dimension vectors")
         k = min(k, len(self.rows))
         if k <= 0:
             return np.zeros(0, dtype=np.int64)
         if self.graph is None:
             assert self.vecs is not None
-            sims = self.vecs @ np.asarray(q, dtype=np.float32)
+            sims = self.vecs @ q
             top = np.argpartition(-sims, k - 1)[:k] if k < len(self.rows) else np.arange(len(self.rows))
             return self.rows[top[np.lexsort((self.rows[top], -sims[top]))]]
         params = self._params.get(k)
@@ -66,7 +70,7 @@ class DenseIndex:
 
             ef = max(EF_SEARCH_MIN, 2 * k)
             params = self._params.setdefault(k, faiss.SearchParametersHNSW(efSearch=ef))  # pyright: ignore[reportAttributeAccessIssue]
-        _, found = self.graph.search(np.asarray(q, dtype=np.float32)[None, :], k, params=params)
+        _, found = self.graph.search(q[None, :], k, params=params)
         found = found[0]
         return self.rows[found[found >= 0]]
 

@@ -43,7 +43,7 @@ def run(domains: list[str], k: int = 100, max_seq_length: int = 128) -> list[Den
     rows_out = []
     for name in domains:
         collection = load_collection([name])
-        matrix = doc_embeddings(collection, encoder, progress=False)
+        matrix = doc_embeddings(collection, encoder, progress=True)  # vectors not cached yet: minutes, shown
         rows = np.arange(len(collection), dtype=np.int64)
         queries = encoder.encode(list(_queries(get_settings().dataset(name))))
         exact = DenseIndex(rows, matrix, exact_below=len(rows) + 1)

@@ -465,14 +465,17 @@ class LtrFusionReranker:
         self._memo.query = None
 
     def own_index(self, i: int) -> DenseIndex:
-        """The corpus expert `i`'s dense candidates come from (`dense_rows`), indexed once."""
+        """The corpus expert `i`'s dense candidates come from (`dense_rows`), indexed once: the first request builds
+        it (a graph: seconds on npl) while the others wait, not each its own."""
         with self._lock:
             got = self._own.get(i)
         if got is None:
-            rows = dense_rows(self.collection, self.experts[i].p)
-            got = DenseIndex(rows, self.matrix[rows])
+            matrix = self.matrix  # first: unwarmed, this warms, which indexes every expert's corpus
             with self._lock:
-                got = self._own.setdefault(i, got)
+                got = self._own.get(i)
+                if got is None:
+                    rows = dense_rows(self.collection, self.experts[i].p)
+                    got = self._own[i] = DenseIndex(rows, matrix[rows])
         return got
 
     def extra_candidates(self, query: str, doc_ids: list[str], rows: np.ndarray) -> np.ndarray:

@@ -64,3 +64,16 @@ def test_a_query_of_the_wrong_dimension_is_an_error_that_says_so(exact_below: in
         with pytest.raises(ValueError, match=r"query vector of shape \(.*\); the index holds 48-dimension vectors"):
             index.nearest(q, 5)
     assert len(index.nearest(np.ones(48), 5)) == 5
+
+
+def test_a_graph_without_faiss_installed_is_an_error_that_names_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from autooptimizer.errors import ConfigError
+
+    monkeypatch.setitem(sys.modules, "faiss", None)  # what `import faiss` meets where it is not installed
+    vecs, _ = _clustered(50)
+    with pytest.raises(ConfigError, match="needs faiss") as info:
+        DenseIndex(np.arange(50), vecs, exact_below=0)
+    assert "faiss-cpu" in str(info.value)
+    assert DenseIndex(np.arange(50), vecs).exact, "below the threshold no graph, so faiss is not needed"

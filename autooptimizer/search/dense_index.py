@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from autooptimizer.errors import ConfigError
+
 EXACT_BELOW = 4096
 """Corpora with fewer documents are scanned exactly: the matrix stays in cache (6,000 x 384 cost 0.2 ms), and a
 graph would only add build time and approximation."""
@@ -34,7 +36,9 @@ _BUILD_LOCK = threading.Lock()
 
 class DenseIndex:
     """The `rows` (collection rows, shape (n,)) of one corpus and their unit vectors `vecs` (n, dim), searchable by
-    inner product. `nearest` gives rows nearest first; the exact scan breaks ties by the lower row. Exact when there
+    inner product. `nearest` gives rows nearest first; within the exact scan's top k, equal similarities go to the
+    lower row (which of several documents tied at the k-th place gets in is numpy's argpartition's choice:
+    deterministic, not the lower row). Exact when there
     are fewer than `exact_below` rows (default `EXACT_BELOW`). Raises ValueError when rows and vectors differ in
     number, and `nearest` when the query's dimension is not the vectors'."""
 
@@ -77,7 +81,13 @@ class DenseIndex:
 
 def _hnsw(vecs: np.ndarray):
     """An inner-product HNSW graph over `vecs`, built on one thread so the same vectors give the same graph."""
-    import faiss
+    try:
+        import faiss
+    except ImportError as exc:  # e.g. a machine set up without the `ml` extra
+        raise ConfigError(
+            f"Searching a corpus of {len(vecs)} documents for dense candidates needs faiss, which is not installed.",
+            "Install the project's ml extra (pip install -e '.[ml]', or pip install faiss-cpu).",
+        ) from exc
 
     data = np.ascontiguousarray(vecs, dtype=np.float32)
     graph = faiss.IndexHNSWFlat(data.shape[1], HNSW_M, faiss.METRIC_INNER_PRODUCT)

@@ -36,3 +36,12 @@ def test_a_domain_whose_vectors_are_not_cached_shows_their_encoding(ml_world: di
     out = CliRunner().invoke(app, ["bench", "dense-index", "--domains", "dom", "--k", "5", "--max-seq-length", "64"])
     assert out.exit_code == 0, out.output
     assert "encoding docs" in out.stderr and "| dom |" in out.stdout
+
+
+def test_an_unknown_domain_fails_before_any_other_domain_is_measured(ml_world: dict) -> None:
+    """`dom,nosuch` used to measure dom (encoder loaded, vectors read), then fail on nosuch, losing dom's row."""
+    out = subprocess.run([sys.executable, "-m", "autooptimizer", "bench", "dense-index", "--domains", "dom,nosuch"],
+                         capture_output=True, text=True)
+    assert out.returncode == 2
+    assert "Dataset nosuch not found" in out.stderr and "Traceback" not in out.stderr
+    assert "encoding docs" not in out.stderr and "Loading weights" not in out.stderr, "failed before any work"

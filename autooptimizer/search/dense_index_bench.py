@@ -38,14 +38,15 @@ def run(domains: list[str], k: int = 100, max_seq_length: int = 128) -> list[Den
     from autooptimizer.search.encoder import get_encoder
     from autooptimizer.settings import get_settings
 
+    folders = [get_settings().dataset(name) for name in domains]  # a wrong name fails now, not after the others ran
     limit_threads(1)
     encoder = get_encoder(None, max_seq_length)
     rows_out = []
-    for name in domains:
-        collection = load_collection([name])
+    for name, folder in zip(domains, folders, strict=True):
+        collection = load_collection([str(folder)])
         matrix = doc_embeddings(collection, encoder, progress=True)  # vectors not cached yet: minutes, shown
         rows = np.arange(len(collection), dtype=np.int64)
-        queries = encoder.encode(list(_queries(get_settings().dataset(name))))
+        queries = encoder.encode(list(_queries(folder)))
         exact = DenseIndex(rows, matrix, exact_below=len(rows) + 1)
         t0 = time.perf_counter()
         graph = DenseIndex(rows, matrix, exact_below=0)

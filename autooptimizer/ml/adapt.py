@@ -100,7 +100,10 @@ class Adaptation(BaseModel):
 # raised the expert's serving CPU (tiny console world: 1.2x -> 3.3x the champion's, past the promotion rule's 1.2x)
 # for no demonstrated gain. ICT pseudo-queries (-0.007), idf-weighted RM3 (-0.004) and unjudged-query PRF rows (cisi
 # -0.018) were worse. Ten develop seeds per domain (session 6) agree: no pseudo-query kind or count, no prior, and
-# not tuned BM25 beats none (docs/benchmarks.md, Develop, ten seeds per domain). All stay switchable.
+# not tuned BM25 beats none (docs/benchmarks.md, Develop, ten seeds per domain). Dense candidates gated by the
+# feedback (rounds D-F) gained +0.0025 on the develop domains and +0.003 / -0.001 on npl over paired plain repairs,
+# and their serving cost (1.21-1.26x on npl, budget 1.2x) refused 8 of 9 promotions the plain repair made (round F).
+# All stay switchable.
 DEFAULT = Adaptation()
 
 # Named variants for `autoopt bench study` (docs/benchmarks.md, Repair: leave-one-domain-out).

@@ -1,10 +1,12 @@
 """Nearest documents of one corpus to a query vector: the dense half of an expert's hybrid first stage.
 
 A scan of every document vector is exact but reads the whole corpus matrix per query: on npl (11,429 documents x 384
-float32, 17.5 MB) it cost ~1.4 ms of CPU, more than the rest of the ltr expert's extra work, and pushed the expert
-past the promotion rule's serving-cost budget (docs/benchmarks.md, "Confirm, round E"). Above `EXACT_BELOW`
-documents the search runs on a faiss HNSW graph (Malkov & Yashunin 2018, "Efficient and robust approximate nearest
-neighbor search using Hierarchical Navigable Small World graphs"), which visits a few hundred vectors per query.
+float32, 17.5 MB) the search service's candidate stage cost ~1.3 ms more per query with it than with the graph,
+about a quarter of what the dense expert costs beyond the champion (most of the rest: the features of the extra
+candidates), and the promotion rule's serving-cost budget is counted in such milliseconds (docs/benchmarks.md, "Dense
+candidates: HNSW"). Above `EXACT_BELOW` documents the search runs on a faiss HNSW graph (Malkov & Yashunin 2018,
+"Efficient and robust approximate nearest neighbor search using Hierarchical Navigable Small World graphs"), which
+visits a few hundred vectors per query.
 
 Training (`ltr_fusion.FirstStage`) and serving (`LtrFusionReranker.extra_candidates`) build their own index from the
 same rows and vectors; the graph is built on one thread, in row order, with faiss's fixed level seed, so both give the
@@ -38,9 +40,9 @@ class DenseIndex:
     """The `rows` (collection rows, shape (n,)) of one corpus and their unit vectors `vecs` (n, dim), searchable by
     inner product. `nearest` gives rows nearest first; within the exact scan's top k, equal similarities go to the
     lower row (which of several documents tied at the k-th place gets in is numpy's argpartition's choice:
-    deterministic, not the lower row). Exact when there
-    are fewer than `exact_below` rows (default `EXACT_BELOW`). Raises ValueError when rows and vectors differ in
-    number, and `nearest` when the query's dimension is not the vectors'."""
+    deterministic, not the lower row). Exact when there are fewer than `exact_below` rows (default `EXACT_BELOW`).
+    Raises ValueError when rows and vectors differ in number, and `nearest` when the query's dimension is not the
+    vectors'; ConfigError when a graph is needed and faiss is not installed."""
 
     def __init__(self, rows: np.ndarray, vecs: np.ndarray, exact_below: int | None = None) -> None:
         self.rows = np.asarray(rows, dtype=np.int64)

@@ -32,7 +32,7 @@ def run(domains: list[str], k: int = 100, max_seq_length: int = 128) -> list[Den
     import numpy as np
 
     from autooptimizer.infra.serve import limit_threads
-    from autooptimizer.search.beir import load_collection
+    from autooptimizer.search.beir import Collection, load_beir
     from autooptimizer.search.dense_index import DenseIndex
     from autooptimizer.search.embeddings import doc_embeddings
     from autooptimizer.search.encoder import get_encoder
@@ -43,10 +43,11 @@ def run(domains: list[str], k: int = 100, max_seq_length: int = 128) -> list[Den
     encoder = get_encoder(None, max_seq_length)
     rows_out = []
     for name, folder in zip(domains, folders, strict=True):
-        collection = load_collection([str(folder)])
+        dataset = load_beir(folder)  # read once: the collection's corpus and the queries
+        collection = Collection([dataset])
         matrix = doc_embeddings(collection, encoder, progress=True)  # vectors not cached yet: minutes, shown
         rows = np.arange(len(collection), dtype=np.int64)
-        queries = encoder.encode(list(_queries(folder)))
+        queries = encoder.encode(list(dataset.queries.values()))
         exact = DenseIndex(rows, matrix, exact_below=len(rows) + 1)
         t0 = time.perf_counter()
         graph = DenseIndex(rows, matrix, exact_below=0)
@@ -76,9 +77,3 @@ def run(domains: list[str], k: int = 100, max_seq_length: int = 128) -> list[Den
             )
         )
     return rows_out
-
-
-def _queries(path) -> list[str]:  # noqa: ANN001
-    from autooptimizer.search.beir import load_beir
-
-    return list(load_beir(path).queries.values())

@@ -77,3 +77,40 @@ def test_a_graph_without_faiss_installed_is_an_error_that_names_the_fix(monkeypa
         DenseIndex(np.arange(50), vecs, exact_below=0)
     assert "faiss-cpu" in str(info.value)
     assert DenseIndex(np.arange(50), vecs).exact, "below the threshold no graph, so faiss is not needed"
+
+
+@pytest.mark.parametrize("exact_below", [None, 0])
+def test_a_numpy_integer_k_is_served_like_an_int(exact_below: int | None) -> None:
+    """The scan took np.int64(5); the graph passed it to faiss's SWIG binding, which refused it with a page of C++
+    prototypes ('Wrong number or type of arguments for overloaded function'). A float k is a TypeError in both."""
+    vecs, queries = _clustered(50)
+    index = DenseIndex(np.arange(50), vecs, exact_below=exact_below)
+    got = index.nearest(queries[0], np.int64(5))  # pyright: ignore[reportArgumentType]
+    assert got.tolist() == index.nearest(queries[0], 5).tolist()
+    with pytest.raises(TypeError, match="integer"):
+        index.nearest(queries[0], 5.0)  # pyright: ignore[reportArgumentType]
+
+
+@pytest.mark.parametrize("exact_below", [None, 0])
+def test_a_query_with_nan_is_an_error_not_arbitrary_rows(exact_below: int | None) -> None:
+    """A NaN in the query made every similarity NaN: the scan returned k arbitrary rows as the nearest, the graph
+    none, and neither said why."""
+    vecs, queries = _clustered(50)
+    index = DenseIndex(np.arange(50), vecs, exact_below=exact_below)
+    for bad in (np.nan, np.inf):
+        q = queries[0].copy()
+        q[3] = bad
+        with pytest.raises(ValueError, match="not finite"):
+            index.nearest(q, 5)
+
+
+@pytest.mark.parametrize("exact_below", [None, 0])
+def test_vectors_must_be_a_matrix_and_rows_a_list(exact_below: int | None) -> None:
+    """One 8-dimension vector given as (8,) for 8 rows passed the count check, then `nearest` failed with numpy's
+    'invalid index to scalar variable' (scan) or the build with 'tuple index out of range' (graph)."""
+    with pytest.raises(ValueError, match=r"vectors of shape \(8,\)"):
+        DenseIndex(np.arange(8), np.ones(8, dtype=np.float32), exact_below=exact_below)
+    with pytest.raises(ValueError, match=r"rows of shape \(8, 1\)"):
+        DenseIndex(np.arange(8).reshape(8, 1), np.ones((8, 4), dtype=np.float32), exact_below=exact_below)
+    empty = DenseIndex(np.zeros(0, dtype=np.int64), np.zeros((0, 4), dtype=np.float32), exact_below=exact_below)
+    assert empty.nearest(np.ones(4), 3).tolist() == [], "no documents: no candidates, with or without a graph"

@@ -16,6 +16,7 @@ in docs/benchmarks.md ("Dense candidates: HNSW instead of a scan").
 
 from __future__ import annotations
 
+import operator
 import threading
 from typing import Any
 
@@ -41,11 +42,15 @@ class DenseIndex:
     inner product. `nearest` gives rows nearest first; within the exact scan's top k, equal similarities go to the
     lower row (which of several documents tied at the k-th place gets in is numpy's argpartition's choice:
     deterministic, not the lower row). Exact when there are fewer than `exact_below` rows (default `EXACT_BELOW`).
-    Raises ValueError when rows and vectors differ in number, and `nearest` when the query's dimension is not the
-    vectors'; ConfigError when a graph is needed and faiss is not installed."""
+    Raises ValueError when rows and vectors differ in number or are not (n,) and (n, dim), and `nearest` when the
+    query's dimension is not the vectors' or it holds NaN or inf; ConfigError when a graph is needed and faiss is not
+    installed."""
 
     def __init__(self, rows: np.ndarray, vecs: np.ndarray, exact_below: int | None = None) -> None:
         self.rows = np.asarray(rows, dtype=np.int64)
+        if self.rows.ndim != 1 or np.ndim(vecs) != 2:  # else the scan fails on numpy's indexing, the build on faiss'
+            raise ValueError(f"rows of shape {self.rows.shape} and vectors of shape {np.shape(vecs)}; "
+                             "expected (n,) and (n, dim)")
         if len(self.rows) != len(vecs):
             raise ValueError(f"{len(self.rows)} rows but {len(vecs)} vectors")
         self.dim = int(np.shape(vecs)[-1])
@@ -62,7 +67,9 @@ class DenseIndex:
         q = np.asarray(q, dtype=np.float32)
         if q.shape != (self.dim,):  # faiss would fail a bare assert; numpy would quote its matmul signature
             raise ValueError(f"query vector of shape {q.shape}; the index holds {self.dim}-dimension vectors")
-        k = min(k, len(self.rows))
+        if not np.isfinite(q).all():  # every similarity would be NaN: the scan would return arbitrary rows
+            raise ValueError("query vector is not finite (NaN or inf)")
+        k = min(operator.index(k), len(self.rows))  # an int for faiss, which refuses numpy's integers
         if k <= 0:
             return np.zeros(0, dtype=np.int64)
         if self.graph is None:
